@@ -1,0 +1,180 @@
+// N-API surface of the native core. Every call that may wait on a process runs in an
+// AsyncWorker, so Node's event loop never blocks on a ptrace stop. Each worker does its whole
+// job (attach → work → detach) on one thread, because ptrace binds a tracee to its tracer thread.
+#include <napi.h>
+
+#include <array>
+#include <functional>
+#include <memory>
+
+#include "core.h"
+
+namespace {
+
+using hp::CoreError;
+
+uint64_t ToU64(const Napi::Value& v) {
+  if (v.IsBigInt()) {
+    bool lossless;
+    return v.As<Napi::BigInt>().Uint64Value(&lossless);
+  }
+  return uint64_t(v.As<Napi::Number>().Int64Value());
+}
+
+Napi::Value RejectWith(Napi::Env env, Napi::Promise::Deferred& d, const CoreError& e) {
+  Napi::Error error = Napi::Error::New(env, e.message);
+  error.Set("code", Napi::String::New(env, e.code));
+  error.Set("unchanged", Napi::Boolean::New(env, e.unchanged));
+  d.Reject(error.Value());
+  return d.Promise();
+}
+
+// Runs `work` off the JS thread; `done` builds the resolved value on the JS thread.
+class CoreWorker : public Napi::AsyncWorker {
+ public:
+  CoreWorker(Napi::Env env, std::function<bool(CoreError&)> work, std::function<Napi::Value(Napi::Env)> done)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), done_(std::move(done)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    if (!work_(err_) && !err_.set()) hp::Fail(err_, "INTERNAL", "native operation failed without a reason");
+  }
+  void OnOK() override {
+    Napi::HandleScope scope(Env());
+    if (err_.set()) {
+      RejectWith(Env(), deferred_, err_);
+      return;
+    }
+    deferred_.Resolve(done_(Env()));
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<bool(CoreError&)> work_;
+  std::function<Napi::Value(Napi::Env)> done_;
+  CoreError err_;
+};
+
+Napi::Value Queue(Napi::Env env, std::function<bool(CoreError&)> work, std::function<Napi::Value(Napi::Env)> done) {
+  auto* w = new CoreWorker(env, std::move(work), std::move(done));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value ReadMemory(const Napi::CallbackInfo& info) {
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  uint64_t addr = ToU64(info[1]);
+  size_t len = info[2].As<Napi::Number>().Uint32Value();
+  auto buf = std::make_shared<std::vector<uint8_t>>(len);
+  return Queue(
+      info.Env(), [=](CoreError& err) { return hp::ReadMemory(pid, addr, buf->data(), len, err); },
+      [=](Napi::Env env) { return Napi::Buffer<uint8_t>::Copy(env, buf->data(), buf->size()); });
+}
+
+std::vector<uint8_t> Bytes(const Napi::Value& v) {
+  auto b = v.As<Napi::Buffer<uint8_t>>();
+  return std::vector<uint8_t>(b.Data(), b.Data() + b.Length());
+}
+
+Napi::Value WriteMemory(const Napi::CallbackInfo& info) {
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  uint64_t addr = ToU64(info[1]);
+  auto data = std::make_shared<std::vector<uint8_t>>(Bytes(info[2]));
+  return Queue(
+      info.Env(), [=](CoreError& err) { return hp::WriteMemory(pid, addr, data->data(), data->size(), err); },
+      [](Napi::Env env) { return env.Undefined(); });
+}
+
+Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  Napi::Object o = info[1].As<Napi::Object>();
+  pid_t tid = o.Has("tid") && !o.Get("tid").IsUndefined() ? o.Get("tid").As<Napi::Number>().Int32Value() : 0;
+  uint64_t gadget = ToU64(o.Get("gadget"));
+  uint64_t nr = ToU64(o.Get("nr"));
+  auto args = std::make_shared<std::array<uint64_t, 6>>();
+  args->fill(0);
+  if (o.Has("args")) {
+    Napi::Array a = o.Get("args").As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length() && i < 6; i++) (*args)[i] = ToU64(a.Get(i));
+  }
+  auto out = std::make_shared<hp::RemoteSyscallResult>();
+  return Queue(
+      info.Env(), [=](CoreError& err) { return hp::RemoteSyscall(pid, tid, gadget, nr, args->data(), *out, err); },
+      [=](Napi::Env env) {
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("ret", Napi::Number::New(env, double(out->ret)));
+        r.Set("tid", Napi::Number::New(env, out->tid));
+        r.Set("interruptedSyscall", Napi::Boolean::New(env, out->interruptedSyscall));
+        return r;
+      });
+}
+
+Napi::Value Transaction(const Napi::CallbackInfo& info) {
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  Napi::Array arr = info[1].As<Napi::Array>();
+  auto sites = std::make_shared<std::vector<hp::Site>>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Object s = arr.Get(i).As<Napi::Object>();
+    hp::Site site;
+    site.addr = ToU64(s.Get("addr"));
+    site.expect = Bytes(s.Get("expect"));
+    site.write = Bytes(s.Get("write"));
+    sites->push_back(std::move(site));
+  }
+  hp::TransactionOptions opts;
+  if (info.Length() > 2 && info[2].IsObject()) {
+    Napi::Object o = info[2].As<Napi::Object>();
+    if (o.Has("timeoutMs")) opts.timeoutMs = uint64_t(o.Get("timeoutMs").As<Napi::Number>().Int64Value());
+    if (o.Has("maxSteps")) opts.maxSteps = o.Get("maxSteps").As<Napi::Number>().Int32Value();
+    if (o.Has("realtime")) opts.realtime = o.Get("realtime").As<Napi::Boolean>().Value();
+  }
+  auto out = std::make_shared<hp::TransactionResult>();
+  return Queue(
+      info.Env(), [=](CoreError& err) { return hp::RunTransaction(pid, *sites, opts, *out, err); },
+      [=](Napi::Env env) {
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("pauseNs", Napi::Number::New(env, double(out->pauseNs)));
+        r.Set("totalStoppedNs", Napi::Number::New(env, double(out->totalStoppedNs)));
+        r.Set("attempts", Napi::Number::New(env, out->attempts));
+        r.Set("threads", Napi::Number::New(env, out->threads));
+        r.Set("steppedThreads", Napi::Number::New(env, out->steppedThreads));
+        r.Set("realtime", Napi::Boolean::New(env, out->realtime));
+        return r;
+      });
+}
+
+Napi::Value Snapshot(const Napi::CallbackInfo& info) {
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  auto out = std::make_shared<std::vector<hp::ThreadSnapshot>>();
+  return Queue(
+      info.Env(), [=](CoreError& err) { return hp::SnapshotThreads(pid, *out, err); },
+      [=](Napi::Env env) {
+        Napi::Array a = Napi::Array::New(env, out->size());
+        for (size_t i = 0; i < out->size(); i++) {
+          const auto& s = (*out)[i];
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("tid", Napi::Number::New(env, s.tid));
+          o.Set("pc", Napi::Number::New(env, double(s.regs.rip)));
+          o.Set("sp", Napi::Number::New(env, double(s.regs.rsp)));
+          o.Set("syscall", Napi::Number::New(env, double(int64_t(s.regs.orig_rax))));
+          o.Set("inSyscall", Napi::Boolean::New(env, s.inSyscall));
+          a.Set(uint32_t(i), o);
+        }
+        return a;
+      });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("readMemory", Napi::Function::New(env, ReadMemory));
+  exports.Set("writeMemory", Napi::Function::New(env, WriteMemory));
+  exports.Set("remoteSyscall", Napi::Function::New(env, RemoteSyscall));
+  exports.Set("transaction", Napi::Function::New(env, Transaction));
+  exports.Set("snapshot", Napi::Function::New(env, Snapshot));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(hpcore, Init)

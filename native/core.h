@@ -1,0 +1,132 @@
+// The native core of hp-agent: process control only. It knows nothing about packages, ELF or
+// policy; TypeScript decides *what* to write, this code decides nothing but *how* to stop, write
+// and resume a process safely.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include <cstdint>
+#include <string>
+#include <deque>
+#include <vector>
+
+namespace hp {
+
+// Every failure carries a stable code (mapped to an HpError in TypeScript) and a message that
+// says what was refused and why. `unchanged` is false only when a rollback itself failed.
+struct CoreError {
+  std::string code;
+  std::string message;
+  bool unchanged = true;
+  bool set() const { return !code.empty(); }
+};
+
+bool Fail(CoreError& err, const std::string& code, const std::string& message);
+std::string ErrnoText(int e);
+uint64_t MonotonicNs();
+
+// ---- memory.cc: the one place that reads and writes target memory ---------------------------
+// Through /proc/PID/mem, which (for a process we may ptrace) also writes read-only code pages,
+// because the kernel uses FOLL_FORCE for it, exactly like PTRACE_POKEDATA but in one call.
+bool ReadMemory(pid_t pid, uint64_t addr, void* out, size_t len, CoreError& err);
+bool WriteMemory(pid_t pid, uint64_t addr, const void* data, size_t len, CoreError& err);
+
+// ---- ptrace_ops.cc: the one ptrace wrapper -----------------------------------------------------
+struct TracedThread {
+  pid_t tid = 0;
+  bool stopped = false;
+  bool gone = false;
+  std::vector<int> pendingSignals;  // signals that arrived while we held the thread; re-sent on detach
+};
+
+// All threads of one process, seized by the calling OS thread. ptrace ties a tracee to the
+// tracer *thread*, so one Tracee must live and die on a single thread (one AsyncWorker job).
+class Tracee {
+ public:
+  explicit Tracee(pid_t pid) : pid_(pid) {}
+  ~Tracee();
+  Tracee(const Tracee&) = delete;
+  Tracee& operator=(const Tracee&) = delete;
+
+  pid_t pid() const { return pid_; }
+  std::deque<TracedThread>& threads() { return threads_; }
+
+  // PTRACE_SEIZE every thread (with TRACECLONE, so threads created meanwhile are traced too),
+  // re-reading /proc/PID/task until no new thread appears. Threads keep running.
+  bool SeizeAll(CoreError& err);
+  // Seize a single thread (for a remote syscall; the other threads keep running untraced).
+  bool SeizeOne(pid_t tid, CoreError& err);
+  // Interrupt every seized thread and wait until each is in a ptrace stop.
+  bool StopAll(CoreError& err);
+  bool Stop(TracedThread& t, CoreError& err);
+  // Resume every stopped thread but stay attached (used between retries).
+  void ContinueAll();
+  // Detach every thread (resuming it), handing back any signal that arrived meanwhile.
+  void DetachAll();
+
+  bool GetRegs(const TracedThread& t, user_regs_struct& regs, CoreError& err);
+  bool SetRegs(const TracedThread& t, const user_regs_struct& regs, CoreError& err);
+  // One instruction; waits for the trap. Signals arriving meanwhile are kept for detach.
+  bool SingleStep(TracedThread& t, CoreError& err);
+
+ private:
+  bool WaitForStop(TracedThread& t, bool wantStepTrap, CoreError& err);
+  bool Known(pid_t tid) const;
+  void Detach(TracedThread& t);
+  pid_t pid_;
+  // A deque, because clone events append while references to other threads are held.
+  std::deque<TracedThread> threads_;
+};
+
+std::vector<pid_t> ListThreads(pid_t pid);
+bool ProcessAlive(pid_t pid);
+int TracerOf(pid_t pid);
+
+// A blocked system call interrupted by our stop shows one of these in rax; the kernel restarts it
+// on resume (rip -= 2) as long as orig_rax still holds the call number.
+bool IsRestartingSyscall(const user_regs_struct& regs);
+
+// ---- remote_syscall.cc --------------------------------------------------------------------------
+struct RemoteSyscallResult {
+  int64_t ret = 0;
+  pid_t tid = 0;
+  bool interruptedSyscall = false;  // the hijacked thread had been blocked in a call, now restarted
+};
+bool RemoteSyscall(pid_t pid, pid_t tid, uint64_t gadget, uint64_t nr, const uint64_t args[6],
+                   RemoteSyscallResult& out, CoreError& err);
+
+// ---- transaction.cc -----------------------------------------------------------------------------
+struct Site {
+  uint64_t addr = 0;
+  std::vector<uint8_t> expect;  // what must be there now
+  std::vector<uint8_t> write;   // what goes there (same length)
+};
+struct TransactionOptions {
+  uint64_t timeoutMs = 2000;  // retrying while a thread sits inside a site
+  int maxSteps = 32;          // single-steps to get one thread out of a site per attempt
+  bool realtime = false;      // raise the calling thread to SCHED_FIFO during the stop
+};
+struct ThreadPc {
+  pid_t tid;
+  uint64_t pc;
+};
+struct TransactionResult {
+  uint64_t pauseNs = 0;       // first thread interrupted → last thread resumed (final attempt)
+  uint64_t totalStoppedNs = 0;  // summed over all attempts
+  int attempts = 0;
+  int threads = 0;
+  int steppedThreads = 0;
+  bool realtime = false;
+};
+bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const TransactionOptions& opts,
+                    TransactionResult& out, CoreError& err);
+
+struct ThreadSnapshot {
+  pid_t tid;
+  user_regs_struct regs;
+  bool inSyscall;
+};
+bool SnapshotThreads(pid_t pid, std::vector<ThreadSnapshot>& out, CoreError& err);
+
+}  // namespace hp

@@ -1,0 +1,288 @@
+// The one ptrace wrapper. Every ptrace request and every waitpid of hp-agent goes through here,
+// so the rules that keep a target safe live in one place:
+//  - seize, never attach: PTRACE_SEIZE does not send SIGSTOP, so the program never sees one;
+//  - a signal that arrives while we hold a thread is kept and handed back when we let go;
+//  - new threads created while we work are traced automatically (PTRACE_O_TRACECLONE) and
+//    stopped like the others, so no thread can run unseen during a transaction.
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "core.h"
+
+namespace hp {
+
+bool Fail(CoreError& err, const std::string& code, const std::string& message) {
+  if (!err.set()) {
+    err.code = code;
+    err.message = message;
+  }
+  return false;
+}
+
+std::string ErrnoText(int e) { return std::string(strerror(e)); }
+
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+std::vector<pid_t> ListThreads(pid_t pid) {
+  std::vector<pid_t> tids;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return tids;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    tids.push_back(pid_t(atoi(e->d_name)));
+  }
+  closedir(d);
+  std::sort(tids.begin(), tids.end());
+  return tids;
+}
+
+static std::string StatusField(pid_t pid, const char* field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  size_t n = strlen(field);
+  while (std::getline(in, line)) {
+    if (line.compare(0, n, field) == 0 && line.size() > n && line[n] == ':') {
+      size_t i = n + 1;
+      while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) i++;
+      return line.substr(i);
+    }
+  }
+  return "";
+}
+
+bool ProcessAlive(pid_t pid) {
+  std::string state = StatusField(pid, "State");
+  return !state.empty() && state[0] != 'Z' && state[0] != 'X';
+}
+
+int TracerOf(pid_t pid) { return atoi(StatusField(pid, "TracerPid").c_str()); }
+
+bool IsRestartingSyscall(const user_regs_struct& regs) {
+  // ERESTARTSYS 512, ERESTARTNOINTR 513, ERESTARTNOHAND 514, ERESTART_RESTARTBLOCK 516
+  int64_t rax = int64_t(regs.rax);
+  return int64_t(regs.orig_rax) >= 0 &&
+         (rax == -512 || rax == -513 || rax == -514 || rax == -516);
+}
+
+static bool SeizeError(pid_t pid, pid_t tid, int e, CoreError& err) {
+  if (e == ESRCH) {
+    if (!ProcessAlive(pid))
+      return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid));
+    return Fail(err, "PROCESS_EXITED", "thread " + std::to_string(tid) + " of process " +
+                                           std::to_string(pid) + " exited while attaching");
+  }
+  if (e == EPERM) {
+    int tracer = TracerOf(pid);
+    if (tracer > 0) {
+      std::string comm;
+      std::ifstream in("/proc/" + std::to_string(tracer) + "/comm");
+      std::getline(in, comm);
+      return Fail(err, "ALREADY_TRACED",
+                  "process " + std::to_string(pid) + " is already traced by PID " +
+                      std::to_string(tracer) + (comm.empty() ? "" : " (" + comm + ")") +
+                      "; a process can have only one tracer, so hp-agent cannot attach");
+    }
+    return Fail(err, "PERMISSION_DENIED",
+                "not allowed to trace process " + std::to_string(pid) + ": " + ErrnoText(e));
+  }
+  return Fail(err, "ATTACH_FAILED",
+              "cannot attach to thread " + std::to_string(tid) + ": " + ErrnoText(e));
+}
+
+Tracee::~Tracee() { DetachAll(); }
+
+bool Tracee::Known(pid_t tid) const {
+  for (auto& t : threads_)
+    if (t.tid == tid) return true;
+  return false;
+}
+
+bool Tracee::SeizeOne(pid_t tid, CoreError& err) {
+  if (ptrace(PTRACE_SEIZE, tid, nullptr, (void*)(long)PTRACE_O_TRACECLONE) != 0)
+    return SeizeError(pid_, tid, errno, err);
+  TracedThread t;
+  t.tid = tid;
+  threads_.push_back(t);
+  return true;
+}
+
+bool Tracee::SeizeAll(CoreError& err) {
+  if (!ProcessAlive(pid_))
+    return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid_));
+  // Threads may be created while we attach; once a thread is seized its children are traced
+  // automatically, so a pass that finds nothing new means every thread is ours.
+  for (int pass = 0; pass < 100; pass++) {
+    bool found = false;
+    for (pid_t tid : ListThreads(pid_)) {
+      if (Known(tid)) continue;
+      found = true;
+      if (ptrace(PTRACE_SEIZE, tid, nullptr, (void*)(long)PTRACE_O_TRACECLONE) != 0) {
+        int e = errno;
+        if (e == ESRCH && tid != pid_) continue;  // the thread exited meanwhile: fine
+        return SeizeError(pid_, tid, e, err);
+      }
+      TracedThread t;
+      t.tid = tid;
+      threads_.push_back(t);
+    }
+    if (!found) return true;
+  }
+  return Fail(err, "ATTACH_FAILED",
+              "process " + std::to_string(pid_) + " keeps creating threads faster than they can be seized");
+}
+
+// Waits until `t` is in a ptrace stop we asked for: the interrupt (PTRACE_EVENT_STOP), a clone
+// event, or (wantStepTrap) the SIGTRAP of a single-step. Other signals are recorded, suppressed
+// for now, and re-sent on detach, so the program still receives each of them.
+bool Tracee::WaitForStop(TracedThread& t, bool wantStepTrap, CoreError& err) {
+  for (;;) {
+    int status = 0;
+    pid_t r = waitpid(t.tid, &status, __WALL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      t.gone = true;
+      if (t.tid == pid_ || !ProcessAlive(pid_))
+        return Fail(err, "PROCESS_EXITED",
+                    "process " + std::to_string(pid_) + " exited while it was being patched");
+      return true;  // a non-leader thread vanished: nothing left to stop
+    }
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      t.gone = true;
+      if (t.tid == pid_ || !ProcessAlive(pid_))
+        return Fail(err, "PROCESS_EXITED",
+                    "process " + std::to_string(pid_) + " exited while it was being patched");
+      return true;
+    }
+    if (!WIFSTOPPED(status)) continue;
+    int sig = WSTOPSIG(status);
+    int event = status >> 16;
+    if (event == PTRACE_EVENT_STOP) {
+      t.stopped = true;
+      return true;
+    }
+    if (event == PTRACE_EVENT_CLONE) {
+      unsigned long child = 0;
+      ptrace(PTRACE_GETEVENTMSG, t.tid, nullptr, &child);
+      if (child && !Known(pid_t(child))) {
+        TracedThread n;
+        n.tid = pid_t(child);
+        threads_.push_back(n);  // it starts in PTRACE_EVENT_STOP; StopAll waits for it
+      }
+      t.stopped = true;
+      return true;
+    }
+    if (event != 0) {  // an event we did not ask for; let it go on
+      ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
+      continue;
+    }
+    if (wantStepTrap && sig == SIGTRAP) {
+      t.stopped = true;
+      return true;
+    }
+    // Signal-delivery-stop: keep the signal, let the thread go on to our pending stop.
+    t.pendingSignals.push_back(sig);
+    if (ptrace(wantStepTrap ? PTRACE_SINGLESTEP : PTRACE_CONT, t.tid, nullptr, nullptr) != 0) {
+      t.gone = true;
+      return true;
+    }
+  }
+}
+
+bool Tracee::Stop(TracedThread& t, CoreError& err) {
+  if (t.stopped || t.gone) return true;
+  if (ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr) != 0) {
+    if (errno == ESRCH && t.tid != pid_ && ProcessAlive(pid_)) {
+      t.gone = true;
+      return true;
+    }
+    return Fail(err, "PROCESS_EXITED",
+                "process " + std::to_string(pid_) + " exited while it was being stopped");
+  }
+  return WaitForStop(t, false, err);
+}
+
+bool Tracee::StopAll(CoreError& err) {
+  // Interrupt everyone first, then collect the stops: the threads stop in parallel, and the
+  // pause is one stop latency, not the sum of them.
+  for (auto& t : threads_) {
+    if (t.stopped || t.gone) continue;
+    if (ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr) != 0 && errno == ESRCH) {
+      if (t.tid == pid_ && !ProcessAlive(pid_))
+        return Fail(err, "PROCESS_EXITED",
+                    "process " + std::to_string(pid_) + " exited while it was being stopped");
+    }
+  }
+  // threads_ may grow (clone events) while we wait, so index rather than iterate.
+  for (size_t i = 0; i < threads_.size(); i++) {
+    if (threads_[i].stopped || threads_[i].gone) continue;
+    if (!WaitForStop(threads_[i], false, err)) return false;
+  }
+  return true;
+}
+
+void Tracee::ContinueAll() {
+  for (auto& t : threads_) {
+    if (!t.stopped || t.gone) continue;
+    ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
+    t.stopped = false;
+  }
+}
+
+void Tracee::Detach(TracedThread& t) {
+  if (t.gone) return;
+  if (!t.stopped) {
+    // A thread must be stopped to be detached.
+    CoreError ignored;
+    if (!Stop(t, ignored) || t.gone) return;
+  }
+  int first = t.pendingSignals.empty() ? 0 : t.pendingSignals.front();
+  ptrace(PTRACE_DETACH, t.tid, nullptr, (void*)(long)first);
+  for (size_t i = 1; i < t.pendingSignals.size(); i++) syscall(SYS_tgkill, pid_, t.tid, t.pendingSignals[i]);
+  t.pendingSignals.clear();
+  t.stopped = false;
+  t.gone = true;
+}
+
+void Tracee::DetachAll() {
+  for (size_t i = 0; i < threads_.size(); i++) Detach(threads_[i]);
+  threads_.clear();
+}
+
+bool Tracee::GetRegs(const TracedThread& t, user_regs_struct& regs, CoreError& err) {
+  if (ptrace(PTRACE_GETREGS, t.tid, nullptr, &regs) != 0)
+    return Fail(err, "PTRACE_FAILED", "cannot read registers of thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
+  return true;
+}
+
+bool Tracee::SetRegs(const TracedThread& t, const user_regs_struct& regs, CoreError& err) {
+  if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
+    return Fail(err, "PTRACE_FAILED", "cannot set registers of thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
+  return true;
+}
+
+bool Tracee::SingleStep(TracedThread& t, CoreError& err) {
+  if (ptrace(PTRACE_SINGLESTEP, t.tid, nullptr, nullptr) != 0)
+    return Fail(err, "PTRACE_FAILED", "cannot single-step thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
+  t.stopped = false;
+  return WaitForStop(t, true, err);
+}
+
+}  // namespace hp

@@ -1,0 +1,186 @@
+// One patch transaction: stop every thread, make sure none is executing the bytes about to be
+// replaced, check that the bytes are what the caller expects, write every site, read them back,
+// resume. Every failure goes through one rollback path (RestoreWritten) and leaves the process
+// running with its original bytes.
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "core.h"
+
+namespace hp {
+
+static std::string Hex(uint64_t v) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "0x%llx", (unsigned long long)v);
+  return buf;
+}
+
+// Inside the overwritten bytes, but not exactly at their start: a thread at the very first
+// byte has not executed any of them yet and will simply execute the new ones.
+static const Site* SiteContaining(const std::vector<Site>& sites, uint64_t pc) {
+  for (auto& s : sites)
+    if (pc > s.addr && pc < s.addr + s.write.size()) return &s;
+  return nullptr;
+}
+
+// A thread blocked in a restartable call resumes at rip - 2 (the syscall instruction again).
+static const Site* ThreadInSite(const std::vector<Site>& sites, const user_regs_struct& r) {
+  if (const Site* s = SiteContaining(sites, r.rip)) return s;
+  if (IsRestartingSyscall(r)) return SiteContaining(sites, r.rip - 2);
+  return nullptr;
+}
+
+static void RestoreWritten(pid_t pid, const std::vector<Site>& sites, size_t written, CoreError& err) {
+  for (size_t i = 0; i < written; i++) {
+    CoreError e;
+    if (!WriteMemory(pid, sites[i].addr, sites[i].expect.data(), sites[i].expect.size(), e)) {
+      err.unchanged = false;
+      err.message += "; rollback of " + Hex(sites[i].addr) + " failed too: " + e.message;
+    }
+  }
+}
+
+// SCHED_FIFO for the calling thread while the target is stopped, so the tracer is not queued
+// behind the target's own busy threads. Failure (no privilege) just means normal priority.
+class RealtimeScope {
+ public:
+  explicit RealtimeScope(bool wanted) {
+    if (!wanted) return;
+    if (pthread_getschedparam(pthread_self(), &policy_, &param_) != 0) return;
+    sched_param p;
+    p.sched_priority = sched_get_priority_min(SCHED_FIFO) + 1;
+    active_ = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0;
+  }
+  ~RealtimeScope() {
+    if (active_) pthread_setschedparam(pthread_self(), policy_, &param_);
+  }
+  bool active() const { return active_; }
+
+ private:
+  bool active_ = false;
+  int policy_ = SCHED_OTHER;
+  sched_param param_{};
+};
+
+// Tries to move every thread out of the sites by single-stepping it. Returns false with
+// `blocker` set when one is still inside (or blocked in a call that would restart inside).
+static bool StepOutOfSites(Tracee& tracee, const std::vector<Site>& sites, int maxSteps,
+                           TransactionResult& out, std::string& blocker, CoreError& err) {
+  for (auto& t : tracee.threads()) {
+    if (t.gone) continue;
+    user_regs_struct r;
+    if (!tracee.GetRegs(t, r, err)) return false;
+    const Site* s = ThreadInSite(sites, r);
+    if (!s) continue;
+    // A thread that would restart a blocking call inside the site cannot be stepped out: the
+    // step would enter the call and block. Only time helps.
+    bool canStep = !IsRestartingSyscall(r);
+    int steps = 0;
+    while (s && canStep && steps < maxSteps) {
+      if (!tracee.SingleStep(t, err)) return false;
+      if (t.gone) break;
+      if (!tracee.GetRegs(t, r, err)) return false;
+      s = ThreadInSite(sites, r);
+      steps++;
+    }
+    if (steps > 0) out.steppedThreads++;
+    if (s && !t.gone) {
+      blocker = "thread " + std::to_string(t.tid) + " is executing inside the bytes at " + Hex(s->addr) +
+                " (pc " + Hex(r.rip) + ")";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const TransactionOptions& opts,
+                    TransactionResult& out, CoreError& err) {
+  for (auto& s : sites) {
+    if (s.expect.size() != s.write.size() || s.write.empty())
+      return Fail(err, "BAD_SITE", "site " + Hex(s.addr) + ": expected and new bytes differ in length");
+  }
+  Tracee tracee(pid);
+  if (!tracee.SeizeAll(err)) return false;
+
+  uint64_t deadline = MonotonicNs() + opts.timeoutMs * 1000000ull;
+  uint64_t backoffUs = 200;
+  for (;;) {
+    out.attempts++;
+    RealtimeScope rt(opts.realtime);
+    out.realtime = rt.active();
+    uint64_t t0 = MonotonicNs();
+    if (!tracee.StopAll(err)) return false;
+
+    std::string blocker;
+    if (!StepOutOfSites(tracee, sites, opts.maxSteps, out, blocker, err)) {
+      if (err.set()) return false;
+      tracee.ContinueAll();
+      out.totalStoppedNs += MonotonicNs() - t0;
+      if (MonotonicNs() >= deadline) {
+        return Fail(err, "THREAD_IN_SITE",
+                    blocker + "; gave up after " + std::to_string(opts.timeoutMs) + " ms and " +
+                        std::to_string(out.attempts) + " attempts, nothing was written");
+      }
+      struct timespec ts = {0, long(backoffUs * 1000)};
+      nanosleep(&ts, nullptr);
+      if (backoffUs < 20000) backoffUs *= 2;
+      continue;
+    }
+
+    // The bytes must be exactly what the caller planned against: anything else means another
+    // tool, a different build, or a previous patch is there, and we must not overwrite it.
+    for (auto& s : sites) {
+      std::vector<uint8_t> now(s.expect.size());
+      if (!ReadMemory(pid, s.addr, now.data(), now.size(), err)) return false;
+      if (memcmp(now.data(), s.expect.data(), now.size()) != 0) {
+        return Fail(err, "ENTRY_MISMATCH",
+                    "the bytes at " + Hex(s.addr) + " are not the expected ones; nothing was written");
+      }
+    }
+    size_t written = 0;
+    for (auto& s : sites) {
+      if (!WriteMemory(pid, s.addr, s.write.data(), s.write.size(), err)) {
+        RestoreWritten(pid, sites, written, err);
+        return false;
+      }
+      written++;
+      std::vector<uint8_t> back(s.write.size());
+      if (!ReadMemory(pid, s.addr, back.data(), back.size(), err) ||
+          memcmp(back.data(), s.write.data(), back.size()) != 0) {
+        Fail(err, "VERIFY_FAILED", "the bytes read back at " + Hex(s.addr) + " differ from those written");
+        RestoreWritten(pid, sites, written, err);
+        return false;
+      }
+    }
+    out.threads = 0;
+    for (auto& t : tracee.threads())
+      if (!t.gone) out.threads++;
+    tracee.DetachAll();
+    uint64_t t1 = MonotonicNs();
+    out.pauseNs = t1 - t0;
+    out.totalStoppedNs += out.pauseNs;
+    return true;
+  }
+}
+
+bool SnapshotThreads(pid_t pid, std::vector<ThreadSnapshot>& out, CoreError& err) {
+  Tracee tracee(pid);
+  if (!tracee.SeizeAll(err)) return false;
+  if (!tracee.StopAll(err)) return false;
+  for (auto& t : tracee.threads()) {
+    if (t.gone) continue;
+    ThreadSnapshot s;
+    s.tid = t.tid;
+    if (!tracee.GetRegs(t, s.regs, err)) return false;
+    s.inSyscall = IsRestartingSyscall(s.regs);
+    out.push_back(s);
+  }
+  return true;
+}
+
+}  // namespace hp
