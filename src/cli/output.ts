@@ -1,0 +1,50 @@
+/** Shared output helpers of the command line: tables for people, one JSON object for programs. */
+import { HpError } from '../errors.js';
+
+/** Exit codes: documented in the README and in `hp-agent --help`. */
+export const EXIT = {
+  ok: 0,
+  internal: 1,
+  usage: 2,
+  /** Refused before anything changed. */
+  refused: 3,
+  /** Failed after something was written and the rollback could not undo it all. */
+  failed: 4,
+} as const;
+
+export const addr = (n: number) => '0x' + n.toString(16);
+export const spacedHex = (hex: string) => hex.replace(/(..)(?!$)/g, '$1 ');
+
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+export interface Printer {
+  json: boolean;
+  result(value: unknown, human: () => string): void;
+  error(e: unknown): number;
+}
+
+export function printer(json: boolean): Printer {
+  return {
+    json,
+    result(value, human) {
+      process.stdout.write((json ? JSON.stringify(value, null, 2) : human()) + '\n');
+    },
+    error(e) {
+      const err = e instanceof HpError ? e : undefined;
+      const code = err ? (err.unchanged ? EXIT.refused : EXIT.failed) : EXIT.internal;
+      const message = e instanceof Error ? e.message : String(e);
+      if (json) {
+        const body = { error: { code: err?.code ?? 'INTERNAL', message, unchanged: err?.unchanged ?? false, ...(err?.details ?? {}) } };
+        process.stdout.write(JSON.stringify(body, null, 2) + '\n');
+      } else {
+        process.stderr.write(`hp-agent: ${err ? `refused (${err.code})` : 'error'}: ${message}\n`);
+        if (err && err.unchanged) process.stderr.write('hp-agent: the target was left unchanged.\n');
+      }
+      return code;
+    },
+  };
+}

@@ -1,0 +1,88 @@
+/** `hp-agent try`: a patch author's command — redirect functions of one process, or revert them. */
+import type { Argv } from 'yargs';
+import { HpError } from '../errors.js';
+import { applyPatch, revertFunctions, type ApplyReport, type FunctionSpec, type RevertReport } from '../engine/patch.js';
+import { addr, EXIT, printer, spacedHex, table } from './output.js';
+
+interface TryArgs {
+  patch?: string;
+  pid: number;
+  function: string[];
+  object?: string;
+  revert: boolean;
+  json: boolean;
+  timeout: number;
+  realtime: boolean;
+  far: boolean;
+}
+
+export function parseFunctionSpec(spec: string): FunctionSpec {
+  const [name, replacement, extra] = spec.split('=');
+  if (!name || extra !== undefined || replacement === '') {
+    throw new HpError('USAGE', `--function expects NAME or NAME=REPLACEMENT, got "${spec}"`);
+  }
+  return replacement ? { name, replacement } : { name };
+}
+
+function sitesTable(report: ApplyReport | RevertReport): string {
+  return table(
+    ['FUNCTION', 'ADDRESS', 'SITE', 'JUMP', 'ENDBR64', 'BEFORE', 'AFTER'],
+    report.sites.map((s) => [
+      s.replacement && s.replacement !== s.function ? `${s.function} → ${s.replacement}` : s.function,
+      addr(s.functionAddress),
+      addr(s.siteAddress),
+      s.kind,
+      s.keptEndbr64 ? 'kept' : '-',
+      spacedHex(s.before),
+      spacedHex(s.after),
+    ]),
+  );
+}
+
+function pauseLine(r: ApplyReport | RevertReport): string {
+  return `pause ${r.pauseUs} µs, ${r.threads} thread${r.threads === 1 ? '' : 's'} stopped` +
+    (r.attempts > 1 ? `, ${r.attempts} attempts` : '') + (r.steppedThreads ? `, ${r.steppedThreads} stepped out of a site` : '');
+}
+
+export function tryCommand(y: Argv): Argv {
+  return y.command(
+    'try [patch]',
+    'Redirect functions of a running process to a patch object (or --revert them)',
+    (c) =>
+      c
+        .positional('patch', { type: 'string', describe: 'the patch: a position-independent shared object (.so)' })
+        .option('pid', { type: 'number', demandOption: true, describe: 'the process to patch' })
+        .option('function', {
+          type: 'string',
+          array: true,
+          demandOption: true,
+          describe: 'NAME[=REPLACEMENT]: a function of the patched object and its replacement in the patch (default: same name); repeatable',
+        })
+        .option('object', { type: 'string', describe: 'path or file name of the patched object (default: the executable)' })
+        .option('revert', { type: 'boolean', default: false, describe: 'put the original bytes back instead' })
+        .option('timeout', { type: 'number', default: 2000, describe: 'ms to keep retrying while a thread executes the bytes to replace' })
+        .option('realtime', { type: 'boolean', default: true, describe: 'stop the target at real-time priority (shorter pause)' })
+        .option('far', { type: 'boolean', default: false, describe: 'map the patch out of rel32 reach, forcing the 14-byte absolute jump (for testing)' })
+        .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
+        .example('$0 try fix.so --pid 1234 --function compute=compute_v2', 'patch compute() of PID 1234')
+        .example('$0 try --revert --pid 1234 --function compute', 'put compute() back'),
+    async (argv) => {
+      const a = argv as unknown as TryArgs;
+      const out = printer(a.json);
+      try {
+        if (a.revert) {
+          const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, timeoutMs: a.timeout, realtime: a.realtime });
+          out.result(report, () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report)}`);
+        } else {
+          if (!a.patch) throw new HpError('USAGE', 'a patch object is required (or --revert)');
+          const report = await applyPatch({ pid: a.pid, patchPath: a.patch, functions: a.function.map(parseFunctionSpec), object: a.object, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near' });
+          out.result(report, () =>
+            `patched ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) with ${report.patch.mapping} at ${addr(report.patch.base)} — ${pauseLine(report)}\n${sitesTable(report)}`);
+        }
+        process.exitCode = EXIT.ok;
+      } catch (e) {
+        process.exitCode = e instanceof HpError && e.code === 'USAGE' ? (out.error(e), EXIT.usage) : out.error(e);
+      }
+    },
+  );
+}

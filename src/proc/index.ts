@@ -1,0 +1,14 @@
+export {
+  DEFAULT_MAX_DISTANCE,
+  HEAP_GROWTH_RESERVE,
+  MAX_MAP_END,
+  MIN_MAP_ADDRESS,
+  STACK_GROWTH_RESERVE,
+  findFreeRegionNear,
+  parseMaps,
+  readMaps,
+} from './maps.js';
+export type { MapEntry } from './maps.js';
+export { computeLoadBias, findObject, loadedObjects, symbolAddress } from './objects.js';
+export type { LoadedObject } from './objects.js';
+export { exePath, listThreads, processExists, processName, processState, readAuxv, tracerOf } from './procfs.js';

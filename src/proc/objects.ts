@@ -1,0 +1,315 @@
+/**
+ * ELF objects loaded in a live process: which files are mapped where, their load bias, and the
+ * runtime addresses of their symbols.
+ */
+import { closeSync, fstatSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
+import { ET_EXEC, ElfFile, PT_LOAD, SHN_ABS } from '../elf/index.js';
+import { HpError } from '../errors.js';
+import { PAGE_SIZE } from '../x64/index.js';
+import { readMaps, type MapEntry } from './maps.js';
+import { AT_ENTRY, AT_PHDR, checkPid, procPath, processExists, processState, readAuxv } from './procfs.js';
+
+export interface LoadedObject {
+  /** Path as the kernel reports it in /proc/PID/maps (without ' (deleted)'). */
+  path: string;
+  /** The file was deleted or replaced after it was mapped; `elf` still holds the mapped file's bytes when they could be read. */
+  deleted: boolean;
+  dev: string;
+  inode: number;
+  /** Load bias: runtime address = bias + ELF virtual address; 0 for ET_EXEC. */
+  bias: number;
+  /** Extent of all mappings of this load (first start, last end). */
+  start: number;
+  end: number;
+  /** Extent of the executable mapping(s); textStart === textEnd === start when none is executable. */
+  textStart: number;
+  textEnd: number;
+  mappings: MapEntry[];
+  elf: ElfFile;
+  buildId?: string;
+}
+
+const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
+const pageDown = (n: number): number => Math.floor(n / PAGE_SIZE) * PAGE_SIZE;
+
+/** One load of one file: the file-backed mappings of a dev+inode that belong together. */
+interface Instance {
+  path: string;
+  deleted: boolean;
+  dev: string;
+  inode: number;
+  mappings: MapEntry[];
+}
+
+/**
+ * Groups file-backed mappings by dev+inode. Within one load, file offsets never decrease with the
+ * address; a decrease starts another load of the same file (dlmopen, or a plain mmap of it).
+ */
+function groupInstances(maps: MapEntry[]): Instance[] {
+  const byFile = new Map<string, MapEntry[]>();
+  for (const m of maps) {
+    if (m.inode === 0 || m.path === '' || m.path.startsWith('[')) continue;
+    const key = `${m.dev}:${m.inode}`;
+    const list = byFile.get(key);
+    if (list) list.push(m);
+    else byFile.set(key, [m]);
+  }
+  const instances: Instance[] = [];
+  for (const list of byFile.values()) {
+    list.sort((a, b) => a.start - b.start);
+    let current: MapEntry[] = [];
+    for (const m of list) {
+      if (current.length > 0 && m.offset < current[current.length - 1].offset) {
+        instances.push(makeInstance(current));
+        current = [];
+      }
+      current.push(m);
+    }
+    instances.push(makeInstance(current));
+  }
+  return instances.sort((a, b) => a.mappings[0].start - b.mappings[0].start);
+}
+
+function makeInstance(mappings: MapEntry[]): Instance {
+  const first = mappings[0];
+  return { path: first.path, deleted: mappings.some((m) => m.deleted), dev: first.dev, inode: first.inode, mappings };
+}
+
+/** Parsed files, keyed by identity and version of the file, so repeated look-ups do not re-read libc. */
+const elfCache = new Map<string, ElfFile>();
+const ELF_CACHE_LIMIT = 32;
+
+type ReadOutcome = { elf: ElfFile } | { notElf: true } | { error: string };
+
+/** Reads an ELF file through an already opened descriptor; checks the magic before reading it all. */
+function readElfFd(fd: number, name: string): ReadOutcome {
+  const st = fstatSync(fd);
+  if (!st.isFile()) return { notElf: true };
+  const magic = Buffer.alloc(4);
+  if (readSync(fd, magic, 0, 4, 0) !== 4 || !magic.equals(ELF_MAGIC)) return { notElf: true };
+  const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+  const cached = elfCache.get(key);
+  if (cached) {
+    elfCache.delete(key);
+    elfCache.set(key, cached);
+    return { elf: cached };
+  }
+  let elf: ElfFile;
+  try {
+    elf = ElfFile.fromBuffer(readFileSync(fd), name);
+  } catch (err) {
+    return { error: `not a usable ELF file (${err instanceof Error ? err.message : String(err)})` };
+  }
+  elfCache.set(key, elf);
+  if (elfCache.size > ELF_CACHE_LIMIT) elfCache.delete(elfCache.keys().next().value as string);
+  return { elf };
+}
+
+function withFd<T>(path: string, fn: (fd: number) => T): T {
+  const fd = openSync(path, 'r');
+  try {
+    return fn(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Reads the file a load maps. First through /proc/PID/map_files/<start>-<end> of its first mapping,
+ * which yields the bytes of the very file the process mapped even if its path was since deleted or
+ * replaced (opening it needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE). Otherwise through the path,
+ * but only if that path still names the same inode.
+ */
+function readInstanceElf(pid: number, inst: Instance): ReadOutcome {
+  const first = inst.mappings[0];
+  const mapFile = procPath(pid, `map_files/${first.start.toString(16)}-${first.end.toString(16)}`);
+  let mapFilesError = '';
+  try {
+    return withFd(mapFile, (fd) => readElfFd(fd, inst.path));
+  } catch (err) {
+    mapFilesError = (err as NodeJS.ErrnoException).code ?? String(err);
+  }
+  try {
+    return withFd(inst.path, (fd) => {
+      if (fstatSync(fd).ino !== inst.inode) {
+        return { error: `the file at this path is no longer the one mapped (replaced or deleted) and ${mapFile} could not be opened (${mapFilesError})` };
+      }
+      return readElfFd(fd, inst.path);
+    });
+  } catch (err) {
+    return { error: `cannot open it (${(err as NodeJS.ErrnoException).code ?? String(err)}) nor ${mapFile} (${mapFilesError})` };
+  }
+}
+
+/**
+ * Load bias from the first mapping (file offset o at runtime address s): the PT_LOAD whose
+ * page-aligned file range holds o gives bias = s - (pageDown(p_vaddr) + (o - pageDown(p_offset))).
+ * When several segments share the page of o, the one that explains the most mappings of the load
+ * wins (ties: lowest p_vaddr).
+ */
+export function computeLoadBias(elf: ElfFile, mappings: MapEntry[]): number | undefined {
+  const loads = elf.programHeaders.filter((p) => p.type === PT_LOAD).sort((a, b) => a.vaddr - b.vaddr);
+  const holds = (p: (typeof loads)[number], offset: number): boolean =>
+    pageDown(p.offset) <= offset && offset < p.offset + p.filesz;
+  const first = mappings[0];
+  let best: { bias: number; score: number } | undefined;
+  for (const p of loads) {
+    if (!holds(p, first.offset)) continue;
+    const bias = first.start - (pageDown(p.vaddr) + (first.offset - pageDown(p.offset)));
+    const score = mappings.filter((m) =>
+      loads.some((q) => holds(q, m.offset) && m.start - bias - pageDown(q.vaddr) === m.offset - pageDown(q.offset)),
+    ).length;
+    if (!best || score > best.score) best = { bias, score };
+  }
+  return best?.bias;
+}
+
+function toLoadedObject(inst: Instance, elf: ElfFile): LoadedObject | undefined {
+  const bias = elf.header.type === ET_EXEC ? 0 : computeLoadBias(elf, inst.mappings);
+  if (bias === undefined) return undefined;
+  const mappings = inst.mappings;
+  const text = mappings.filter((m) => m.exec);
+  const start = mappings[0].start;
+  const obj: LoadedObject = {
+    path: inst.path,
+    deleted: inst.deleted,
+    dev: inst.dev,
+    inode: inst.inode,
+    bias,
+    start,
+    end: mappings[mappings.length - 1].end,
+    textStart: text.length ? text[0].start : start,
+    textEnd: text.length ? text[text.length - 1].end : start,
+    mappings,
+    elf,
+  };
+  if (elf.buildId !== undefined) obj.buildId = elf.buildId;
+  return obj;
+}
+
+function loadInstance(pid: number, inst: Instance, problems: string[]): LoadedObject | undefined {
+  const outcome = readInstanceElf(pid, inst);
+  if ('notElf' in outcome) return undefined;
+  if ('error' in outcome) {
+    problems.push(`${inst.path}: ${outcome.error}`);
+    return undefined;
+  }
+  const obj = toLoadedObject(inst, outcome.elf);
+  if (!obj) problems.push(`${inst.path}: no PT_LOAD segment matches its mapping at file offset 0x${inst.mappings[0].offset.toString(16)}`);
+  return obj;
+}
+
+function requireLiveProcess(pid: number): void {
+  checkPid(pid);
+  if (processExists(pid)) return;
+  const zombie = processState(pid) !== undefined;
+  throw new HpError(
+    'PROCESS_NOT_FOUND',
+    zombie ? `cannot inspect process ${pid}: it has exited (zombie not yet reaped by its parent)` : `cannot inspect process ${pid}: no such process`,
+    { pid },
+  );
+}
+
+/** Every file-backed ELF mapped in the process, by address. Files that are not ELF are skipped. */
+export function loadedObjects(pid: number): LoadedObject[] {
+  requireLiveProcess(pid);
+  const problems: string[] = [];
+  const out: LoadedObject[] = [];
+  for (const inst of groupInstances(readMaps(pid))) {
+    const obj = loadInstance(pid, inst, problems);
+    if (obj) out.push(obj);
+  }
+  return out;
+}
+
+/** The load of the main executable: the one holding AT_ENTRY (or AT_PHDR), else the inode of /proc/PID/exe. */
+function mainInstance(pid: number, instances: Instance[]): Instance | undefined {
+  const contains = (addr: number) => instances.find((i) => i.mappings.some((m) => m.start <= addr && addr < m.end));
+  try {
+    const auxv = readAuxv(pid);
+    for (const tag of [AT_ENTRY, AT_PHDR]) {
+      const value = auxv.get(tag);
+      const inst = value !== undefined && value > 0n ? contains(Number(value)) : undefined;
+      if (inst) return inst;
+    }
+  } catch {
+    // fall through to /proc/PID/exe
+  }
+  try {
+    const ino = statSync(procPath(pid, 'exe')).ino;
+    return instances.find((i) => i.inode === ino);
+  } catch {
+    return undefined;
+  }
+}
+
+function matches(inst: Instance, object: string): boolean {
+  if (!object.includes('/')) return basename(inst.path) === object;
+  if (inst.path === object) return true;
+  try {
+    return realpathSync(object) === inst.path;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The loaded object named by `object`: a full path (or a path resolving to the mapped one), or a
+ * file name matched against the basename, e.g. 'libgreet.so'. Default: the main executable.
+ */
+export function findObject(pid: number, object?: string): LoadedObject {
+  requireLiveProcess(pid);
+  const instances = groupInstances(readMaps(pid));
+  const wanted = object === undefined ? 'the main executable' : `'${object}'`;
+  const candidates = object === undefined ? [mainInstance(pid, instances)].filter((i): i is Instance => !!i) : instances.filter((i) => matches(i, object));
+  const problems: string[] = [];
+  const found = candidates.map((i) => loadInstance(pid, i, problems)).filter((o): o is LoadedObject => !!o);
+
+  if (found.length === 0) {
+    const loaded = [...new Set(loadedObjects(pid).map((o) => o.path))];
+    const why = problems.length ? `; unreadable: ${problems.join('; ')}` : '';
+    throw new HpError(
+      'OBJECT_NOT_LOADED',
+      `cannot find ${wanted} among the ELF objects loaded in process ${pid}${why}. Loaded: ${loaded.join(', ') || '(none)'}`,
+      { pid, object, loaded, problems },
+    );
+  }
+  if (found.length === 1) return found[0];
+  // Several loads: prefer the only one that is executable (the others are plain mmaps of the file).
+  const executable = found.filter((o) => o.textEnd > o.textStart);
+  if (executable.length === 1) return executable[0];
+  const where = found.map((o) => `${o.path} at 0x${o.start.toString(16)}`);
+  throw new HpError(
+    'OBJECT_AMBIGUOUS',
+    `refusing to pick one of several loaded objects matching ${wanted} in process ${pid}: ${where.join(', ')}; name one by full path`,
+    { pid, object, matches: where },
+  );
+}
+
+/** Runtime address of a symbol of a loaded object (.symtab first, then .dynsym). */
+export function symbolAddress(obj: LoadedObject, name: string): { name: string; address: number; size: number; type: string } {
+  const sym = obj.elf.findSymbol(name);
+  if (!sym) {
+    const stripped = obj.elf.symbols.length === 0;
+    const imported = obj.elf.dynamicSymbols.some((s) => s.name === name && !s.defined);
+    const notes = [
+      stripped ? `it has no .symtab (the file is stripped), so only its ${obj.elf.dynamicSymbols.filter((s) => s.defined).length} exported .dynsym symbols can be found` : '',
+      imported ? `'${name}' is imported there, defined in another object` : '',
+    ].filter(Boolean);
+    throw new HpError(
+      'SYMBOL_NOT_FOUND',
+      `cannot find a defined symbol '${name}' in ${obj.path}${notes.length ? `: ${notes.join('; ')}` : ''}`,
+      { object: obj.path, symbol: name, stripped, imported },
+    );
+  }
+  if (sym.type === 'TLS') {
+    throw new HpError(
+      'SYMBOL_NOT_ADDRESSABLE',
+      `refusing to give an address for '${name}' in ${obj.path}: it is a thread-local variable, whose value is an offset in each thread's TLS block`,
+      { object: obj.path, symbol: name },
+    );
+  }
+  const address = sym.shndx === SHN_ABS ? sym.value : obj.bias + sym.value;
+  return { name: sym.name, address, size: sym.size, type: sym.type };
+}

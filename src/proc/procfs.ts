@@ -1,0 +1,132 @@
+/**
+ * Small, error-mapped readers of /proc/PID/* files. Every failure becomes an HpError that says
+ * which process and which file, and whether the process is gone or merely not accessible.
+ */
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { HpError } from '../errors.js';
+
+export function procPath(pid: number, file: string): string {
+  return `/proc/${pid}/${file}`;
+}
+
+export function checkPid(pid: number): void {
+  if (!Number.isSafeInteger(pid) || pid <= 0) {
+    throw new HpError('INVALID_PID', `refusing to inspect process ${String(pid)}: a pid is a positive integer`, { pid });
+  }
+}
+
+/** Maps a failed /proc access to PROCESS_NOT_FOUND, PROC_ACCESS_DENIED or PROC_READ_FAILED. */
+export function procError(pid: number, file: string, err: unknown): HpError {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const reason = err instanceof Error ? err.message : String(err);
+  if (code === 'ESRCH' || !existsSync(`/proc/${pid}`)) {
+    return new HpError('PROCESS_NOT_FOUND', `cannot inspect process ${pid}: no such process`, { pid });
+  }
+  const state = processState(pid);
+  if (state === 'Z' || state === 'X' || state === 'x') {
+    return new HpError('PROCESS_NOT_FOUND', `cannot inspect process ${pid}: it has exited (zombie not yet reaped by its parent)`, { pid, state });
+  }
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new HpError(
+      'PROC_ACCESS_DENIED',
+      `cannot read ${procPath(pid, file)}: permission denied (inspecting another process needs ptrace access to it: the same user and a permissive kernel.yama.ptrace_scope, or CAP_SYS_PTRACE)`,
+      { pid, file, reason },
+    );
+  }
+  return new HpError('PROC_READ_FAILED', `cannot read ${procPath(pid, file)}: ${reason}`, { pid, file, reason });
+}
+
+export function readProcText(pid: number, file: string): string {
+  checkPid(pid);
+  try {
+    return readFileSync(procPath(pid, file), 'utf8');
+  } catch (err) {
+    throw procError(pid, file, err);
+  }
+}
+
+export function readProcBuffer(pid: number, file: string): Buffer {
+  checkPid(pid);
+  try {
+    return readFileSync(procPath(pid, file));
+  } catch (err) {
+    throw procError(pid, file, err);
+  }
+}
+
+/** Thread ids of the process (the entries of /proc/PID/task), ascending. */
+export function listThreads(pid: number): number[] {
+  checkPid(pid);
+  let names: string[];
+  try {
+    names = readdirSync(procPath(pid, 'task'));
+  } catch (err) {
+    throw procError(pid, 'task', err);
+  }
+  return names
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+/** Single-letter scheduler state from /proc/PID/stat (R, S, D, T, t, Z, X, ...), undefined if gone. */
+export function processState(pid: number): string | undefined {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+  let stat: string;
+  try {
+    stat = readFileSync(procPath(pid, 'stat'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  // "PID (comm) S ..." — comm may itself contain ')' and spaces, so cut at the last ')'.
+  const m = /^\s*(\S)/.exec(stat.slice(stat.lastIndexOf(')') + 1));
+  return m ? m[1] : undefined;
+}
+
+/** True when the process exists and is not a zombie (or dead). */
+export function processExists(pid: number): boolean {
+  const state = processState(pid);
+  return state !== undefined && state !== 'Z' && state !== 'X' && state !== 'x';
+}
+
+/** The process's command name (/proc/PID/comm, at most 15 characters). */
+export function processName(pid: number): string {
+  return readProcText(pid, 'comm').replace(/\n$/, '');
+}
+
+/** Pid of the process tracing `pid` (a debugger, strace, or hp-agent itself), 0 when none. */
+export function tracerOf(pid: number): number {
+  const status = readProcText(pid, 'status');
+  const m = /^TracerPid:\s*(\d+)/m.exec(status);
+  if (!m) {
+    throw new HpError('PROC_READ_FAILED', `cannot find TracerPid in ${procPath(pid, 'status')}`, { pid });
+  }
+  return Number(m[1]);
+}
+
+/** Target of /proc/PID/exe, as the kernel reports it (a " (deleted)" suffix is kept). */
+export function exePath(pid: number): string {
+  checkPid(pid);
+  try {
+    return readlinkSync(procPath(pid, 'exe'));
+  } catch (err) {
+    throw procError(pid, 'exe', err);
+  }
+}
+
+/** Auxiliary-vector tags hp-agent reads (Linux ABI, <linux/auxvec.h>). */
+export const AT_NULL = 0;
+export const AT_PHDR = 3;
+export const AT_ENTRY = 9;
+
+/** The process's auxiliary vector (/proc/PID/auxv, pairs of 64-bit words) as tag -> value. */
+export function readAuxv(pid: number): Map<number, bigint> {
+  const buf = readProcBuffer(pid, 'auxv');
+  const out = new Map<number, bigint>();
+  for (let i = 0; i + 16 <= buf.length; i += 16) {
+    const tag = Number(buf.readBigUInt64LE(i));
+    if (tag === AT_NULL) break;
+    out.set(tag, buf.readBigUInt64LE(i + 8));
+  }
+  return out;
+}

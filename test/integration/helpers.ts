@@ -1,0 +1,58 @@
+// Shared by the integration tests: run the real command line as a separate process (the agent
+// must never be the parent of its target), and read a target's memory back to prove what is
+// there.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { native } from '../../src/native.js';
+import { findObject, readMaps, symbolAddress } from '../../src/proc/index.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const cliPath = path.join(root, 'bin/hp-agent.js');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  json: any;
+}
+
+export function hpAgent(args: string[], opts: { json?: boolean } = {}): Promise<CliResult> {
+  const full = opts.json === false ? args : [...args, '--json'];
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cliPath, ...full], { timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      let json: any;
+      try {
+        json = JSON.parse(stdout);
+      } catch {
+        json = undefined;
+      }
+      resolve({ code, stdout, stderr, json });
+    });
+  });
+}
+
+/** The bytes at the entry of `fn` in the running process, read through /proc/PID/mem. */
+export async function entryBytes(pid: number, fn: string, length = 16, object?: string): Promise<Buffer> {
+  const sym = symbolAddress(findObject(pid, object), fn);
+  return native.readMemory(pid, sym.address, length);
+}
+
+/** The same bytes as the object file on disk has them. */
+export function fileEntryBytes(pid: number, fn: string, length = 16, object?: string): Buffer {
+  const obj = findObject(pid, object);
+  const sym = symbolAddress(obj, fn);
+  return obj.elf.readVirtual(sym.address - obj.bias, length);
+}
+
+export function patchMappings(pid: number): string[] {
+  return readMaps(pid)
+    .filter((m) => m.path.startsWith('/memfd:hp-agent:'))
+    .map((m) => m.path);
+}
+
+export function threadCount(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/task`).length;
+}

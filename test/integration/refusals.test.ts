@@ -1,0 +1,143 @@
+// Bad input gets one clear error, and the target is proven unchanged by reading its memory.
+import { spawn } from 'node:child_process';
+import { afterEach, describe, expect, it } from 'vitest';
+import { native } from '../../src/native.js';
+import { findObject, symbolAddress, tracerOf } from '../../src/proc/index.js';
+import { fixturePath, killTargetsAfterEach, spawnTarget, type Target } from '../../src/harness/index.js';
+import { entryBytes, fileEntryBytes, hpAgent, patchMappings } from './helpers.js';
+
+killTargetsAfterEach(afterEach);
+
+/** The entry of `fn` is byte-for-byte the file's, no patch got mapped, and it still answers. */
+async function expectUntouched(t: Target, fn: string, answer = '42') {
+  expect((await entryBytes(t.pid, fn)).equals(fileEntryBytes(t.pid, fn))).toBe(true);
+  expect(patchMappings(t.pid)).toEqual([]);
+  expect(await t.request('call')).toBe(answer);
+  expect(t.alive()).toBe(true);
+}
+
+function expectRefused(r: { code: number; json: any }, code: string) {
+  expect(r.json?.error?.code).toBe(code);
+  expect(r.json.error.unchanged).toBe(true);
+  expect(r.code).toBe(3);
+}
+
+describe('refusals', () => {
+  it('an unknown PID', async () => {
+    const r = await hpAgent(['try', fixturePath('loop_fix.so'), '--pid', '999999', '--function', 'compute=compute_v2']);
+    expectRefused(r, 'PROCESS_NOT_FOUND');
+    expect(r.json.error.message).toMatch(/999999/);
+  });
+
+  it('a function the object does not have', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const r = await hpAgent(['try', fixturePath('loop_fix.so'), '--pid', String(t.pid), '--function', 'no_such_function=compute_v2']);
+    expectRefused(r, 'SYMBOL_NOT_FOUND');
+    expect(r.json.error.message).toMatch(/no_such_function/);
+    await expectUntouched(t, 'compute');
+  });
+
+  it('a replacement the patch does not define', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const r = await hpAgent(['try', fixturePath('loop_fix.so'), '--pid', String(t.pid), '--function', 'compute=compute_v9']);
+    expectRefused(r, 'SYMBOL_NOT_FOUND');
+    expect(r.json.error.message).toMatch(/compute_v9/);
+    await expectUntouched(t, 'compute');
+  });
+
+  it('entry bytes that differ from the object file', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    // main() never runs again, so changing its first byte is harmless to the target.
+    const main = symbolAddress(findObject(t.pid), 'main');
+    await native.writeMemory(t.pid, main.address, Buffer.from([0xcc]));
+    const before = await native.readMemory(t.pid, main.address, 16);
+    const r = await hpAgent(['try', fixturePath('loop_fix.so'), '--pid', String(t.pid), '--function', 'main=compute_v2']);
+    expectRefused(r, 'ENTRY_MISMATCH');
+    expect((await native.readMemory(t.pid, main.address, 16)).equals(before)).toBe(true);
+    await expectUntouched(t, 'compute');
+  });
+
+  it('a function too short for the jump', async () => {
+    const t = await spawnTarget(fixturePath('short'));
+    const r = await hpAgent(['try', fixturePath('short_fix.so'), '--pid', String(t.pid), '--function', 'tiny=tiny_v2']);
+    expectRefused(r, 'FUNCTION_TOO_SHORT');
+    expect(r.json.error.message).toMatch(/tiny/);
+    await expectUntouched(t, 'compute');
+    expect((await entryBytes(t.pid, 'tiny', 3)).equals(fileEntryBytes(t.pid, 'tiny', 3))).toBe(true);
+  });
+
+  it('a patch object with TLS relocations', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const r = await hpAgent(['try', fixturePath('patch_tls.so'), '--pid', String(t.pid), '--function', 'compute=compute_v2']);
+    expectRefused(r, 'PATCH_TLS');
+    await expectUntouched(t, 'compute');
+  });
+
+  it('a patch object with a constructor', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const r = await hpAgent(['try', fixturePath('patch_ctor.so'), '--pid', String(t.pid), '--function', 'compute=compute_v2']);
+    expectRefused(r, 'PATCH_CONSTRUCTOR');
+    await expectUntouched(t, 'compute');
+  });
+
+  it('a function that is already patched', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const args = ['try', fixturePath('loop_fix.so'), '--pid', String(t.pid), '--function', 'compute=compute_v2'];
+    expect((await hpAgent(args)).code).toBe(0);
+    const patched = await entryBytes(t.pid, 'compute');
+    const maps = patchMappings(t.pid);
+    expectRefused(await hpAgent(args), 'FUNCTION_ALREADY_PATCHED');
+    expect((await entryBytes(t.pid, 'compute')).equals(patched)).toBe(true);
+    expect(patchMappings(t.pid)).toEqual(maps);
+    expect(await t.request('call')).toBe('182');
+  });
+
+  it('reverting a function that is not patched', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const r = await hpAgent(['try', '--revert', '--pid', String(t.pid), '--function', 'compute']);
+    expectRefused(r, 'NOT_PATCHED');
+    await expectUntouched(t, 'compute');
+  });
+
+  it('a process already traced by another tracer', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const strace = spawn('strace', ['-p', String(t.pid), '-o', '/dev/null'], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 200 && tracerOf(t.pid) === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(tracerOf(t.pid)).toBe(strace.pid);
+      const r = await hpAgent(['try', fixturePath('loop_fix.so'), '--pid', String(t.pid), '--function', 'compute=compute_v2']);
+      expectRefused(r, 'ALREADY_TRACED');
+      expect(r.json.error.message).toMatch(String(strace.pid));
+    } finally {
+      strace.kill('SIGINT');
+      await new Promise((r) => strace.once('exit', r));
+    }
+    await expectUntouched(t, 'compute');
+  });
+
+  it('a thread executing inside the bytes to overwrite', async () => {
+    const t = await spawnTarget(fixturePath('spinentry'));
+    expect(await t.request('enter')).toBe('entered');
+    const r = await hpAgent(['try', fixturePath('spinentry_fix.so'), '--pid', String(t.pid), '--function', 'stuck=stuck_v2', '--timeout', '300']);
+    expectRefused(r, 'THREAD_IN_SITE');
+    expect((await entryBytes(t.pid, 'stuck')).equals(fileEntryBytes(t.pid, 'stuck'))).toBe(true);
+    expect(patchMappings(t.pid)).toEqual([]);
+    expect(t.alive()).toBe(true);
+  });
+
+  it('a process that exits during the patch', async () => {
+    // Race the patch against the target's death at varying moments: whatever the moment, one
+    // clear error (or a completed patch if it was quicker), never a hang or a crash.
+    for (const delayMs of [0, 2, 5, 10, 20]) {
+      const t = await spawnTarget(fixturePath('service'), { args: [`/tmp/hp-exit-${process.pid}-${delayMs}.sock`, '32'] });
+      const pending = hpAgent(['try', fixturePath('service_fix.so'), '--pid', String(t.pid), '--function', 'handle_request=handle_request_v2']);
+      await new Promise((r) => setTimeout(r, delayMs));
+      await t.kill();
+      const r = await pending;
+      if (r.code !== 0) {
+        expect(['PROCESS_EXITED', 'PROCESS_NOT_FOUND', 'REMOTE_SYSCALL_FAILED', 'MEMORY_READ_FAILED']).toContain(r.json?.error?.code);
+        expect(r.json.error.message.length).toBeGreaterThan(10);
+      }
+    }
+  });
+});
