@@ -35,14 +35,19 @@ export function printer(json: boolean): Printer {
     },
     error(e) {
       const err = e instanceof HpError ? e : undefined;
-      const code = err ? (err.unchanged ? EXIT.refused : EXIT.failed) : EXIT.internal;
+      const usage = err?.code === 'USAGE';
+      const code = usage ? EXIT.usage : err ? (err.unchanged ? EXIT.refused : EXIT.failed) : EXIT.internal;
       const message = e instanceof Error ? e.message : String(e);
       if (json) {
         const body = { error: { code: err?.code ?? 'INTERNAL', message, unchanged: err?.unchanged ?? false, ...(err?.details ?? {}) } };
         process.stdout.write(JSON.stringify(body, null, 2) + '\n');
       } else {
-        process.stderr.write(`hp-agent: ${err ? `refused (${err.code})` : 'error'}: ${message}\n`);
-        if (err && err.unchanged) process.stderr.write('hp-agent: the target was left unchanged.\n');
+        if (usage) {
+          process.stderr.write(`hp-agent: ${message}\nRun "hp-agent --help" for usage.\n`);
+        } else {
+          process.stderr.write(`hp-agent: ${err ? `refused (${err.code})` : 'error'}: ${message}\n`);
+          if (err && err.unchanged) process.stderr.write('hp-agent: the target was left unchanged.\n');
+        }
       }
       return code;
     },

@@ -70,6 +70,7 @@ export function tryCommand(y: Argv): Argv {
       const a = argv as unknown as TryArgs;
       const out = printer(a.json);
       try {
+        if (!Number.isInteger(a.pid) || a.pid <= 0) throw new HpError('USAGE', `--pid expects a process ID, got "${String(a.pid)}"`);
         if (a.revert) {
           const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, timeoutMs: a.timeout, realtime: a.realtime });
           out.result(report, () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report)}`);
@@ -81,7 +82,7 @@ export function tryCommand(y: Argv): Argv {
         }
         process.exitCode = EXIT.ok;
       } catch (e) {
-        process.exitCode = e instanceof HpError && e.code === 'USAGE' ? (out.error(e), EXIT.usage) : out.error(e);
+        process.exitCode = out.error(e);
       }
     },
   );

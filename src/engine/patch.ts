@@ -13,8 +13,8 @@ import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { linkPatch, layoutPatch } from '../link/index.js';
 import { native, type TransactionResult } from '../native.js';
-import { findObject, loadedObjects, readMaps, symbolAddress, tracerOf, type LoadedObject, type MapEntry } from '../proc/index.js';
-import { describeSiteAt, planJumpSite, type JumpKind } from '../x64/index.js';
+import { findObject, loadedObjects, processExists, readMaps, symbolAddress, tracerOf, type LoadedObject, type MapEntry } from '../proc/index.js';
+import { describeSiteAt, planJumpSite, USER_SPACE_END, type JumpKind } from '../x64/index.js';
 import { isPatchMapping, mapPatchImage, unmapPatch } from './loader.js';
 import { decodeRecord, encodeRecord, recordLength, RECORD_TRAILER_SIZE, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
@@ -129,8 +129,27 @@ async function resolveFunction(pid: number, obj: LoadedObject, name: string): Pr
   return { name, address: sym.address, size: sym.size, fileBytes, memoryBytes };
 }
 
+/**
+ * A process that dies while we read it makes /proc or the core fail in whatever way the
+ * moment dictates; say plainly what happened instead.
+ */
+async function whileAlive<T>(pid: number, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    if (!(e instanceof HpError) && !processExists(pid)) {
+      throw new HpError('PROCESS_EXITED', `process ${pid} exited while hp-agent was working on it`);
+    }
+    throw e;
+  }
+}
+
 /** Redirects each function to its replacement in `patchPath`, mapped into the target. */
-export async function applyPatch(opts: ApplyOptions): Promise<ApplyReport> {
+export function applyPatch(opts: ApplyOptions): Promise<ApplyReport> {
+  return whileAlive(opts.pid, () => apply(opts));
+}
+
+async function apply(opts: ApplyOptions): Promise<ApplyReport> {
   const { pid } = opts;
   if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to patch was given');
   refuseUntraceable(pid);
@@ -234,7 +253,7 @@ function choosePatchBase(pid: number, obj: LoadedObject, size: number, placement
     return base;
   }
   const distance = (m: MapEntry) => Math.max(Math.abs(m.start - obj.end), Math.abs(m.end - obj.start));
-  const anchor = [...maps].sort((a, b) => distance(b) - distance(a))[0];
+  const anchor = maps.filter((m) => m.end <= USER_SPACE_END).sort((a, b) => distance(b) - distance(a))[0];
   const base = anchor && findFreeRegionNear(maps, { start: anchor.start, end: anchor.end }, size, { maxDistance: 2 ** 30 });
   if (base === undefined || (Math.abs(base - obj.end) < REL32_REACH && Math.abs(base + size - obj.start) < REL32_REACH)) {
     throw new HpError('NO_FAR_ROOM', `no free address range out of rel32 reach of ${obj.path} in process ${pid}; nothing was changed`);
@@ -306,7 +325,11 @@ export interface RevertOptions {
 }
 
 /** Puts back the original entry bytes of each function, exactly. */
-export async function revertFunctions(opts: RevertOptions): Promise<RevertReport> {
+export function revertFunctions(opts: RevertOptions): Promise<RevertReport> {
+  return whileAlive(opts.pid, () => revert(opts));
+}
+
+async function revert(opts: RevertOptions): Promise<RevertReport> {
   const { pid } = opts;
   if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to revert was given');
   refuseUntraceable(pid);

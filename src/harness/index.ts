@@ -203,6 +203,12 @@ function procState(pid: number): string | undefined {
   }
 }
 
+/** The process exists and is neither a zombie nor dead (it may be stopped or traced). */
+function isRunning(pid: number): boolean {
+  const state = procState(pid);
+  return state !== undefined && state !== 'Z' && state !== 'X' && state !== 'x';
+}
+
 function tracerPid(pid: number): number | undefined {
   try {
     const match = /^TracerPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -276,6 +282,8 @@ class TargetProcess implements Target {
   private readonly queue: RequestQueue;
   private readonly splitter: LineSplitter;
   private killing: Promise<void> | undefined;
+  private watching = false;
+  private settleExit!: (info: ExitInfo) => void;
 
   constructor(
     private readonly child: ChildProcessWithoutNullStreams,
@@ -285,11 +293,21 @@ class TargetProcess implements Target {
     this.pid = child.pid ?? -1;
     this.name = basename(path);
     this.exited = new Promise<ExitInfo>((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.exitInfo = { code, signal };
+      this.settleExit = (info) => {
+        if (this.exitInfo) return;
+        this.exitInfo = info;
         liveTargets.delete(this);
-        resolve(this.exitInfo);
-      });
+        resolve(info);
+      };
+    });
+    child.once('exit', (code, signal) => {
+      if (isRunning(this.pid)) {
+        // Not a real exit: a ptrace tracer in this same process left a stop pending and libuv's
+        // waitpid() took it for an exit. The process is no longer Node's to reap; watch /proc.
+        void this.watchUntilDead();
+        return;
+      }
+      this.settleExit({ code, signal });
     });
     this.closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
 
@@ -322,9 +340,7 @@ class TargetProcess implements Target {
   }
 
   alive(): boolean {
-    if (this.exitInfo) return false;
-    const state = procState(this.pid);
-    return state !== undefined && state !== 'Z' && state !== 'X' && state !== 'x';
+    return !this.exitInfo && isRunning(this.pid);
   }
 
   request(line: string, timeoutMs = this.requestTimeoutMs): Promise<string> {
@@ -333,11 +349,20 @@ class TargetProcess implements Target {
 
   kill(): Promise<void> {
     this.killing ??= (async () => {
-      if (!this.exitInfo) this.child.kill('SIGKILL');
+      if (!this.exitInfo) {
+        try {
+          process.kill(this.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), KILL_WAIT_MS);
       });
+      // Node normally reports the exit; /proc covers a tracer in this process having reaped it
+      // (libuv then never hears of the exit) or holding it as a zombie.
+      void this.watchUntilDead(500);
       const outcome = await Promise.race([this.exited, timedOut]);
       clearTimeout(timer);
       if (outcome === 'timeout') {
@@ -350,6 +375,23 @@ class TargetProcess implements Target {
       this.child.stdin.destroy();
     })();
     return this.killing;
+  }
+
+  /**
+   * Settle `exited` once /proc says the process is gone or a zombie, for the cases where Node
+   * will not report the exit itself. Exit status unknown then: { code: null, signal: null }.
+   */
+  private async watchUntilDead(initialDelayMs = 0): Promise<void> {
+    if (this.watching) return;
+    this.watching = true;
+    await delay(initialDelayMs);
+    while (!this.exitInfo) {
+      if (!isRunning(this.pid)) {
+        this.settleExit({ code: null, signal: null });
+        return;
+      }
+      await delay(25);
+    }
   }
 
   /** Resolves once READY was printed; rejects (after killing the target) otherwise. */
