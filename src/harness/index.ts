@@ -2,17 +2,23 @@
  * Test harness for hp-agent: starts the fixture targets (fixtures/bin/*), talks their line protocol
  * (see fixtures/targets/proto.h) over stdin/stdout or a Unix socket, and makes sure every target it
  * started dies: kill() / killAllTargets() / useTargets(afterEach) during a run, and a synchronous
- * SIGKILL of the survivors when the Node process exits. Targets also exit by themselves when their
- * stdin reaches end of file, so they do not outlive a Node process killed without warning.
+ * SIGKILL of the survivors when the Node process exits. A Node process killed without warning
+ * takes its targets along too: each runs under fixtures/bin/launch, which dies with its parent and
+ * kills its target as it goes (PR_SET_PDEATHSIG), and the fixtures exit at end of file on stdin.
+ *
+ * Targets are grandchildren, not children, of this process (fixtures/bin/launch in between), so
+ * tests can ptrace them from this very process: libuv would otherwise waitpid() them on every
+ * SIGCHLD and could swallow a pending ptrace-stop as if it were an exit.
  *
  * This module has no dependency on vitest (or any test runner) at runtime.
  */
-import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, unlinkSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path, { basename } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 export interface TargetOptions {
@@ -23,6 +29,11 @@ export interface TargetOptions {
   cwd?: string;
   /** Default timeout of request(); default 5000 ms. */
   requestTimeoutMs?: number;
+  /**
+   * Start the target as this process's own child instead of through fixtures/bin/launch. Do not
+   * ptrace such a target from this process: libuv may take its ptrace-stops for an exit.
+   */
+  direct?: boolean;
 }
 
 export interface ExitInfo {
@@ -45,10 +56,17 @@ export interface Target {
   request(line: string, timeoutMs?: number): Promise<string>;
   /** The process has not exited and is not a zombie (per /proc/PID/stat). */
   alive(): boolean;
+  /**
+   * Settles when the target has ended, with its exit code or signal ({ code: null, signal: null }
+   * in the rare cases where they could not be learned, e.g. it was reaped by a tracer).
+   */
   readonly exited: Promise<ExitInfo>;
   /** Everything the target wrote to stderr so far. */
   stderr(): string;
-  /** SIGKILL and wait until it is reaped; idempotent. */
+  /**
+   * SIGKILL and wait until it is dead (reaped, or a zombie left for its tracer to reap); idempotent.
+   * Rejects if it still runs 5 s later.
+   */
   kill(): Promise<void>;
 }
 
@@ -156,7 +174,11 @@ class RequestQueue {
           waiter.abandoned = true;
           reject(
             new Error(
-              `${this.describe()}: no answer to ${JSON.stringify(line)} within ${timeoutMs} ms${this.context()}`,
+              `${this.describe()}: no answer to ${JSON.stringify(line)} within ${timeoutMs} ms` +
+                (this.unsolicited.length > 0
+                  ? `; lines nobody asked for: ${JSON.stringify(this.unsolicited.slice(-5))}`
+                  : '') +
+                this.context(),
             ),
           );
         }, timeoutMs);
@@ -164,7 +186,8 @@ class RequestQueue {
         try {
           this.write(`${line}\n`);
         } catch (error) {
-          waiter.abandoned = true;
+          // never sent: no answer will come for it, so it must not wait in the FIFO
+          this.waiters.splice(this.waiters.indexOf(waiter), 1);
           clearTimeout(timer);
           reject(new Error(`${this.describe()}: cannot send ${JSON.stringify(line)}: ${String(error)}`));
         }
@@ -222,7 +245,8 @@ function tracerPid(pid: number): number | undefined {
 // Targets
 
 interface Killable {
-  readonly pid: number;
+  /** Send SIGKILL now, synchronously (used from process.on('exit')). */
+  killNow(): void;
   kill(): Promise<void>;
 }
 
@@ -244,13 +268,7 @@ function registry(): Registry {
     const created: Registry = { targets: new Set(), sockets: new Set() };
     holder[REGISTRY_KEY] = created;
     process.on('exit', () => {
-      for (const target of created.targets) {
-        try {
-          process.kill(target.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
+      for (const target of created.targets) target.killNow();
       for (const socketPath of created.sockets) {
         try {
           unlinkSync(socketPath);
@@ -267,14 +285,34 @@ function registry(): Registry {
 const liveTargets = registry().targets;
 const tempSockets = registry().sockets;
 
-class TargetProcess implements Target {
-  readonly pid: number;
+function signalPid(pid: number, signal: NodeJS.Signals): void {
+  if (!(pid > 0)) return; // never 0 or -1: those address process groups / everything
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** The child process Node started: the target itself, or fixtures/bin/launch running it. */
+interface Spawned {
+  child: ChildProcess;
+  stdin: Writable;
+  stdout: Readable;
+  stderr: Readable;
+  /** fd 3 of launch, where it reports the target's pid; undefined when the target is the child. */
+  pidPipe: Readable | undefined;
+}
+
+class TargetProcess implements Target, Killable {
   readonly name: string;
   readonly exited: Promise<ExitInfo>;
-  /** Resolves once the process exited and its stdout and stderr are drained. */
+  /** Resolves once the child exited and its stdout and stderr are drained. */
   readonly closed: Promise<void>;
   exitInfo: ExitInfo | undefined;
 
+  private targetPid: number;
+  private readonly pidKnown: Promise<boolean>;
   private stderrText = '';
   private stdoutBeforeReady = '';
   private ready = false;
@@ -286,12 +324,14 @@ class TargetProcess implements Target {
   private settleExit!: (info: ExitInfo) => void;
 
   constructor(
-    private readonly child: ChildProcessWithoutNullStreams,
+    private readonly spawned: Spawned,
     readonly path: string,
     private readonly requestTimeoutMs: number,
   ) {
-    this.pid = child.pid ?? -1;
+    const { child, stdin, stdout, stderr, pidPipe } = spawned;
     this.name = basename(path);
+    this.targetPid = pidPipe ? -1 : (child.pid ?? -1);
+    this.pidKnown = pidPipe ? this.readPid(pidPipe) : Promise.resolve(this.targetPid > 0);
     this.exited = new Promise<ExitInfo>((resolve) => {
       this.settleExit = (info) => {
         if (this.exitInfo) return;
@@ -301,9 +341,10 @@ class TargetProcess implements Target {
       };
     });
     child.once('exit', (code, signal) => {
-      if (isRunning(this.pid)) {
-        // Not a real exit: a ptrace tracer in this same process left a stop pending and libuv's
-        // waitpid() took it for an exit. The process is no longer Node's to reap; watch /proc.
+      if (isRunning(this.targetPid)) {
+        // Not the end of the target: either libuv's waitpid() took a pending ptrace-stop for an
+        // exit (possible only for a direct child traced from this process), or launch died
+        // before it (the target gets SIGKILL then). Watch /proc instead.
         void this.watchUntilDead();
         return;
       }
@@ -313,26 +354,31 @@ class TargetProcess implements Target {
 
     this.queue = new RequestQueue(
       (text) => {
-        this.child.stdin.write(text);
+        stdin.write(text);
       },
       () => this.describe(),
       () => stderrContext(this.stderrText),
     );
     this.splitter = new LineSplitter((line) => this.onLine(line));
 
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => this.splitter.push(chunk));
-    child.stdout.once('close', () => void this.onStdoutClosed());
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk: string) => {
+    stdout.setEncoding('utf8');
+    stdout.on('data', (chunk: string) => this.splitter.push(chunk));
+    stdout.once('close', () => void this.onStdoutClosed());
+    stderr.setEncoding('utf8');
+    stderr.on('data', (chunk: string) => {
       this.stderrText = (this.stderrText + chunk).slice(-STDERR_LIMIT);
     });
     // Writing to a dead target's stdin fails with EPIPE; requests report the exit instead.
-    child.stdin.on('error', () => undefined);
+    stdin.on('error', () => undefined);
+  }
+
+  /** The target's pid (-1 until launch reported it, which spawnTarget waits for). */
+  get pid(): number {
+    return this.targetPid;
   }
 
   describe(): string {
-    return `target ${this.name} (pid ${this.pid})`;
+    return `target ${this.name} (pid ${this.targetPid > 0 ? this.targetPid : '?'})`;
   }
 
   stderr(): string {
@@ -340,58 +386,47 @@ class TargetProcess implements Target {
   }
 
   alive(): boolean {
-    return !this.exitInfo && isRunning(this.pid);
+    return !this.exitInfo && isRunning(this.targetPid);
   }
 
   request(line: string, timeoutMs = this.requestTimeoutMs): Promise<string> {
     return this.queue.request(line, timeoutMs);
   }
 
+  killNow(): void {
+    if (this.exitInfo) return;
+    if (this.targetPid > 0) {
+      // launch reaps it and exits the same way. (Never kill launch first: the orphaned target
+      // would be reparented to init, which, in a container, may reap it late or never.)
+      signalPid(this.targetPid, 'SIGKILL');
+    } else if (this.spawned.child.exitCode === null && this.spawned.child.signalCode === null) {
+      // pid not reported yet: kill launch, its PR_SET_PDEATHSIG takes the target along
+      signalPid(this.spawned.child.pid ?? -1, 'SIGKILL');
+    }
+  }
+
   kill(): Promise<void> {
     this.killing ??= (async () => {
-      if (!this.exitInfo) {
-        try {
-          process.kill(this.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
+      this.killNow();
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), KILL_WAIT_MS);
       });
-      // Node normally reports the exit; /proc covers a tracer in this process having reaped it
-      // (libuv then never hears of the exit) or holding it as a zombie.
+      // Node normally reports the exit; /proc covers the cases where it cannot (see the 'exit'
+      // handler), and a target held as a zombie by a tracer that has not waited for it yet.
       void this.watchUntilDead(500);
       const outcome = await Promise.race([this.exited, timedOut]);
       clearTimeout(timer);
       if (outcome === 'timeout') {
-        const tracer = tracerPid(this.pid);
+        const tracer = tracerPid(this.targetPid);
         throw new Error(
-          `${this.describe()}: not reaped ${KILL_WAIT_MS} ms after SIGKILL (state ${procState(this.pid) ?? '?'}` +
-            `${tracer ? `, traced by pid ${tracer}, which must detach or wait for it` : ''})`,
+          `${this.describe()}: still there ${KILL_WAIT_MS} ms after SIGKILL (state ${procState(this.targetPid) ?? '?'}` +
+            `${tracer ? `, traced by pid ${tracer}` : ''})`,
         );
       }
-      this.child.stdin.destroy();
+      this.spawned.stdin.destroy();
     })();
     return this.killing;
-  }
-
-  /**
-   * Settle `exited` once /proc says the process is gone or a zombie, for the cases where Node
-   * will not report the exit itself. Exit status unknown then: { code: null, signal: null }.
-   */
-  private async watchUntilDead(initialDelayMs = 0): Promise<void> {
-    if (this.watching) return;
-    this.watching = true;
-    await delay(initialDelayMs);
-    while (!this.exitInfo) {
-      if (!isRunning(this.pid)) {
-        this.settleExit({ code: null, signal: null });
-        return;
-      }
-      await delay(25);
-    }
   }
 
   /** Resolves once READY was printed; rejects (after killing the target) otherwise. */
@@ -403,7 +438,13 @@ class TargetProcess implements Target {
     const timedOut = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs);
     });
-    const outcome = await Promise.race([first, timedOut]);
+    const pidOutcome = await Promise.race([this.pidKnown, timedOut]);
+    const outcome =
+      pidOutcome === 'timeout'
+        ? pidOutcome
+        : pidOutcome
+          ? await Promise.race([first, timedOut])
+          : new Error('no pid reported');
     clearTimeout(timer);
     if (outcome === 'READY') {
       this.ready = true;
@@ -431,6 +472,43 @@ class TargetProcess implements Target {
     );
   }
 
+  private async readPid(pipe: Readable): Promise<boolean> {
+    let text = '';
+    pipe.setEncoding('utf8');
+    try {
+      for await (const chunk of pipe) {
+        text += chunk as string;
+        if (text.includes('\n')) break;
+      }
+    } catch {
+      // closed abnormally: no pid
+    }
+    pipe.destroy();
+    const pid = Number(text.trim());
+    if (!Number.isInteger(pid) || pid <= 0) return false;
+    this.targetPid = pid;
+    return true;
+  }
+
+  /**
+   * Settle `exited` once /proc says the target is gone or a zombie, for the cases where Node will
+   * not report its end. Exit status unknown then: { code: null, signal: null }.
+   */
+  private async watchUntilDead(initialDelayMs = 0): Promise<void> {
+    if (this.watching) return;
+    this.watching = true;
+    await delay(initialDelayMs);
+    while (!this.exitInfo) {
+      if (!isRunning(this.targetPid)) {
+        // give Node a last chance to report the real status
+        await delay(50);
+        this.settleExit({ code: null, signal: null });
+        return;
+      }
+      await delay(25);
+    }
+  }
+
   private onLine(line: string): void {
     if (this.ready) {
       this.queue.deliver(line);
@@ -455,24 +533,48 @@ class TargetProcess implements Target {
   }
 }
 
+function spawnError(what: string, error: NodeJS.ErrnoException): Error {
+  const hint = error.code === 'ENOENT' ? ' (run `make -C fixtures`?)' : '';
+  return new Error(`cannot start target ${what}: ${error.code ?? error.message}${hint}`);
+}
+
 /**
  * Start a target and wait for its READY line. Rejects, with the target's exit status, stdout and
  * stderr, if it dies or stays silent for readyTimeoutMs (it is killed then).
+ *
+ * The target runs as a child of fixtures/bin/launch, not of this process (unless options.direct):
+ * see fixtures/tools/launch.c for why a process that ptraces its targets needs that.
  */
 export async function spawnTarget(targetPath: string, options: TargetOptions = {}): Promise<Target> {
   const absolute = path.resolve(targetPath);
-  const child = spawn(absolute, options.args ?? [], {
-    cwd: options.cwd,
-    env: options.env ?? process.env,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  try {
+    accessSync(absolute, fsConstants.X_OK);
+  } catch (error) {
+    throw spawnError(absolute, error as NodeJS.ErrnoException);
+  }
+  const launcher = fixturePath('launch');
+  const direct = options.direct ?? false;
+  const child = direct
+    ? spawn(absolute, options.args ?? [], { cwd: options.cwd, env: options.env ?? process.env, stdio: 'pipe' })
+    : spawn(launcher, [absolute, ...(options.args ?? [])], {
+        cwd: options.cwd,
+        env: options.env ?? process.env,
+        stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+      });
   if (child.pid === undefined) {
     const error = await new Promise<Error>((resolve) => child.once('error', resolve));
-    const hint = (error as NodeJS.ErrnoException).code === 'ENOENT' ? ' (run `make -C fixtures`?)' : '';
-    throw new Error(`cannot start target ${absolute}: ${error.message}${hint}`);
+    throw spawnError(direct ? absolute : `${absolute} through ${launcher}`, error as NodeJS.ErrnoException);
   }
   child.on('error', () => undefined);
-  const target = new TargetProcess(child, absolute, options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+  const [stdin, stdout, stderr, fd3] = child.stdio;
+  const spawned: Spawned = {
+    child,
+    stdin: stdin as Writable,
+    stdout: stdout as Readable,
+    stderr: stderr as Readable,
+    pidPipe: direct ? undefined : (fd3 as Readable),
+  };
+  const target = new TargetProcess(spawned, absolute, options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
   liveTargets.add(target);
   await target.waitReady(options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
   return target;

@@ -2,7 +2,7 @@
  * The test harness itself (src/harness): spawning, READY handling, request queueing and timeouts,
  * killing, Unix socket clients. Misbehaving "targets" are small /bin/sh scripts.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildFixtures,
@@ -22,6 +22,11 @@ useTargets(afterEach);
 beforeAll(async () => {
   await buildFixtures();
 }, 120_000);
+
+function parentPid(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
 
 /** A target written in sh: `script` runs with the protocol's stdin and stdout. */
 function shTarget(script: string, options: { readyTimeoutMs?: number } = {}) {
@@ -64,6 +69,37 @@ describe('spawnTarget', () => {
 
   it('rejects a missing executable with a hint', async () => {
     await expect(spawnTarget(fixturePath('no-such-fixture'))).rejects.toThrow(/cannot start target .*no-such-fixture.*ENOENT/);
+  });
+
+  it('runs the target as a child of fixtures/bin/launch, or directly when asked', async () => {
+    const launched = await spawnTarget(fixturePath('loop-pie'));
+    const launcherPid = parentPid(launched.pid);
+    expect(launcherPid).not.toBe(process.pid);
+    expect(parentPid(launcherPid)).toBe(process.pid);
+    expect(readFileSync(`/proc/${launcherPid}/cmdline`, 'utf8').split('\0')[0]).toBe(fixturePath('launch'));
+
+    const direct = await spawnTarget(fixturePath('loop-pie'), { direct: true });
+    expect(parentPid(direct.pid)).toBe(process.pid);
+    expect(await direct.request('call')).toBe('42');
+    await direct.kill();
+    expect(await direct.exited).toEqual({ code: null, signal: 'SIGKILL' });
+  });
+
+  it('launch passes the exit code and the signal on', async () => {
+    const exits = await shTarget('echo READY; read a; exit 5');
+    await expect(exits.request('go')).rejects.toThrow(/exited with code 5/);
+    expect(await exits.exited).toEqual({ code: 5, signal: null });
+
+    const crashes = await shTarget('echo READY; read a; kill -SEGV $$');
+    await expect(crashes.request('go')).rejects.toThrow(/killed by SIGSEGV/);
+    expect(await crashes.exited).toEqual({ code: null, signal: 'SIGSEGV' });
+  });
+
+  it('the target dies with launch', async () => {
+    const target = await spawnTarget(fixturePath('blocked'));
+    process.kill(parentPid(target.pid), 'SIGKILL');
+    await target.exited;
+    await expect.poll(() => target.alive()).toBe(false);
   });
 
   it('fixturePath points into fixtures/bin', () => {
@@ -152,6 +188,10 @@ describe('kill', () => {
     const target = await spawnTarget(fixturePath('loop-pie'));
     await hooks[0]();
     expect(target.alive()).toBe(false);
+  });
+
+  it('useTargets without vitest globals asks for afterEach', () => {
+    expect(() => useTargets()).toThrow(/pass the test runner's afterEach/);
   });
 });
 
