@@ -97,3 +97,23 @@ describe('a fix that uses the original object', () => {
     expect(t.alive()).toBe(true);
   });
 });
+
+describe('threads at and inside the entry', () => {
+  it('patches under a thread parked exactly at the entry and steps another out of the bytes; both escape', async () => {
+    const t = await spawnTarget(fixturePath('spinentry'));
+    expect(await t.request('park')).toBe('parked');
+    expect(await t.request('lap')).toBe('lapping');
+    expect(await t.request('escaped')).toBe('0');
+    const r = await hpAgent(['try', fixturePath('spinentry_fix.so'), '--pid', String(t.pid), '--function', 'parked=parked_v2', '--function', 'lapping=lapping_v2']);
+    expect(r.code).toBe(0);
+    expect(r.json.sites).toHaveLength(2);
+    // Both spinning threads run into the new jumps and return through the replacements.
+    let escaped = '0';
+    for (let i = 0; i < 100 && escaped !== '2'; i++) {
+      await new Promise((res) => setTimeout(res, 10));
+      escaped = await t.request('escaped');
+    }
+    expect(escaped).toBe('2');
+    expect(t.alive()).toBe(true);
+  });
+});
