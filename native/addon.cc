@@ -21,6 +21,22 @@ uint64_t ToU64(const Napi::Value& v) {
   return uint64_t(v.As<Napi::Number>().Int64Value());
 }
 
+// Optional fields: absent or undefined means the default. (Reading an undefined value as a
+// number would leave a pending JS exception behind and corrupt the call.)
+Napi::Value Field(const Napi::Object& o, const char* key) {
+  return o.Has(key) ? o.Get(key) : o.Env().Undefined();
+}
+
+int64_t OptInt(const Napi::Object& o, const char* key, int64_t fallback) {
+  Napi::Value v = Field(o, key);
+  return v.IsNumber() ? v.As<Napi::Number>().Int64Value() : fallback;
+}
+
+bool OptBool(const Napi::Object& o, const char* key, bool fallback) {
+  Napi::Value v = Field(o, key);
+  return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : fallback;
+}
+
 Napi::Value RejectWith(Napi::Env env, Napi::Promise::Deferred& d, const CoreError& e) {
   Napi::Error error = Napi::Error::New(env, e.message);
   error.Set("code", Napi::String::New(env, e.code));
@@ -56,6 +72,14 @@ class CoreWorker : public Napi::AsyncWorker {
   CoreError err_;
 };
 
+// Argument checks: a wrong type becomes a TypeError at the call, never a half-made request.
+bool CheckArgs(const Napi::CallbackInfo& info, size_t count, const char* usage) {
+  bool ok = info.Length() >= count && info[0].IsNumber();
+  for (size_t i = 1; ok && i < count; i++) ok = !info[i].IsUndefined() && !info[i].IsNull();
+  if (!ok) Napi::TypeError::New(info.Env(), usage).ThrowAsJavaScriptException();
+  return ok;
+}
+
 Napi::Value Queue(Napi::Env env, std::function<bool(CoreError&)> work, std::function<Napi::Value(Napi::Env)> done) {
   auto* w = new CoreWorker(env, std::move(work), std::move(done));
   Napi::Promise p = w->Promise();
@@ -64,6 +88,7 @@ Napi::Value Queue(Napi::Env env, std::function<bool(CoreError&)> work, std::func
 }
 
 Napi::Value ReadMemory(const Napi::CallbackInfo& info) {
+  if (!CheckArgs(info, 3, "readMemory(pid, address, length)")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
   uint64_t addr = ToU64(info[1]);
   size_t len = info[2].As<Napi::Number>().Uint32Value();
@@ -79,6 +104,7 @@ std::vector<uint8_t> Bytes(const Napi::Value& v) {
 }
 
 Napi::Value WriteMemory(const Napi::CallbackInfo& info) {
+  if (!CheckArgs(info, 3, "writeMemory(pid, address, buffer)")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
   uint64_t addr = ToU64(info[1]);
   auto data = std::make_shared<std::vector<uint8_t>>(Bytes(info[2]));
@@ -88,9 +114,10 @@ Napi::Value WriteMemory(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
+  if (!CheckArgs(info, 2, "remoteSyscall(pid, { gadget, nr, args, tid? })")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
   Napi::Object o = info[1].As<Napi::Object>();
-  pid_t tid = o.Has("tid") && !o.Get("tid").IsUndefined() ? o.Get("tid").As<Napi::Number>().Int32Value() : 0;
+  pid_t tid = pid_t(OptInt(o, "tid", 0));
   uint64_t gadget = ToU64(o.Get("gadget"));
   uint64_t nr = ToU64(o.Get("nr"));
   auto args = std::make_shared<std::array<uint64_t, 6>>();
@@ -112,6 +139,7 @@ Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Transaction(const Napi::CallbackInfo& info) {
+  if (!CheckArgs(info, 2, "transaction(pid, sites, options?)")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
   Napi::Array arr = info[1].As<Napi::Array>();
   auto sites = std::make_shared<std::vector<hp::Site>>();
@@ -126,9 +154,9 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
   hp::TransactionOptions opts;
   if (info.Length() > 2 && info[2].IsObject()) {
     Napi::Object o = info[2].As<Napi::Object>();
-    if (o.Has("timeoutMs")) opts.timeoutMs = uint64_t(o.Get("timeoutMs").As<Napi::Number>().Int64Value());
-    if (o.Has("maxSteps")) opts.maxSteps = o.Get("maxSteps").As<Napi::Number>().Int32Value();
-    if (o.Has("realtime")) opts.realtime = o.Get("realtime").As<Napi::Boolean>().Value();
+    opts.timeoutMs = uint64_t(OptInt(o, "timeoutMs", int64_t(opts.timeoutMs)));
+    opts.maxSteps = int(OptInt(o, "maxSteps", opts.maxSteps));
+    opts.realtime = OptBool(o, "realtime", opts.realtime);
   }
   auto out = std::make_shared<hp::TransactionResult>();
   return Queue(
@@ -146,6 +174,7 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Snapshot(const Napi::CallbackInfo& info) {
+  if (!CheckArgs(info, 1, "snapshot(pid)")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
   auto out = std::make_shared<std::vector<hp::ThreadSnapshot>>();
   return Queue(

@@ -1,0 +1,45 @@
+// The engine used as a library, in this process (the target is a grandchild through the
+// harness's launcher, never our own child): defaults work, and waiting on a target never
+// blocks the event loop.
+import { afterEach, describe, expect, it } from 'vitest';
+import { applyPatch, inspectFunctions, revertFunctions } from '../../src/engine/patch.js';
+import { HpError } from '../../src/errors.js';
+import { fixturePath, killTargetsAfterEach, spawnTarget } from '../../src/harness/index.js';
+import { entryBytes, fileEntryBytes } from './helpers.js';
+
+killTargetsAfterEach(afterEach);
+
+describe('the engine in-process', () => {
+  it('applies, inspects and reverts with default options, repeatedly', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    for (let i = 0; i < 5; i++) {
+      const r = await applyPatch({ pid: t.pid, patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }] });
+      expect(r.sites[0].kind).toBe('rel32');
+      expect(await t.request('call')).toBe('182');
+      const [state] = await inspectFunctions(t.pid, ['compute']);
+      expect(state.state).toBe('patched');
+      expect(state.record?.replacement).toBe('compute_v2');
+      await revertFunctions({ pid: t.pid, functions: ['compute'] });
+      expect(await t.request('call')).toBe('42');
+      expect((await inspectFunctions(t.pid, ['compute']))[0].state).toBe('original');
+    }
+    expect((await entryBytes(t.pid, 'compute')).equals(fileEntryBytes(t.pid, 'compute'))).toBe(true);
+  });
+
+  it('keeps the event loop running while the core waits and retries', async () => {
+    const t = await spawnTarget(fixturePath('spinentry'));
+    expect(await t.request('enter')).toBe('entered');
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 10);
+    const started = performance.now();
+    const err = await applyPatch({ pid: t.pid, patchPath: fixturePath('spinentry_fix.so'), functions: [{ name: 'stuck', replacement: 'stuck_v2' }], timeoutMs: 400 }).catch((e) => e);
+    clearInterval(timer);
+    expect(err).toBeInstanceOf(HpError);
+    expect(err.code).toBe('THREAD_IN_SITE');
+    const elapsed = performance.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(400);
+    // A blocked loop would have fired the timer at most once.
+    expect(ticks).toBeGreaterThan(elapsed / 10 / 4);
+    expect((await entryBytes(t.pid, 'stuck')).equals(fileEntryBytes(t.pid, 'stuck'))).toBe(true);
+  });
+});
