@@ -29,6 +29,21 @@ uint64_t MonotonicNs();
 // ---- memory.cc: the one place that reads and writes target memory ---------------------------
 // Through /proc/PID/mem, which (for a process we may ptrace) also writes read-only code pages,
 // because the kernel uses FOLL_FORCE for it, exactly like PTRACE_POKEDATA but in one call.
+// One open /proc/PID/mem: a transaction opens it before the stop, so the pause pays for no open().
+class MemFile {
+ public:
+  MemFile(pid_t pid, CoreError& err);
+  ~MemFile();
+  MemFile(const MemFile&) = delete;
+  MemFile& operator=(const MemFile&) = delete;
+  bool ok() const { return fd_ >= 0; }
+  bool Read(uint64_t addr, void* out, size_t len, CoreError& err);
+  bool Write(uint64_t addr, const void* data, size_t len, CoreError& err);
+
+ private:
+  pid_t pid_;
+  int fd_ = -1;
+};
 bool ReadMemory(pid_t pid, uint64_t addr, void* out, size_t len, CoreError& err);
 bool WriteMemory(pid_t pid, uint64_t addr, const void* data, size_t len, CoreError& err);
 

@@ -16,53 +16,58 @@ static std::string Hex(uint64_t v) {
   return buf;
 }
 
-static int OpenMem(pid_t pid, int flags, CoreError& err) {
+MemFile::MemFile(pid_t pid, CoreError& err) : pid_(pid) {
   std::string path = "/proc/" + std::to_string(pid) + "/mem";
-  int fd = open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) {
+  fd_ = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd_ < 0) {
     int e = errno;
     if (e == ENOENT) Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid));
     else Fail(err, "PERMISSION_DENIED", "cannot open the memory of process " + std::to_string(pid) + ": " + ErrnoText(e));
   }
-  return fd;
+}
+
+MemFile::~MemFile() {
+  if (fd_ >= 0) close(fd_);
+}
+
+bool MemFile::Read(uint64_t addr, void* out, size_t len, CoreError& err) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd_, (char*)out + done, len - done, off_t(addr + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = n < 0 ? errno : EIO;
+      return Fail(err, "MEMORY_READ_FAILED", "cannot read " + std::to_string(len) + " bytes at " + Hex(addr) +
+                                                 " in process " + std::to_string(pid_) + ": " + ErrnoText(e));
+    }
+    done += size_t(n);
+  }
+  return true;
+}
+
+bool MemFile::Write(uint64_t addr, const void* data, size_t len, CoreError& err) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd_, (const char*)data + done, len - done, off_t(addr + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = n < 0 ? errno : EIO;
+      return Fail(err, "MEMORY_WRITE_FAILED", "cannot write " + std::to_string(len) + " bytes at " + Hex(addr) +
+                                                  " in process " + std::to_string(pid_) + ": " + ErrnoText(e));
+    }
+    done += size_t(n);
+  }
+  return true;
 }
 
 bool ReadMemory(pid_t pid, uint64_t addr, void* out, size_t len, CoreError& err) {
-  int fd = OpenMem(pid, O_RDONLY, err);
-  if (fd < 0) return false;
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pread(fd, (char*)out + done, len - done, off_t(addr + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int e = n < 0 ? errno : EIO;
-      close(fd);
-      return Fail(err, "MEMORY_READ_FAILED", "cannot read " + std::to_string(len) + " bytes at " + Hex(addr) +
-                                                 " in process " + std::to_string(pid) + ": " + ErrnoText(e));
-    }
-    done += size_t(n);
-  }
-  close(fd);
-  return true;
+  MemFile mem(pid, err);
+  return mem.ok() && mem.Read(addr, out, len, err);
 }
 
 bool WriteMemory(pid_t pid, uint64_t addr, const void* data, size_t len, CoreError& err) {
-  int fd = OpenMem(pid, O_RDWR, err);
-  if (fd < 0) return false;
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pwrite(fd, (const char*)data + done, len - done, off_t(addr + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int e = n < 0 ? errno : EIO;
-      close(fd);
-      return Fail(err, "MEMORY_WRITE_FAILED", "cannot write " + std::to_string(len) + " bytes at " + Hex(addr) +
-                                                  " in process " + std::to_string(pid) + ": " + ErrnoText(e));
-    }
-    done += size_t(n);
-  }
-  close(fd);
-  return true;
+  MemFile mem(pid, err);
+  return mem.ok() && mem.Write(addr, data, len, err);
 }
 
 }  // namespace hp

@@ -35,10 +35,10 @@ static const Site* ThreadInSite(const std::vector<Site>& sites, const user_regs_
   return nullptr;
 }
 
-static void RestoreWritten(pid_t pid, const std::vector<Site>& sites, size_t written, CoreError& err) {
+static void RestoreWritten(MemFile& mem, const std::vector<Site>& sites, size_t written, CoreError& err) {
   for (size_t i = 0; i < written; i++) {
     CoreError e;
-    if (!WriteMemory(pid, sites[i].addr, sites[i].expect.data(), sites[i].expect.size(), e)) {
+    if (!mem.Write(sites[i].addr, sites[i].expect.data(), sites[i].expect.size(), e)) {
       err.unchanged = false;
       err.message += "; rollback of " + Hex(sites[i].addr) + " failed too: " + e.message;
     }
@@ -104,6 +104,8 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     if (s.expect.size() != s.write.size() || s.write.empty())
       return Fail(err, "BAD_SITE", "site " + Hex(s.addr) + ": expected and new bytes differ in length");
   }
+  MemFile mem(pid, err);
+  if (!mem.ok()) return false;
   Tracee tracee(pid);
   if (!tracee.SeizeAll(err)) return false;
 
@@ -136,7 +138,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     // tool, a different build, or a previous patch is there, and we must not overwrite it.
     for (auto& s : sites) {
       std::vector<uint8_t> now(s.expect.size());
-      if (!ReadMemory(pid, s.addr, now.data(), now.size(), err)) return false;
+      if (!mem.Read(s.addr, now.data(), now.size(), err)) return false;
       if (memcmp(now.data(), s.expect.data(), now.size()) != 0) {
         return Fail(err, "ENTRY_MISMATCH",
                     "the bytes at " + Hex(s.addr) + " are not the expected ones; nothing was written");
@@ -144,16 +146,16 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     }
     size_t written = 0;
     for (auto& s : sites) {
-      if (!WriteMemory(pid, s.addr, s.write.data(), s.write.size(), err)) {
-        RestoreWritten(pid, sites, written, err);
+      if (!mem.Write(s.addr, s.write.data(), s.write.size(), err)) {
+        RestoreWritten(mem, sites, written, err);
         return false;
       }
       written++;
       std::vector<uint8_t> back(s.write.size());
-      if (!ReadMemory(pid, s.addr, back.data(), back.size(), err) ||
+      if (!mem.Read(s.addr, back.data(), back.size(), err) ||
           memcmp(back.data(), s.write.data(), back.size()) != 0) {
         Fail(err, "VERIFY_FAILED", "the bytes read back at " + Hex(s.addr) + " differ from those written");
-        RestoreWritten(pid, sites, written, err);
+        RestoreWritten(mem, sites, written, err);
         return false;
       }
     }
