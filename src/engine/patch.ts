@@ -1,27 +1,47 @@
 /**
- * The engine: redirect functions of a running process to code from a patch object, and put
- * them back. Everything slow (reading, linking, mapping the patch) happens while the target
- * runs; only the final transaction in the native core stops it.
+ * The engine: redirect functions of a running process to code from patch objects, re-point
+ * them to a newer patch (cumulative hotpatches), and put them back. Everything slow (reading,
+ * linking, mapping the patches) happens while the target runs; only the final transaction in
+ * the native core stops it, and it changes every site of the process at once.
  *
  * Every refusal happens before the first byte is written, and every failure after that goes
- * through one rollback path (the transaction's own, then unmapping the patch), so a refused or
- * failed patch leaves the target exactly as it was.
+ * through one rollback path (the transaction's own, then unmapping the new patches), so a
+ * refused or failed change leaves the target exactly as it was.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { linkPatch, layoutPatch } from '../link/index.js';
-import { native, type TransactionResult } from '../native.js';
-import { findObject, loadedObjects, processExists, readMaps, symbolAddress, tracerOf, type LoadedObject, type MapEntry } from '../proc/index.js';
+import { native, type TransactionResult, type TransactionSite } from '../native.js';
+import {
+  findFreeRegionNear,
+  findObject,
+  loadedObjects,
+  processExists,
+  readMaps,
+  symbolAddress,
+  tracerOf,
+  type LoadedObject,
+  type MapEntry,
+} from '../proc/index.js';
 import { describeSiteAt, planJumpSite, USER_SPACE_END, type JumpKind } from '../x64/index.js';
-import { isPatchMapping, mapPatchImage, unmapPatch } from './loader.js';
-import { decodeRecord, encodeRecord, recordLength, RECORD_TRAILER_SIZE, type PatchRecord, type SiteRecord } from './record.js';
+import { isPatchMapping, mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
+import {
+  decodeRecord,
+  encodeRecord,
+  recordLength,
+  RECORD_TRAILER_SIZE,
+  type PatchLabel,
+  type PatchRecord,
+  type SiteRecord,
+} from './record.js';
 import { bindSymbols } from './resolve.js';
-import { findFreeRegionNear } from '../proc/index.js';
 
 /** Enough bytes to see an endbr64 and the longest jump after it. */
 const ENTRY_PEEK = 4 + 14;
+const REL32_REACH = 2 ** 31;
+const RECORD_RESERVE = 64 * 1024;
 
 export interface FunctionSpec {
   /** The function of the patched object to redirect. */
@@ -30,22 +50,38 @@ export interface FunctionSpec {
   replacement?: string;
 }
 
-export interface ApplyOptions {
-  pid: number;
-  patchPath: string;
-  functions: FunctionSpec[];
+/** What one object of the process should look like after the change. */
+export interface ObjectChange {
   /** Full path or file name of the patched object; default the main executable. */
   object?: string;
+  /** The patch object holding the replacements (needed when `functions` is not empty). */
+  patchPath?: string;
+  functions: FunctionSpec[];
+  /** Functions to give their original bytes back (those a previous level patched and this one does not). */
+  restore?: string[];
+}
+
+export interface ChangeOptions {
+  pid: number;
+  changes: ObjectChange[];
+  /** Which package this code comes from: recorded in the target and in the mapping's name. */
+  label?: PatchLabel;
+  /** Re-point functions that hp-agent already patched (cumulative hotpatches); else refuse them. */
+  replace?: boolean;
   timeoutMs?: number;
   realtime?: boolean;
   /**
-   * 'near' (default) maps the patch within rel32 reach of the object; 'far' deliberately maps
-   * it out of reach, so the 14-byte absolute jump is used (to test that path).
+   * 'near' (default) maps a patch within rel32 reach of its object; 'far' deliberately maps it
+   * out of reach, so the 14-byte absolute jump is used (to test that path).
    */
   placement?: 'near' | 'far';
 }
 
+export type SiteAction = 'patch' | 'repoint' | 'restore';
+
 export interface SiteReport {
+  action: SiteAction;
+  object: string;
   function: string;
   replacement?: string;
   functionAddress: number;
@@ -67,6 +103,35 @@ export interface TransactionReport {
   realtime: boolean;
 }
 
+export interface MappedPatchReport {
+  object: string;
+  path: string;
+  buildId?: string;
+  base: number;
+  size: number;
+  mapping: string;
+  bindings: { name: string; address: number; from: string }[];
+}
+
+export interface ChangeReport extends Partial<TransactionReport> {
+  pid: number;
+  /** False when every function was already as asked: nothing was stopped or written. */
+  changed: boolean;
+  objects: { path: string; buildId?: string }[];
+  patches: MappedPatchReport[];
+  sites: SiteReport[];
+}
+
+export interface ApplyOptions {
+  pid: number;
+  patchPath: string;
+  functions: FunctionSpec[];
+  object?: string;
+  timeoutMs?: number;
+  realtime?: boolean;
+  placement?: 'near' | 'far';
+}
+
 export interface ApplyReport extends TransactionReport {
   pid: number;
   object: { path: string; buildId?: string };
@@ -75,10 +140,29 @@ export interface ApplyReport extends TransactionReport {
   sites: SiteReport[];
 }
 
+export interface RevertOptions {
+  pid: number;
+  functions: string[];
+  object?: string;
+  timeoutMs?: number;
+  realtime?: boolean;
+}
+
 export interface RevertReport extends TransactionReport {
   pid: number;
   object: { path: string; buildId?: string };
   sites: SiteReport[];
+}
+
+export interface FunctionState {
+  function: string;
+  object: string;
+  functionAddress: number;
+  /** original: the file's bytes; patched: a jump into an hp-agent patch; foreign: a jump elsewhere; modified: anything else. */
+  state: 'original' | 'patched' | 'foreign' | 'modified';
+  jump?: { kind: JumpKind; target: number; siteAddress: number };
+  mapping?: string;
+  record?: SiteRecord & { patch: string; label?: PatchLabel };
 }
 
 const hex = (b: Buffer) => b.toString('hex');
@@ -111,24 +195,6 @@ function refuseUntraceable(pid: number): void {
   }
 }
 
-interface ResolvedFunction {
-  name: string;
-  address: number;
-  size: number;
-  /** Entry bytes as the object file has them: what must be in memory before we patch. */
-  fileBytes: Buffer;
-  /** Entry bytes read from the target now. */
-  memoryBytes: Buffer;
-}
-
-async function resolveFunction(pid: number, obj: LoadedObject, name: string): Promise<ResolvedFunction> {
-  const sym = symbolAddress(obj, name);
-  const length = Math.max(0, Math.min(sym.size, ENTRY_PEEK));
-  const memoryBytes = length ? await native.readMemory(pid, sym.address, length) : Buffer.alloc(0);
-  const fileBytes = length ? obj.elf.readVirtual(sym.address - obj.bias, length) : Buffer.alloc(0);
-  return { name, address: sym.address, size: sym.size, fileBytes, memoryBytes };
-}
-
 /**
  * A process that dies while we read it makes /proc or the core fail in whatever way the
  * moment dictates; say plainly what happened instead.
@@ -144,107 +210,70 @@ async function whileAlive<T>(pid: number, work: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Redirects each function to its replacement in `patchPath`, mapped into the target. */
-export function applyPatch(opts: ApplyOptions): Promise<ApplyReport> {
-  return whileAlive(opts.pid, () => apply(opts));
+// ---- reading what a function's entry holds now -------------------------------------------------
+
+/** The hp-agent patch mapping (all its /proc/PID/maps lines) that contains `addr`, if any. */
+function patchMappingAt(maps: MapEntry[], addr: number): MapEntry[] | undefined {
+  const hit = maps.find((m) => m.start <= addr && addr < m.end);
+  if (!hit || !isPatchMapping(hit.path)) return undefined;
+  return maps.filter((m) => m.inode === hit.inode && m.path === hit.path);
 }
 
-async function apply(opts: ApplyOptions): Promise<ApplyReport> {
-  const { pid } = opts;
-  if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to patch was given');
-  refuseUntraceable(pid);
-  const obj = findObject(pid, opts.object);
-  const patch = ElfFile.fromFile(opts.patchPath);
-  const layout = layoutPatch(patch); // refuses TLS, constructors, bad layouts up front
-
-  const fns: ResolvedFunction[] = [];
-  for (const f of opts.functions) {
-    const fn = await resolveFunction(pid, obj, f.name);
-    if (!fn.memoryBytes.equals(fn.fileBytes)) {
-      const now = describeSiteAt(fn.address, fn.memoryBytes);
-      if (now.jump) {
-        throw new HpError('FUNCTION_ALREADY_PATCHED', `${f.name} in process ${pid} already jumps to 0x${now.jump.target.toString(16)}; revert it first. Nothing was changed`, { function: f.name });
-      }
-      throw new HpError('ENTRY_MISMATCH', `the entry bytes of ${f.name} in process ${pid} (${hex(fn.memoryBytes)}) differ from ${obj.path} (${hex(fn.fileBytes)}); refusing to overwrite code hp-agent does not know. Nothing was changed`, { function: f.name });
-    }
-    fns.push(fn);
-  }
-
-  const recordReserve = 64 * 1024;
-  const base = choosePatchBase(pid, obj, layout.span + recordReserve, opts.placement ?? 'near');
-  const undefinedNames = [...new Set(patch.dynamicSymbols.filter((s) => !s.defined && s.name).map((s) => s.name))];
-  const bindings = await bindSymbols(pid, obj, loadedObjects(pid), undefinedNames);
-  const linked = linkPatch(patch, base, (name) => bindings.get(name)?.address);
-
-  const sites = fns.map((fn, i) => {
-    const replacement = opts.functions[i].replacement ?? fn.name;
-    const target = linked.symbolAddress(replacement);
-    if (target === undefined) {
-      throw new HpError('SYMBOL_NOT_FOUND', `the patch ${path.basename(opts.patchPath)} does not define ${replacement}; nothing was changed`, { symbol: replacement });
-    }
-    const site = planJumpSite({ name: fn.name, address: fn.address, size: fn.size, entryBytes: fn.memoryBytes }, target);
-    return { fn, replacement, target, site };
-  });
-
-  const record: PatchRecord = {
-    patch: path.resolve(opts.patchPath),
-    patchBuildId: patch.buildId,
-    object: obj.path,
-    objectBuildId: obj.buildId,
-    base,
-    span: layout.span,
-    appliedAt: new Date().toISOString(),
-    sites: sites.map(({ fn, replacement, target, site }) => ({
-      function: fn.name,
-      replacement,
-      functionAddress: fn.address,
-      siteAddress: site.siteAddress,
-      kind: site.kind,
-      target,
-      original: hex(site.original),
-      jump: hex(site.bytes),
-    })),
-  };
-  const trailer = encodeRecord(record);
-  if (trailer.length > recordReserve) throw new HpError('TOO_MANY_SITES', `the patch record (${trailer.length} bytes) is too large`);
-
-  const mapped = await mapPatchImage(pid, base, linked.image, layout.segments, trailer, path.basename(opts.patchPath));
-  let tx: TransactionResult;
-  try {
-    tx = await native.transaction(
-      pid,
-      sites.map(({ site }) => ({ addr: site.siteAddress, expect: site.original, write: site.bytes })),
-      { timeoutMs: opts.timeoutMs, realtime: opts.realtime },
-    );
-  } catch (e) {
-    await unmapPatch(pid, mapped).catch(() => undefined);
-    throw e;
-  }
-  return {
-    pid,
-    object: { path: obj.path, buildId: obj.buildId },
-    patch: { path: path.resolve(opts.patchPath), buildId: patch.buildId, base, size: mapped.size, mapping: mapped.name },
-    bindings: [...bindings.values()],
-    sites: sites.map(({ fn, replacement, target, site }) => ({
-      function: fn.name,
-      replacement,
-      functionAddress: fn.address,
-      siteAddress: site.siteAddress,
-      kind: site.kind,
-      keptEndbr64: site.keptEndbr64,
-      target,
-      before: hex(site.original),
-      after: hex(site.bytes),
-    })),
-    ...transactionReport(tx),
-  };
+async function readRecord(pid: number, mapping: MapEntry[]): Promise<PatchRecord> {
+  const end = Math.max(...mapping.map((m) => m.end));
+  const length = recordLength(await native.readMemory(pid, end - RECORD_TRAILER_SIZE, RECORD_TRAILER_SIZE));
+  if (length === undefined) throw new HpError('RECORD_CORRUPT', `the patch mapping ending at 0x${end.toString(16)} in process ${pid} has no hp-agent record`);
+  return decodeRecord(await native.readMemory(pid, end - RECORD_TRAILER_SIZE - length, length));
 }
 
-const REL32_REACH = 2 ** 31;
+interface Entry {
+  state: FunctionState;
+  size: number;
+  /** Entry bytes as the object file has them. */
+  fileBytes: Buffer;
+  /** Entry bytes in the target now. */
+  memoryBytes: Buffer;
+}
 
-/** Where the patch goes: near (a rel32 jump reaches it) or, on request, deliberately far. */
-function choosePatchBase(pid: number, obj: LoadedObject, size: number, placement: 'near' | 'far'): number {
+async function readEntry(pid: number, obj: LoadedObject, maps: MapEntry[], name: string): Promise<Entry> {
+  const sym = symbolAddress(obj, name);
+  const length = Math.max(0, Math.min(sym.size, ENTRY_PEEK));
+  const memoryBytes = length ? await native.readMemory(pid, sym.address, length) : Buffer.alloc(0);
+  const fileBytes = length ? obj.elf.readVirtual(sym.address - obj.bias, length) : Buffer.alloc(0);
+  const base = { function: name, object: obj.path, functionAddress: sym.address };
+  const entry = (state: FunctionState): Entry => ({ state, size: sym.size, fileBytes, memoryBytes });
+  if (memoryBytes.equals(fileBytes)) return entry({ ...base, state: 'original' });
+  const now = describeSiteAt(sym.address, memoryBytes);
+  if (!now.jump) return entry({ ...base, state: 'modified' });
+  const siteAddress = sym.address + (now.endbr64 ? 4 : 0);
+  const jump = { kind: now.jump.kind, target: now.jump.target, siteAddress };
+  const mapping = patchMappingAt(maps, now.jump.target);
+  if (!mapping) return entry({ ...base, state: 'foreign', jump });
+  const record = await readRecord(pid, mapping);
+  const site = record.sites.find((s) => s.siteAddress === siteAddress);
+  // A jump into our mapping that its record does not describe is not ours to undo.
+  if (!site || site.jump !== hex(memoryBytes.subarray(siteAddress - sym.address, siteAddress - sym.address + site.jump.length / 2))) {
+    return entry({ ...base, state: 'foreign', jump, mapping: mapping[0].path });
+  }
+  return entry({ ...base, state: 'patched', jump, mapping: mapping[0].path, record: { ...site, patch: record.patch, label: record.label } });
+}
+
+/** What each function's entry holds now, read from the process (never from our own files). */
+export async function inspectFunctions(pid: number, names: string[], object?: string): Promise<FunctionState[]> {
+  const obj = findObject(pid, object);
   const maps = readMaps(pid);
+  const out: FunctionState[] = [];
+  for (const name of names) out.push((await readEntry(pid, obj, maps, name)).state);
+  return out;
+}
+
+// ---- planning ------------------------------------------------------------------------------------
+
+/** Where a patch goes: near (a rel32 jump reaches it) or, on request, deliberately far. */
+function choosePatchBase(pid: number, obj: LoadedObject, size: number, placement: 'near' | 'far', taken: { start: number; end: number }[]): number {
+  // Mappings made earlier in this same change are not in /proc yet: count them as taken.
+  const maps: MapEntry[] = [...readMaps(pid), ...taken.map((t) => ({ start: t.start, end: t.end, perms: '---p', read: false, write: false, exec: false, shared: false, offset: 0, dev: '00:00', inode: 0, path: '', deleted: false }))];
+  maps.sort((a, b) => a.start - b.start);
   if (placement === 'near') {
     const base = findFreeRegionNear(maps, { start: obj.start, end: obj.end }, size);
     if (base === undefined) {
@@ -261,112 +290,217 @@ function choosePatchBase(pid: number, obj: LoadedObject, size: number, placement
   return base;
 }
 
-/** The hp-agent patch mapping (all its /proc/PID/maps lines) that contains `addr`, if any. */
-function patchMappingAt(maps: MapEntry[], addr: number): MapEntry[] | undefined {
-  const hit = maps.find((m) => m.start <= addr && addr < m.end);
-  if (!hit || !isPatchMapping(hit.path)) return undefined;
-  return maps.filter((m) => m.inode === hit.inode && m.path === hit.path);
+interface PlannedSite {
+  report: SiteReport;
+  site: TransactionSite;
 }
 
-async function readRecord(pid: number, mapping: MapEntry[]): Promise<PatchRecord> {
-  const end = Math.max(...mapping.map((m) => m.end));
-  const length = recordLength(await native.readMemory(pid, end - RECORD_TRAILER_SIZE, RECORD_TRAILER_SIZE));
-  if (length === undefined) throw new HpError('RECORD_CORRUPT', `the patch mapping ending at 0x${end.toString(16)} in process ${pid} has no hp-agent record`);
-  return decodeRecord(await native.readMemory(pid, end - RECORD_TRAILER_SIZE - length, length));
+interface PlannedPatch {
+  obj: LoadedObject;
+  patchPath: string;
+  patchBuildId?: string;
+  base: number;
+  image: Buffer;
+  segments: { offset: number; size: number; prot: number }[];
+  trailer: Buffer;
+  bindings: { name: string; address: number; from: string }[];
 }
 
-export interface FunctionState {
-  function: string;
-  functionAddress: number;
-  state: 'original' | 'patched' | 'foreign' | 'modified';
-  /** For a patched function: where its entry jumps and what the record there says. */
-  jump?: { kind: JumpKind; target: number; siteAddress: number };
-  mapping?: string;
-  record?: SiteRecord & { patch: string };
+interface Plan {
+  objects: LoadedObject[];
+  patches: PlannedPatch[];
+  sites: PlannedSite[];
 }
 
-/** What each function's entry holds now, read from the process (never from our own files). */
-export async function inspectFunctions(pid: number, names: string[], object?: string): Promise<FunctionState[]> {
-  const obj = findObject(pid, object);
-  const maps = readMaps(pid);
-  const out: FunctionState[] = [];
-  for (const name of names) {
-    const fn = await resolveFunction(pid, obj, name);
-    const base = { function: name, functionAddress: fn.address };
-    if (fn.memoryBytes.equals(fn.fileBytes)) {
-      out.push({ ...base, state: 'original' });
-      continue;
-    }
-    const now = describeSiteAt(fn.address, fn.memoryBytes);
-    if (!now.jump) {
-      out.push({ ...base, state: 'modified' });
-      continue;
-    }
-    const siteAddress = fn.address + (now.endbr64 ? 4 : 0);
-    const jump = { kind: now.jump.kind, target: now.jump.target, siteAddress };
-    const mapping = patchMappingAt(maps, now.jump.target);
-    if (!mapping) {
-      out.push({ ...base, state: 'foreign', jump });
-      continue;
-    }
-    const record = await readRecord(pid, mapping);
-    const site = record.sites.find((s) => s.siteAddress === siteAddress);
-    out.push({ ...base, state: 'patched', jump, mapping: mapping[0].path, record: site && { ...site, patch: record.patch } });
+function refuseState(pid: number, e: Entry, replace: boolean): void {
+  const s = e.state;
+  if (s.state === 'patched' && !replace) {
+    throw new HpError('FUNCTION_ALREADY_PATCHED', `${s.function} in process ${pid} already jumps to 0x${s.jump!.target.toString(16)}; revert it first. Nothing was changed`, { function: s.function });
   }
-  return out;
+  if (s.state === 'foreign' || s.state === 'modified') {
+    throw new HpError('ENTRY_MISMATCH', `the entry bytes of ${s.function} in process ${pid} (${hex(e.memoryBytes)}) differ from ${s.object} (${hex(e.fileBytes)})${s.state === 'foreign' ? ' and jump somewhere hp-agent did not put there' : ''}; refusing to overwrite code hp-agent does not know. Nothing was changed`, { function: s.function });
+  }
 }
 
-export interface RevertOptions {
-  pid: number;
-  functions: string[];
-  object?: string;
-  timeoutMs?: number;
-  realtime?: boolean;
+/** The bytes to expect and to write at a site so it ends up as `after` (padded with the original). */
+function siteChange(e: Entry, siteAddress: number, after: Buffer): { expect: Buffer; write: Buffer } {
+  const offset = siteAddress - e.state.functionAddress;
+  const oldLength = e.state.state === 'patched' ? e.state.record!.jump.length / 2 : 0;
+  const length = Math.max(after.length, oldLength);
+  const expect = e.memoryBytes.subarray(offset, offset + length);
+  const original = e.fileBytes.subarray(offset, offset + length);
+  if (expect.length !== length || original.length !== length) {
+    throw new HpError('FUNCTION_TOO_SHORT', `${e.state.function} is too short for the ${length}-byte change at its entry; nothing was changed`);
+  }
+  return { expect: Buffer.from(expect), write: Buffer.concat([after, original.subarray(after.length)]) };
+}
+
+async function planObject(pid: number, change: ObjectChange, opts: ChangeOptions, plan: Plan): Promise<void> {
+  const obj = findObject(pid, change.object);
+  plan.objects.push(obj);
+  const maps = readMaps(pid);
+  const entries: Entry[] = [];
+  for (const f of change.functions) {
+    const e = await readEntry(pid, obj, maps, f.name);
+    refuseState(pid, e, opts.replace ?? false);
+    entries.push(e);
+  }
+  for (const name of change.restore ?? []) {
+    if (change.functions.some((f) => f.name === name)) continue;
+    const e = await readEntry(pid, obj, maps, name);
+    if (e.state.state === 'original') continue; // nothing to give back
+    refuseState(pid, e, true);
+    const { siteAddress, kind } = e.state.jump!;
+    const { expect, write } = siteChange(e, siteAddress, e.fileBytes.subarray(siteAddress - e.state.functionAddress, siteAddress - e.state.functionAddress + e.state.record!.jump.length / 2));
+    plan.sites.push({
+      site: { addr: siteAddress, expect, write },
+      report: { action: 'restore', object: obj.path, function: name, functionAddress: e.state.functionAddress, siteAddress, kind, keptEndbr64: siteAddress !== e.state.functionAddress, before: hex(expect), after: hex(write) },
+    });
+  }
+  if (change.functions.length === 0) return;
+  if (!change.patchPath) throw new HpError('USAGE', `functions of ${obj.path} to patch but no patch object`);
+
+  const patch = ElfFile.fromFile(change.patchPath);
+  const layout = layoutPatch(patch); // refuses TLS, constructors, bad layouts up front
+  const taken = plan.patches.map((p) => ({ start: p.base, end: p.base + p.image.length + p.trailer.length }));
+  const base = choosePatchBase(pid, obj, layout.span + RECORD_RESERVE, opts.placement ?? 'near', taken);
+  const undefinedNames = [...new Set(patch.dynamicSymbols.filter((s) => !s.defined && s.name).map((s) => s.name))];
+  const bindings = await bindSymbols(pid, obj, loadedObjects(pid), undefinedNames);
+  const linked = linkPatch(patch, base, (name) => bindings.get(name)?.address);
+
+  const siteRecords: SiteRecord[] = [];
+  change.functions.forEach((f, i) => {
+    const e = entries[i];
+    const replacement = f.replacement ?? f.name;
+    const target = linked.symbolAddress(replacement);
+    if (target === undefined) {
+      throw new HpError('SYMBOL_NOT_FOUND', `the patch ${path.basename(change.patchPath!)} does not define ${replacement}; nothing was changed`, { symbol: replacement });
+    }
+    // Plan against the file's bytes: the entry may hold an older jump now.
+    const jump = planJumpSite({ name: f.name, address: e.state.functionAddress, size: e.size, entryBytes: e.fileBytes }, target);
+    const { expect, write } = siteChange(e, jump.siteAddress, jump.bytes);
+    siteRecords.push({ function: f.name, replacement, functionAddress: e.state.functionAddress, siteAddress: jump.siteAddress, kind: jump.kind, target, original: hex(jump.original), jump: hex(jump.bytes) });
+    plan.sites.push({
+      site: { addr: jump.siteAddress, expect, write },
+      report: { action: e.state.state === 'patched' ? 'repoint' : 'patch', object: obj.path, function: f.name, replacement, functionAddress: e.state.functionAddress, siteAddress: jump.siteAddress, kind: jump.kind, keptEndbr64: jump.keptEndbr64, target, before: hex(expect), after: hex(write) },
+    });
+  });
+
+  const record: PatchRecord = {
+    patch: path.resolve(change.patchPath),
+    patchBuildId: patch.buildId,
+    label: opts.label,
+    object: obj.path,
+    objectBuildId: obj.buildId,
+    base,
+    span: layout.span,
+    appliedAt: new Date().toISOString(),
+    sites: siteRecords,
+  };
+  const trailer = encodeRecord(record);
+  if (trailer.length > RECORD_RESERVE) throw new HpError('TOO_MANY_SITES', `the patch record (${trailer.length} bytes) is too large`);
+  plan.patches.push({ obj, patchPath: path.resolve(change.patchPath), patchBuildId: patch.buildId, base, image: linked.image, segments: layout.segments, trailer, bindings: [...bindings.values()] });
+}
+
+/** True when every function already runs the labelled package's code and nothing needs restoring. */
+async function alreadyThere(pid: number, opts: ChangeOptions): Promise<boolean> {
+  if (!opts.label) return false;
+  for (const change of opts.changes) {
+    const obj = findObject(pid, change.object);
+    const maps = readMaps(pid);
+    for (const f of change.functions) {
+      const e = await readEntry(pid, obj, maps, f.name);
+      if (e.state.state !== 'patched' || e.state.record?.label?.packageId !== opts.label.packageId) return false;
+      if ((e.state.record.replacement ?? f.name) !== (f.replacement ?? f.name)) return false;
+    }
+    for (const name of change.restore ?? []) {
+      if (change.functions.some((f) => f.name === name)) continue;
+      if ((await readEntry(pid, obj, maps, name)).state.state !== 'original') return false;
+    }
+  }
+  return true;
+}
+
+// ---- the one way to change code in a process ---------------------------------------------------
+
+/**
+ * Brings the functions of one process to the requested state in ONE transaction: new patches
+ * are mapped first (the target keeps running), then every site is switched at once.
+ */
+export function changeFunctions(opts: ChangeOptions): Promise<ChangeReport> {
+  return whileAlive(opts.pid, () => change(opts));
+}
+
+async function change(opts: ChangeOptions): Promise<ChangeReport> {
+  const { pid } = opts;
+  if (opts.changes.every((c) => c.functions.length === 0 && (c.restore ?? []).length === 0)) {
+    throw new HpError('NO_FUNCTIONS', 'no function to change was given');
+  }
+  refuseUntraceable(pid);
+  if (await alreadyThere(pid, opts)) {
+    const objects = opts.changes.map((c) => findObject(pid, c.object));
+    return { pid, changed: false, objects: objects.map((o) => ({ path: o.path, buildId: o.buildId })), patches: [], sites: [] };
+  }
+  const plan: Plan = { objects: [], patches: [], sites: [] };
+  for (const c of opts.changes) await planObject(pid, c, opts, plan);
+  if (plan.sites.length === 0) {
+    return { pid, changed: false, objects: plan.objects.map((o) => ({ path: o.path, buildId: o.buildId })), patches: [], sites: [] };
+  }
+
+  const mapped: MappedPatch[] = [];
+  let tx: TransactionResult;
+  try {
+    for (const p of plan.patches) {
+      const name = opts.label ? `${opts.label.packageId}:${path.basename(p.patchPath)}` : path.basename(p.patchPath);
+      mapped.push(await mapPatchImage(pid, p.base, p.image, p.segments, p.trailer, name));
+    }
+    tx = await native.transaction(pid, plan.sites.map((s) => s.site), { timeoutMs: opts.timeoutMs, realtime: opts.realtime });
+  } catch (e) {
+    for (const m of mapped) await unmapPatch(pid, m).catch(() => undefined);
+    throw e;
+  }
+  return {
+    pid,
+    changed: true,
+    objects: plan.objects.map((o) => ({ path: o.path, buildId: o.buildId })),
+    patches: plan.patches.map((p, i) => ({ object: p.obj.path, path: p.patchPath, buildId: p.patchBuildId, base: p.base, size: mapped[i].size, mapping: mapped[i].name, bindings: p.bindings })),
+    sites: plan.sites.map((s) => s.report),
+    ...transactionReport(tx),
+  };
+}
+
+/** `hp-agent try`: redirect functions of one object to a patch; refuses functions already patched. */
+export async function applyPatch(opts: ApplyOptions): Promise<ApplyReport> {
+  if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to patch was given');
+  const r = await changeFunctions({ pid: opts.pid, changes: [{ object: opts.object, patchPath: opts.patchPath, functions: opts.functions }], timeoutMs: opts.timeoutMs, realtime: opts.realtime, placement: opts.placement });
+  const p = r.patches[0];
+  return {
+    pid: r.pid,
+    object: r.objects[0],
+    patch: { path: p.path, buildId: p.buildId, base: p.base, size: p.size, mapping: p.mapping },
+    bindings: p.bindings,
+    sites: r.sites,
+    ...(r as Required<Pick<ChangeReport, keyof TransactionReport>>),
+  };
 }
 
 /** Puts back the original entry bytes of each function, exactly. */
-export function revertFunctions(opts: RevertOptions): Promise<RevertReport> {
-  return whileAlive(opts.pid, () => revert(opts));
-}
-
-async function revert(opts: RevertOptions): Promise<RevertReport> {
-  const { pid } = opts;
+export async function revertFunctions(opts: RevertOptions): Promise<RevertReport> {
   if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to revert was given');
-  refuseUntraceable(pid);
-  const obj = findObject(pid, opts.object);
-  const states = await inspectFunctions(pid, opts.functions, opts.object);
-  const plan = [];
-  for (const s of states) {
-    if (s.state === 'original') throw new HpError('NOT_PATCHED', `${s.function} in process ${pid} is not patched; nothing was changed`, { function: s.function });
-    if (s.state !== 'patched' || !s.record || !s.jump) {
-      throw new HpError('FOREIGN_CODE', `${s.function} in process ${pid} was changed by something other than hp-agent; refusing to touch it. Nothing was changed`, { function: s.function });
+  return whileAlive(opts.pid, async () => {
+    const states = await inspectFunctions(opts.pid, opts.functions, opts.object);
+    for (const s of states) {
+      if (s.state === 'original') throw new HpError('NOT_PATCHED', `${s.function} in process ${opts.pid} is not patched; nothing was changed`, { function: s.function });
+      if (s.state !== 'patched') {
+        throw new HpError('FOREIGN_CODE', `${s.function} in process ${opts.pid} was changed by something other than hp-agent; refusing to touch it. Nothing was changed`, { function: s.function });
+      }
     }
-    const original = Buffer.from(s.record.original, 'hex');
-    const jump = Buffer.from(s.record.jump, 'hex');
-    // The record lives in the target's memory; trust it only if it agrees with the object file.
-    const fileBytes = obj.elf.readVirtual(s.jump.siteAddress - obj.bias, original.length);
-    if (!fileBytes.equals(original)) {
-      throw new HpError('RECORD_MISMATCH', `the recorded original bytes of ${s.function} do not match ${obj.path}; nothing was changed`, { function: s.function });
-    }
-    plan.push({ s, original, jump });
-  }
-  const tx = await native.transaction(
-    pid,
-    plan.map(({ s, original, jump }) => ({ addr: s.jump!.siteAddress, expect: jump, write: original })),
-    { timeoutMs: opts.timeoutMs, realtime: opts.realtime },
-  );
-  return {
-    pid,
-    object: { path: obj.path, buildId: obj.buildId },
-    sites: plan.map(({ s, original, jump }) => ({
-      function: s.function,
-      functionAddress: s.functionAddress,
-      siteAddress: s.jump!.siteAddress,
-      kind: s.jump!.kind,
-      keptEndbr64: s.jump!.siteAddress !== s.functionAddress,
-      before: hex(jump),
-      after: hex(original),
-    })),
-    ...transactionReport(tx),
-  };
+    const r = await changeFunctions({ pid: opts.pid, changes: [{ object: opts.object, functions: [], restore: opts.functions }], timeoutMs: opts.timeoutMs, realtime: opts.realtime });
+    return {
+      pid: r.pid,
+      object: r.objects[0],
+      sites: r.sites,
+      ...(r as Required<Pick<ChangeReport, keyof TransactionReport>>),
+    };
+  });
 }

@@ -24,8 +24,17 @@ export interface SiteRecord {
   jump: string;
 }
 
+/** Which package a patch mapping's code belongs to (absent for `hp-agent try`). */
+export interface PatchLabel {
+  packageId: string;
+  kb?: string;
+  baselineId?: string;
+  sequence?: number;
+}
+
 export interface PatchRecord {
   patch: string;
+  label?: PatchLabel;
   patchBuildId?: string;
   object: string;
   objectBuildId?: string;
