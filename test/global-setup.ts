@@ -10,5 +10,5 @@ export default function setup(): void {
   const run = (cmd: string, args: string[]) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
   if (!fs.existsSync(path.join(root, 'build/Release/hpcore.node'))) run('npm', ['run', '-s', 'build:native']);
   run('npx', ['tsc', '-p', 'tsconfig.build.json']);
-  run('make', ['-s', '-C', 'fixtures']);
+  run('npm', ['run', '-s', 'build:fixtures']);
 }

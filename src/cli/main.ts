@@ -1,18 +1,21 @@
 /** The hp-agent command line. */
 import yargs from 'yargs';
 import { EXIT } from './output.js';
+import { agentCommands } from './agent.js';
 import { demoCommand } from './demo.js';
+import { keysCommand } from './keys.js';
+import { packCommand } from './pack.js';
 import { tryCommand } from './try.js';
 
 export async function main(args: string[]): Promise<number> {
   process.exitCode = EXIT.ok;
   let usageError = false;
-  const parser = demoCommand(tryCommand(
+  const parser = demoCommand(packCommand(keysCommand(agentCommands(tryCommand(
     yargs(args)
       .scriptName('hp-agent')
       .usage('$0 <command> [options]\n\nLive-patch functions of running x86-64 Linux processes.')
       .epilogue('Exit codes: 0 done; 2 bad usage; 3 refused, target unchanged; 4 failed, target may be changed; 1 internal error.'),
-  ))
+  )))))
     .demandCommand(1, 'name a command')
     .strict()
     .help()

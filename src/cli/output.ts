@@ -10,6 +10,8 @@ export const EXIT = {
   refused: 3,
   /** Failed after something was written and the rollback could not undo it all. */
   failed: 4,
+  /** Done for some processes, failed for others (install status CompletedWithWarnings). */
+  partial: 5,
 } as const;
 
 export const addr = (n: number) => '0x' + n.toString(16);
@@ -46,7 +48,7 @@ export function printer(json: boolean): Printer {
           process.stderr.write(`hp-agent: ${message}\nRun "hp-agent --help" for usage.\n`);
         } else {
           process.stderr.write(`hp-agent: ${err ? `refused (${err.code})` : 'error'}: ${message}\n`);
-          if (err && err.unchanged) process.stderr.write('hp-agent: the target was left unchanged.\n');
+          if (err && err.unchanged && !/nothing was changed/i.test(message)) process.stderr.write('hp-agent: nothing was changed.\n');
         }
       }
       return code;

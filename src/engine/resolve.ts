@@ -1,10 +1,11 @@
 /**
  * Where a patch's undefined symbols point inside the target, in this order:
- *  1. the patched object's own definitions, .symtab included — a fix may call a static helper
+ *  1. what the dynamic linker bound for the patched object: its GOT slot for that symbol, read
+ *     from the target's memory — exactly what the original code uses (IFUNCs such as memcpy,
+ *     symbol versions, interposition, and a library variable copied into the executable by a
+ *     COPY relocation, whose own definition in the library is then dead);
+ *  2. the patched object's own definitions, .symtab included — a fix may call a static helper
  *     of the original and update its globals;
- *  2. what the dynamic linker already bound for the patched object: its GOT slot for that
- *     symbol, read from the target's memory (this handles IFUNCs such as memcpy and symbol
- *     versions exactly as the original code sees them);
  *  3. exported definitions of the other loaded objects, in load order.
  */
 import { HpError } from '../errors.js';
@@ -56,14 +57,14 @@ export async function bindSymbols(
 ): Promise<Map<string, Binding>> {
   const out = new Map<string, Binding>();
   for (const name of names) {
-    const own = ownDefinition(patched, name);
-    if (own) {
-      out.set(name, { name, address: patched.bias + own.value, from: patched.path });
-      continue;
-    }
     const got = await boundInGot(pid, patched, name);
     if (got !== undefined) {
       out.set(name, { name, address: got, from: `${patched.path} (GOT)` });
+      continue;
+    }
+    const own = ownDefinition(patched, name);
+    if (own) {
+      out.set(name, { name, address: patched.bias + own.value, from: patched.path });
       continue;
     }
     for (const obj of loaded) {

@@ -1,0 +1,56 @@
+/**
+ * Ground truth about which processes run which installed files: every process's
+ * /proc/PID/maps, and the build-id of the file each one really mapped (read through
+ * /proc/PID/map_files, so a file replaced on disk since does not fool us).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { loadedObjects, processName, readMaps } from '../proc/index.js';
+
+export interface MappedFile {
+  /** Path as the process mapped it (without " (deleted)"). */
+  path: string;
+  buildId?: string;
+  deleted: boolean;
+}
+
+export interface ProcessView {
+  pid: number;
+  comm: string;
+  files: MappedFile[];
+}
+
+export function allPids(): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .filter((pid) => pid !== process.pid);
+}
+
+/**
+ * Processes that map at least one file under `root` (a folder) — with, for each such file,
+ * the build-id of what the process really has mapped. Processes that vanish meanwhile are skipped.
+ */
+export function processesUnder(root: string, pids: number[] = allPids()): ProcessView[] {
+  const prefix = path.resolve(root) + path.sep;
+  const out: ProcessView[] = [];
+  for (const pid of pids) {
+    let maps;
+    try {
+      maps = readMaps(pid);
+    } catch {
+      continue;
+    }
+    if (!maps.some((m) => m.path.startsWith(prefix))) continue;
+    try {
+      const files = loadedObjects(pid)
+        .filter((o) => o.path.startsWith(prefix))
+        .map((o) => ({ path: o.path, buildId: o.buildId, deleted: o.mappings.some((m) => m.deleted) }));
+      out.push({ pid, comm: processName(pid), files });
+    } catch {
+      continue;
+    }
+  }
+  return out;
+}

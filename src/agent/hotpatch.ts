@@ -1,0 +1,180 @@
+/**
+ * Applying and reverting hotpatches: from a verified package to a change of every process that
+ * runs the baseline's code. A hotpatch applies only where BOTH truths equal its baseline: the
+ * installed system (on disk) and what the processes execute (the build-ids they mapped).
+ * Hotpatches are cumulative: level N replaces N-1 in one transaction per process, and the
+ * functions N no longer patches get their original bytes back.
+ */
+import path from 'node:path';
+import { changeFunctions, type ChangeReport, type ObjectChange } from '../engine/patch.js';
+import { ElfFile } from '../elf/index.js';
+import { HpError } from '../errors.js';
+import type { HotpatchManifest, Manifest } from '../package/index.js';
+import { processesUnder, type ProcessView } from './discover.js';
+import { baselineDir } from './home.js';
+import { storedManifest, storedManifests, storedPayloadPath } from './store.js';
+
+export type ProcessOutcome = 'Patched' | 'AlreadyAtLevel' | 'Failed' | 'Skipped';
+
+export interface ProcessResult {
+  pid: number;
+  comm: string;
+  outcome: ProcessOutcome;
+  reason?: string;
+  errorCode?: string;
+  pauseUs?: number;
+  threads?: number;
+  sites?: { object: string; function: string; action: string; kind: string }[];
+}
+
+export interface LevelState {
+  baselineId: string;
+  sequence: number;
+  packageId: string;
+  kb: string;
+}
+
+/** The manifest of the hotpatch level a state points at (from the store). */
+export function levelManifest(home: string, level: LevelState | undefined): HotpatchManifest | undefined {
+  if (!level) return undefined;
+  const m = storedManifest(home, level.packageId);
+  return m && m.kind === 'hotpatch' ? m : undefined;
+}
+
+/** The stored hotpatch of `baselineId` with the highest sequence below `sequence`, if any. */
+export function previousLevel(home: string, baselineId: string, sequence: number): HotpatchManifest | undefined {
+  return storedManifests(home)
+    .filter((m): m is HotpatchManifest => m.kind === 'hotpatch' && m.baselineId === baselineId && m.sequence < sequence)
+    .sort((a, b) => b.sequence - a.sequence)[0];
+}
+
+export interface Compatibility {
+  activeBaseline?: string;
+  pendingBaseline?: string;
+  current?: LevelState;
+}
+
+/**
+ * Refuses a hotpatch that does not fit what is installed, saying what would be needed.
+ * (Checks of the running processes come later, per process.)
+ */
+export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatibility): void {
+  if (!c.activeBaseline) {
+    throw new HpError('BASELINE_NOT_INSTALLED', `${m.kb} (${m.id}) is a hotpatch for baseline ${m.baselineId}, but no baseline runs on this machine: install baseline ${m.baselineId} first (installing a baseline requires a reboot). Nothing was changed`, { neededBaseline: m.baselineId });
+  }
+  if (m.baselineId !== c.activeBaseline) {
+    if (c.pendingBaseline === m.baselineId) {
+      throw new HpError('REBOOT_REQUIRED', `${m.kb} (${m.id}) is for baseline ${m.baselineId}, which is installed but not running yet: reboot to start it, then apply the hotpatch. Nothing was changed`, { neededBaseline: m.baselineId });
+    }
+    throw new HpError('BASELINE_MISMATCH', `${m.kb} (${m.id}) is for baseline ${m.baselineId}, but this machine runs baseline ${c.activeBaseline}: it needs baseline ${m.baselineId}, and installing a baseline requires a reboot. Nothing was changed`, { neededBaseline: m.baselineId, runningBaseline: c.activeBaseline });
+  }
+  if (c.current && c.current.baselineId === m.baselineId && c.current.sequence > m.sequence) {
+    throw new HpError('HOTPATCH_SUPERSEDED', `${m.kb} (${m.id}, level ${m.sequence}) is superseded: level ${c.current.sequence} (${c.current.kb}) of baseline ${m.baselineId} is already applied and contains its fixes. Nothing was changed`, { appliedSequence: c.current.sequence });
+  }
+  // The installed files must be the ones the hotpatch was built against.
+  const root = baselineDir(home, m.baselineId);
+  for (const t of m.targets) {
+    const file = path.join(root, t.path);
+    let buildId: string | undefined;
+    try {
+      buildId = ElfFile.fromFile(file).buildId;
+    } catch {
+      throw new HpError('BASELINE_FILE_MISSING', `${m.kb} patches ${t.path}, which baseline ${m.baselineId} does not have on disk (${file}). Nothing was changed`);
+    }
+    if (buildId !== t.buildId) {
+      throw new HpError('BASELINE_FILE_MISMATCH', `${m.kb} was built for ${t.path} with build-id ${t.buildId}, but the installed file has ${buildId ?? 'none'}. Nothing was changed`);
+    }
+  }
+}
+
+/** What to change in one process to bring it to level `m` from level `prev`. */
+export function changesFor(home: string, proc: ProcessView, root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): ObjectChange[] | { refuse: string } {
+  const changes: ObjectChange[] = [];
+  const paths = new Set([...(m?.targets ?? []).map((t) => t.path), ...(prev?.targets ?? []).map((t) => t.path)]);
+  for (const rel of paths) {
+    const file = path.join(root, rel);
+    const mapped = proc.files.find((f) => f.path === file);
+    if (!mapped) continue;
+    const target = m?.targets.find((t) => t.path === rel);
+    const before = prev?.targets.find((t) => t.path === rel);
+    if (target && mapped.buildId !== target.buildId) {
+      return { refuse: `runs ${rel} with build-id ${mapped.buildId ?? 'none'}, not the baseline's ${target.buildId} (restart or reboot it onto the installed baseline)` };
+    }
+    changes.push({
+      object: file,
+      patchPath: target ? storedPayloadPath(home, m!.id, target.patchObject) : undefined,
+      functions: (target?.functions ?? []).map((f) => ({ name: f.symbol, replacement: f.replacement })),
+      restore: (before?.functions ?? []).map((f) => f.symbol),
+    });
+  }
+  return changes;
+}
+
+export interface ApplyLevelOptions {
+  home: string;
+  /** The level to go to; undefined = the plain baseline. */
+  manifest: HotpatchManifest | undefined;
+  /** The level the processes are at now (what to re-point or restore). */
+  previous: HotpatchManifest | undefined;
+  baselineId: string;
+  pids?: number[];
+  concurrency?: number;
+  timeoutMs?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Brings every process that runs the baseline's target files to a level; one result per process. */
+export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]> {
+  const root = baselineDir(o.home, o.baselineId);
+  const procs = processesUnder(root, o.pids);
+  if (o.pids) {
+    for (const pid of o.pids) {
+      if (!procs.some((p) => p.pid === pid)) throw new HpError('PROCESS_NOT_RUNNING_BASELINE', `process ${pid} does not run any file of baseline ${o.baselineId}. Nothing was changed`);
+    }
+  }
+  const relevant = procs.filter((p) => {
+    const paths = [...(o.manifest?.targets ?? []), ...(o.previous?.targets ?? [])].map((t) => path.join(root, t.path));
+    return p.files.some((f) => paths.includes(f.path));
+  });
+  const results: ProcessResult[] = new Array(relevant.length);
+  let next = 0;
+  let done = 0;
+  const label = o.manifest ? { packageId: o.manifest.id, kb: o.manifest.kb, baselineId: o.manifest.baselineId, sequence: o.manifest.sequence } : undefined;
+  const worker = async () => {
+    while (next < relevant.length) {
+      const i = next++;
+      const proc = relevant[i];
+      results[i] = await applyToProcess(o.home, proc, root, o, label);
+      o.onProgress?.(++done, relevant.length);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(o.concurrency ?? 4, relevant.length)) }, worker));
+  return results;
+}
+
+async function applyToProcess(home: string, proc: ProcessView, root: string, o: ApplyLevelOptions, label: ChangeReportLabel): Promise<ProcessResult> {
+  const base = { pid: proc.pid, comm: proc.comm };
+  const changes = changesFor(home, proc, root, o.manifest, o.previous);
+  if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD' };
+  if (changes.length === 0) return { ...base, outcome: 'AlreadyAtLevel' };
+  try {
+    const r: ChangeReport = await changeFunctions({ pid: proc.pid, changes, label, replace: true, timeoutMs: o.timeoutMs, realtime: true });
+    return {
+      ...base,
+      outcome: r.changed ? 'Patched' : 'AlreadyAtLevel',
+      pauseUs: r.pauseUs,
+      threads: r.threads,
+      sites: r.sites.map((s) => ({ object: path.relative(root, s.object), function: s.function, action: s.action, kind: s.kind })),
+    };
+  } catch (e) {
+    const err = e as HpError;
+    return { ...base, outcome: 'Failed', reason: err.message, errorCode: err.code ?? 'INTERNAL' };
+  }
+}
+
+type ChangeReportLabel = { packageId: string; kb: string; baselineId: string; sequence: number } | undefined;
+
+export function isHotpatch(m: Manifest): m is HotpatchManifest {
+  return m.kind === 'hotpatch';
+}
+

@@ -1,0 +1,478 @@
+/**
+ * The baseline's services: real, long-lived processes that outlive the agent's CLI process.
+ *
+ * How a service is started (and why):
+ *
+ *   agent ──spawn──> node -e LAUNCHER ──spawn(detached)──> SERVICE        (LAUNCHER exits at once)
+ *
+ * - The service is a *grandchild* of the agent. The agent's child is a tiny Node launcher that
+ *   spawns the service and exits as soon as the exec succeeded, printing the service's PID; the
+ *   service is then re-parented to init (or to the nearest child subreaper). The agent must not be
+ *   the service's parent: libuv reaps its own children with waitpid() on every SIGCHLD, and such a
+ *   waitpid() also consumes the ptrace-stops of a child the agent traces (see
+ *   fixtures/tools/launch.c), which would break live patching from this very process.
+ * - The launcher is Node rather than `sh -c '... &'`: a POSIX shell starts a background job with
+ *   SIGINT and SIGQUIT ignored (and dash makes that irrevocable), which the service would inherit
+ *   through exec; libuv resets every signal disposition to the default in the child instead. Node
+ *   also reports an exec failure (ENOENT, EACCES) to us as an error instead of as a log line.
+ * - `detached: true` makes the service a session and process-group leader (setsid): no
+ *   controlling terminal, so a Ctrl-C or hang-up of the agent's terminal never reaches it, and
+ *   stopService() can signal its whole process group.
+ * - stdin is a FIFO, run/<name>.stdin, opened O_RDWR by the launcher and handed to the service as
+ *   fd 0. The service thus holds a writer of its own stdin, which therefore never reaches end of
+ *   file (our fixtures exit at EOF), whoever else opens and closes the FIFO. Anybody may still
+ *   send the service a command line by writing to the FIFO.
+ * - stdout and stderr are appended (O_APPEND) to logs/services/<name>.log. Readiness is a line
+ *   `READY` in that log after the offset it had when the service was started.
+ * - Identity is (PID, start time), the start time being field 22 of /proc/PID/stat (clock ticks
+ *   after boot): a recycled PID has another start time, so serviceAlive() never mistakes a new
+ *   process for the old service, and stopService() never signals a stranger.
+ * - run/<name>.pid records the running service (JSON, the record below): a second start of the
+ *   same name is refused while that record is alive.
+ */
+import { execFile, spawn } from 'node:child_process';
+import fs, { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { HpError } from '../errors.js';
+import { readJsonSync, writeJsonAtomic } from './atomic.js';
+import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
+
+export interface ServiceSpec {
+  name: string;
+  /** Absolute path of the executable. */
+  file: string;
+  /** Arguments; every `${HP_RUN}` in them is replaced by the home's run directory. */
+  args: string[];
+  baselineId: string;
+}
+
+/** A running service, as recorded in state.services. */
+export interface ServiceRecord {
+  name: string;
+  pid: number;
+  /** Field 22 of /proc/PID/stat: with the PID, identifies the process even after PID reuse. */
+  startTime: number;
+  file: string;
+  baselineId: string;
+  startedAt: string;
+}
+
+export interface StartServiceOptions {
+  /** How long the service may take to write READY; default 10000 ms. */
+  readyTimeoutMs?: number;
+}
+
+export interface StopServiceOptions {
+  /** How long SIGTERM may take before SIGKILL; default 5000 ms. */
+  timeoutMs?: number;
+  /** When given, the service's pid file in <home>/run is removed once it is gone. */
+  home?: string;
+}
+
+export interface StopResult {
+  stopped: boolean;
+  how: 'SIGTERM' | 'SIGKILL' | 'already-gone';
+}
+
+const DEFAULT_READY_TIMEOUT_MS = 10_000;
+const DEFAULT_STOP_TIMEOUT_MS = 5_000;
+const KILL_WAIT_MS = 3_000;
+const LAUNCHER_TIMEOUT_MS = 15_000;
+const POLL_MS = 15;
+const LOG_TAIL_BYTES = 2_000;
+
+// ---------------------------------------------------------------------------------------------
+// /proc/PID/stat
+
+export interface ProcStat {
+  pid: number;
+  comm: string;
+  /** Scheduler state letter: R, S, D, T, t, Z, X ... */
+  state: string;
+  ppid: number;
+  pgrp: number;
+  session: number;
+  /** Field 22: start time after boot, in clock ticks. */
+  startTime: number;
+}
+
+/** Parsed /proc/PID/stat, or undefined when there is no such process. */
+export function readProcStat(pid: number): ProcStat | undefined {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // "PID (comm) S PPID ..." — comm may contain spaces and ')', so cut at the last ')'.
+  const close = text.lastIndexOf(')');
+  const open = text.indexOf('(');
+  if (open < 0 || close < open) return undefined;
+  const rest = text.slice(close + 2).trim().split(/\s+/);
+  // rest[0] is field 3 (state), so field N is rest[N - 3].
+  const field = (n: number) => Number(rest[n - 3]);
+  return {
+    pid,
+    comm: text.slice(open + 1, close),
+    state: rest[0] ?? '?',
+    ppid: field(4),
+    pgrp: field(5),
+    session: field(6),
+    startTime: field(22),
+  };
+}
+
+/** Start time (field 22 of /proc/PID/stat) of a live process, undefined if gone or a zombie. */
+export function processStartTime(pid: number): number | undefined {
+  const stat = readProcStat(pid);
+  if (!stat || isDead(stat.state)) return undefined;
+  return stat.startTime;
+}
+
+function isDead(state: string): boolean {
+  return state === 'Z' || state === 'X' || state === 'x';
+}
+
+/** The process `pid` exists, is not a zombie, and started at `startTime` (PID reuse safe). */
+export function processIsSame(pid: number, startTime: number): boolean {
+  const stat = readProcStat(pid);
+  return stat !== undefined && !isDead(stat.state) && stat.startTime === startTime;
+}
+
+/** Same PID and same start time (so not a recycled PID), and not a zombie. */
+export function serviceAlive(record: Pick<ServiceRecord, 'pid' | 'startTime'>): boolean {
+  return processIsSame(record.pid, record.startTime);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths
+
+export function servicePidFile(home: string, name: string): string {
+  checkSafeName('service name', name);
+  return path.join(homeLayout(home).run, `${name}.pid`);
+}
+
+export function serviceStdinFifo(home: string, name: string): string {
+  checkSafeName('service name', name);
+  return path.join(homeLayout(home).run, `${name}.stdin`);
+}
+
+/** The record in run/<name>.pid, or undefined when there is none (or it is unreadable). */
+export function readServicePidFile(home: string, name: string): ServiceRecord | undefined {
+  try {
+    const value = readJsonSync(servicePidFile(home, name)) as ServiceRecord | undefined;
+    if (!value || typeof value.pid !== 'number' || typeof value.startTime !== 'number') return undefined;
+    return value;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+// Runs as `node -e LAUNCHER CONFIG_JSON`: opens the FIFO (O_RDWR: never blocks, never EOF) and
+// the log, spawns the service in its own session with them as stdio, prints {"pid":N} or
+// {"error":...} and exits without waiting for the service.
+const LAUNCHER = `'use strict';
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const cfg = JSON.parse(process.argv[1]);
+const report = (o) => { fs.writeSync(1, JSON.stringify(o) + '\\n'); };
+let stdinFd, logFd;
+try {
+  stdinFd = fs.openSync(cfg.fifo, fs.constants.O_RDWR);
+  logFd = fs.openSync(cfg.log, 'a', 0o600);
+} catch (e) {
+  report({ error: e.message, code: e.code, stage: 'open' });
+  process.exit(1);
+}
+const child = spawn(cfg.file, cfg.args, { cwd: cfg.cwd, detached: true, stdio: [stdinFd, logFd, logFd] });
+child.once('error', (e) => { report({ error: e.message, code: e.code, stage: 'exec' }); process.exit(1); });
+child.once('spawn', () => { report({ pid: child.pid }); child.unref(); process.exit(0); });
+`;
+
+interface LauncherAnswer {
+  pid?: number;
+  error?: string;
+  code?: string;
+  stage?: string;
+}
+
+function runLauncher(config: object, env: NodeJS.ProcessEnv): Promise<LauncherAnswer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', LAUNCHER, JSON.stringify(config)], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+    const timer = setTimeout(() => child.kill('SIGKILL'), LAUNCHER_TIMEOUT_MS);
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      const line = out.trim().split('\n').pop() ?? '';
+      try {
+        resolve(JSON.parse(line) as LauncherAnswer);
+      } catch {
+        resolve({ error: `the launcher ended (${signal ?? `exit code ${code}`}) without reporting a PID: ${err.trim() || out.trim() || 'no output'}` });
+      }
+    });
+  });
+}
+
+function makeFifo(fifo: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('mkfifo', ['-m', '600', fifo], (error, _stdout, stderr) => {
+      if (error) reject(new Error(stderr.trim() || error.message));
+      else resolve();
+    });
+  });
+}
+
+async function ensureFifo(fifo: string): Promise<void> {
+  const st = await fsp.lstat(fifo).catch(() => undefined);
+  if (st?.isFIFO()) return;
+  if (st) await fsp.rm(fifo, { force: true });
+  await makeFifo(fifo);
+}
+
+async function logSize(file: string): Promise<number> {
+  const st = await fsp.stat(file).catch(() => undefined);
+  return st?.size ?? 0;
+}
+
+async function readFrom(file: string, offset: number, max = 1 << 20): Promise<Buffer> {
+  let handle: fsp.FileHandle | undefined;
+  try {
+    handle = await fsp.open(file, 'r');
+    const buf = Buffer.alloc(max);
+    const { bytesRead } = await handle.read(buf, 0, max, offset);
+    return buf.subarray(0, bytesRead);
+  } catch {
+    return Buffer.alloc(0);
+  } finally {
+    await handle?.close();
+  }
+}
+
+async function logTail(file: string, since: number): Promise<string> {
+  const size = await logSize(file);
+  const from = Math.max(since, size - LOG_TAIL_BYTES);
+  return (await readFrom(file, from, LOG_TAIL_BYTES)).toString('utf8').trim();
+}
+
+/**
+ * Follows a log from an offset and tells whether a line `READY` appeared. Works on bytes, so a
+ * multi-byte character cut by a read never shifts the offset.
+ */
+class ReadyScanner {
+  private partial = Buffer.alloc(0);
+
+  constructor(
+    private readonly file: string,
+    private position: number,
+  ) {}
+
+  async sawReady(): Promise<boolean> {
+    for (;;) {
+      const chunk = await readFrom(this.file, this.position);
+      if (chunk.length === 0) return false;
+      this.position += chunk.length;
+      let data = Buffer.concat([this.partial, chunk]);
+      let nl: number;
+      while ((nl = data.indexOf(0x0a)) >= 0) {
+        if (data.subarray(0, nl).toString('latin1').replace(/\r$/, '') === 'READY') return true;
+        data = data.subarray(nl + 1);
+      }
+      // A line longer than any READY line need not be kept whole: keep its last bytes only.
+      this.partial = Buffer.from(data.subarray(Math.max(0, data.length - 16)));
+    }
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Start a service as a detached, long-lived grandchild (see the top of this file) and wait until
+ * it writes READY. Refuses SERVICE_ALREADY_RUNNING, SERVICE_FILE_NOT_EXECUTABLE, and fails with
+ * SERVICE_START_FAILED, SERVICE_EXITED (died before READY) or SERVICE_NOT_READY (timed out; the
+ * service is stopped then). Callers record the returned record in state.services.
+ */
+export async function startService(
+  home: string,
+  spec: ServiceSpec,
+  options: StartServiceOptions = {},
+): Promise<ServiceRecord & { readyMs: number }> {
+  const readyTimeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
+  checkSafeName('service name', spec.name);
+  const layout = homeLayout(home);
+  if (!path.isAbsolute(spec.file)) {
+    throw new HpError('SERVICE_FILE_NOT_EXECUTABLE', `refusing to start service ${spec.name}: its file ${spec.file} is not an absolute path`, {
+      service: spec.name,
+      file: spec.file,
+    });
+  }
+  try {
+    await fsp.access(spec.file, fs.constants.X_OK);
+  } catch (error) {
+    throw new HpError(
+      'SERVICE_FILE_NOT_EXECUTABLE',
+      `refusing to start service ${spec.name}: ${spec.file} is not an executable file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+      { service: spec.name, file: spec.file },
+    );
+  }
+  const previous = readServicePidFile(home, spec.name);
+  if (previous && serviceAlive(previous)) {
+    throw new HpError(
+      'SERVICE_ALREADY_RUNNING',
+      `refusing to start service ${spec.name}: it already runs as PID ${previous.pid} (started ${previous.startedAt} from baseline ${previous.baselineId}); stop it first`,
+      { service: spec.name, pid: previous.pid, baselineId: previous.baselineId },
+    );
+  }
+
+  await fsp.mkdir(layout.run, { recursive: true, mode: 0o700 });
+  await fsp.mkdir(layout.serviceLogs, { recursive: true, mode: 0o700 });
+  const fifo = serviceStdinFifo(home, spec.name);
+  const log = serviceLogPath(home, spec.name);
+  try {
+    await ensureFifo(fifo);
+  } catch (error) {
+    throw new HpError('SERVICE_START_FAILED', `cannot start service ${spec.name}: cannot create its stdin FIFO ${fifo}: ${(error as Error).message}`, {
+      service: spec.name,
+      fifo,
+    });
+  }
+
+  const args = spec.args.map((arg) => arg.split('${HP_RUN}').join(layout.run));
+  const env: NodeJS.ProcessEnv = { ...process.env, HP_RUN: layout.run };
+  // The launcher is a plain Node: keep the agent's own Node options (loaders, inspector) out of it.
+  delete env.NODE_OPTIONS;
+  const offset = await logSize(log);
+  const began = performance.now();
+  const startedAt = new Date().toISOString();
+  let answer: LauncherAnswer;
+  try {
+    answer = await runLauncher({ fifo, log, cwd: layout.run, file: spec.file, args }, env);
+  } catch (error) {
+    throw new HpError('SERVICE_START_FAILED', `cannot start service ${spec.name}: cannot run the launcher ${process.execPath}: ${(error as Error).message}`, {
+      service: spec.name,
+    });
+  }
+  if (typeof answer.pid !== 'number' || !Number.isSafeInteger(answer.pid) || answer.pid <= 0) {
+    throw new HpError('SERVICE_START_FAILED', `cannot start service ${spec.name} (${spec.file}): ${answer.error ?? 'no PID reported'}`, {
+      service: spec.name,
+      file: spec.file,
+      code: answer.code,
+      stage: answer.stage,
+    });
+  }
+  const pid = answer.pid;
+  const startTime = processStartTime(pid);
+  if (startTime === undefined) {
+    const tail = await logTail(log, offset);
+    throw new HpError('SERVICE_EXITED', `service ${spec.name} (PID ${pid}) exited right after it started${tail ? `; its log ends with: ${tail}` : ''}`, {
+      service: spec.name,
+      pid,
+      log,
+    });
+  }
+  const record: ServiceRecord = { name: spec.name, pid, startTime, file: spec.file, baselineId: spec.baselineId, startedAt };
+  try {
+    await writeJsonAtomic(servicePidFile(home, spec.name), record);
+  } catch (error) {
+    // Never leave a service running that nothing records.
+    const stop = await stopService(record);
+    throw new HpError('SERVICE_START_FAILED', `cannot start service ${spec.name}: ${(error as Error).message}; the service was stopped again (${stop.how})`, {
+      service: spec.name,
+      pid,
+    });
+  }
+
+  // Wait for a READY line written after `offset`.
+  const deadline = began + readyTimeoutMs;
+  const scanner = new ReadyScanner(log, offset);
+  for (;;) {
+    if (await scanner.sawReady()) return { ...record, readyMs: Math.round(performance.now() - began) };
+    if (!serviceAlive(record)) {
+      // It may have written READY and exited between our read and this check: one last look.
+      if (await scanner.sawReady()) return { ...record, readyMs: Math.round(performance.now() - began) };
+      await fsp.rm(servicePidFile(home, spec.name), { force: true });
+      const tail = await logTail(log, offset);
+      throw new HpError('SERVICE_EXITED', `service ${spec.name} (PID ${pid}) exited before it was ready${tail ? `; its log ends with: ${tail}` : ''}`, {
+        service: spec.name,
+        pid,
+        log,
+      });
+    }
+    if (performance.now() >= deadline) {
+      const stop = await stopService(record, { home });
+      const tail = await logTail(log, offset);
+      throw new HpError(
+        'SERVICE_NOT_READY',
+        `service ${spec.name} (PID ${pid}) did not write READY within ${readyTimeoutMs} ms; it was stopped (${stop.how})${tail ? `; its log ends with: ${tail}` : ''}`,
+        { service: spec.name, pid, log, stop },
+      );
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stop
+
+function signalService(record: ServiceRecord, signal: NodeJS.Signals): void {
+  // Check identity right before signalling: never signal a process that merely reuses the PID.
+  const stat = readProcStat(record.pid);
+  if (!stat || isDead(stat.state) || stat.startTime !== record.startTime) return;
+  try {
+    // A service we started leads its own process group: signal the group, so helpers it forked
+    // go too. A record from elsewhere may not: then just the process.
+    process.kill(stat.pgrp === record.pid ? -record.pid : record.pid, signal);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
+}
+
+async function waitGone(record: ServiceRecord, ms: number): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    if (!serviceAlive(record)) return true;
+    if (performance.now() >= deadline) return false;
+    await sleep(POLL_MS);
+  }
+}
+
+/**
+ * Stop a service: SIGTERM, then SIGKILL if it is still there after timeoutMs. A zombie counts as
+ * gone (its parent is init, which reaps it). `stopped: false` only if even SIGKILL did not end it
+ * within a few seconds (e.g. stuck in uninterruptible sleep).
+ */
+export async function stopService(record: ServiceRecord, options: StopServiceOptions = {}): Promise<StopResult> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
+  let result: StopResult;
+  if (!serviceAlive(record)) {
+    result = { stopped: true, how: 'already-gone' };
+  } else {
+    signalService(record, 'SIGTERM');
+    if (await waitGone(record, timeoutMs)) {
+      result = { stopped: true, how: 'SIGTERM' };
+    } else {
+      signalService(record, 'SIGKILL');
+      result = { stopped: await waitGone(record, KILL_WAIT_MS), how: 'SIGKILL' };
+    }
+  }
+  if (result.stopped && options.home) {
+    const current = readServicePidFile(options.home, record.name);
+    if (current && current.pid === record.pid && current.startTime === record.startTime) {
+      await fsp.rm(servicePidFile(options.home, record.name), { force: true });
+    }
+  }
+  return result;
+}

@@ -1,0 +1,61 @@
+/**
+ * One agent run: the home, the lock (one agent at a time), the state, the log and the history,
+ * set up and torn down in one place so every command does it the same way.
+ */
+import { HpError } from '../errors.js';
+import { appendHistory, type HistoryInput } from './history.js';
+import { agentHome, ensureHome, homeLayout, type HomeLayout } from './home.js';
+import { acquireLock } from './lock.js';
+import { closeLogger, createLogger, type AgentLogger } from './log.js';
+import { loadState, saveState, type AgentState } from './state.js';
+
+export interface Session {
+  home: string;
+  layout: HomeLayout;
+  state: AgentState;
+  log: AgentLogger;
+  save(): Promise<void>;
+  record(entry: HistoryInput): Promise<void>;
+}
+
+export interface SessionOptions {
+  command: string;
+  verbose?: boolean;
+  /** Wait for another agent's lock (ms, or true for ever); default 30 s. */
+  wait?: boolean | number;
+  /** Reading only: no lock (status, history). */
+  readOnly?: boolean;
+  home?: string;
+}
+
+export async function withSession<T>(opts: SessionOptions, work: (s: Session) => Promise<T>): Promise<T> {
+  const home = opts.home ?? agentHome();
+  await ensureHome(home);
+  const log = createLogger(home, { verbose: opts.verbose });
+  const lock = opts.readOnly ? undefined : await acquireLock(home, { wait: opts.wait ?? 30_000, command: opts.command });
+  try {
+    if (lock?.takenOver) log.warn('took over a stale lock', { previous: lock.takenOver });
+    const state = await loadState(home);
+    const session: Session = {
+      home,
+      layout: homeLayout(home),
+      state,
+      log,
+      save: async () => {
+        if (opts.readOnly) throw new HpError('INTERNAL', 'a read-only session cannot save the state');
+        await saveState(home, session.state);
+      },
+      record: async (entry) => {
+        await appendHistory(home, entry);
+      },
+    };
+    log.debug('session start', { command: opts.command });
+    return await work(session);
+  } catch (e) {
+    log.error('command failed', { command: opts.command, error: e });
+    throw e;
+  } finally {
+    lock?.release();
+    await closeLogger();
+  }
+}

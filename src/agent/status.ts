@@ -1,0 +1,147 @@
+/**
+ * `hp-agent status`: what the machine really runs, read from the processes themselves — the
+ * build-ids of the files they mapped and the bytes at the entry of every hotpatched function —
+ * next to what the agent installed. A process that runs a hotpatched baseline but whose
+ * functions do not carry the current level (one started after the hotpatch, say) is shown as
+ * not compliant.
+ */
+import path from 'node:path';
+import { inspectFunctions } from '../engine/patch.js';
+import type { HotpatchManifest } from '../package/index.js';
+import { processesUnder, type ProcessView } from './discover.js';
+import { homeLayout } from './home.js';
+import { levelManifest, type LevelState } from './hotpatch.js';
+import { storedManifests } from './store.js';
+
+export interface FunctionStatus {
+  object: string;
+  function: string;
+  /** original | patched | foreign | modified, from the process's memory. */
+  state: string;
+  /** The package whose code the function runs now (patched functions). */
+  packageId?: string;
+  expectedPackageId?: string;
+}
+
+export interface ProcessStatus {
+  pid: number;
+  comm: string;
+  /** The baseline whose files the process mapped (from the paths and build-ids it runs). */
+  baseline: string;
+  hotpatchSequence: number;
+  compliant: boolean;
+  reasons: string[];
+  files: { path: string; buildId?: string; deleted: boolean }[];
+  functions: FunctionStatus[];
+}
+
+export interface StatusInput {
+  home: string;
+  enrollment: string;
+  rebootStatus: string;
+  activeBaseline?: { id: string; kb: string };
+  pendingBaseline?: { id: string; kb: string };
+  hotpatch?: LevelState & { appliedAt?: string };
+  services: { name: string; pid: number; baselineId: string; alive: boolean }[];
+}
+
+export interface StatusReport {
+  enrollment: string;
+  installedBaseline?: { id: string; kb: string };
+  pendingBaseline?: { id: string; kb: string };
+  runningBaselines: string[];
+  rebootPending: boolean;
+  rebootPendingReasons: string[];
+  rebootStatus: string;
+  hotpatch?: LevelState & { appliedAt?: string };
+  compliant: boolean;
+  processes: ProcessStatus[];
+  services: StatusInput['services'];
+}
+
+function baselineOf(system: string, proc: ProcessView): string {
+  const ids = new Set(proc.files.map((f) => path.relative(system, f.path).split(path.sep)[0]));
+  return [...ids].join('+') || 'unknown';
+}
+
+async function processStatus(s: StatusInput, system: string, proc: ProcessView, level: HotpatchManifest | undefined, others: HotpatchManifest[]): Promise<ProcessStatus> {
+  const baseline = baselineOf(system, proc);
+  const reasons: string[] = [];
+  const functions: FunctionStatus[] = [];
+  if (baseline !== s.activeBaseline?.id) {
+    reasons.push(`runs baseline ${baseline}, not the installed ${s.activeBaseline?.id ?? '(none)'}: it needs a restart (reboot)`);
+  }
+  const root = path.join(system, baseline);
+  // Every function any level of this baseline touches: the current level's must carry its code,
+  // the others must be original.
+  const expected = new Map<string, Map<string, string | undefined>>();
+  for (const m of [...others, ...(level ? [level] : [])]) {
+    for (const t of m.targets) {
+      const fns = expected.get(t.path) ?? new Map<string, string | undefined>();
+      for (const f of t.functions) fns.set(f.symbol, level && m.id === level.id ? level.id : fns.get(f.symbol));
+      expected.set(t.path, fns);
+    }
+  }
+  for (const [rel, fns] of expected) {
+    const file = path.join(root, rel);
+    if (!proc.files.some((f) => f.path === file)) continue;
+    let states;
+    try {
+      states = await inspectFunctions(proc.pid, [...fns.keys()], file);
+    } catch (e) {
+      reasons.push(`cannot read ${rel}: ${(e as Error).message}`);
+      continue;
+    }
+    for (const st of states) {
+      const want = fns.get(st.function);
+      const packageId = st.record?.label?.packageId;
+      functions.push({ object: rel, function: st.function, state: st.state, packageId, expectedPackageId: want });
+      if (want && (st.state !== 'patched' || packageId !== want)) {
+        reasons.push(`${rel}:${st.function} runs ${st.state === 'patched' ? `code of ${packageId ?? 'an unlabelled patch'}` : `${st.state} code`}, not ${want}`);
+      }
+      if (!want && st.state !== 'original') reasons.push(`${rel}:${st.function} should be original but is ${st.state}${packageId ? ` (${packageId})` : ''}`);
+    }
+  }
+  const patchedBy = new Set(functions.map((f) => f.packageId).filter(Boolean));
+  return {
+    pid: proc.pid,
+    comm: proc.comm,
+    baseline,
+    hotpatchSequence: level && patchedBy.has(level.id) ? level.sequence : 0,
+    compliant: reasons.length === 0,
+    reasons,
+    files: proc.files.map((f) => ({ path: path.relative(system, f.path), buildId: f.buildId, deleted: f.deleted })),
+    functions,
+  };
+}
+
+export async function computeStatus(s: StatusInput): Promise<StatusReport> {
+  const { system } = homeLayout(s.home);
+  const level = s.hotpatch && s.hotpatch.baselineId === s.activeBaseline?.id ? levelManifest(s.home, s.hotpatch) : undefined;
+  const all = storedManifests(s.home).filter((m): m is HotpatchManifest => m.kind === 'hotpatch');
+  const processes: ProcessStatus[] = [];
+  for (const proc of processesUnder(system)) {
+    const baseline = baselineOf(system, proc);
+    const others = all.filter((m) => m.baselineId === baseline && m.id !== level?.id);
+    processes.push(await processStatus(s, system, proc, baseline === s.activeBaseline?.id ? level : undefined, others));
+  }
+  const runningBaselines = [...new Set(processes.map((p) => p.baseline))].sort();
+  const reasons: string[] = [];
+  if (s.pendingBaseline) reasons.push(`baseline ${s.pendingBaseline.id} (${s.pendingBaseline.kb}) is installed and takes effect at the next reboot`);
+  for (const p of processes) {
+    if (p.baseline !== s.activeBaseline?.id) reasons.push(`process ${p.pid} (${p.comm}) still runs baseline ${p.baseline}`);
+  }
+  return {
+    enrollment: s.enrollment,
+    installedBaseline: s.activeBaseline,
+    pendingBaseline: s.pendingBaseline,
+    runningBaselines,
+    rebootPending: reasons.length > 0,
+    rebootPendingReasons: reasons,
+    rebootStatus: s.rebootStatus,
+    hotpatch: s.hotpatch,
+    compliant: processes.every((p) => p.compliant),
+    processes,
+    services: s.services,
+  };
+}

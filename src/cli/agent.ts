@@ -1,0 +1,209 @@
+/** The agent's commands: apply, revert, status, history, reboot, boot. */
+import cliProgress from 'cli-progress';
+import type { Argv } from 'yargs';
+import { readHistory } from '../agent/history.js';
+import { applyPackage, boot, reboot, revertPackage, status, type InstallResult, type RebootResult, type RevertResult } from '../agent/operations.js';
+import { withSession } from '../agent/session.js';
+import type { ProcessResult } from '../agent/hotpatch.js';
+import type { StatusReport } from '../agent/status.js';
+import { EXIT, printer, table } from './output.js';
+
+interface Common {
+  json: boolean;
+  verbose: boolean;
+  wait: number;
+}
+
+const common = (y: Argv) =>
+  y
+    .option('json', { type: 'boolean', default: false, describe: 'print one JSON object (stable field names, Azure spellings)' })
+    .option('verbose', { type: 'boolean', default: false, describe: 'mirror the log (JSON lines in $HP_AGENT_HOME/logs/agent.log) on stderr' })
+    .option('wait', { type: 'number', default: 30000, describe: 'ms to wait for another running agent to finish' });
+
+function processTable(ps: ProcessResult[]): string {
+  if (ps.length === 0) return 'no running process maps the patched files (new processes get the level at start/boot)';
+  return table(
+    ['PID', 'PROCESS', 'RESULT', 'PAUSE µs', 'SITES', 'REASON'],
+    ps.map((p) => [String(p.pid), p.comm, p.outcome, p.pauseUs !== undefined ? String(p.pauseUs) : '-', p.sites ? p.sites.map((s) => `${s.function}:${s.action}`).join(' ') : '-', p.reason ?? '']),
+  );
+}
+
+function processExit(ps: ProcessResult[], failedOverall: boolean): number {
+  if (failedOverall) return EXIT.failed;
+  return ps.some((p) => p.outcome === 'Failed' || p.outcome === 'Skipped') ? EXIT.partial : EXIT.ok;
+}
+
+function installHuman(r: InstallResult): string {
+  const p = r.patches[0];
+  const head = `${p.kbId} ${p.patchId} (${p.rebootBehavior}): ${p.installationState}; status ${r.status}; rebootStatus ${r.rebootStatus}`;
+  if (p.rebootBehavior === 'AlwaysRequiresReboot') {
+    return `${head}\nthe baseline is installed but nothing running changed: run "hp-agent reboot" to start it`;
+  }
+  const level = r.hotpatchLevel ? `hotpatch level ${r.hotpatchLevel.baselineId} #${r.hotpatchLevel.sequence}` : 'hotpatch level unchanged';
+  return `${head}; ${level}\n${processTable(r.processes)}`;
+}
+
+function progressBar(json: boolean) {
+  if (json || !process.stderr.isTTY) return { update: undefined, stop: () => undefined };
+  const bar = new cliProgress.SingleBar({ format: 'patching {bar} {value}/{total} processes', stream: process.stderr }, cliProgress.Presets.shades_classic);
+  let started = false;
+  return {
+    update: (done: number, total: number) => {
+      if (total < 5) return;
+      if (!started) bar.start(total, 0);
+      started = true;
+      bar.update(done);
+    },
+    stop: () => started && bar.stop(),
+  };
+}
+
+function statusHuman(s: StatusReport): string {
+  const lines = [
+    table(
+      ['ENROLLMENT', 'INSTALLED BASELINE', 'RUNNING', 'PENDING', 'HOTPATCH', 'REBOOT PENDING', 'REBOOT STATUS'],
+      [[
+        s.enrollment,
+        s.installedBaseline ? `${s.installedBaseline.id} (${s.installedBaseline.kb})` : '-',
+        s.runningBaselines.join(', ') || '-',
+        s.pendingBaseline ? `${s.pendingBaseline.id} (${s.pendingBaseline.kb})` : '-',
+        s.hotpatch ? `#${s.hotpatch.sequence} ${s.hotpatch.packageId} (${s.hotpatch.kb})` : '-',
+        s.rebootPending ? 'yes' : 'no',
+        s.rebootStatus,
+      ]],
+    ),
+  ];
+  if (s.rebootPendingReasons.length) lines.push('', 'reboot pending because:', ...s.rebootPendingReasons.map((r) => `  - ${r}`));
+  if (s.processes.length) {
+    lines.push('', table(
+      ['PID', 'PROCESS', 'BASELINE', 'LEVEL', 'COMPLIANT', 'FUNCTIONS (from memory)'],
+      s.processes.map((p) => [String(p.pid), p.comm, p.baseline, String(p.hotpatchSequence), p.compliant ? 'yes' : 'NO', p.functions.map((f) => `${f.function}=${f.state === 'patched' ? f.packageId : f.state}`).join(' ') || '-']),
+    ));
+    for (const p of s.processes.filter((x) => !x.compliant)) lines.push(...p.reasons.map((r) => `  ${p.pid}: ${r}`));
+  } else {
+    lines.push('', 'no process runs an installed baseline');
+  }
+  return lines.join('\n');
+}
+
+function rebootHuman(r: RebootResult): string {
+  const lines = [`rebooted ${r.fromBaseline ?? '(nothing)'} → ${r.toBaseline ?? '(nothing)'}; rebootStatus ${r.rebootStatus}; downtime ${r.downtimeMs} ms`];
+  if (r.started.length) lines.push(table(['SERVICE', 'PID', 'READY ms'], r.started.map((s) => [s.name, String(s.pid), String(s.readyMs)])));
+  if (r.hotpatch) lines.push(`hotpatch level #${r.hotpatch.sequence} (${r.hotpatch.packageId}) re-applied at boot:`, processTable(r.hotpatch.processes));
+  return lines.join('\n');
+}
+
+export function agentCommands(y: Argv): Argv {
+  return y
+    .command(
+      'apply <package>',
+      'Install a package: a baseline is staged (reboot required); a hotpatch is applied live',
+      (c) =>
+        common(c)
+          .positional('package', { type: 'string', demandOption: true, describe: 'a signed .hpkg file' })
+          .option('pid', { type: 'number', array: true, describe: 'only these processes (hotpatch)' })
+          .option('allow-unsigned', { type: 'boolean', default: false, describe: 'developer switch: accept an unsigned or untrusted package' }),
+      async (a) => {
+        const args = a as unknown as Common & { package: string; pid?: number[]; allowUnsigned: boolean };
+        const out = printer(args.json);
+        const bar = progressBar(args.json);
+        try {
+          const r = await withSession({ command: `apply ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) =>
+            applyPackage(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, onProgress: bar.update }));
+          bar.stop();
+          out.result(r, () => installHuman(r));
+          process.exitCode = processExit(r.processes, r.status === 'Failed');
+        } catch (e) {
+          bar.stop();
+          process.exitCode = out.error(e);
+        }
+      },
+    )
+    .command(
+      'revert <package>',
+      'Roll the applied hotpatch back live, to the previous level or to the plain baseline',
+      (c) => common(c).positional('package', { type: 'string', demandOption: true, describe: 'the applied hotpatch: package id or KB' }).option('pid', { type: 'number', array: true }),
+      async (a) => {
+        const args = a as unknown as Common & { package: string; pid?: number[] };
+        const out = printer(args.json);
+        try {
+          const r: RevertResult = await withSession({ command: `revert ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) => revertPackage(s, args.package, { pids: args.pid }));
+          out.result(r, () => `reverted ${r.from.kb} ${r.from.packageId} → ${'baseline' in r.to ? `plain baseline ${r.to.baseline}` : `${r.to.kb} ${r.to.packageId} (#${r.to.sequence})`}; status ${r.status}\n${processTable(r.processes)}`);
+          process.exitCode = processExit(r.processes, r.status === 'Failed');
+        } catch (e) {
+          process.exitCode = out.error(e);
+        }
+      },
+    )
+    .command(
+      'status',
+      'What the machine really runs: baselines, reboot pending, hotpatch level per process (read from memory)',
+      (c) => common(c),
+      async (a) => {
+        const args = a as unknown as Common;
+        const out = printer(args.json);
+        try {
+          const r = await withSession({ command: 'status', verbose: args.verbose, readOnly: true }, (s) => status(s));
+          out.result(r, () => statusHuman(r));
+        } catch (e) {
+          process.exitCode = out.error(e);
+        }
+      },
+    )
+    .command(
+      'history',
+      'Update history: what was installed, reverted, rebooted, when, with what result',
+      (c) => common(c).option('days', { type: 'number', default: 30, describe: 'how far back' }),
+      async (a) => {
+        const args = a as unknown as Common & { days: number };
+        const out = printer(args.json);
+        try {
+          const r = await withSession({ command: 'history', verbose: args.verbose, readOnly: true }, (s) => readHistory(s.home, { sinceDays: args.days }));
+          out.result(r, () =>
+            r.entries.length === 0 ? `no updates in the last ${args.days} days` : table(['TIME', 'ACTION', 'KB', 'PACKAGE', 'RESULT', 'DETAIL'], r.entries.map((e) => [e.time, e.action, e.kb ?? '-', e.packageId ?? '-', e.result, e.detail ? summarize(e.detail) : ''])));
+        } catch (e) {
+          process.exitCode = out.error(e);
+        }
+      },
+    )
+    .command(
+      'reboot',
+      'Simulated reboot: stop the services, switch to the installed baseline, start them, report the downtime',
+      (c) => common(c),
+      async (a) => {
+        const args = a as unknown as Common;
+        const out = printer(args.json);
+        try {
+          const r = await withSession({ command: 'reboot', verbose: args.verbose, wait: args.wait }, (s) => reboot(s));
+          out.result(r, () => rebootHuman(r));
+        } catch (e) {
+          process.exitCode = out.error(e);
+        }
+      },
+    )
+    .command(
+      'boot',
+      'The machine powered on: start the installed baseline\'s services (and its hotpatch level)',
+      (c) => common(c),
+      async (a) => {
+        const args = a as unknown as Common;
+        const out = printer(args.json);
+        try {
+          const r = await withSession({ command: 'boot', verbose: args.verbose, wait: args.wait }, (s) => boot(s));
+          out.result(r, () => rebootHuman(r));
+        } catch (e) {
+          process.exitCode = out.error(e);
+        }
+      },
+    );
+}
+
+function summarize(detail: Record<string, unknown>): string {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(detail)) {
+    if (Array.isArray(v)) parts.push(`${k}: ${v.length}`);
+    else if (v !== null && typeof v === 'object') continue;
+    else parts.push(`${k}: ${String(v)}`);
+  }
+  return parts.join(', ').slice(0, 80);
+}

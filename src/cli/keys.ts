@@ -1,0 +1,113 @@
+/** `hp-agent keygen` and `hp-agent trust`: package signing keys and the agent's trust store. */
+import { readFile, stat } from 'node:fs/promises';
+import type { Argv } from 'yargs';
+import { HpError } from '../errors.js';
+import { generateKeyPair, loadTrusted, trustAdd, trustDir, writeFileAtomic } from '../package/index.js';
+import { agentHome } from '../agent/home.js';
+import { EXIT, printer, table } from './output.js';
+
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function readTextInput(file: string, what: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    throw new HpError('INVALID_ARGUMENT', `cannot read ${what} ${file}: ${(e as Error).message}`, { file });
+  }
+}
+
+export function keygenCommand(y: Argv): Argv {
+  return y.command(
+    'keygen',
+    'Make an ed25519 key pair for signing packages',
+    (c) =>
+      c
+        .option('out', { type: 'string', demandOption: true, describe: 'PREFIX: writes PREFIX.key (private, mode 0600) and PREFIX.pub' })
+        .option('force', { type: 'boolean', default: false, describe: 'replace existing key files' })
+        .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
+        .example('$0 keygen --out release', 'write release.key and release.pub'),
+    async (argv) => {
+      const a = argv as unknown as { out: string; force: boolean; json: boolean };
+      const out = printer(a.json);
+      try {
+        if (!a.out) throw new HpError('USAGE', '--out expects a file name prefix');
+        const privateKey = `${a.out}.key`;
+        const publicKey = `${a.out}.pub`;
+        for (const f of [privateKey, publicKey]) {
+          if (!a.force && (await exists(f))) throw new HpError('KEY_EXISTS', `${f} already exists: refused to overwrite a key (use --force to replace it)`, { file: f });
+        }
+        const pair = generateKeyPair();
+        try {
+          await writeFileAtomic(privateKey, pair.privateKeyPem, 0o600);
+          await writeFileAtomic(publicKey, pair.publicKeyPem, 0o644);
+        } catch (e) {
+          throw new HpError('KEY_WRITE_FAILED', `cannot write the key pair ${a.out}.key/.pub: ${(e as Error).message}`);
+        }
+        out.result({ keyId: pair.keyId, privateKey, publicKey }, () =>
+          `key ${pair.keyId}\n  private ${privateKey} (keep it secret; sign with --key ${privateKey})\n  public  ${publicKey} (trust it with: hp-agent trust add ${publicKey})`);
+        process.exitCode = EXIT.ok;
+      } catch (e) {
+        process.exitCode = out.error(e);
+      }
+    },
+  );
+}
+
+export function trustCommand(y: Argv): Argv {
+  return y.command('trust', 'Manage the keys whose packages this agent accepts', (c) =>
+    c
+      .command(
+        'add <key>',
+        'Trust an ed25519 public key (PEM)',
+        (d) =>
+          d
+            .positional('key', { type: 'string', demandOption: true, describe: 'public key file (.pub)' })
+            .option('name', { type: 'string', describe: 'who the key belongs to' })
+            .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }),
+        async (argv) => {
+          const a = argv as unknown as { key: string; name?: string; json: boolean };
+          const out = printer(a.json);
+          try {
+            const key = await trustAdd(trustDir(agentHome()), await readTextInput(a.key, 'public key'), a.name);
+            out.result({ keyId: key.keyId, name: key.name ?? null, added: key.added ?? null }, () => `trusted key ${key.keyId}${key.name ? ` (${key.name})` : ''}`);
+            process.exitCode = EXIT.ok;
+          } catch (e) {
+            process.exitCode = out.error(e);
+          }
+        },
+      )
+      .command(
+        'list',
+        'List the trusted keys',
+        (d) => d.option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }),
+        async (argv) => {
+          const a = argv as unknown as { json: boolean };
+          const out = printer(a.json);
+          try {
+            const keys = await loadTrusted(trustDir(agentHome()));
+            out.result({ keys: keys.map((k) => ({ keyId: k.keyId, name: k.name ?? null, added: k.added ?? null })) }, () =>
+              keys.length === 0
+                ? 'no trusted keys: every signed package will be refused (add one with: hp-agent trust add KEY.pub)'
+                : table(['KEY ID', 'NAME', 'ADDED'], keys.map((k) => [k.keyId, k.name ?? '-', k.added ?? '-'])));
+            process.exitCode = EXIT.ok;
+          } catch (e) {
+            process.exitCode = out.error(e);
+          }
+        },
+      )
+      .demandCommand(1, 'name a trust command: add or list'),
+  );
+}
+
+/** keygen and trust together. */
+export function keysCommand(y: Argv): Argv {
+  return trustCommand(keygenCommand(y));
+}

@@ -1,0 +1,98 @@
+/**
+ * Turns the bundled greeter product (fixtures/baselines/packages.json and the binaries the
+ * fixture build made) into signed packages with `hp-agent pack`'s own code, signed by a demo key
+ * made at build time. Run by `npm run build:fixtures`; the demo and the tests use the result.
+ *
+ *   fixtures/bin/packages/demo.key, demo.pub      the demo signing key (never a real one)
+ *   fixtures/bin/packages/<package id>.hpkg       one signed package per baseline and hotpatch
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateKeyPair, packBaseline, packHotpatch } from '../package/index.js';
+import type { Classification } from '../package/index.js';
+
+export const fixturesRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures');
+export const packagesDir = path.join(fixturesRoot, 'bin/packages');
+
+interface ProductSpec {
+  baselines: {
+    id: string;
+    dir: string;
+    kb: string;
+    title: string;
+    releaseDate: string;
+    classification: Classification;
+    planned: boolean;
+    files: { path: string; mode: number }[];
+    services: { name: string; file: string; args: string[] }[];
+  }[];
+  hotpatches: {
+    id: string;
+    dir: string;
+    kb: string;
+    baselineId: string;
+    sequence: number;
+    title: string;
+    releaseDate: string;
+    classification: Classification;
+    targets: { path: string; patchObject: string; functions: { symbol: string; replacement: string }[] }[];
+  }[];
+  expected: Record<string, Record<string, string>>;
+}
+
+export function productSpec(): ProductSpec {
+  return JSON.parse(fs.readFileSync(path.join(fixturesRoot, 'baselines/packages.json'), 'utf8')) as ProductSpec;
+}
+
+export function fixturePackage(id: string): string {
+  return path.join(packagesDir, `${id}.hpkg`);
+}
+
+export const demoPublicKey = () => path.join(packagesDir, 'demo.pub');
+
+function newer(out: string, inputs: string[]): boolean {
+  if (!fs.existsSync(out)) return false;
+  const t = fs.statSync(out).mtimeMs;
+  return inputs.every((i) => fs.statSync(i).mtimeMs <= t);
+}
+
+export async function buildFixturePackages(): Promise<string[]> {
+  const spec = productSpec();
+  const bin = path.join(fixturesRoot, 'bin/baselines');
+  fs.mkdirSync(packagesDir, { recursive: true });
+  const keyFile = path.join(packagesDir, 'demo.key');
+  if (!fs.existsSync(keyFile)) {
+    const pair = generateKeyPair();
+    fs.writeFileSync(path.join(packagesDir, 'demo.pub'), pair.publicKeyPem);
+    fs.writeFileSync(keyFile, pair.privateKeyPem, { mode: 0o600 });
+  }
+  const privateKeyPem = fs.readFileSync(keyFile, 'utf8');
+  const built: string[] = [];
+  const specFile = path.join(fixturesRoot, 'baselines/packages.json');
+  for (const b of spec.baselines) {
+    const out = fixturePackage(b.id);
+    const files = b.files.map((f) => ({ path: f.path, source: path.join(bin, b.dir, f.path), mode: f.mode }));
+    if (newer(out, [specFile, keyFile, ...files.map((f) => f.source)])) continue;
+    await packBaseline({ out, id: b.id, kb: b.kb, title: b.title, releaseDate: b.releaseDate, classification: b.classification, planned: b.planned, files, services: b.services, privateKeyPem });
+    built.push(out);
+  }
+  for (const h of spec.hotpatches) {
+    const out = fixturePackage(h.id);
+    const base = spec.baselines.find((b) => b.id === h.baselineId)!;
+    const targets = h.targets.map((t) => ({
+      path: t.path,
+      baselineFile: path.join(bin, base.dir, t.path),
+      patchObject: path.join(bin, h.dir, t.patchObject),
+      functions: t.functions,
+    }));
+    if (newer(out, [specFile, keyFile, ...targets.flatMap((t) => [t.baselineFile, t.patchObject])])) continue;
+    await packHotpatch({ out, id: h.id, kb: h.kb, title: h.title, releaseDate: h.releaseDate, classification: h.classification, baselineId: h.baselineId, sequence: h.sequence, targets, privateKeyPem });
+    built.push(out);
+  }
+  return built;
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  await buildFixturePackages();
+}

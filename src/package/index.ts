@@ -1,0 +1,40 @@
+/** Packages: the signed, verifiable unit in which baselines and hotpatches travel. */
+import { join } from 'node:path';
+
+export * from './manifest.js';
+export {
+  buildArchive,
+  checkPayload,
+  DEFAULT_ARCHIVE_LIMITS,
+  MANIFEST_FILE,
+  PAYLOAD_DIR,
+  packageEntries,
+  readArchive,
+  sha256Hex,
+  SIGNATURE_FILE,
+  writePackageFile,
+  type ArchiveContents,
+  type ArchiveLimits,
+  type PackageContents,
+} from './archive.js';
+export {
+  generateKeyPair,
+  keyIdOf,
+  keyIdOfPrivateKey,
+  loadTrusted,
+  parsePublicKey,
+  signManifest,
+  trustAdd,
+  trustList,
+  verifyManifest,
+  type KeyPair,
+  type TrustedKey,
+} from './keys.js';
+export { openPackage, type OpenedPackage, type OpenPackageOptions } from './read.js';
+export { packBaseline, packHotpatch, type PackBaselineOptions, type PackHotpatchOptions, type PackResult } from './pack.js';
+export { writeFileAtomic } from '../agent/atomic.js';
+
+/** The trust store inside the agent's home directory. */
+export function trustDir(home: string): string {
+  return join(home, 'trusted-keys');
+}

@@ -1,0 +1,223 @@
+/**
+ * Building packages from an author's inputs. The author names files, symbols and replacements;
+ * everything a verifier will compare against — sizes, SHA-256s, build-ids, the original bytes of
+ * each patched function — is read from the files themselves, never typed in by hand.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { ElfFile } from '../elf/index.js';
+import { HpError } from '../errors.js';
+import { layoutPatch } from '../link/index.js';
+import { ENDBR64_SIZE, hasEndbr64, REL32_JUMP_SIZE } from '../x64/index.js';
+import { PAYLOAD_DIR, sha256Hex, writePackageFile } from './archive.js';
+import { signManifest } from './keys.js';
+import {
+  MANIFEST_SCHEMA_VERSION,
+  serializeManifest,
+  validateManifest,
+  type BaselineManifest,
+  type Classification,
+  type Consistency,
+  type HotpatchFunction,
+  type HotpatchManifest,
+  type HotpatchTarget,
+  type Manifest,
+  type PayloadEntry,
+} from './manifest.js';
+
+interface CommonPackOptions {
+  /** The package file to write (atomically). */
+  out: string;
+  id: string;
+  kb: string;
+  title: string;
+  releaseDate: string;
+  classification: Classification;
+  privateKeyPem: string;
+  /** gzip the tar (default: plain tar). Either way the output is byte-for-byte reproducible. */
+  gzip?: boolean;
+}
+
+export interface PackBaselineOptions extends CommonPackOptions {
+  planned: boolean;
+  /** Default: id. */
+  baselineId?: string;
+  files: { path: string; source: string; mode?: number }[];
+  services: { name: string; file: string; args?: string[] }[];
+}
+
+export interface PackHotpatchOptions extends CommonPackOptions {
+  baselineId: string;
+  sequence: number;
+  /** Default: 'entry'. */
+  consistency?: Consistency;
+  targets: {
+    /** Install path in the baseline, e.g. 'bin/service'. */
+    path: string;
+    /** The baseline's file on disk: its build-id and original function bytes go in the manifest. */
+    baselineFile: string;
+    /** The patch: a position-independent shared object. */
+    patchObject: string;
+    functions: { symbol: string; replacement?: string }[];
+  }[];
+}
+
+export interface PackResult<M extends Manifest = Manifest> {
+  path: string;
+  manifest: M;
+  /** SHA-256 and size of the package file written. */
+  sha256: string;
+  size: number;
+}
+
+const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
+
+async function readSource(file: string, what: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new HpError('PACK_INPUT_UNREADABLE', `cannot read ${what} ${file}: ${err.message}`, { file, errno: err.code });
+  }
+}
+
+async function finish<M extends Manifest>(opts: CommonPackOptions, draft: M, payload: Map<string, Buffer>): Promise<PackResult<M>> {
+  const manifest = validateManifest(draft, `the manifest for ${opts.out}`) as M;
+  const manifestBytes = serializeManifest(manifest);
+  const signature = signManifest(manifestBytes, opts.privateKeyPem);
+  const written = await writePackageFile(opts.out, { manifestBytes, signature, payload }, { gzip: opts.gzip });
+  return { path: opts.out, manifest, ...written };
+}
+
+function payloadEntry(path: string, data: Buffer): PayloadEntry {
+  return { path, sha256: sha256Hex(data), size: data.length };
+}
+
+export async function packBaseline(opts: PackBaselineOptions): Promise<PackResult<BaselineManifest>> {
+  const payload = new Map<string, Buffer>();
+  const entries: PayloadEntry[] = [];
+  const files: BaselineManifest['files'] = [];
+  for (const f of opts.files) {
+    const data = await readSource(f.source, `the source of ${f.path}`);
+    const mode = f.mode ?? (await stat(f.source)).mode & 0o777;
+    // Only ELF objects carry a build-id; a baseline may also ship plain files (configuration).
+    const buildId = data.subarray(0, 4).equals(ELF_MAGIC) ? ElfFile.fromBuffer(data, f.source).buildId : undefined;
+    const payloadPath = `${PAYLOAD_DIR}/${f.path}`;
+    const entry = payloadEntry(payloadPath, data);
+    payload.set(payloadPath, data);
+    entries.push(entry);
+    files.push({ path: f.path, payload: payloadPath, sha256: entry.sha256, ...(buildId ? { buildId } : {}), mode });
+  }
+  const draft: BaselineManifest = {
+    schemaVersion: MANIFEST_SCHEMA_VERSION,
+    id: opts.id,
+    kb: opts.kb,
+    kind: 'baseline',
+    title: opts.title,
+    releaseDate: opts.releaseDate,
+    classification: opts.classification,
+    rebootBehavior: 'AlwaysRequiresReboot',
+    baselineId: opts.baselineId ?? opts.id,
+    planned: opts.planned,
+    payload: entries,
+    files,
+    services: opts.services.map((s) => ({ name: s.name, file: s.file, args: s.args ?? [] })),
+  };
+  return finish(opts, draft, payload);
+}
+
+/** The bytes a function's entry must offer: a rel32 jump, after an endbr64 the engine keeps. */
+function minimumSize(entry: Buffer): number {
+  return REL32_JUMP_SIZE + (hasEndbr64(entry) ? ENDBR64_SIZE : 0);
+}
+
+function describeFunction(target: string, baselineFile: string, patchObject: string, elf: ElfFile, patch: ElfFile, f: { symbol: string; replacement?: string }): HotpatchFunction {
+  const sym = elf.findSymbol(f.symbol);
+  if (!sym) {
+    throw new HpError('SYMBOL_NOT_FOUND', `cannot pack ${f.symbol}: the baseline file ${basename(baselineFile)} (${target}) has no symbol ${f.symbol}`, { target, symbol: f.symbol });
+  }
+  if (sym.type !== 'FUNC') {
+    throw new HpError('SYMBOL_NOT_FUNCTION', `cannot pack ${f.symbol}: in ${target} it is a ${sym.type} symbol, not a function`, { target, symbol: f.symbol, type: sym.type });
+  }
+  const original = elf.readVirtual(sym.value, sym.size);
+  const min = minimumSize(original);
+  if (sym.size < min) {
+    throw new HpError(
+      'FUNCTION_TOO_SHORT',
+      sym.size === 0
+        ? `cannot pack ${f.symbol}: ${target} gives it no size (an assembly symbol without .size?), so its bytes cannot be checked`
+        : `cannot pack ${f.symbol}: it is ${sym.size} bytes long in ${target}, shorter than the ${min}-byte jump that would redirect it`,
+      { target, symbol: f.symbol, size: sym.size, minimum: min },
+    );
+  }
+  const replacement = f.replacement ?? f.symbol;
+  const rep = patch.findSymbol(replacement);
+  if (!rep) {
+    throw new HpError('SYMBOL_NOT_FOUND', `cannot pack ${f.symbol}: the patch object ${basename(patchObject)} does not define the replacement ${replacement}`, {
+      target,
+      symbol: f.symbol,
+      replacement,
+    });
+  }
+  if (rep.type !== 'FUNC') {
+    throw new HpError('SYMBOL_NOT_FUNCTION', `cannot pack ${f.symbol}: its replacement ${replacement} is a ${rep.type} symbol in ${basename(patchObject)}, not a function`, {
+      target,
+      replacement,
+      type: rep.type,
+    });
+  }
+  return { symbol: f.symbol, size: sym.size, sha256: sha256Hex(original), replacement };
+}
+
+export async function packHotpatch(opts: PackHotpatchOptions): Promise<PackResult<HotpatchManifest>> {
+  const payload = new Map<string, Buffer>();
+  const entries: PayloadEntry[] = [];
+  const targets: HotpatchTarget[] = [];
+  // One payload entry per distinct patch object; a name clash between different files gets a folder.
+  const byHash = new Map<string, string>();
+  for (const [i, t] of opts.targets.entries()) {
+    const elf = ElfFile.fromBuffer(await readSource(t.baselineFile, `the baseline file of ${t.path}`), t.baselineFile);
+    if (!elf.buildId) {
+      throw new HpError('BUILD_ID_MISSING', `cannot pack target ${t.path}: ${basename(t.baselineFile)} has no GNU build-id, so the agent could not tell which build a process runs (link it with -Wl,--build-id)`, {
+        target: t.path,
+      });
+    }
+    const patchData = await readSource(t.patchObject, `the patch object of ${t.path}`);
+    const patch = ElfFile.fromBuffer(patchData, t.patchObject);
+    // Refuse now what the engine would refuse later (not PIC, TLS, constructors, ...).
+    layoutPatch(patch);
+    const hash = sha256Hex(patchData);
+    let payloadPath = byHash.get(hash);
+    if (!payloadPath) {
+      const name = basename(t.patchObject).replace(/[^A-Za-z0-9._+@-]/g, '_').replace(/^\.+/, '_');
+      payloadPath = `${PAYLOAD_DIR}/${name}`;
+      if (payload.has(payloadPath)) payloadPath = `${PAYLOAD_DIR}/${i}/${name}`;
+      byHash.set(hash, payloadPath);
+      payload.set(payloadPath, patchData);
+      entries.push(payloadEntry(payloadPath, patchData));
+    }
+    targets.push({
+      path: t.path,
+      buildId: elf.buildId,
+      patchObject: payloadPath,
+      ...(patch.buildId ? { patchBuildId: patch.buildId } : {}),
+      functions: t.functions.map((f) => describeFunction(t.path, t.baselineFile, t.patchObject, elf, patch, f)),
+    });
+  }
+  const draft: HotpatchManifest = {
+    schemaVersion: MANIFEST_SCHEMA_VERSION,
+    id: opts.id,
+    kb: opts.kb,
+    kind: 'hotpatch',
+    title: opts.title,
+    releaseDate: opts.releaseDate,
+    classification: opts.classification,
+    rebootBehavior: 'NeverReboots',
+    baselineId: opts.baselineId,
+    sequence: opts.sequence,
+    consistency: opts.consistency ?? 'entry',
+    payload: entries,
+    targets,
+  };
+  return finish(opts, draft, payload);
+}
