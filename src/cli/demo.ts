@@ -1,75 +1,124 @@
 /**
- * `hp-agent demo`: the main job on the bundled fixtures. Starts the 8-thread fixture service,
- * keeps a client asking it questions, patches the service's request handler live with
- * `hp-agent try` (a separate process, as a user would run it), shows the new answers from the
- * same PID, reverts, and reports how many requests were served and failed throughout.
+ * `hp-agent demo`: the main job on the bundled fixtures, in a temporary agent home that is
+ * removed afterwards. Every step runs the real `hp-agent` command line as a separate process,
+ * as a user would:
+ *   1. install and boot baseline 2026.10 of the bundled "greeter" service (it has a bug);
+ *   2. apply the bundled signed hotpatch while a client keeps asking the service questions;
+ *   3. show status (read from the process's memory) and the fixed answer from the same PID;
+ *   4. install baseline 2026.11 and show that it needs a reboot — then reboot onto it.
  */
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Argv } from 'yargs';
-import { fixturePath, spawnTarget, tempSocketPath, UnixClient } from '../harness/index.js';
+import { demoPublicKey, fixturePackage } from '../demo/fixture-packages.js';
+import { UnixClient } from '../harness/index.js';
 import { EXIT } from './output.js';
 
 const run = promisify(execFile);
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/hp-agent.js');
 
-async function hpAgent(args: string[]): Promise<Record<string, unknown>> {
-  const { stdout } = await run(process.execPath, [cli, ...args, '--json']);
-  return JSON.parse(stdout) as Record<string, unknown>;
-}
-
 export function demoCommand(y: Argv): Argv {
   return y.command(
     'demo',
-    'Show a live patch on the bundled fixture service (patch, check, revert)',
-    (c) => c.option('threads', { type: 'number', default: 8, describe: 'worker threads of the fixture service' }),
+    'Show the whole story on the bundled fixtures: baseline, live hotpatch under load, status, next baseline and reboot',
+    (c) => c.option('keep', { type: 'boolean', default: false, describe: 'keep the temporary agent home and its services' }),
     async (argv) => {
-      const log = (s: string) => process.stdout.write(s + '\n');
-      const socket = tempSocketPath('hp-demo');
-      const service = await spawnTarget(fixturePath('service'), { args: [socket, String(argv.threads)] });
-      const client = await UnixClient.connect(socket);
-      let served = 0;
-      let failed = 0;
-      const seen = new Set<string>();
-      let running = true;
-      // A client that never stops asking: every answer must come, whatever we do to the server.
-      const load = (async () => {
-        while (running) {
-          try {
-            seen.add(await client.request('call', 2000));
-            served++;
-          } catch {
-            failed++;
-          }
+      const home = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-agent-demo-'));
+      const env = { ...process.env, HP_AGENT_HOME: home };
+      const say = (s: string) => process.stdout.write(s + '\n');
+      const indent = (s: string) => s.trimEnd().split('\n').map((l) => '    ' + l).join('\n');
+      const agent = async (args: string[], show = true): Promise<string> => {
+        say(`  $ hp-agent ${args.join(' ')}`);
+        try {
+          const { stdout } = await run(process.execPath, [cli, ...args], { env });
+          if (show) say(indent(stdout));
+          return stdout;
+        } catch (e) {
+          const err = e as { stdout?: string; stderr?: string; code?: number };
+          say(indent(`${err.stdout ?? ''}${err.stderr ?? ''}`));
+          throw new Error(`hp-agent ${args[0]} failed (exit ${err.code})`);
         }
-      })();
+      };
+      const json = async (args: string[]) => JSON.parse(await agent([...args, '--json'], false));
+      const socket = path.join(home, 'run/greetd.sock');
+      let client: UnixClient | undefined;
+      let running = false;
+      let load: Promise<void> = Promise.resolve();
       try {
-        log(`1. fixture service running: PID ${service.pid}, ${argv.threads} worker threads, socket ${socket}`);
-        log(`   it answers: ${await client.request('call')}   (the bug: v1)`);
-        const patch = fixturePath('service_fix.so');
-        log(`2. hp-agent try ${path.basename(patch)} --pid ${service.pid} --function handle_request=handle_request_v2`);
-        const applied = await hpAgent(['try', patch, '--pid', String(service.pid), '--function', 'handle_request=handle_request_v2']);
-        const site = (applied.sites as { siteAddress: number; kind: string; before: string; after: string }[])[0];
-        log(`   patched at 0x${site.siteAddress.toString(16)}: ${site.before} -> ${site.after} (${site.kind}); ` +
-          `pause ${applied.pauseUs} µs with ${applied.threads} threads stopped`);
-        log(`   it answers: ${await client.request('call')}   (same PID ${service.pid}, alive: ${service.alive()})`);
-        log(`3. hp-agent try --revert --pid ${service.pid} --function handle_request`);
-        const reverted = await hpAgent(['try', '--revert', '--pid', String(service.pid), '--function', 'handle_request']);
-        log(`   reverted; pause ${reverted.pauseUs} µs`);
-        log(`   it answers: ${await client.request('call')}`);
+        say(`hp-agent demo — temporary agent home ${home}\n`);
+        say('1. Trust the demo signing key, install baseline 2026.10 (KB5046001) and boot the machine');
+        await agent(['trust', 'add', demoPublicKey(), '--name', 'demo']);
+        await agent(['apply', fixturePackage('2026.10')]);
+        await agent(['boot']);
+        client = await UnixClient.connect(socket);
+        const pid = (await json(['status'])).processes[0].pid as number;
+        say(`  the service (PID ${pid}) answers "hello bob" with: ${await client.request('hello bob')}   <- the bug: a letter is missing\n`);
+
+        say('2. Apply the signed hotpatch 2026.10-hp1 (KB5046101) while a client keeps asking');
+        let served = 0;
+        let failed = 0;
+        running = true;
+        const c = client;
+        load = (async () => {
+          while (running) {
+            try {
+              await c.request('hello bob', 2000);
+              served++;
+            } catch {
+              failed++;
+            }
+          }
+        })();
+        await agent(['apply', fixturePackage('2026.10-hp1')]);
         running = false;
         await load;
-        log(`4. throughout: ${served} requests answered, ${failed} failed, answers seen: ${[...seen].sort().join(', ')}; ` +
-          `PID ${service.pid} never restarted`);
-        process.exitCode = failed === 0 && service.alive() ? EXIT.ok : EXIT.failed;
+        say(`  during the hotpatch the service answered ${served} requests, ${failed} failed`);
+        say(`  now it answers "hello bob" with: ${await client.request('hello bob')}   (same PID ${pid})\n`);
+
+        say('3. Status, read from the processes themselves');
+        await agent(['status']);
+        say('');
+
+        say('4. Install the next baseline 2026.11 (KB5046002): files only, a reboot is required');
+        await agent(['apply', fixturePackage('2026.11')]);
+        await agent(['status']);
+        client.close();
+        client = undefined;
+        await agent(['reboot']);
+        client = await UnixClient.connect(socket);
+        say(`  after the reboot: version ${await client.request('version')}, "hello bob" → ${await client.request('hello bob')}\n`);
+        await agent(['history']);
+        process.exitCode = failed === 0 ? EXIT.ok : EXIT.failed;
       } finally {
         running = false;
         await load.catch(() => undefined);
-        client.close();
-        await service.kill();
+        client?.close();
+        if (!argv.keep) {
+          await stopDemoServices(home);
+          fs.rmSync(home, { recursive: true, force: true });
+          say(`\n(temporary home removed, its services stopped)`);
+        }
       }
     },
   );
+}
+
+/** The demo's services are daemons: stop every one the temporary home knows of. */
+async function stopDemoServices(home: string): Promise<void> {
+  try {
+    const state = JSON.parse(fs.readFileSync(path.join(home, 'state.json'), 'utf8')) as { services?: { pid: number }[] };
+    for (const s of state.services ?? []) {
+      try {
+        process.kill(s.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  } catch {
+    // no state: nothing was started
+  }
 }
