@@ -1,26 +1,11 @@
 // Shared by the agent tests: run the CLI against one temporary HP_AGENT_HOME, and stop every
 // daemon that home started (services are not our children, so nothing else would).
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { cliPath, type CliResult } from './helpers.js';
+import { hpAgent, type CliResult } from './helpers.js';
 
 export function hpAgentIn(home: string) {
-  return (args: string[], opts: { json?: boolean } = {}): Promise<CliResult> => {
-    const full = opts.json === false ? args : [...args, '--json'];
-    return new Promise((resolve) => {
-      execFile(process.execPath, [cliPath, ...full], { timeout: 60_000, env: { ...process.env, HP_AGENT_HOME: home } }, (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-        let json: any;
-        try {
-          json = JSON.parse(stdout);
-        } catch {
-          json = undefined;
-        }
-        resolve({ code, stdout, stderr, json });
-      });
-    });
-  };
+  return (args: string[], opts: { json?: boolean } = {}): Promise<CliResult> => hpAgent(args, { ...opts, env: { ...process.env, HP_AGENT_HOME: home } });
 }
 
 /** SIGKILL every service recorded in the home's state and every process running its files. */

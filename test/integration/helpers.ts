@@ -18,10 +18,10 @@ export interface CliResult {
   json: any;
 }
 
-export function hpAgent(args: string[], opts: { json?: boolean } = {}): Promise<CliResult> {
+export function hpAgent(args: string[], opts: { json?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
   const full = opts.json === false ? args : [...args, '--json'];
   return new Promise((resolve) => {
-    execFile(process.execPath, [cliPath, ...full], { timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [cliPath, ...full], { timeout: 60_000, env: opts.env ?? process.env }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       let json: any;
       try {
