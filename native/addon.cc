@@ -173,6 +173,32 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
       });
 }
 
+Napi::Value Floor(const Napi::CallbackInfo& info) {
+  if (!CheckArgs(info, 2, "floor(pid, sites, options?)")) return info.Env().Undefined();
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  Napi::Array arr = info[1].As<Napi::Array>();
+  auto sites = std::make_shared<std::vector<hp::Site>>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Object s = arr.Get(i).As<Napi::Object>();
+    hp::Site site;
+    site.addr = ToU64(s.Get("addr"));
+    site.write = Bytes(s.Get("write"));
+    sites->push_back(std::move(site));
+  }
+  bool realtime = info.Length() > 2 && info[2].IsObject() ? OptBool(info[2].As<Napi::Object>(), "realtime", false) : false;
+  auto out = std::make_shared<hp::FloorResult>();
+  return Queue(
+      info.Env(), [=](CoreError& err) { return hp::MeasureFloor(pid, *sites, realtime, *out, err); },
+      [=](Napi::Env env) {
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("pauseNs", Napi::Number::New(env, double(out->pauseNs)));
+        r.Set("totalNs", Napi::Number::New(env, double(out->totalNs)));
+        r.Set("threads", Napi::Number::New(env, out->threads));
+        r.Set("realtime", Napi::Boolean::New(env, out->realtime));
+        return r;
+      });
+}
+
 Napi::Value Snapshot(const Napi::CallbackInfo& info) {
   if (!CheckArgs(info, 1, "snapshot(pid)")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
@@ -201,6 +227,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("remoteSyscall", Napi::Function::New(env, RemoteSyscall));
   exports.Set("transaction", Napi::Function::New(env, Transaction));
   exports.Set("snapshot", Napi::Function::New(env, Snapshot));
+  exports.Set("floor", Napi::Function::New(env, Floor));
   return exports;
 }
 

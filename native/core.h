@@ -44,6 +44,13 @@ class MemFile {
   pid_t pid_;
   int fd_ = -1;
 };
+// Many small ranges in one system call (process_vm_readv): how a transaction checks every site.
+struct Range {
+  uint64_t addr;
+  void* out;
+  size_t len;
+};
+bool ReadRanges(pid_t pid, const std::vector<Range>& ranges, CoreError& err);
 bool ReadMemory(pid_t pid, uint64_t addr, void* out, size_t len, CoreError& err);
 bool WriteMemory(pid_t pid, uint64_t addr, const void* data, size_t len, CoreError& err);
 
@@ -136,6 +143,16 @@ struct TransactionResult {
 };
 bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const TransactionOptions& opts,
                     TransactionResult& out, CoreError& err);
+
+// The physical floor of a stop, for comparison: seize + interrupt + wait for every thread +
+// the writes + resume, nothing else. Callers pass the bytes that are there now, so nothing changes.
+struct FloorResult {
+  uint64_t pauseNs = 0;  // first interrupt → last resume
+  uint64_t totalNs = 0;  // first seize → last resume
+  int threads = 0;
+  bool realtime = false;
+};
+bool MeasureFloor(pid_t pid, const std::vector<Site>& sites, bool realtime, FloorResult& out, CoreError& err);
 
 struct ThreadSnapshot {
   pid_t tid;

@@ -1,8 +1,10 @@
 // The one place that reads and writes another process's memory.
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -56,6 +58,33 @@ bool MemFile::Write(uint64_t addr, const void* data, size_t len, CoreError& err)
                                                   " in process " + std::to_string(pid_) + ": " + ErrnoText(e));
     }
     done += size_t(n);
+  }
+  return true;
+}
+
+bool ReadRanges(pid_t pid, const std::vector<Range>& ranges, CoreError& err) {
+  // process_vm_readv takes at most IOV_MAX (1024) vectors per call.
+  const size_t kMax = 1024;
+  for (size_t first = 0; first < ranges.size(); first += kMax) {
+    size_t n = std::min(kMax, ranges.size() - first);
+    std::vector<iovec> local(n), remote(n);
+    size_t want = 0;
+    for (size_t i = 0; i < n; i++) {
+      const Range& r = ranges[first + i];
+      local[i] = {r.out, r.len};
+      remote[i] = {reinterpret_cast<void*>(r.addr), r.len};
+      want += r.len;
+    }
+    ssize_t got = process_vm_readv(pid, local.data(), n, remote.data(), n, 0);
+    if (got != ssize_t(want)) {
+      // Fall back to /proc/PID/mem range by range, which also names the range that failed.
+      MemFile mem(pid, err);
+      if (!mem.ok()) return false;
+      for (size_t i = 0; i < n; i++) {
+        const Range& r = ranges[first + i];
+        if (!mem.Read(r.addr, r.out, r.len, err)) return false;
+      }
+    }
   }
   return true;
 }

@@ -40,6 +40,15 @@ export interface RemoteSyscallResult {
   interruptedSyscall: boolean;
 }
 
+export interface FloorResult {
+  /** First thread interrupted → last resumed. */
+  pauseNs: number;
+  /** First thread seized → last resumed. */
+  totalNs: number;
+  threads: number;
+  realtime: boolean;
+}
+
 export interface ThreadSnapshot {
   tid: number;
   pc: number;
@@ -54,6 +63,7 @@ interface RawCore {
   remoteSyscall(pid: number, call: { tid?: number; gadget: number; nr: number; args: (number | bigint)[] }): Promise<RemoteSyscallResult>;
   transaction(pid: number, sites: TransactionSite[], options?: TransactionOptions): Promise<TransactionResult>;
   snapshot(pid: number): Promise<ThreadSnapshot[]>;
+  floor(pid: number, sites: { addr: number; write: Buffer }[], options?: { realtime?: boolean }): Promise<FloorResult>;
 }
 
 const require = createRequire(import.meta.url);
@@ -88,4 +98,10 @@ export const native = {
   transaction: (pid: number, sites: TransactionSite[], options: TransactionOptions = {}) =>
     call(() => core().transaction(pid, sites, options)),
   snapshot: (pid: number) => call(() => core().snapshot(pid)),
+  /**
+   * The physical floor of a stop (seize, interrupt, wait, write, resume — nothing else), for
+   * benchmarks. Pass the bytes that are at each site now: the writes must change nothing.
+   */
+  floor: (pid: number, sites: { addr: number; write: Buffer }[], options: { realtime?: boolean } = {}) =>
+    call(() => core().floor(pid, sites, options)),
 };

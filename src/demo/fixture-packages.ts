@@ -15,7 +15,7 @@ import type { Classification } from '../package/index.js';
 export const fixturesRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures');
 export const packagesDir = path.join(fixturesRoot, 'bin/packages');
 
-interface ProductSpec {
+export interface ProductSpec {
   baselines: {
     id: string;
     dir: string;

@@ -3,10 +3,11 @@
  * core). The target's own libc is never called, so a thread holding malloc's or the loader's
  * lock cannot deadlock us.
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import { HpError } from '../errors.js';
 import { native } from '../native.js';
-import { readMaps } from '../proc/index.js';
+import { listThreads, readMaps } from '../proc/index.js';
 import { SYS, SYSCALL_INSN } from '../x64/syscalls.js';
 
 const gadgets = new Map<number, { start: number; addr: number }>();
@@ -46,13 +47,30 @@ function rank(path: string): number {
   return 2;
 }
 
+/**
+ * The thread to borrow for a remote call: one asleep in a system call if there is one (its call
+ * is restarted afterwards, and the threads doing the program's work are not disturbed at all),
+ * else the main thread.
+ */
+function threadToBorrow(pid: number): number | undefined {
+  for (const tid of listThreads(pid)) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'S') return tid;
+    } catch {
+      // the thread is gone; look at the next
+    }
+  }
+  return undefined;
+}
+
 export class RemoteProcess {
   constructor(readonly pid: number) {}
 
   /** Runs one call; a negative return in the errno range becomes an HpError naming the call. */
   async syscall(name: keyof typeof SYS, ...args: (number | bigint)[]): Promise<number> {
     const gadget = await findGadget(this.pid);
-    const { ret } = await native.remoteSyscall(this.pid, SYS[name], args, { gadget });
+    const { ret } = await native.remoteSyscall(this.pid, SYS[name], args, { gadget, tid: threadToBorrow(this.pid) });
     if (ret < 0 && ret >= -4095) {
       const errno = -ret;
       const text = Object.entries(os.constants.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`;
