@@ -1,4 +1,7 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/main.js';
+// Waiting on ptrace stops occupies a libuv pool thread each; patching many processes at once
+// needs more than the default 4. (Read by libuv when the pool first starts, so set it first.)
+process.env.UV_THREADPOOL_SIZE ??= '16';
+const { main } = await import('../dist/cli/main.js');
 
 process.exitCode = await main(process.argv.slice(2));

@@ -113,25 +113,44 @@ Napi::Value WriteMemory(const Napi::CallbackInfo& info) {
       [](Napi::Env env) { return env.Undefined(); });
 }
 
-Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
-  if (!CheckArgs(info, 2, "remoteSyscall(pid, { gadget, nr, args, tid? })")) return info.Env().Undefined();
+// remoteSyscalls(pid, { tid?, gadget, calls: [{ nr, args: (number | bigint | { result: i } | { string: Buffer })[] }] })
+Napi::Value RemoteSyscalls(const Napi::CallbackInfo& info) {
+  if (!CheckArgs(info, 2, "remoteSyscalls(pid, { gadget, calls, tid? })")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
   Napi::Object o = info[1].As<Napi::Object>();
   pid_t tid = pid_t(OptInt(o, "tid", 0));
   uint64_t gadget = ToU64(o.Get("gadget"));
-  uint64_t nr = ToU64(o.Get("nr"));
-  auto args = std::make_shared<std::array<uint64_t, 6>>();
-  args->fill(0);
-  if (o.Has("args")) {
-    Napi::Array a = o.Get("args").As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length() && i < 6; i++) (*args)[i] = ToU64(a.Get(i));
+  auto calls = std::make_shared<std::vector<hp::RemoteCall>>();
+  Napi::Array list = o.Get("calls").As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Object c = list.Get(i).As<Napi::Object>();
+    hp::RemoteCall call;
+    call.nr = ToU64(c.Get("nr"));
+    Napi::Array args = c.Get("args").As<Napi::Array>();
+    for (uint32_t j = 0; j < args.Length() && j < 6; j++) {
+      Napi::Value v = args.Get(j);
+      hp::RemoteArg a;
+      if (v.IsObject() && !v.IsBuffer() && v.As<Napi::Object>().Has("result")) {
+        a.kind = hp::RemoteArg::Result;
+        a.value = ToU64(v.As<Napi::Object>().Get("result"));
+      } else if (v.IsObject() && v.As<Napi::Object>().Has("string")) {
+        a.kind = hp::RemoteArg::String;
+        a.bytes = Bytes(v.As<Napi::Object>().Get("string"));
+      } else {
+        a.value = ToU64(v);
+      }
+      call.args.push_back(std::move(a));
+    }
+    calls->push_back(std::move(call));
   }
-  auto out = std::make_shared<hp::RemoteSyscallResult>();
+  auto out = std::make_shared<hp::RemoteBatchResult>();
   return Queue(
-      info.Env(), [=](CoreError& err) { return hp::RemoteSyscall(pid, tid, gadget, nr, args->data(), *out, err); },
+      info.Env(), [=](CoreError& err) { return hp::RemoteSyscalls(pid, tid, gadget, *calls, *out, err); },
       [=](Napi::Env env) {
         Napi::Object r = Napi::Object::New(env);
-        r.Set("ret", Napi::Number::New(env, double(out->ret)));
+        Napi::Array results = Napi::Array::New(env, out->results.size());
+        for (size_t i = 0; i < out->results.size(); i++) results.Set(uint32_t(i), Napi::Number::New(env, double(out->results[i])));
+        r.Set("results", results);
         r.Set("tid", Napi::Number::New(env, out->tid));
         r.Set("interruptedSyscall", Napi::Boolean::New(env, out->interruptedSyscall));
         return r;
@@ -224,7 +243,7 @@ Napi::Value Snapshot(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readMemory", Napi::Function::New(env, ReadMemory));
   exports.Set("writeMemory", Napi::Function::New(env, WriteMemory));
-  exports.Set("remoteSyscall", Napi::Function::New(env, RemoteSyscall));
+  exports.Set("remoteSyscalls", Napi::Function::New(env, RemoteSyscalls));
   exports.Set("transaction", Napi::Function::New(env, Transaction));
   exports.Set("snapshot", Napi::Function::New(env, Snapshot));
   exports.Set("floor", Napi::Function::New(env, Floor));

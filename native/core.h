@@ -110,13 +110,22 @@ int TracerOf(pid_t pid);
 bool IsRestartingSyscall(const user_regs_struct& regs);
 
 // ---- remote_syscall.cc --------------------------------------------------------------------------
-struct RemoteSyscallResult {
-  int64_t ret = 0;
+struct RemoteArg {
+  enum Kind { Value, Result, String } kind = Value;
+  uint64_t value = 0;          // Value: the argument; Result: index of an earlier call in the batch
+  std::vector<uint8_t> bytes;  // String: placed (NUL-terminated) in the target, its address passed
+};
+struct RemoteCall {
+  uint64_t nr = 0;
+  std::vector<RemoteArg> args;
+};
+struct RemoteBatchResult {
+  std::vector<int64_t> results;  // one per call run; a batch stops after a call that failed (-errno)
   pid_t tid = 0;
   bool interruptedSyscall = false;  // the hijacked thread had been blocked in a call, now restarted
 };
-bool RemoteSyscall(pid_t pid, pid_t tid, uint64_t gadget, uint64_t nr, const uint64_t args[6],
-                   RemoteSyscallResult& out, CoreError& err);
+bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<RemoteCall>& calls,
+                    RemoteBatchResult& out, CoreError& err);
 
 // ---- transaction.cc -----------------------------------------------------------------------------
 struct Site {

@@ -1,9 +1,11 @@
-// Runs one system call inside the target, in one briefly hijacked thread, without calling any of
+// Runs system calls inside the target, in one briefly hijacked thread, without calling any of
 // the target's code: the thread is pointed at a `syscall` instruction (the gadget, found by the
-// caller in the target's executable memory), stepped once, and put back exactly as it was.
+// caller in the target's executable memory), stepped once per call, and put back exactly as it
+// was. A batch runs several calls in one hijack; an argument may be the result of an earlier
+// call of the batch, or a string the core places below the thread's stack red zone.
 //
 // A thread we interrupt inside a blocking call (read, accept, nanosleep, futex wait...) shows
-// rax = -ERESTART* and orig_rax = the call number. We run our call with orig_rax = -1 so the
+// rax = -ERESTART* and orig_rax = the call number. We run our calls with orig_rax = -1 so the
 // kernel does not "restart" *our* call, then restore the saved registers and let go from the
 // single-step's signal stop: on its way back to user space the kernel sees orig_rax and the
 // restart code again and restarts the original call (ERESTART_RESTARTBLOCK resumes nanosleep
@@ -12,6 +14,7 @@
 #include <sys/ptrace.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "core.h"
 
@@ -23,16 +26,58 @@ static std::string Hex(uint64_t v) {
   return buf;
 }
 
-bool RemoteSyscall(pid_t pid, pid_t tid, uint64_t gadget, uint64_t nr, const uint64_t args[6],
-                   RemoteSyscallResult& out, CoreError& err) {
+// The x86-64 SysV red zone: 128 bytes below rsp that leaf code may use without moving rsp.
+static const uint64_t kRedZone = 128;
+
+// Strings go below the red zone of the hijacked thread's stack; this puts back what was there.
+class StackScratch {
+ public:
+  StackScratch(pid_t pid, uint64_t rsp) : pid_(pid), top_((rsp - kRedZone) & ~uint64_t(15)) {}
+  ~StackScratch() {
+    if (saved_.empty()) return;
+    CoreError ignored;
+    WriteMemory(pid_, top_ - saved_.size(), saved_.data(), saved_.size(), ignored);
+  }
+  // Lays out every string (NUL-terminated, 16-byte aligned) and returns their addresses.
+  bool Place(const std::vector<RemoteCall>& calls, std::vector<std::vector<uint64_t>>& addrs, CoreError& err) {
+    size_t total = 0;
+    for (auto& c : calls)
+      for (auto& a : c.args)
+        if (a.kind == RemoteArg::String) total += (a.bytes.size() + 1 + 15) & ~size_t(15);
+    addrs.assign(calls.size(), std::vector<uint64_t>(6, 0));
+    if (total == 0) return true;
+    if (total > 64 * 1024) return Fail(err, "BAD_REMOTE_CALL", "strings for a remote call are too long");
+    saved_.resize(total);
+    uint64_t base = top_ - total;
+    if (!ReadMemory(pid_, base, saved_.data(), total, err)) {
+      saved_.clear();
+      return false;
+    }
+    std::vector<uint8_t> image(total, 0);
+    size_t at = 0;
+    for (size_t i = 0; i < calls.size(); i++) {
+      for (size_t j = 0; j < calls[i].args.size() && j < 6; j++) {
+        const RemoteArg& a = calls[i].args[j];
+        if (a.kind != RemoteArg::String) continue;
+        memcpy(image.data() + at, a.bytes.data(), a.bytes.size());
+        addrs[i][j] = base + at;
+        at += (a.bytes.size() + 1 + 15) & ~size_t(15);
+      }
+    }
+    return WriteMemory(pid_, base, image.data(), total, err);
+  }
+
+ private:
+  pid_t pid_;
+  uint64_t top_;
+  std::vector<uint8_t> saved_;
+};
+
+bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<RemoteCall>& calls,
+                    RemoteBatchResult& out, CoreError& err) {
   if (!ProcessAlive(pid))
     return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid));
-  if (tid == 0) {
-    // Prefer the main thread; a main thread that called pthread_exit is a zombie and cannot run.
-    std::vector<pid_t> tids = ListThreads(pid);
-    tid = pid;
-    if (!ProcessAlive(pid) && !tids.empty()) tid = tids.back();
-  }
+  if (tid == 0) tid = pid;
   Tracee tracee(pid);
   if (!tracee.SeizeOne(tid, err)) return false;
   TracedThread& t = tracee.threads().front();
@@ -44,36 +89,59 @@ bool RemoteSyscall(pid_t pid, pid_t tid, uint64_t gadget, uint64_t nr, const uin
   out.interruptedSyscall = IsRestartingSyscall(saved);
   out.tid = tid;
 
-  user_regs_struct call = saved;
-  call.rip = gadget;
-  call.rax = nr;
-  call.orig_rax = uint64_t(-1);
-  call.rdi = args[0];
-  call.rsi = args[1];
-  call.rdx = args[2];
-  call.r10 = args[3];
-  call.r8 = args[4];
-  call.r9 = args[5];
-  if (!tracee.SetRegs(t, call, err)) return false;
-
-  bool stepped = tracee.SingleStep(t, err);
-  user_regs_struct after;
-  bool read = stepped && !t.gone && tracee.GetRegs(t, after, err);
+  bool ok = true;
+  {
+    StackScratch scratch(pid, saved.rsp);
+    std::vector<std::vector<uint64_t>> strings;
+    ok = scratch.Place(calls, strings, err);
+    for (size_t i = 0; ok && i < calls.size(); i++) {
+      uint64_t args[6] = {0, 0, 0, 0, 0, 0};
+      for (size_t j = 0; j < calls[i].args.size() && j < 6; j++) {
+        const RemoteArg& a = calls[i].args[j];
+        if (a.kind == RemoteArg::Value) args[j] = a.value;
+        else if (a.kind == RemoteArg::String) args[j] = strings[i][j];
+        else if (a.kind == RemoteArg::Result) {
+          if (a.value >= out.results.size()) {
+            ok = Fail(err, "BAD_REMOTE_CALL", "a remote call refers to the result of a later call");
+            break;
+          }
+          args[j] = uint64_t(out.results[a.value]);
+        }
+      }
+      if (!ok) break;
+      user_regs_struct call = saved;
+      call.rip = gadget;
+      call.rax = calls[i].nr;
+      call.orig_rax = uint64_t(-1);
+      call.rdi = args[0];
+      call.rsi = args[1];
+      call.rdx = args[2];
+      call.r10 = args[3];
+      call.r8 = args[4];
+      call.r9 = args[5];
+      user_regs_struct after;
+      ok = tracee.SetRegs(t, call, err) && tracee.SingleStep(t, err) && !t.gone && tracee.GetRegs(t, after, err);
+      if (!ok) break;
+      if (after.rip != gadget + 2) {
+        ok = Fail(err, "REMOTE_SYSCALL_FAILED",
+                  "the remote system call did not complete in thread " + std::to_string(tid) + " (pc " + Hex(after.rip) +
+                      ", expected " + Hex(gadget + 2) + ")");
+        break;
+      }
+      int64_t ret = int64_t(after.rax);
+      out.results.push_back(ret);
+      if (ret < 0 && ret >= -4095) break;  // the caller sees which call failed and why
+    }
+  }  // the stack scratch is restored here, while the thread is still ours
   // Whatever happened, the thread gets its own registers back before we let go.
   CoreError restoreErr;
   if (!t.gone) tracee.SetRegs(t, saved, restoreErr);
-  if (!stepped || !read) return false;
-  if (after.rip != gadget + 2) {
-    return Fail(err, "REMOTE_SYSCALL_FAILED",
-                "the remote system call did not complete in thread " + std::to_string(tid) + " (pc " +
-                    Hex(after.rip) + ", expected " + Hex(gadget + 2) + ")");
-  }
+  if (!ok) return false;
   if (restoreErr.set()) {
     err = restoreErr;
     err.unchanged = false;
     return false;
   }
-  out.ret = int64_t(after.rax);
   return true;  // ~Tracee detaches, handing back any signal that arrived meanwhile
 }
 

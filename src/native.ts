@@ -34,8 +34,12 @@ export interface TransactionResult {
   realtime: boolean;
 }
 
-export interface RemoteSyscallResult {
-  ret: number;
+/** An argument of a remote call: a value, the result of an earlier call of the batch, or a string. */
+export type RemoteArg = number | bigint | { result: number } | { string: Buffer };
+
+export interface RemoteBatchResult {
+  /** One per call run; a batch stops after the first call that returned -errno. */
+  results: number[];
   tid: number;
   interruptedSyscall: boolean;
 }
@@ -60,7 +64,7 @@ export interface ThreadSnapshot {
 interface RawCore {
   readMemory(pid: number, addr: number, length: number): Promise<Buffer>;
   writeMemory(pid: number, addr: number, data: Buffer): Promise<void>;
-  remoteSyscall(pid: number, call: { tid?: number; gadget: number; nr: number; args: (number | bigint)[] }): Promise<RemoteSyscallResult>;
+  remoteSyscalls(pid: number, batch: { tid?: number; gadget: number; calls: { nr: number; args: RemoteArg[] }[] }): Promise<RemoteBatchResult>;
   transaction(pid: number, sites: TransactionSite[], options?: TransactionOptions): Promise<TransactionResult>;
   snapshot(pid: number): Promise<ThreadSnapshot[]>;
   floor(pid: number, sites: { addr: number; write: Buffer }[], options?: { realtime?: boolean }): Promise<FloorResult>;
@@ -93,8 +97,9 @@ async function call<T>(fn: () => Promise<T>): Promise<T> {
 export const native = {
   readMemory: (pid: number, addr: number, length: number) => call(() => core().readMemory(pid, addr, length)),
   writeMemory: (pid: number, addr: number, data: Buffer) => call(() => core().writeMemory(pid, addr, data)),
-  remoteSyscall: (pid: number, nr: number, args: (number | bigint)[], opts: { gadget: number; tid?: number }) =>
-    call(() => core().remoteSyscall(pid, { ...opts, nr, args })),
+  /** Runs the calls one after the other in one hijacked thread (see native/remote_syscall.cc). */
+  remoteSyscalls: (pid: number, calls: { nr: number; args: RemoteArg[] }[], opts: { gadget: number; tid?: number }) =>
+    call(() => core().remoteSyscalls(pid, { ...opts, calls })),
   transaction: (pid: number, sites: TransactionSite[], options: TransactionOptions = {}) =>
     call(() => core().transaction(pid, sites, options)),
   snapshot: (pid: number) => call(() => core().snapshot(pid)),

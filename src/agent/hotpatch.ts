@@ -148,7 +148,7 @@ export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]>
       o.onProgress?.(++done, relevant.length);
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(o.concurrency ?? 4, relevant.length)) }, worker));
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(o.concurrency ?? 8, relevant.length)) }, worker));
   return results;
 }
 

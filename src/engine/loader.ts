@@ -6,18 +6,9 @@
  */
 import fs from 'node:fs';
 import { HpError } from '../errors.js';
-import { native } from '../native.js';
-import {
-  MAP_ANONYMOUS,
-  MAP_FIXED_NOREPLACE,
-  MAP_PRIVATE,
-  MAP_SHARED,
-  MFD_CLOEXEC,
-  PAGE_SIZE,
-  PROT_READ,
-  PROT_WRITE,
-} from '../x64/syscalls.js';
-import { RemoteProcess } from './remote.js';
+import { readMaps } from '../proc/index.js';
+import { MAP_FIXED_NOREPLACE, MAP_SHARED, MFD_CLOEXEC, PAGE_SIZE, PROT_READ } from '../x64/syscalls.js';
+import { RemoteProcess, type RemoteCall } from './remote.js';
 
 export interface ImageSegment {
   offset: number;
@@ -44,7 +35,9 @@ export function isPatchMapping(path: string): boolean {
 
 /**
  * Maps `image` (relocated for `base`) followed by `trailer` (the patch record, read-only) into
- * process `pid`. On any failure everything created inside the target is removed again.
+ * process `pid`, with ONE hijack of one thread: memfd_create, ftruncate, mmap at `base`, the
+ * segments' mprotects and close run as a batch; the agent then fills the file through
+ * /proc/PID/map_files. On any failure everything created inside the target is removed again.
  */
 export async function mapPatchImage(
   pid: number,
@@ -60,57 +53,54 @@ export async function mapPatchImage(
   const remote = new RemoteProcess(pid);
   const name = memfdName(patchName);
   const size = image.length + trailer.length;
-  const undo: (() => Promise<unknown>)[] = [];
+  const fd = { result: 0 };
+  const calls: RemoteCall[] = [
+    { name: 'memfd_create', args: [{ string: Buffer.from(name, 'utf8') }, MFD_CLOEXEC] },
+    { name: 'ftruncate', args: [fd, size] },
+    // The content is written after mapping: MAP_SHARED shows it, and nothing points here yet.
+    { name: 'mmap', args: [base, size, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0] },
+    ...segments.filter((seg) => seg.prot !== PROT_READ).map((seg): RemoteCall => ({ name: 'mprotect', args: [base + seg.offset, seg.size, seg.prot] })),
+    // The mapping keeps the file alive; the target does not need the descriptor.
+    { name: 'close', args: [fd] },
+  ];
+  let results: number[];
   try {
-    // The memfd's name has to be in the target's memory: a scratch page holds it.
-    const scratch = await remote.syscall('mmap', 0, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    undo.push(() => remote.syscall('munmap', scratch, PAGE_SIZE));
-    await native.writeMemory(pid, scratch, Buffer.from(name + '\0', 'utf8'));
-    const fd = await remote.syscall('memfd_create', scratch, MFD_CLOEXEC);
-    undo.push(() => remote.syscall('close', fd));
-
-    // Fill the file from our side: one write, no ptrace.
-    const ours = fs.openSync(`/proc/${pid}/fd/${fd}`, 'r+');
-    try {
-      fs.ftruncateSync(ours, size);
-      fs.writeSync(ours, image, 0, image.length, 0);
-      fs.writeSync(ours, trailer, 0, trailer.length, image.length);
-    } finally {
-      fs.closeSync(ours);
-    }
-
-    const at = await remote.syscall('mmap', base, size, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+    results = await remote.batch(calls);
+  } catch (e) {
+    const done = ((e as HpError).details?.results as number[] | undefined) ?? [];
+    const undo: RemoteCall[] = [];
+    if (done.length > 2 && done[2] >= 0) undo.push({ name: 'munmap', args: [done[2], size] });
+    if (done.length > 0 && done[0] >= 0) undo.push({ name: 'close', args: [done[0]] });
+    if (undo.length) await remote.batch(undo).catch(() => undefined);
+    throw e;
+  }
+  const at = results[2];
+  try {
     if (at !== base) {
-      await remote.syscall('munmap', at, size);
       throw new HpError('MAP_FAILED', `the kernel placed the patch at 0x${at.toString(16)} instead of 0x${base.toString(16)}`);
     }
-    undo.push(() => remote.syscall('munmap', base, size));
-    for (const seg of segments) {
-      if (seg.prot !== PROT_READ) await remote.syscall('mprotect', base + seg.offset, seg.size, seg.prot);
-    }
-    // The mapping keeps the file alive; the target does not need the descriptor.
-    await remote.syscall('close', fd);
-    undo.splice(1, 1);
-    await remote.syscall('munmap', scratch, PAGE_SIZE);
-    undo.splice(0, 1);
-    return { base, size, name };
+    writeThroughMapping(pid, base, image, trailer);
   } catch (e) {
-    await undoAll(undo);
+    await remote.syscall('munmap', at, size).catch(() => undefined);
     throw e;
+  }
+  return { base, size, name };
+}
+
+/** Fills the memfd behind the mapping at `base` from our side: plain file writes, no ptrace. */
+function writeThroughMapping(pid: number, base: number, image: Buffer, trailer: Buffer): void {
+  const vma = readMaps(pid).find((m) => m.start === base);
+  if (!vma) throw new HpError('MAP_FAILED', `the patch mapping at 0x${base.toString(16)} is not in /proc/${pid}/maps`);
+  const file = fs.openSync(`/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`, 'r+');
+  try {
+    fs.writeSync(file, image, 0, image.length, 0);
+    fs.writeSync(file, trailer, 0, trailer.length, image.length);
+  } finally {
+    fs.closeSync(file);
   }
 }
 
 /** Removes a patch mapping that no site points into (used when a transaction is refused). */
 export async function unmapPatch(pid: number, mapped: MappedPatch): Promise<void> {
   await new RemoteProcess(pid).syscall('munmap', mapped.base, mapped.size);
-}
-
-async function undoAll(undo: (() => Promise<unknown>)[]): Promise<void> {
-  for (const step of undo.reverse()) {
-    try {
-      await step();
-    } catch {
-      // The process may be gone; there is nothing left to clean then.
-    }
-  }
 }

@@ -6,15 +6,21 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { HpError } from '../errors.js';
-import { native } from '../native.js';
-import { listThreads, readMaps } from '../proc/index.js';
+import { native, type RemoteArg } from '../native.js';
+import { listThreads, readMaps, type MapEntry } from '../proc/index.js';
 import { SYS, SYSCALL_INSN } from '../x64/syscalls.js';
 
 const gadgets = new Map<number, { start: number; addr: number }>();
+/** Where a gadget was found inside a given file's mapping: the same in every process mapping it. */
+const gadgetOffsets = new Map<string, number>();
+
+const mappingKey = (m: MapEntry) => `${m.path}:${m.inode}:${m.offset}:${m.end - m.start}`;
 
 /**
  * The address of a `syscall` instruction in the target's executable memory. Any occurrence of
- * the two bytes will do: the CPU decodes from wherever we point it.
+ * the two bytes will do: the CPU decodes from wherever we point it. The offset found in one
+ * process is tried first in the next one that maps the same file (one 2-byte read instead of a
+ * search), since patching many processes of one program is the common case.
  */
 async function findGadget(pid: number): Promise<number> {
   const maps = readMaps(pid);
@@ -24,6 +30,18 @@ async function findGadget(pid: number): Promise<number> {
   const candidates = maps
     .filter((m) => m.exec && m.read)
     .sort((a, b) => rank(a.path) - rank(b.path));
+  for (const m of candidates) {
+    const known = gadgetOffsets.get(mappingKey(m));
+    if (known === undefined) continue;
+    try {
+      if ((await native.readMemory(pid, m.start + known, 2)).equals(SYSCALL_INSN)) {
+        gadgets.set(pid, { start: m.start, addr: m.start + known });
+        return m.start + known;
+      }
+    } catch {
+      // fall through to a search
+    }
+  }
   for (const m of candidates) {
     const length = Math.min(m.end - m.start, 4 << 20);
     let bytes: Buffer;
@@ -35,6 +53,7 @@ async function findGadget(pid: number): Promise<number> {
     const at = bytes.indexOf(SYSCALL_INSN);
     if (at >= 0) {
       gadgets.set(pid, { start: m.start, addr: m.start + at });
+      gadgetOffsets.set(mappingKey(m), at);
       return m.start + at;
     }
   }
@@ -64,21 +83,46 @@ function threadToBorrow(pid: number): number | undefined {
   return undefined;
 }
 
+export interface RemoteCall {
+  name: keyof typeof SYS;
+  args: RemoteArg[];
+}
+
+function errnoName(errno: number): string {
+  return Object.entries(os.constants.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`;
+}
+
 export class RemoteProcess {
   constructor(readonly pid: number) {}
 
-  /** Runs one call; a negative return in the errno range becomes an HpError naming the call. */
-  async syscall(name: keyof typeof SYS, ...args: (number | bigint)[]): Promise<number> {
+  /**
+   * Runs the calls in order in one hijacked thread. Returns every result; if a call fails, the
+   * batch stops there and an HpError names the call, with the results so far in `details.results`
+   * (so the caller can undo what succeeded).
+   */
+  async batch(calls: RemoteCall[]): Promise<number[]> {
     const gadget = await findGadget(this.pid);
-    const { ret } = await native.remoteSyscall(this.pid, SYS[name], args, { gadget, tid: threadToBorrow(this.pid) });
-    if (ret < 0 && ret >= -4095) {
-      const errno = -ret;
-      const text = Object.entries(os.constants.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`;
-      throw new HpError('REMOTE_SYSCALL_FAILED', `${name}(${args.join(', ')}) inside process ${this.pid} failed: ${text}`, {
-        syscall: name,
-        errno,
+    const { results } = await native.remoteSyscalls(this.pid, calls.map((c) => ({ nr: SYS[c.name], args: c.args })), { gadget, tid: threadToBorrow(this.pid) });
+    const last = results[results.length - 1];
+    if (results.length < calls.length || (last < 0 && last >= -4095)) {
+      const failed = calls[results.length - 1];
+      const text = failed ? `${failed.name}(${failed.args.map(describeArg).join(', ')})` : 'a remote call';
+      throw new HpError('REMOTE_SYSCALL_FAILED', `${text} inside process ${this.pid} failed: ${errnoName(-last)}`, {
+        syscall: failed?.name,
+        errno: -last,
+        results: results.slice(0, -1),
       });
     }
-    return ret;
+    return results;
   }
+
+  async syscall(name: keyof typeof SYS, ...args: RemoteArg[]): Promise<number> {
+    return (await this.batch([{ name, args }]))[0];
+  }
+}
+
+function describeArg(a: RemoteArg): string {
+  if (typeof a === 'object' && 'string' in a) return JSON.stringify(a.string.toString('utf8'));
+  if (typeof a === 'object' && 'result' in a) return `<result ${a.result}>`;
+  return String(a);
 }

@@ -17,3 +17,4 @@ export {
   rel32Reaches,
 } from './jump.js';
 export type { JumpKind, JumpSite } from './jump.js';
+export * from './zerostop.js';

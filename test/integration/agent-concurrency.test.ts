@@ -95,7 +95,7 @@ describe('two agents at once', () => {
       const sites = Object.fromEntries(r2.json.processes[0].sites.map((s: any) => [s.function, s.action]));
       expect(Object.keys(sites).sort()).toEqual(['add_numbers', 'banner', 'format_greeting']);
     } finally {
-      process.kill(first.pid, 'SIGCONT');
+      if (first.child.exitCode === null && first.child.signalCode === null) process.kill(first.pid, 'SIGCONT');
     }
     await expectConsistent(m, '2026.10-hp2');
     const applies = (await history(m.home)).filter((e) => e[0] === 'apply');
