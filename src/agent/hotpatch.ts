@@ -59,13 +59,13 @@ export interface Compatibility {
  * (Checks of the running processes come later, per process.)
  */
 export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatibility): void {
+  if (m.baselineId !== c.activeBaseline && c.pendingBaseline === m.baselineId) {
+    throw new HpError('REBOOT_REQUIRED', `${m.kb} (${m.id}) is for baseline ${m.baselineId}, which is installed but not running yet: reboot to start it, then apply the hotpatch. Nothing was changed`, { neededBaseline: m.baselineId });
+  }
   if (!c.activeBaseline) {
     throw new HpError('BASELINE_NOT_INSTALLED', `${m.kb} (${m.id}) is a hotpatch for baseline ${m.baselineId}, but no baseline runs on this machine: install baseline ${m.baselineId} first (installing a baseline requires a reboot). Nothing was changed`, { neededBaseline: m.baselineId });
   }
   if (m.baselineId !== c.activeBaseline) {
-    if (c.pendingBaseline === m.baselineId) {
-      throw new HpError('REBOOT_REQUIRED', `${m.kb} (${m.id}) is for baseline ${m.baselineId}, which is installed but not running yet: reboot to start it, then apply the hotpatch. Nothing was changed`, { neededBaseline: m.baselineId });
-    }
     throw new HpError('BASELINE_MISMATCH', `${m.kb} (${m.id}) is for baseline ${m.baselineId}, but this machine runs baseline ${c.activeBaseline}: it needs baseline ${m.baselineId}, and installing a baseline requires a reboot. Nothing was changed`, { neededBaseline: m.baselineId, runningBaseline: c.activeBaseline });
   }
   if (c.current && c.current.baselineId === m.baselineId && c.current.sequence > m.sequence) {

@@ -154,9 +154,13 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
   const activity = randomUUID();
   const level = s.state.hotpatch;
   const current = levelManifest(s.home, level);
-  if (!level || !current) throw new HpError('NOTHING_TO_REVERT', `no hotpatch is applied; nothing was changed`);
+  const refuse = async (e: HpError) => {
+    await s.record({ action: 'refuse', result: 'Refused', detail: { command: `revert ${id}`, code: e.code, message: e.message }, activityId: activity });
+    return e;
+  };
+  if (!level || !current) throw await refuse(new HpError('NOTHING_TO_REVERT', `no hotpatch is applied; nothing was changed`));
   if (current.id !== id && current.kb !== id) {
-    throw new HpError('NOT_CURRENT_LEVEL', `${id} is not the applied hotpatch (that is ${current.id}, ${current.kb}); only the current level can be reverted. Nothing was changed`);
+    throw await refuse(new HpError('NOT_CURRENT_LEVEL', `${id} is not the applied hotpatch (that is ${current.id}, ${current.kb}); only the current level can be reverted. Nothing was changed`));
   }
   const target = previousLevel(s.home, current.baselineId, current.sequence);
   const processes = await applyLevel({ home: s.home, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids });

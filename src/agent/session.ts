@@ -32,7 +32,17 @@ export async function withSession<T>(opts: SessionOptions, work: (s: Session) =>
   const home = opts.home ?? agentHome();
   await ensureHome(home);
   const log = createLogger(home, { verbose: opts.verbose });
-  const lock = opts.readOnly ? undefined : await acquireLock(home, { wait: opts.wait ?? 30_000, command: opts.command });
+  let lock;
+  try {
+    lock = opts.readOnly ? undefined : await acquireLock(home, { wait: opts.wait ?? 30_000, command: opts.command });
+  } catch (e) {
+    // Refused the lock: still say so in the history (appends are atomic lines, no lock needed).
+    const err = e as HpError;
+    await appendHistory(home, { action: 'refuse', result: 'Refused', detail: { command: opts.command, code: err.code, message: err.message } }).catch(() => undefined);
+    log.warn('lock refused', { command: opts.command, error: e });
+    await closeLogger();
+    throw e;
+  }
   try {
     if (lock?.takenOver) log.warn('took over a stale lock', { previous: lock.takenOver });
     const state = await loadState(home);

@@ -1,67 +1,268 @@
 /**
- * `npm run bench`: how long a live patch stops a service. Applies and reverts a one-function
- * patch on the fixture service with 1, 8 and 32 worker threads (idle, waiting in accept()),
- * many times each, and prints the pause the native core measured (first thread stopped → last
- * thread resumed) and the wall time of each call, as median / p99 / max.
+ * The pause a live patch imposes, against the floor: for each case (worker threads × idle/busy ×
+ * patched functions) one benchd target, and `runs` cycles of
  *
- * Usage: node dist/bench/pause.js [--runs N] [--threads 1,8,32] [--json FILE]
+ *   floor   the raw primitives of the native core (seize, interrupt, wait for every thread, write
+ *           the bytes that are already at each site, resume) on the same sites;
+ *   apply   applyPatch of bench_fix.so over the first N functions (the engine, in this process);
+ *   revert  revertFunctions of the same functions;
+ *
+ * each bracketed by the target's gap recorder (reset before, read after), so the pause the core
+ * measures is checked from inside the target. A cycle's order is fixed (floor, apply, revert), and
+ * the floor runs on the unpatched target each time: same threads, same sites, same moment.
  */
-import fs from 'node:fs';
-import { applyPatch, revertFunctions } from '../engine/patch.js';
-import { fixturePath, spawnTarget, tempSocketPath } from '../harness/index.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import { applyPatch, revertFunctions, type ApplyReport } from '../engine/patch.js';
+import { native } from '../native.js';
+import { fixturePath } from '../harness/index.js';
+import { Benchd, BENCH_PATCH, functionNames, functionSpecs, sampleIndexes, type Mode } from './benchd.js';
+import { ratio, rounded, summarize, type Stats } from './stats.js';
 
-interface Stats {
-  median: number;
-  p99: number;
-  max: number;
+export interface FloorResult {
+  pauseNs: number;
+  totalNs: number;
+  threads: number;
 }
 
-function stats(values: number[]): Stats {
-  const s = [...values].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
-  return { median: at(0.5), p99: at(0.99), max: s[s.length - 1] };
+/** native.floor(pid, sites, options): see src/native.ts. */
+export type FloorFn = (pid: number, sites: { addr: number; write: Buffer }[], options?: { realtime?: boolean }) => Promise<FloorResult>;
+
+export interface PauseConfig {
+  threads: number;
+  mode: Mode;
+  functions: number;
 }
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
+export interface PauseCase extends PauseConfig {
+  /** The target: `benchd THREADS MODE FUNCTIONS`. */
+  target: string;
+  /** Threads the core stopped: the workers, the main thread and the gap recorder. */
+  targetThreads?: number;
+  /** Apply+revert cycles that succeeded (the statistics are over these). */
+  runs: number;
+  /** Whether the engine's transactions ran at real-time priority (the floor ran the same way). */
+  realtime?: boolean;
+  /** Jump kind written at the sites (rel32 expected). */
+  jump?: string;
+  /** The core's pause (first thread interrupted → last resumed) for apply and for revert, µs. */
+  applyPauseUs?: Stats;
+  revertPauseUs?: Stats;
+  /** Largest gap the target's spinning recorder saw during apply / revert / floor, µs. */
+  applyGapUs?: Stats;
+  revertGapUs?: Stats;
+  floorGapUs?: Stats;
+  /** Largest gap the recorder saw over the same time with nothing happening: the noise, µs. */
+  noiseGapUs?: Stats;
+  /** Wall time of applyPatch / revertFunctions as the caller sees it, ms. */
+  applyWallMs?: Stats;
+  revertWallMs?: Stats;
+  /** The floor's pause (first interrupt → last resume) and total (first seize → last resume), µs. */
+  floorPauseUs?: Stats;
+  floorTotalUs?: Stats;
+  /** median apply pause / median floor pause (and the same for revert). */
+  ratio?: number;
+  revertRatio?: number;
+  /** Most transaction attempts one apply needed, and most threads single-stepped out of a site. */
+  maxAttempts?: number;
+  maxSteppedThreads?: number;
+  /** Failed applies or reverts (each retried) and their distinct messages. */
+  failures: number;
+  errors: string[];
 }
 
-async function measure(threads: number, runs: number) {
-  const socket = tempSocketPath('bench');
-  const target = await spawnTarget(fixturePath('service'), { args: [socket, String(threads)] });
-  const applyPause: number[] = [];
-  const revertPause: number[] = [];
-  const applyWall: number[] = [];
-  const revertWall: number[] = [];
+export interface PauseSection {
+  floorAvailable: boolean;
+  /** Why the floor is missing, when it is. */
+  floorNote?: string;
+  cases: PauseCase[];
+}
+
+const NO_FLOOR = 'the native core has no floor() yet (native.floor, being added to src/native.ts); rebuild the core with `npm run build:native` once it is there';
+
+/** native.floor if this build of the core has it. */
+export function floorPrimitive(): FloorFn | undefined {
+  const f = (native as unknown as Record<string, unknown>).floor;
+  return typeof f === 'function' ? (f as FloorFn) : undefined;
+}
+
+/** Calls the floor; a TypeError means the compiled core lacks it (the TypeScript side has it). */
+async function tryFloor(floor: FloorFn | undefined, pid: number, sites: { addr: number; write: Buffer }[], realtime: boolean): Promise<FloorResult | 'missing'> {
+  if (!floor) return 'missing';
   try {
-    for (let i = 0; i < runs; i++) {
+    return await floor(pid, sites, { realtime });
+  } catch (e) {
+    if (e instanceof TypeError) return 'missing';
+    throw e;
+  }
+}
+
+function remember(errors: string[], e: unknown): void {
+  const message = e instanceof Error ? e.message : String(e);
+  if (!errors.includes(message) && errors.length < 5) errors.push(message);
+}
+
+export interface PauseRunOptions {
+  runs: number;
+  /** Samples of the noise gap (default min(runs, 20)). */
+  noiseSamples?: number;
+  log: (line: string) => void;
+}
+
+/** One case of the matrix on a fresh target, killed afterwards whatever happens. */
+export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorState: { floor?: FloorFn; available: boolean }): Promise<PauseCase> {
+  const out: PauseCase = { ...cfg, target: `benchd ${cfg.threads} ${cfg.mode} ${cfg.functions}`, runs: 0, failures: 0, errors: [] };
+  const patchPath = fixturePath(BENCH_PATCH);
+  const functions = functionSpecs(cfg.functions);
+  const names = functionNames(cfg.functions);
+  const t = await Benchd.start({ threads: cfg.threads, mode: cfg.mode, functions: cfg.functions });
+  try {
+    // Warm-up (not counted): proves the patch takes and gives the sites for the floor.
+    let warm: ApplyReport;
+    try {
+      warm = await applyPatch({ pid: t.pid, patchPath, functions });
+      await t.expectAnswers(sampleIndexes(cfg.functions), true);
+      await revertFunctions({ pid: t.pid, functions: names });
+      await t.expectAnswers(sampleIndexes(cfg.functions), false);
+    } catch (e) {
+      out.failures++;
+      remember(out.errors, e);
+      return out;
+    }
+    out.targetThreads = warm.threads;
+    out.realtime = warm.realtime;
+    out.jump = [...new Set(warm.sites.map((s) => s.kind))].join(', ');
+    const floorSites = await Promise.all(
+      warm.sites.map(async (s) => ({ addr: s.siteAddress, write: await native.readMemory(t.pid, s.siteAddress, s.after.length / 2) })),
+    );
+
+    const applyPause: number[] = [];
+    const revertPause: number[] = [];
+    const applyGap: number[] = [];
+    const revertGap: number[] = [];
+    const floorGap: number[] = [];
+    const applyWall: number[] = [];
+    const revertWall: number[] = [];
+    const floorPause: number[] = [];
+    const floorTotal: number[] = [];
+    let maxAttempts = 0;
+    let maxStepped = 0;
+    const maxFailures = Math.max(5, opts.runs >> 2);
+
+    while (out.runs < opts.runs && out.failures < maxFailures) {
+      if (floorState.available) {
+        await t.resetGap();
+        const f = await tryFloor(floorState.floor, t.pid, floorSites, warm.realtime);
+        if (f === 'missing') {
+          floorState.available = false;
+        } else {
+          floorGap.push(await t.gapUs());
+          floorPause.push(f.pauseNs / 1000);
+          floorTotal.push(f.totalNs / 1000);
+        }
+      }
+
+      await t.resetGap();
       let t0 = performance.now();
-      const a = await applyPatch({ pid: target.pid, patchPath: fixturePath('service_fix.so'), functions: [{ name: 'handle_request', replacement: 'handle_request_v2' }] });
-      applyWall.push((performance.now() - t0) * 1000);
+      let a: ApplyReport;
+      try {
+        a = await applyPatch({ pid: t.pid, patchPath, functions });
+      } catch (e) {
+        out.failures++;
+        remember(out.errors, e);
+        continue; // a failed apply changed nothing
+      }
+      const aWall = performance.now() - t0;
+      const aGap = await t.gapUs();
+
+      await t.resetGap();
       t0 = performance.now();
-      const r = await revertFunctions({ pid: target.pid, functions: ['handle_request'] });
-      revertWall.push((performance.now() - t0) * 1000);
+      let r: Awaited<ReturnType<typeof revertFunctions>> | undefined;
+      for (let attempt = 0; attempt < 3 && !r; attempt++) {
+        try {
+          r = await revertFunctions({ pid: t.pid, functions: names });
+        } catch (e) {
+          out.failures++;
+          remember(out.errors, e);
+        }
+      }
+      if (!r) throw new Error(`${t.describe()}: the patch could not be reverted: ${out.errors.join('; ')}`);
+      const rWall = performance.now() - t0;
+      const rGap = await t.gapUs();
+
       applyPause.push(a.pauseUs);
       revertPause.push(r.pauseUs);
-      if (!target.alive()) throw new Error(`the service with ${threads} threads died during run ${i}`);
+      applyWall.push(aWall);
+      revertWall.push(rWall);
+      applyGap.push(aGap);
+      revertGap.push(rGap);
+      maxAttempts = Math.max(maxAttempts, a.attempts, r.attempts);
+      maxStepped = Math.max(maxStepped, a.steppedThreads, r.steppedThreads);
+      out.runs++;
     }
+    // The patch must still work after all these cycles.
+    await t.expectAnswers(sampleIndexes(cfg.functions), false);
+
+    // The noise: the same window with nothing happening.
+    const window = summarize(applyWall)?.median ?? 1;
+    const noise: number[] = [];
+    for (let i = 0; i < (opts.noiseSamples ?? Math.min(opts.runs, 20)); i++) {
+      await t.resetGap();
+      await delay(window);
+      noise.push(await t.gapUs());
+    }
+
+    const us = (v: number[]) => rounded(summarize(v), 1);
+    const ms = (v: number[]) => rounded(summarize(v), 2);
+    Object.assign(out, {
+      applyPauseUs: us(applyPause),
+      revertPauseUs: us(revertPause),
+      applyGapUs: us(applyGap),
+      revertGapUs: us(revertGap),
+      floorGapUs: us(floorGap),
+      noiseGapUs: us(noise),
+      applyWallMs: ms(applyWall),
+      revertWallMs: ms(revertWall),
+      floorPauseUs: us(floorPause),
+      floorTotalUs: us(floorTotal),
+      maxAttempts,
+      maxSteppedThreads: maxStepped,
+    });
+    out.ratio = ratio(summarize(applyPause)?.median, summarize(floorPause)?.median);
+    out.revertRatio = ratio(summarize(revertPause)?.median, summarize(floorPause)?.median);
+    return out;
   } finally {
-    await target.kill();
+    await t.kill();
   }
-  return { threads: threads + 1, runs, applyPauseUs: stats(applyPause), revertPauseUs: stats(revertPause), applyWallUs: stats(applyWall), revertWallUs: stats(revertWall) };
 }
 
-const runs = Number(arg('runs', '100'));
-const threadCounts = arg('threads', '1,8,32').split(',').map(Number);
-const results = [];
-const fmt = (s: Stats) => `${s.median.toFixed(1)} / ${s.p99.toFixed(1)} / ${s.max.toFixed(1)}`;
-process.stdout.write(`pause of one-function patch and revert, ${runs} runs each (µs: median / p99 / max)\n`);
-process.stdout.write(`${'threads'.padEnd(8)}${'apply pause'.padEnd(26)}${'revert pause'.padEnd(26)}${'apply wall'.padEnd(28)}revert wall\n`);
-for (const n of threadCounts) {
-  const r = await measure(n, runs);
-  results.push(r);
-  process.stdout.write(`${String(r.threads).padEnd(8)}${fmt(r.applyPauseUs).padEnd(26)}${fmt(r.revertPauseUs).padEnd(26)}${fmt(r.applyWallUs).padEnd(28)}${fmt(r.revertWallUs)}\n`);
+export interface PauseMatrix {
+  threads: number[];
+  modes: Mode[];
+  functions: number[];
 }
-const jsonOut = arg('json', '');
-if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify({ date: new Date().toISOString(), results }, null, 2));
+
+export async function pauseSection(matrix: PauseMatrix, opts: PauseRunOptions): Promise<PauseSection> {
+  const floorState = { floor: floorPrimitive(), available: true };
+  const cases: PauseCase[] = [];
+  for (const threads of matrix.threads) {
+    for (const mode of matrix.modes) {
+      for (const functions of matrix.functions) {
+        const started = performance.now();
+        let c: PauseCase;
+        try {
+          c = await pauseCase({ threads, mode, functions }, opts, floorState);
+        } catch (e) {
+          c = { threads, mode, functions, target: `benchd ${threads} ${mode} ${functions}`, runs: 0, failures: 1, errors: [] };
+          remember(c.errors, e);
+        }
+        cases.push(c);
+        const f = (s?: Stats) => (s ? s.median.toFixed(0) : '-');
+        opts.log(
+          `pause ${String(threads).padStart(2)} ${mode} ${String(functions).padStart(3)} fn: ${c.runs} runs, pause ${f(c.applyPauseUs)} µs, floor ${f(c.floorPauseUs)} µs, gap ${f(c.applyGapUs)} µs` +
+            `${c.ratio !== undefined ? `, ratio ${c.ratio}` : ''}${c.errors.length ? `, ${c.failures} failure(s): ${c.errors[0]}` : ''} (${((performance.now() - started) / 1000).toFixed(1)} s)`,
+        );
+      }
+    }
+  }
+  return { floorAvailable: floorState.available, floorNote: floorState.available ? undefined : NO_FLOOR, cases };
+}

@@ -32,7 +32,8 @@
  * function entry under the SysV ABI (no argument or callee-saved state is passed in the flags).
  * For `66 90` we go through `90 90` instead of writing `66 d8` (data16 stc): the operand-size
  * prefix on an instruction without operands is reserved by Intel, so we never create it.
- * Writing the first byte first would be fatal: `eb 90` is `jmp +0x90`.
+ * Writing the first byte first would be fatal: `eb 90` jumps 112 bytes back, into whatever
+ * precedes the function.
  * Revert is the mirror image (entry bytes back first, the padding last).
  */
 import { HpError } from '../errors.js';

@@ -103,6 +103,8 @@ describe('two agents at once', () => {
       ['apply', 'Succeeded', '2026.10-hp1', undefined],
       ['apply', 'Succeeded', '2026.10-hp2', undefined],
     ]);
+    // The agent refused the lock recorded that too.
+    expect((await history(m.home)).filter((e) => e[3] === 'AGENT_BUSY')).toEqual([['refuse', 'Refused', undefined, 'AGENT_BUSY']]);
   });
 
   it('a real race of apply hp1 (--wait 0) and apply hp2 (--wait 20000) always ends at hp2', async () => {

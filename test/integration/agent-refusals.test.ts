@@ -200,6 +200,14 @@ describe('agent refusals', () => {
     expect(stateAfter?.toString()).toBe(stateBefore?.toString());
     expect(fs.readdirSync(path.join(home, 'system'))).toEqual([]);
     expect((await history(home))).toEqual([['refuse', 'Refused', '2026.10-hp1', 'BASELINE_NOT_INSTALLED']]);
+
+    // Installed but not booted yet: the answer is a reboot, not "install it".
+    expect((await agent(home, ['apply', pkg('2026.10')])).code).toBe(0);
+    const staged = fs.readFileSync(state);
+    const r2 = await agent(home, ['apply', HP1]);
+    expectRefused(r2, 'REBOOT_REQUIRED');
+    expect(r2.json.error.message).toMatch(/reboot/);
+    expect(fs.readFileSync(state).equals(staged)).toBe(true);
   });
 
   it('a hotpatch older than the applied level: HOTPATCH_SUPERSEDED, memory stays at the newer level', async () => {
@@ -254,9 +262,14 @@ describe('agent refusals', () => {
     expect(ok.json.to).toEqual({ baseline: '2026.10' });
     expect(await answers(m.sock, 'b1')).toEqual(expected.b1);
 
+    // Every revert refusal is in the history too.
     const h = await history(m.home);
-    expect(h.slice(-2)).toEqual([
+    expect(h.slice(-6)).toEqual([
+      ['refuse', 'Refused', undefined, 'NOTHING_TO_REVERT'],
       ['apply', 'Succeeded', '2026.10-hp1', undefined],
+      ['refuse', 'Refused', undefined, 'NOT_CURRENT_LEVEL'],
+      ['refuse', 'Refused', undefined, 'NOT_CURRENT_LEVEL'],
+      ['refuse', 'Refused', undefined, 'NOT_CURRENT_LEVEL'],
       ['revert', 'Succeeded', '2026.10-hp1', undefined],
     ]);
   });

@@ -1,0 +1,112 @@
+/**
+ * Runs the benchmark of issue 4 and writes its report (report.json, report.md): the pause
+ * matrix against the floor, zero-stop mode, the cost of a patched call, a restart for
+ * comparison, and many processes at once. Each section is independent: one that fails is
+ * reported as failed and the others still run. Every target started is killed at the end.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { killAllTargets } from '../harness/index.js';
+import { callCostSection } from './callcost.js';
+import { machineInfo } from './machine.js';
+import { pauseSection, type PauseMatrix } from './pause.js';
+import { reading, renderMarkdown, REPORT_SCHEMA, SECTIONS, type BenchReport, type SectionName } from './report.js';
+import { restartSection } from './restart.js';
+import { scaleSection } from './scale.js';
+import { zeroStopSection } from './zero-stop.js';
+
+export interface BenchPlan {
+  runs: number;
+  quick: boolean;
+  sections: SectionName[];
+  pause: PauseMatrix;
+  zeroStop: { threads: number[]; functions: number[] };
+  callCost: { calls: number; repeats: number };
+  restartRuns: number;
+  scale: { processes: number[]; concurrencies: number[] };
+}
+
+/** The full matrix of issue 4, or the small one of --quick. */
+export function benchPlan(opts: { quick?: boolean; runs?: number; sections?: SectionName[] } = {}): BenchPlan {
+  const quick = opts.quick ?? false;
+  const runs = opts.runs ?? (quick ? 5 : 100);
+  const sections = opts.sections ?? [...SECTIONS];
+  return quick
+    ? {
+        runs,
+        quick,
+        sections,
+        pause: { threads: [1, 4], modes: ['idle', 'busy'], functions: [1] },
+        zeroStop: { threads: [4], functions: [1] },
+        callCost: { calls: 200_000, repeats: 5 },
+        restartRuns: 3,
+        scale: { processes: [1, 10], concurrencies: [1, 2] },
+      }
+    : {
+        runs,
+        quick,
+        sections,
+        pause: { threads: [1, 4, 16, 64], modes: ['idle', 'busy'], functions: [1, 16, 256] },
+        zeroStop: { threads: [1, 4, 16, 64], functions: [1, 256] },
+        callCost: { calls: 1_000_000, repeats: 21 },
+        restartRuns: 20,
+        scale: { processes: [1, 10, 100, 1000], concurrencies: [1, 2, 4, 8] },
+      };
+}
+
+export interface BenchResult {
+  report: BenchReport;
+  markdown: string;
+  jsonPath: string;
+  markdownPath: string;
+}
+
+export async function runBench(plan: BenchPlan, outDir: string, log: (line: string) => void = () => undefined): Promise<BenchResult> {
+  const started = performance.now();
+  const date = new Date().toISOString();
+  const machine = machineInfo();
+  const errors: BenchReport['errors'] = [];
+  const wants = (s: SectionName) => plan.sections.includes(s);
+  async function section<T>(name: SectionName, run: () => Promise<T>): Promise<T | null> {
+    if (!wants(name)) return null;
+    try {
+      return await run();
+    } catch (e) {
+      errors.push({ section: name, message: e instanceof Error ? e.message : String(e) });
+      log(`${name}: failed: ${errors[errors.length - 1].message}`);
+      return null;
+    } finally {
+      await killAllTargets().catch((e: unknown) => log(`killing targets: ${String(e)}`));
+    }
+  }
+
+  const pause = await section('pause', () => pauseSection(plan.pause, { runs: plan.runs, log }));
+  const zeroStop = await section('zeroStop', () => zeroStopSection(plan.zeroStop.threads, plan.zeroStop.functions, plan.runs, log));
+  const callCost = await section('callCost', () => callCostSection(plan.callCost.calls, plan.callCost.repeats, log));
+  const restart = await section('restart', () => restartSection(plan.restartRuns, log));
+  const scale = await section('scale', () => scaleSection(plan.scale.processes, plan.scale.concurrencies, log));
+
+  const partial = {
+    schema: REPORT_SCHEMA,
+    date,
+    durationS: Math.round((performance.now() - started) / 100) / 10,
+    options: { runs: plan.runs, quick: plan.quick, sections: plan.sections },
+    machine,
+    pause,
+    zeroStop,
+    callCost,
+    restart,
+    scale,
+    errors,
+  } satisfies Omit<BenchReport, 'reading'>;
+  const report: BenchReport = { ...partial, reading: reading(partial) };
+  // the reading right after the machine, for people opening the JSON
+  const ordered: BenchReport = { schema: report.schema, date, durationS: report.durationS, options: report.options, machine, reading: report.reading, pause, zeroStop, callCost, restart, scale, errors };
+  const markdown = renderMarkdown(ordered);
+  fs.mkdirSync(outDir, { recursive: true });
+  const jsonPath = path.join(outDir, 'report.json');
+  const markdownPath = path.join(outDir, 'report.md');
+  fs.writeFileSync(jsonPath, `${JSON.stringify(ordered, null, 2)}\n`);
+  fs.writeFileSync(markdownPath, `${markdown}\n`);
+  return { report: ordered, markdown, jsonPath, markdownPath };
+}
