@@ -75,6 +75,14 @@ bool ProcessAlive(pid_t pid) {
 
 int TracerOf(pid_t pid) { return atoi(StatusField(pid, "TracerPid").c_str()); }
 
+int TracerOfThread(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.compare(0, 10, "TracerPid:") == 0) return atoi(line.c_str() + 10);
+  return 0;
+}
+
 bool IsRestartingSyscall(const user_regs_struct& regs) {
   // ERESTARTSYS 512, ERESTARTNOINTR 513, ERESTARTNOHAND 514, ERESTART_RESTARTBLOCK 516
   int64_t rax = int64_t(regs.rax);
@@ -137,6 +145,14 @@ bool Tracee::SeizeAll(CoreError& err) {
       if (ptrace(PTRACE_SEIZE, tid, nullptr, (void*)(long)PTRACE_O_TRACECLONE) != 0) {
         int e = errno;
         if (e == ESRCH && tid != pid_) continue;  // the thread exited meanwhile: fine
+        // A thread created by one we already seized is traced by us automatically, before its
+        // parent's clone event has told us its tid: it is ours already.
+        if (e == EPERM && TracerOfThread(pid_, tid) == getpid()) {
+          TracedThread t;
+          t.tid = tid;
+          threads_.push_back(t);
+          continue;
+        }
         return SeizeError(pid_, tid, e, err);
       }
       TracedThread t;

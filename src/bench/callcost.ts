@@ -84,7 +84,7 @@ export async function callCostSection(calls: number, repeats: number, log: (line
       row.error = engine;
     } else {
       try {
-        await engine.apply({ pid: zs.pid, patchPath, functions });
+        await engine.apply(zs.pid, { patchPath, functions });
         await zs.expectAnswers([0], true);
         row.nsPerCall = await measure(zs, calls, repeats);
       } catch (e) {

@@ -94,7 +94,7 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
     if (gapHeavy.length) {
       const g = [...gapHeavy].sort((a, b) => b.applyGapUs!.median / b.applyPauseUs!.median - a.applyGapUs!.median / a.applyPauseUs!.median)[0];
       out.push(
-        `The thread spinning inside the target saw gaps more than twice the core's pause (and the noise) in ${gapHeavy.length} of ${measured.length} cases — e.g. ${num(g.applyGapUs!.median)} µs against a pause of ${num(g.applyPauseUs!.median)} µs at ${caseLabel(g)}: the target is also held up outside the measured transaction (remote system calls while the patch is mapped, or waiting for the CPU).`,
+        `The thread spinning inside the target saw gaps more than twice the core's pause (and the noise) in ${gapHeavy.length} of ${measured.length} cases — e.g. ${num(g.applyGapUs!.median)} µs against a pause of ${num(g.applyPauseUs!.median)} µs at ${caseLabel(g)}: the target is also held up outside the measured transaction: by the agent's other work on it (remote system calls, memory writes) or by competing for the CPUs with the agent while it plans the patch (the noise is measured while the agent sleeps).`,
       );
     } else if (measured.length) {
       out.push('The gap the target itself saw during an apply matches the core\'s pause (within 2×) or stays within the noise in every case.');
@@ -131,11 +131,17 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
   const rs = r.restart;
   if (rs?.totalMs) {
     const pauses = pause?.cases.filter((c) => c.applyPauseUs).map((c) => c.applyPauseUs!.median) ?? [];
-    const worst = pauses.length ? Math.max(...pauses) : undefined;
-    out.push(
-      `Restarting the fixture service takes ${num(rs.totalMs.median)} ms to its first good answer (median of ${rs.runs})` +
-        (worst !== undefined ? `; the longest median pause of a hotpatch above is ${num(worst)} µs, ${num((rs.totalMs.median * 1000) / worst)}× shorter, and the service keeps its connections and state.` : '.'),
-    );
+    const restartUs = rs.totalMs.median * 1000;
+    let compare = '.';
+    if (pauses.length) {
+      const shortest = Math.min(...pauses);
+      const longest = Math.max(...pauses);
+      compare =
+        `; the median hotpatch pauses above run from ${num(shortest)} to ${num(longest)} µs, so a restart's outage is ${num(restartUs / shortest)}× the shortest` +
+        (longest < restartUs ? ` and ${num(restartUs / longest)}× the longest` : ` (the longest pause is ${num(longest / restartUs)}× a restart)`) +
+        ' — and a restart also drops connections and warm state.';
+    }
+    out.push(`Restarting the fixture service takes ${num(rs.totalMs.median)} ms to its first good answer (median of ${rs.runs})${compare}`);
   }
   const sc = r.scale;
   if (sc) {
@@ -222,8 +228,8 @@ export function renderMarkdown(r: BenchReport): string {
       lines.push(`${r.zeroStop.note}. \`benchd-zs THREADS busy FUNCTIONS\` (built with \`-fpatchable-function-entry=7,5\`); figures median / p99 / max, µs.`, '');
       lines.push(
         ...table(
-          ['threads', 'fns', 'runs', 'apply gap', 'revert gap', 'noise gap', 'reported pause', 'apply wall ms', 'revert wall ms', 'notes'],
-          r.zeroStop.cases.map((c) => [String(c.threads), String(c.functions), String(c.runs), triple(c.applyGapUs), triple(c.revertGapUs), triple(c.noiseGapUs), triple(c.reportedPauseUs), med(c.applyWallMs), med(c.revertWallMs), c.failures ? `${c.failures} failure(s): ${(c.errors[0] ?? '').slice(0, 120)}` : '']),
+          ['threads', 'fns', 'runs', 'apply gap', 'revert gap', 'noise gap', 'switch (nothing stopped)', 'apply wall ms', 'revert wall ms', 'notes'],
+          r.zeroStop.cases.map((c) => [String(c.threads), String(c.functions), String(c.runs), triple(c.applyGapUs), triple(c.revertGapUs), triple(c.noiseGapUs), triple(c.switchUs), med(c.applyWallMs), med(c.revertWallMs), c.failures ? `${c.failures} failure(s): ${(c.errors[0] ?? '').slice(0, 120)}` : '']),
         ),
         '',
       );

@@ -5,19 +5,17 @@
  * without the export) the section says "not available".
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import { revertFunctions } from '../engine/patch.js';
 import { fixturePath } from '../harness/index.js';
 import { Benchd, BENCH_PATCH, functionNames, functionSpecs, sampleIndexes } from './benchd.js';
 import { rounded, summarize, type Stats } from './stats.js';
 
-type ZeroStopFn = (opts: { pid: number; patchPath: string; functions: { name: string; replacement?: string }[] }) => Promise<unknown>;
-type ZeroStopRevertFn = (opts: { pid: number; functions: string[] }) => Promise<unknown>;
+/** zeroStopApply(pid, opts) and zeroStopRevert(pid, opts) of src/engine/zerostop.ts. */
+type ZeroStopFn = (pid: number, opts: { patchPath: string; functions: { name: string; replacement?: string }[] }) => Promise<unknown>;
+type ZeroStopRevertFn = (pid: number, opts: { functions: string[] }) => Promise<unknown>;
 
 export interface ZeroStopEngine {
   apply: ZeroStopFn;
-  /** zeroStopRevert when exported, else the engine's revertFunctions. */
   revert: ZeroStopRevertFn;
-  revertName: string;
 }
 
 export interface ZeroStopCase {
@@ -34,8 +32,8 @@ export interface ZeroStopCase {
   noiseGapUs?: Stats;
   applyWallMs?: Stats;
   revertWallMs?: Stats;
-  /** pauseUs as zeroStopApply reports it (0 expected), when it reports one. */
-  reportedPauseUs?: Stats;
+  /** The switch as zeroStopApply reports it (durationUs: first write → last write read back, nothing stopped), µs. */
+  switchUs?: Stats;
   failures: number;
   errors: string[];
 }
@@ -59,9 +57,10 @@ export async function loadZeroStop(): Promise<ZeroStopEngine | string> {
     const err = e as NodeJS.ErrnoException;
     return err.code === 'ERR_MODULE_NOT_FOUND' ? 'not available: src/engine/zerostop.ts does not exist yet' : `not available: src/engine/zerostop.ts fails to load: ${err.message}`;
   }
-  if (typeof mod.zeroStopApply !== 'function') return 'not available: src/engine/zerostop.ts does not export zeroStopApply';
-  const revert = typeof mod.zeroStopRevert === 'function' ? (mod.zeroStopRevert as ZeroStopRevertFn) : (o: { pid: number; functions: string[] }) => revertFunctions(o);
-  return { apply: mod.zeroStopApply as ZeroStopFn, revert, revertName: typeof mod.zeroStopRevert === 'function' ? 'zeroStopRevert' : 'revertFunctions' };
+  if (typeof mod.zeroStopApply !== 'function' || typeof mod.zeroStopRevert !== 'function') {
+    return 'not available: src/engine/zerostop.ts does not export zeroStopApply and zeroStopRevert';
+  }
+  return { apply: mod.zeroStopApply as ZeroStopFn, revert: mod.zeroStopRevert as ZeroStopRevertFn };
 }
 
 function remember(errors: string[], e: unknown): void {
@@ -69,9 +68,9 @@ function remember(errors: string[], e: unknown): void {
   if (!errors.includes(message) && errors.length < 5) errors.push(message);
 }
 
-function pauseOf(report: unknown): number | undefined {
-  const p = (report as { pauseUs?: unknown } | undefined)?.pauseUs;
-  return typeof p === 'number' ? p : undefined;
+function durationOf(report: unknown): number | undefined {
+  const d = (report as { durationUs?: unknown } | undefined)?.durationUs;
+  return typeof d === 'number' ? d : undefined;
 }
 
 export async function zeroStopCase(engine: ZeroStopEngine, threads: number, functions: number, runs: number): Promise<ZeroStopCase> {
@@ -85,14 +84,14 @@ export async function zeroStopCase(engine: ZeroStopEngine, threads: number, func
     const revertGap: number[] = [];
     const applyWall: number[] = [];
     const revertWall: number[] = [];
-    const pauses: number[] = [];
+    const switches: number[] = [];
     const maxFailures = Math.max(3, runs >> 2);
     while (out.runs < runs && out.failures < maxFailures) {
       await t.resetGap();
       let t0 = performance.now();
       let report: unknown;
       try {
-        report = await engine.apply({ pid: t.pid, patchPath, functions: specs });
+        report = await engine.apply(t.pid, { patchPath, functions: specs });
       } catch (e) {
         out.failures++;
         remember(out.errors, e);
@@ -100,14 +99,14 @@ export async function zeroStopCase(engine: ZeroStopEngine, threads: number, func
       }
       applyWall.push(performance.now() - t0);
       applyGap.push(await t.gapUs());
-      const p = pauseOf(report);
-      if (p !== undefined) pauses.push(p);
+      const d = durationOf(report);
+      if (d !== undefined) switches.push(d);
       if (out.runs === 0) await t.expectAnswers(sampleIndexes(functions), true);
 
       await t.resetGap();
       t0 = performance.now();
       try {
-        await engine.revert({ pid: t.pid, functions: names });
+        await engine.revert(t.pid, { functions: names });
       } catch (e) {
         out.failures++;
         remember(out.errors, e);
@@ -131,7 +130,7 @@ export async function zeroStopCase(engine: ZeroStopEngine, threads: number, func
       noiseGapUs: rounded(summarize(noise)),
       applyWallMs: rounded(summarize(applyWall), 2),
       revertWallMs: rounded(summarize(revertWall), 2),
-      reportedPauseUs: rounded(summarize(pauses)),
+      switchUs: rounded(summarize(switches)),
     });
     return out;
   } finally {
@@ -159,5 +158,5 @@ export async function zeroStopSection(threadCounts: number[], functionCounts: nu
       log(`zero-stop ${threads} busy ${functions} fn: ${c.runs} runs, gap ${c.applyGapUs?.median ?? '-'} µs (noise ${c.noiseGapUs?.median ?? '-'} µs)${c.errors.length ? `, ${c.errors[0]}` : ''}`);
     }
   }
-  return { available: true, note: `zeroStopApply from src/engine/zerostop.ts; reverted with ${engine.revertName}`, cases };
+  return { available: true, note: 'zeroStopApply and zeroStopRevert of src/engine/zerostop.ts', cases };
 }

@@ -60,6 +60,8 @@ export interface ZeroStopSwitchOptions {
    * `eb` with the original `90`, i.e. a jump into the preceding function).
    */
   stepDelayMs?: number;
+  /** Called after each write was read back (index of the step, from 0); for logs and tests. */
+  onStep?: (index: number, step: ZeroStopStep) => void;
 }
 
 export interface ZeroStopSwitchResult {
@@ -137,6 +139,7 @@ export async function zeroStopSwitch(pid: number, steps: ZeroStopStep[], opts: Z
     if (!after?.equals(step.after)) {
       return fail('VERIFY_FAILED', `the bytes at ${hexAddr(step.addr)} in process ${pid} read back as ${after ? hex(after) : '(unreadable)'} instead of ${hex(step.after)}`);
     }
+    opts.onStep?.(done.length - 1, step);
   }
   return { steps: steps.length, durationUs: Math.round((performance.now() - started) * 1000) };
 }

@@ -35,6 +35,14 @@
  * Writing the first byte first would be fatal: `eb 90` jumps 112 bytes back, into whatever
  * precedes the function.
  * Revert is the mirror image (entry bytes back first, the padding last).
+ *
+ * What the pauses between writes cannot rule out (src/engine/zerostop.ts explains them): a thread
+ * that took the entry's jump and was preempted exactly on the padding's `jmp rel32`, before
+ * executing it, and stays off its CPU for the whole pause after the unflip, would resume on a
+ * padding being rewritten (revert, re-point) — a write of 5 bytes that is not atomic either.
+ * That takes a preemption on that one instruction longer than the pause; raise the pause on
+ * heavily oversubscribed machines. Switching in (padding written while no entry leads to it)
+ * has no such window.
  */
 import { HpError } from '../errors.js';
 import { ENDBR64_SIZE, REL32_JUMP_SIZE, encodeJump, hasEndbr64, rel32Reaches } from './jump.js';

@@ -49,3 +49,23 @@ describe('a service under continuous requests', () => {
     console.log(`service with ${workers} workers (${applied.json.threads} threads): pause ${applied.json.pauseUs} µs apply, ${reverted.json.pauseUs} µs revert`);
   });
 });
+
+describe('a process that keeps creating threads', () => {
+  it('is patched with every thread stopped, new ones included, and keeps running', async () => {
+    const t = await spawnTarget(fixturePath('churn'));
+    const spawned0 = Number(await t.request('spawned'));
+    for (let i = 0; i < 5; i++) {
+      const applied = await hpAgent(['try', fixturePath('loop_fix.so'), '--pid', String(t.pid), '--function', 'compute=compute_v2']);
+      expect(applied.code, applied.stderr).toBe(0);
+      expect(await t.request('call')).toBe('182');
+      await new Promise((r) => setTimeout(r, 20));
+      // Threads born after the patch run the new code.
+      expect(await t.request('last')).toBe('182');
+      const reverted = await hpAgent(['try', '--revert', '--pid', String(t.pid), '--function', 'compute']);
+      expect(reverted.code, reverted.stderr).toBe(0);
+      expect(await t.request('call')).toBe('42');
+    }
+    expect(Number(await t.request('spawned'))).toBeGreaterThan(spawned0);
+    expect(t.alive()).toBe(true);
+  });
+});
