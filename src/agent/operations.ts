@@ -10,7 +10,7 @@ import { writeBaselinePointer } from './home.js';
 import { applyLevel, checkHotpatchFits, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
 import { serviceAlive } from './services.js';
 import type { Session } from './session.js';
-import { transitionReboot } from './state.js';
+import { beginOperation, endOperation, pendingOperation, transitionReboot } from './state.js';
 import { computeStatus, type StatusReport } from './status.js';
 import { storedManifest, storePackage } from './store.js';
 
@@ -80,6 +80,7 @@ export interface ApplyOptions {
 
 /** `hp-agent apply <package>`: a baseline is staged (reboot required); a hotpatch goes live. */
 export async function applyPackage(s: Session, file: string, o: ApplyOptions = {}): Promise<InstallResult> {
+  await repairInterrupted(s);
   const start = new Date().toISOString();
   const activity = randomUUID();
   let pkg;
@@ -124,6 +125,7 @@ async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPack
   }
   checkHotpatchFits(s.home, m, { activeBaseline: s.state.activeBaseline?.id, pendingBaseline: s.state.pendingBaseline?.id, current: s.state.hotpatch });
   await storePackage(s.home, pkg);
+  s.state = await beginOperation(s.home, s.state, 'level', { baselineId: m.baselineId, packageId: m.id } satisfies LevelIntent);
   const current = s.state.hotpatch?.baselineId === m.baselineId ? levelManifest(s.home, s.state.hotpatch) : undefined;
   // Processes may be at any lower level (one patched before, one started since): re-point from
   // whatever the previous level of this baseline was; the engine reads each process's truth.
@@ -131,10 +133,8 @@ async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPack
   const processes = await applyLevel({ home: s.home, manifest: m, previous, baselineId: m.baselineId, pids: o.pids, onProgress: o.onProgress });
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped');
   const anyGood = processes.length === 0 || failed.length < processes.length;
-  if (anyGood) {
-    s.state.hotpatch = { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kb: m.kb, appliedAt: new Date().toISOString() };
-    await s.save();
-  }
+  if (anyGood) s.state.hotpatch = { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kb: m.kb, appliedAt: new Date().toISOString() };
+  s.state = await endOperation(s.home, s.state);
   const r = result(start, activity, s.state.rebootStatus, m, anyGood ? 'Installed' : 'Failed', processes);
   r.hotpatchLevel = anyGood ? { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id } : undefined;
   await s.record({ action: 'apply', packageId: m.id, kb: m.kb, result: historyResult(r.status), detail: { sequence: m.sequence, processes: processes.map((p) => ({ pid: p.pid, outcome: p.outcome, reason: p.reason, pauseUs: p.pauseUs })) }, activityId: activity });
@@ -151,6 +151,7 @@ export interface RevertResult {
 
 /** `hp-agent revert <package>`: live rollback to the previous level, or to the plain baseline. */
 export async function revertPackage(s: Session, id: string, o: { pids?: number[] } = {}): Promise<RevertResult> {
+  await repairInterrupted(s);
   const activity = randomUUID();
   const level = s.state.hotpatch;
   const current = levelManifest(s.home, level);
@@ -163,13 +164,14 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
     throw await refuse(new HpError('NOT_CURRENT_LEVEL', `${id} is not the applied hotpatch (that is ${current.id}, ${current.kb}); only the current level can be reverted. Nothing was changed`));
   }
   const target = previousLevel(s.home, current.baselineId, current.sequence);
+  s.state = await beginOperation(s.home, s.state, 'level', { baselineId: current.baselineId, packageId: target?.id } satisfies LevelIntent);
   const processes = await applyLevel({ home: s.home, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids });
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
   const status: OperationStatus = failed === 0 ? 'Succeeded' : failed < processes.length ? 'CompletedWithWarnings' : 'Failed';
   if (status !== 'Failed') {
     s.state.hotpatch = target ? { baselineId: target.baselineId, sequence: target.sequence, packageId: target.id, kb: target.kb, appliedAt: new Date().toISOString() } : undefined;
-    await s.save();
   }
+  s.state = await endOperation(s.home, s.state);
   await s.record({ action: 'revert', packageId: current.id, kb: current.kb, result: historyResult(status), detail: { to: target?.id ?? `baseline ${current.baselineId}`, processes: processes.map((p) => ({ pid: p.pid, outcome: p.outcome, reason: p.reason })) }, activityId: activity });
   return {
     status,
@@ -204,11 +206,16 @@ async function reapplyLevel(s: Session): Promise<RebootResult['hotpatch']> {
 
 /** `hp-agent reboot`: stop the services, switch to the installed baseline, start them again. */
 export async function reboot(s: Session): Promise<RebootResult> {
+  await repairInterrupted(s);
+  return doReboot(s);
+}
+
+async function doReboot(s: Session): Promise<RebootResult> {
   const activity = randomUUID();
   const from = s.state.activeBaseline?.id;
   const pending = s.state.pendingBaseline;
   if (s.state.rebootStatus === 'Required') s.state = transitionReboot(s.state, 'Started');
-  await s.save();
+  s.state = await beginOperation(s.home, s.state, 'reboot');
   const t0 = performance.now();
   const stopped = await stopServices(s.home, s.state.services);
   s.state.services = [];
@@ -226,14 +233,14 @@ export async function reboot(s: Session): Promise<RebootResult> {
     if (s.state.activeBaseline) started = await startServices(s.home, s.state.activeBaseline.id, []);
   } catch (e) {
     if (s.state.rebootStatus === 'Started') s.state = transitionReboot(s.state, 'Failed');
-    await s.save();
+    s.state = await endOperation(s.home, s.state);
     await s.record({ action: 'reboot', result: 'Failed', detail: { message: (e as Error).message }, activityId: activity });
     throw e;
   }
   const downtimeMs = Math.round(performance.now() - t0);
   s.state.services = started.map(({ readyMs: _r, ...rec }) => rec);
   if (s.state.rebootStatus === 'Started') s.state = transitionReboot(s.state, 'Completed');
-  await s.save();
+  s.state = await endOperation(s.home, s.state);
   const hotpatch = await reapplyLevel(s);
   await s.record({ action: 'reboot', result: 'Succeeded', detail: { from, to: s.state.activeBaseline?.id, downtimeMs }, activityId: activity });
   return {
@@ -250,6 +257,7 @@ export async function reboot(s: Session): Promise<RebootResult> {
 
 /** `hp-agent boot`: the machine powered on — start the installed baseline's services. */
 export async function boot(s: Session): Promise<RebootResult> {
+  await repairInterrupted(s);
   const alive = s.state.services.filter((r) => serviceAlive(r));
   if (alive.length > 0 && !s.state.pendingBaseline) {
     // Already up: starting missing services only.
@@ -258,7 +266,49 @@ export async function boot(s: Session): Promise<RebootResult> {
     await s.save();
     return { rebootStatus: s.state.rebootStatus, activityId: randomUUID(), toBaseline: s.state.activeBaseline?.id, stopped: [], started: started.map((x) => ({ name: x.name, pid: x.pid, readyMs: x.readyMs })), downtimeMs: 0, hotpatch: await reapplyLevel(s) };
   }
-  return reboot(s);
+  return doReboot(s);
+}
+
+/** What a level change set out to do, recorded before it starts (for repair). */
+interface LevelIntent {
+  baselineId: string;
+  /** The level to reach; undefined = the plain baseline. */
+  packageId?: string;
+}
+
+export interface RepairResult {
+  kind: string;
+  startedAt: string;
+  processes?: ProcessResult[];
+}
+
+/**
+ * A previous run was killed in the middle of an operation (its intent is still in the state):
+ * finish it. Level changes and reboots are idempotent — every process is brought to the
+ * intended level from whatever its memory shows — so finishing is doing it again.
+ */
+export async function repairInterrupted(s: Session): Promise<RepairResult | undefined> {
+  const op = pendingOperation(s.state);
+  if (!op) return undefined;
+  s.log.warn('repairing an interrupted operation', { operation: op });
+  s.state = await endOperation(s.home, s.state);
+  const out: RepairResult = { kind: op.kind, startedAt: op.startedAt };
+  if (op.kind === 'level') {
+    const intent = op.detail as LevelIntent;
+    const target = intent.packageId ? storedManifest(s.home, intent.packageId) : undefined;
+    const manifest = target?.kind === 'hotpatch' ? target : undefined;
+    // Processes may be at the old level, the new one, or in between: the engine reads each.
+    // The interrupted run had not saved its new level yet, so the recorded one is where it came from.
+    const recorded = levelManifest(s.home, s.state.hotpatch);
+    const previous = recorded && recorded.id !== manifest?.id ? recorded : manifest ? previousLevel(s.home, manifest.baselineId, manifest.sequence) : undefined;
+    out.processes = await applyLevel({ home: s.home, manifest, previous, baselineId: intent.baselineId });
+    s.state.hotpatch = manifest ? { baselineId: manifest.baselineId, sequence: manifest.sequence, packageId: manifest.id, kb: manifest.kb, appliedAt: new Date().toISOString() } : undefined;
+    await s.save();
+  } else if (op.kind === 'reboot') {
+    await doReboot(s);
+  }
+  await s.record({ action: 'repair', result: 'Succeeded', detail: { operation: op.kind, startedAt: op.startedAt } });
+  return out;
 }
 
 /** `hp-agent status`, from ground truth. */
@@ -273,6 +323,7 @@ export async function status(s: Session): Promise<StatusReport> {
     pendingBaseline: kb(st.pendingBaseline),
     hotpatch: st.hotpatch,
     services: st.services.map((r) => ({ name: r.name, pid: r.pid, baselineId: r.baselineId, alive: serviceAlive(r) })),
+    interruptedOperation: st.operation && { kind: st.operation.kind, startedAt: st.operation.startedAt },
   });
 }
 

@@ -43,6 +43,7 @@ export interface StatusInput {
   pendingBaseline?: { id: string; kb: string };
   hotpatch?: LevelState & { appliedAt?: string };
   services: { name: string; pid: number; baselineId: string; alive: boolean }[];
+  interruptedOperation?: { kind: string; startedAt: string };
 }
 
 export interface StatusReport {
@@ -57,6 +58,8 @@ export interface StatusReport {
   compliant: boolean;
   processes: ProcessStatus[];
   services: StatusInput['services'];
+  /** An operation a killed agent left half-done; the next agent command finishes it. */
+  interruptedOperation?: { kind: string; startedAt: string };
 }
 
 function baselineOf(system: string, proc: ProcessView): string {
@@ -143,5 +146,6 @@ export async function computeStatus(s: StatusInput): Promise<StatusReport> {
     compliant: processes.every((p) => p.compliant),
     processes,
     services: s.services,
+    interruptedOperation: s.interruptedOperation,
   };
 }

@@ -73,6 +73,7 @@ function statusHuman(s: StatusReport): string {
       ]],
     ),
   ];
+  if (s.interruptedOperation) lines.push('', `an agent was interrupted during "${s.interruptedOperation.kind}" (started ${s.interruptedOperation.startedAt}); the next apply, revert, reboot or boot finishes it`);
   if (s.rebootPendingReasons.length) lines.push('', 'reboot pending because:', ...s.rebootPendingReasons.map((r) => `  - ${r}`));
   if (s.processes.length) {
     lines.push('', table(

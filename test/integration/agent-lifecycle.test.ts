@@ -164,3 +164,37 @@ int main(int argc, char **argv) {
     expect((await agent(['status'])).json.compliant).toBe(true);
   });
 });
+
+describe('an agent killed in the middle of a change', () => {
+  it('leaves its intent in the state; status shows it and the next command finishes it', async () => {
+    const home = newHome();
+    const agent = hpAgentIn(home);
+    const expected = productSpec().expected;
+    const socket = path.join(home, 'run/greetd.sock');
+    await agent(['trust', 'add', demoPublicKey()]);
+    await agent(['apply', fixturePackage('2026.10')]);
+    const pid = (await agent(['boot'])).json.started[0].pid;
+    // Put hp1 in the store, then go back to the plain baseline.
+    expect((await agent(['apply', fixturePackage('2026.10-hp1')])).code).toBe(0);
+    expect((await agent(['revert', '2026.10-hp1'])).code).toBe(0);
+    expect(await ask(socket, ['hello bob'])).toEqual({ 'hello bob': expected.b1['hello bob'] });
+
+    // What an `apply 2026.10-hp1` killed right after recording its intent leaves behind.
+    const stateFile = path.join(home, 'state.json');
+    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
+    state.operation = { kind: 'level', startedAt: new Date().toISOString(), detail: { baselineId: '2026.10', packageId: '2026.10-hp1' } };
+    fs.writeFileSync(stateFile, JSON.stringify(state));
+
+    const st = (await agent(['status'])).json;
+    expect(st.interruptedOperation).toMatchObject({ kind: 'level' });
+    const booted = await agent(['boot']);
+    expect(booted.code, booted.stderr).toBe(0);
+    expect(await ask(socket, ['hello bob', 'version'])).toEqual({ 'hello bob': expected['b1+hp1']['hello bob'], version: expected['b1+hp1'].version });
+    const after = (await agent(['status'])).json;
+    expect(after.interruptedOperation).toBeUndefined();
+    expect(after).toMatchObject({ compliant: true, hotpatch: { packageId: '2026.10-hp1' } });
+    expect(after.processes[0].pid).toBe(pid);
+    const history = (await agent(['history'])).json.entries.map((e: any) => e.action);
+    expect(history[0]).toBe('repair');
+  });
+});

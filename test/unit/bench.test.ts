@@ -1,0 +1,94 @@
+// `npm run bench` (src/bench/): the runner's --quick mode on a tiny matrix writes report.json and
+// report.md with the documented fields (src/bench/report.ts). No timing is asserted: the
+// benchmark is a report, not a test.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BenchReport } from '../../src/bench/report.js';
+import { ratio, summarize } from '../../src/bench/stats.js';
+
+const run = promisify(execFile);
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const statsShape = { n: expect.any(Number), min: expect.any(Number), median: expect.any(Number), p99: expect.any(Number), max: expect.any(Number) };
+
+describe('bench statistics', () => {
+  it('gives median, nearest-rank p99 and max', () => {
+    const s = summarize(Array.from({ length: 100 }, (_, i) => 100 - i))!;
+    expect(s).toEqual({ n: 100, min: 1, median: 50.5, p99: 99, max: 100 });
+    expect(summarize([3, 1, 2])).toEqual({ n: 3, min: 1, median: 2, p99: 3, max: 3 });
+    expect(summarize([])).toBeUndefined();
+    expect(ratio(3, 2)).toBe(1.5);
+    expect(ratio(3, 0)).toBeUndefined();
+  });
+});
+
+describe('npm run bench -- --quick', () => {
+  let out: string;
+  let stdout: string;
+  let report: BenchReport;
+
+  beforeAll(async () => {
+    out = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-bench-'));
+    ({ stdout } = await run(process.execPath, [path.join(root, 'dist/bench/main.js'), '--quick', '--out', out], { cwd: root, timeout: 60_000, maxBuffer: 16 << 20 }));
+    report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as BenchReport;
+  }, 90_000);
+
+  afterAll(() => {
+    if (out) fs.rmSync(out, { recursive: true, force: true });
+  });
+
+  it('writes both reports and prints the Markdown', () => {
+    const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
+    for (const heading of ['# hp-agent benchmark', '## Reading', '## Pause', '## Zero-stop', '## Cost of a patched call', '## Restart instead of hotpatch', '## Many processes']) {
+      expect(md).toContain(heading);
+    }
+    expect(stdout).toContain('## Reading');
+  });
+
+  it('says what ran, where and when', () => {
+    expect(report).toMatchObject({ schema: 'hp-agent-bench/1', options: { runs: 5, quick: true } });
+    expect(Number.isNaN(Date.parse(report.date))).toBe(false);
+    expect(report.machine).toMatchObject({ nproc: expect.any(Number), cpu: expect.any(String), kernel: expect.any(String), loadAverage: expect.any(Array) });
+    expect(report.reading.length).toBeGreaterThan(0);
+    expect(report.errors).toEqual([]);
+  });
+
+  it('has the pause matrix: 1 and 4 threads, idle and busy, 1 function, against the floor', () => {
+    const pause = report.pause!;
+    expect(pause.cases.map((c) => `${c.threads} ${c.mode} ${c.functions}`)).toEqual(['1 idle 1', '1 busy 1', '4 idle 1', '4 busy 1']);
+    for (const c of pause.cases) {
+      expect(c.runs, `${c.target}: ${c.errors.join('; ')}`).toBeGreaterThan(0);
+      expect(c.targetThreads).toBe(c.threads + 2); // workers, main, gap recorder
+      for (const field of ['applyPauseUs', 'revertPauseUs', 'applyGapUs', 'revertGapUs', 'noiseGapUs', 'applyWallMs', 'revertWallMs'] as const) {
+        expect(c[field], `${c.target} ${field}`).toEqual(statsShape);
+      }
+      if (pause.floorAvailable) {
+        expect(c.floorPauseUs).toEqual(statsShape);
+        expect(c.ratio).toEqual(expect.any(Number));
+      }
+    }
+    if (!pause.floorAvailable) expect(pause.floorNote).toEqual(expect.any(String));
+  });
+
+  it('has zero-stop, call cost, restart and scale', () => {
+    const zs = report.zeroStop!;
+    expect(zs.note).toEqual(expect.any(String));
+    if (zs.available) expect(zs.cases.map((c) => c.threads)).toEqual([1]);
+    const rows = report.callCost!.rows;
+    expect(rows.map((r) => `${r.binary} ${r.variant}`)).toEqual(['benchd unpatched', 'benchd near', 'benchd far', 'benchd-zs unpatched', 'benchd-zs zero-stop']);
+    expect(rows.slice(0, 3).map((r) => r.jump)).toEqual(['none', 'rel32', 'abs64']);
+    for (const r of rows.slice(0, 4)) expect(r.nsPerCall, `${r.binary} ${r.variant}: ${r.error}`).toEqual(statsShape);
+    expect(report.restart).toMatchObject({ runs: 3, totalMs: statsShape, killMs: statsShape, startMs: statsShape });
+    const scale = report.scale!;
+    expect(scale.points.map((p) => p.processes)).toEqual([1, 10]);
+    for (const p of scale.points) {
+      expect(p.tries.map((t) => t.concurrency)).toEqual([1, 2]);
+      for (const t of p.tries) expect(t).toMatchObject({ failed: 0, sampleOk: t.sampleChecked, applyTotalMs: expect.any(Number), applyPerProcessMs: expect.any(Number) });
+      expect(p.best).toMatchObject({ concurrency: expect.any(Number), applyTotalMs: expect.any(Number) });
+    }
+  });
+});
