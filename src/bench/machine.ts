@@ -14,6 +14,8 @@ export interface MachineInfo {
   clocksource?: string;
   /** Load average (1, 5, 15 min) when the benchmark started: other work on the machine skews every figure. */
   loadAverage: number[];
+  /** Load average when it ended (filled in at the end). */
+  loadAverageEnd?: number[];
   /** libuv's thread pool size: the core's calls run there, so it caps in-process parallelism. */
   uvThreadpoolSize: number;
 }

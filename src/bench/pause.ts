@@ -51,7 +51,7 @@ export interface PauseCase extends PauseConfig {
   applyGapUs?: Stats;
   revertGapUs?: Stats;
   floorGapUs?: Stats;
-  /** Largest gap the recorder saw over the same time with nothing happening: the noise, µs. */
+  /** Largest gap the recorder saw in each run over as long as that run's apply, with the agent asleep: the noise, µs. */
   noiseGapUs?: Stats;
   /** Wall time of applyPatch / revertFunctions as the caller sees it, ms. */
   applyWallMs?: Stats;
@@ -103,8 +103,6 @@ function remember(errors: string[], e: unknown): void {
 
 export interface PauseRunOptions {
   runs: number;
-  /** Samples of the noise gap (default min(runs, 20)). */
-  noiseSamples?: number;
   log: (line: string) => void;
 }
 
@@ -144,6 +142,7 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
     const revertWall: number[] = [];
     const floorPause: number[] = [];
     const floorTotal: number[] = [];
+    const noise: number[] = [];
     let maxAttempts = 0;
     let maxStepped = 0;
     const maxFailures = Math.max(5, opts.runs >> 2);
@@ -189,6 +188,11 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
       const rWall = performance.now() - t0;
       const rGap = await t.gapUs();
 
+      // The noise, in the same run (the machine's load changes): as long as the apply, doing nothing.
+      await t.resetGap();
+      await delay(aWall);
+      noise.push(await t.gapUs());
+
       applyPause.push(a.pauseUs);
       revertPause.push(r.pauseUs);
       applyWall.push(aWall);
@@ -201,15 +205,6 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
     }
     // The patch must still work after all these cycles.
     await t.expectAnswers(sampleIndexes(cfg.functions), false);
-
-    // The noise: the same window with nothing happening.
-    const window = summarize(applyWall)?.median ?? 1;
-    const noise: number[] = [];
-    for (let i = 0; i < (opts.noiseSamples ?? Math.min(opts.runs, 20)); i++) {
-      await t.resetGap();
-      await delay(window);
-      noise.push(await t.gapUs());
-    }
 
     const us = (v: number[]) => rounded(summarize(v), 1);
     const ms = (v: number[]) => rounded(summarize(v), 2);

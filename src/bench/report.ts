@@ -168,7 +168,7 @@ export function renderMarkdown(r: BenchReport): string {
   lines.push('# hp-agent benchmark', '');
   lines.push(
     `${r.date} · ${m.nproc} × ${m.cpu} · Linux ${m.kernel} · Node ${m.node} · ${m.memoryGiB} GiB · clocksource ${m.clocksource ?? '?'} · ` +
-      `load ${m.loadAverage.join(' / ')} at start · ${r.options.runs} runs per case${r.options.quick ? ' (quick)' : ''} · took ${Math.round(r.durationS)} s`,
+      `load ${m.loadAverage.join(' / ')} at start${m.loadAverageEnd ? `, ${m.loadAverageEnd.join(' / ')} at the end` : ''} · ${r.options.runs} runs per case${r.options.quick ? ' (quick)' : ''} · took ${Math.round(r.durationS)} s`,
     '',
     'Reproduce: `npm run bench` (options after `--`: `--runs N`, `--quick`, `--out DIR`, `--only pause,zeroStop,callCost,restart,scale`).',
     '',

@@ -87,6 +87,7 @@ export async function runBench(plan: BenchPlan, outDir: string, log: (line: stri
   const restart = await section('restart', () => restartSection(plan.restartRuns, log));
   const scale = await section('scale', () => scaleSection(plan.scale.processes, plan.scale.concurrencies, log));
 
+  machine.loadAverageEnd = machineInfo().loadAverage;
   const partial = {
     schema: REPORT_SCHEMA,
     date,

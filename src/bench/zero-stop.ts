@@ -28,7 +28,7 @@ export interface ZeroStopCase {
   /** Largest gap the spinning recorder saw during each apply / revert, µs. */
   applyGapUs?: Stats;
   revertGapUs?: Stats;
-  /** The same window with nothing happening, µs. */
+  /** Each run, as long as its apply with nothing happening, µs. */
   noiseGapUs?: Stats;
   applyWallMs?: Stats;
   revertWallMs?: Stats;
@@ -85,6 +85,7 @@ export async function zeroStopCase(engine: ZeroStopEngine, threads: number, func
     const applyWall: number[] = [];
     const revertWall: number[] = [];
     const switches: number[] = [];
+    const noise: number[] = [];
     const maxFailures = Math.max(3, runs >> 2);
     while (out.runs < runs && out.failures < maxFailures) {
       await t.resetGap();
@@ -114,15 +115,11 @@ export async function zeroStopCase(engine: ZeroStopEngine, threads: number, func
       }
       revertWall.push(performance.now() - t0);
       revertGap.push(await t.gapUs());
+      await t.resetGap();
+      await delay(applyWall[applyWall.length - 1]);
+      noise.push(await t.gapUs());
       if (out.runs === 0) await t.expectAnswers(sampleIndexes(functions), false);
       out.runs++;
-    }
-    const window = summarize(applyWall)?.median ?? 1;
-    const noise: number[] = [];
-    for (let i = 0; i < Math.min(runs, 20); i++) {
-      await t.resetGap();
-      await delay(window);
-      noise.push(await t.gapUs());
     }
     Object.assign(out, {
       applyGapUs: rounded(summarize(applyGap)),

@@ -70,12 +70,15 @@ interface Observation<T> {
   /** TracerPid values seen: sampled from a timer and around every write of a switch. */
   tracers: Set<number>;
   tracerSamples: number;
-  /** The spinner's voluntary context switches during `work`: 0 means it was never stopped. */
+  /** The spinner's voluntary context switches around `work`: 0 means it was never stopped. */
   stops: number;
   preemptions: number;
 }
 
 async function observed<T>({ t, tid }: Spinning, work: (sample: () => void) => Promise<T>): Promise<Observation<T>> {
+  // The context switches are counted over a span that covers the gap's: from before `reset` to
+  // after `gap` (which waits for the spinner to finish the iteration in progress).
+  const before = contextSwitches(t.pid, tid);
   expect(await t.request('reset')).toBe('reset');
   const tracers = new Set<number>();
   let tracerSamples = 0;
@@ -83,7 +86,6 @@ async function observed<T>({ t, tid }: Spinning, work: (sample: () => void) => P
     tracers.add(tracerPid(t.pid));
     tracerSamples++;
   };
-  const before = contextSwitches(t.pid, tid);
   sample();
   const timer = setInterval(sample, 0);
   let result: T;
@@ -93,8 +95,8 @@ async function observed<T>({ t, tid }: Spinning, work: (sample: () => void) => P
     clearInterval(timer);
   }
   sample();
-  const after = contextSwitches(t.pid, tid);
   const gapNs = Number(await t.request('gap'));
+  const after = contextSwitches(t.pid, tid);
   return { result, gapNs, tracers, tracerSamples, stops: after.voluntary - before.voluntary, preemptions: after.involuntary - before.involuntary };
 }
 
@@ -178,11 +180,11 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
         `  map + apply (core pause ${applied.result.pauseUs} µs, ${applied.result.threads} threads): ${describeObs(applied)}\n` +
         `  revert (core pause ${reverted.result.pauseUs} µs): ${describeObs(reverted)}`,
     );
-    // Every thread was stopped, the spinner too, for about the core's pause (it is stopped a
-    // little after the first thread and resumed a little before the last).
+    // Every thread was stopped, the spinner too. (Its gap is not compared with the core's pause:
+    // that runs from the first thread stopped to the last resumed, and the spinner may be
+    // neither.)
     expect(applied.stops).toBeGreaterThanOrEqual(1);
     expect(reverted.stops).toBeGreaterThanOrEqual(1);
-    expect(applied.gapNs).toBeGreaterThanOrEqual(applied.result.pauseUs * 1000 * 0.5);
   });
 
   it('undoes its own writes when an entry changes under it', async () => {
