@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../src/native.js';
 import { findObject, symbolAddress, tracerOf } from '../../src/proc/index.js';
-import { fixturePath, killTargetsAfterEach, spawnTarget, type Target } from '../../src/harness/index.js';
+import { fixturePath, killTargetsAfterEach, spawnTarget, tempSocketPath, type Target } from '../../src/harness/index.js';
 import { entryBytes, fileEntryBytes, hpAgent, patchMappings } from './helpers.js';
 
 killTargetsAfterEach(afterEach);
@@ -129,7 +129,7 @@ describe('refusals', () => {
     // Race the patch against the target's death at varying moments: whatever the moment, one
     // clear error (or a completed patch if it was quicker), never a hang or a crash.
     for (const delayMs of [0, 2, 5, 10, 20]) {
-      const t = await spawnTarget(fixturePath('service'), { args: [`/tmp/hp-exit-${process.pid}-${delayMs}.sock`, '32'] });
+      const t = await spawnTarget(fixturePath('service'), { args: [tempSocketPath('exit'), '32'] });
       const pending = hpAgent(['try', fixturePath('service_fix.so'), '--pid', String(t.pid), '--function', 'handle_request=handle_request_v2']);
       await new Promise((r) => setTimeout(r, delayMs));
       await t.kill();
