@@ -31,8 +31,10 @@ async function spinningTarget(): Promise<Spinning> {
   const t = await spawnTarget(fixturePath('zerostop'));
   expect(await t.request('spin')).toBe('spinning');
   const tid = Number(await t.request('spinner'));
+  // Proof the spinner is live (on a loaded machine it may wait a while for a CPU).
   const first = Number(await t.request('spins'));
-  await sleep(50);
+  const deadline = Date.now() + 5000;
+  while (Number(await t.request('spins')) <= first && Date.now() < deadline) await sleep(10);
   expect(Number(await t.request('spins'))).toBeGreaterThan(first);
   return { t, tid };
 }
