@@ -454,7 +454,8 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
       const name = opts.label ? `${opts.label.packageId}:${path.basename(p.patchPath)}` : path.basename(p.patchPath);
       mapped.push(await mapPatchImage(pid, p.base, p.image, p.segments, p.trailer, name));
     }
-    tx = await native.transaction(pid, plan.sites.map((s) => s.site), { timeoutMs: opts.timeoutMs, realtime: opts.realtime });
+    // Real-time priority by default: the tracer must not queue behind the target's busy threads.
+    tx = await native.transaction(pid, plan.sites.map((s) => s.site), { timeoutMs: opts.timeoutMs, realtime: opts.realtime ?? true });
   } catch (e) {
     for (const m of mapped) await unmapPatch(pid, m).catch(() => undefined);
     throw e;
