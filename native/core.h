@@ -105,6 +105,8 @@ std::vector<pid_t> ListThreads(pid_t pid);
 bool ProcessAlive(pid_t pid);
 int TracerOf(pid_t pid);
 int TracerOfThread(pid_t pid, pid_t tid);
+// The thread has exited (zombie or dead) or is gone from /proc.
+bool ThreadFinished(pid_t pid, pid_t tid);
 
 // A blocked system call interrupted by our stop shows one of these in rax; the kernel restarts it
 // on resume (rip -= 2) as long as orig_rax still holds the call number.

@@ -75,6 +75,16 @@ bool ProcessAlive(pid_t pid) {
 
 int TracerOf(pid_t pid) { return atoi(StatusField(pid, "TracerPid").c_str()); }
 
+bool ThreadFinished(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return true;  // already gone
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) return true;
+  char state = stat[close + 2];
+  return state == 'Z' || state == 'X' || state == 'x';
+}
+
 int TracerOfThread(pid_t pid, pid_t tid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status");
   std::string line;
@@ -124,7 +134,9 @@ bool Tracee::Known(pid_t tid) const {
 }
 
 bool Tracee::SeizeOne(pid_t tid, CoreError& err) {
-  if (ptrace(PTRACE_SEIZE, tid, nullptr, (void*)(long)PTRACE_O_TRACECLONE) != 0)
+  // No TRACECLONE: the other threads run on untraced, so must any thread this one creates
+  // before it stops (a traced child we never hear of would stay stopped until we exit).
+  if (ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0)
     return SeizeError(pid_, tid, errno, err);
   TracedThread t;
   t.tid = tid;
@@ -146,13 +158,17 @@ bool Tracee::SeizeAll(CoreError& err) {
         int e = errno;
         if (e == ESRCH && tid != pid_) continue;  // the thread exited meanwhile: fine
         // A thread created by one we already seized is traced by us automatically, before its
-        // parent's clone event has told us its tid: it is ours already.
-        if (e == EPERM && TracerOfThread(pid_, tid) == getpid()) {
+        // parent's clone event has told us its tid: it is ours already. (TracerPid names the
+        // tracer *thread*, and that is this very thread.)
+        if (e == EPERM && TracerOfThread(pid_, tid) == pid_t(syscall(SYS_gettid))) {
           TracedThread t;
           t.tid = tid;
           threads_.push_back(t);
           continue;
         }
+        // A thread that has just exited is still listed until it is reaped, and cannot be
+        // attached (EPERM): it runs no code any more, so there is nothing to stop.
+        if (e == EPERM && tid != pid_ && ThreadFinished(pid_, tid)) continue;
         return SeizeError(pid_, tid, e, err);
       }
       TracedThread t;

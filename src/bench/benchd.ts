@@ -116,3 +116,15 @@ export class Benchd {
 export function sampleIndexes(count: number): number[] {
   return [...new Set([0, count >> 1, count - 1])];
 }
+
+/**
+ * Keeps this thread (the agent's main thread) busy for `ms`: the control for the gap recorder.
+ * The gap a target's thread sees while the agent merely uses a CPU, without touching the target,
+ * is what CPU contention alone costs on this machine (an upper bound: a real apply also waits).
+ */
+export function spinFor(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // spin
+  }
+}

@@ -15,7 +15,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { applyPatch, revertFunctions, type ApplyReport } from '../engine/patch.js';
 import { native } from '../native.js';
 import { fixturePath } from '../harness/index.js';
-import { Benchd, BENCH_PATCH, functionNames, functionSpecs, sampleIndexes, type Mode } from './benchd.js';
+import { Benchd, BENCH_PATCH, functionNames, functionSpecs, sampleIndexes, spinFor, type Mode } from './benchd.js';
 import { ratio, rounded, summarize, type Stats } from './stats.js';
 
 export interface FloorResult {
@@ -53,6 +53,8 @@ export interface PauseCase extends PauseConfig {
   floorGapUs?: Stats;
   /** Largest gap the recorder saw in each run over as long as that run's apply, with the agent asleep: the noise, µs. */
   noiseGapUs?: Stats;
+  /** The same with the agent spinning on a CPU instead of sleeping (contention alone, not touching the target), µs. */
+  cpuNoiseGapUs?: Stats;
   /** Wall time of applyPatch / revertFunctions as the caller sees it, ms. */
   applyWallMs?: Stats;
   revertWallMs?: Stats;
@@ -104,6 +106,8 @@ function remember(errors: string[], e: unknown): void {
 export interface PauseRunOptions {
   runs: number;
   log: (line: string) => void;
+  /** Called with the section so far after each case (the runner writes a partial report). */
+  onProgress?: (partial: PauseSection) => void;
 }
 
 /** One case of the matrix on a fresh target, killed afterwards whatever happens. */
@@ -143,6 +147,7 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
     const floorPause: number[] = [];
     const floorTotal: number[] = [];
     const noise: number[] = [];
+    const cpuNoise: number[] = [];
     let maxAttempts = 0;
     let maxStepped = 0;
     const maxFailures = Math.max(5, opts.runs >> 2);
@@ -192,6 +197,9 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
       await t.resetGap();
       await delay(aWall);
       noise.push(await t.gapUs());
+      await t.resetGap();
+      spinFor(aWall);
+      cpuNoise.push(await t.gapUs());
 
       applyPause.push(a.pauseUs);
       revertPause.push(r.pauseUs);
@@ -215,6 +223,7 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
       revertGapUs: us(revertGap),
       floorGapUs: us(floorGap),
       noiseGapUs: us(noise),
+      cpuNoiseGapUs: us(cpuNoise),
       applyWallMs: ms(applyWall),
       revertWallMs: ms(revertWall),
       floorPauseUs: us(floorPause),
@@ -251,6 +260,7 @@ export async function pauseSection(matrix: PauseMatrix, opts: PauseRunOptions): 
           remember(c.errors, e);
         }
         cases.push(c);
+        opts.onProgress?.({ floorAvailable: floorState.available, floorNote: floorState.available ? undefined : NO_FLOOR, cases: [...cases] });
         const f = (s?: Stats) => (s ? s.median.toFixed(0) : '-');
         opts.log(
           `pause ${String(threads).padStart(2)} ${mode} ${String(functions).padStart(3)} fn: ${c.runs} runs, pause ${f(c.applyPauseUs)} µs, floor ${f(c.floorPauseUs)} µs, gap ${f(c.applyGapUs)} µs` +

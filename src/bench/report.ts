@@ -23,6 +23,8 @@ export interface BenchReport {
   date: string;
   durationS: number;
   options: { runs: number; quick: boolean; sections: SectionName[] };
+  /** Present (true) while the benchmark is still running: the report is rewritten as sections finish. */
+  incomplete?: boolean;
   machine: MachineInfo;
   /** The plain-English reading printed at the top of report.md. */
   reading: string[];
@@ -90,14 +92,14 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
     } else {
       out.push(`No pause/floor ratio: ${pause.floorNote ?? 'the floor was not measured'}.`);
     }
-    const gapHeavy = measured.filter((c) => c.applyGapUs && c.noiseGapUs && c.applyGapUs.median > 2 * c.applyPauseUs!.median && c.applyGapUs.median > 2 * c.noiseGapUs.median);
+    const gapHeavy = measured.filter((c) => c.applyGapUs && c.noiseGapUs && c.applyGapUs.median > 2 * c.applyPauseUs!.median && c.applyGapUs.median > 2 * Math.max(c.noiseGapUs.median, c.cpuNoiseGapUs?.median ?? 0));
     if (gapHeavy.length) {
       const g = [...gapHeavy].sort((a, b) => b.applyGapUs!.median / b.applyPauseUs!.median - a.applyGapUs!.median / a.applyPauseUs!.median)[0];
       out.push(
-        `The thread spinning inside the target saw gaps more than twice the core's pause (and the noise) in ${gapHeavy.length} of ${measured.length} cases — e.g. ${num(g.applyGapUs!.median)} µs against a pause of ${num(g.applyPauseUs!.median)} µs at ${caseLabel(g)}: the target is also held up outside the measured transaction: by the agent's other work on it (remote system calls, memory writes) or by competing for the CPUs with the agent while it plans the patch (the noise is measured while the agent sleeps).`,
+        `The thread spinning inside the target saw gaps more than twice the core's pause (and twice both noises) in ${gapHeavy.length} of ${measured.length} cases — e.g. ${num(g.applyGapUs!.median)} µs against a pause of ${num(g.applyPauseUs!.median)} µs at ${caseLabel(g)}: the target is also held up outside the measured transaction: by the agent's other work on it (remote system calls, memory writes, the moments around the stop).`,
       );
     } else if (measured.length) {
-      out.push('The gap the target itself saw during an apply matches the core\'s pause (within 2×) or stays within the noise in every case.');
+      out.push('The gap the target itself saw during an apply matches the core\'s pause (within 2×) or stays within twice the noise in every case.');
     }
     const failing = pause.cases.filter((c) => c.failures > 0);
     if (failing.length) out.push(`Failures in ${failing.length} case(s): ${failing.map((c) => `${caseLabel(c)}: ${c.failures} (${c.errors[0] ?? '?'})`).join('; ')}.`);
@@ -110,7 +112,7 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
       for (const c of zs.cases) {
         out.push(
           c.applyGapUs
-            ? `Zero-stop, ${threadsLabel(c)}, ${c.functions} function(s): the spinning thread's largest gap during an apply was ${num(c.applyGapUs.median)} µs median (max ${num(c.applyGapUs.max)}), against ${num(c.noiseGapUs?.median)} µs median (max ${num(c.noiseGapUs?.max)}) with nothing happening.`
+            ? `Zero-stop, ${threadsLabel(c)}, ${c.functions} function(s): the spinning thread's largest gap during an apply was ${num(c.applyGapUs.median)} µs median (max ${num(c.applyGapUs.max)}), against ${num(c.noiseGapUs?.median)} µs median (max ${num(c.noiseGapUs?.max)}) with the agent asleep and ${num(c.cpuNoiseGapUs?.median)} µs median with the agent merely spinning on a CPU${c.cpuNoiseGapUs && c.applyGapUs.median <= 1.5 * Math.max(c.cpuNoiseGapUs.median, c.noiseGapUs?.median ?? 0) ? ' — within the noise' : ' — beyond the noise'}.`
             : `Zero-stop, ${threadsLabel(c)}, ${c.functions} function(s): no measurement (${c.errors[0] ?? 'no run succeeded'}).`,
         );
       }
@@ -172,6 +174,7 @@ export function renderMarkdown(r: BenchReport): string {
     '',
     'Reproduce: `npm run bench` (options after `--`: `--runs N`, `--quick`, `--out DIR`, `--only pause,zeroStop,callCost,restart,scale`).',
     '',
+    ...(r.incomplete ? ['**Incomplete:** the benchmark is still running (or was stopped); this report is rewritten as each case finishes.', ''] : []),
     '## Reading',
     '',
     ...r.reading.map((x) => `- ${x}`),
@@ -183,14 +186,14 @@ export function renderMarkdown(r: BenchReport): string {
       '## Pause',
       '',
       'Per case one `benchd THREADS MODE FUNCTIONS` target; each run: the floor (the core\'s raw primitives: seize, interrupt, wait for every thread, rewrite the same sites with the bytes already there, resume), then `applyPatch` of `bench_fix.so` over FUNCTIONS functions, then `revertFunctions`. ' +
-        '"Pause" is the core\'s own measure (first thread interrupted → last resumed), "gap" the longest time the target\'s spinning recorder thread did not run during the call, "noise" the same with nothing happening. ' +
+        '"Pause" is the core\'s own measure (first thread interrupted → last resumed), "gap" the longest time the target\'s spinning recorder thread did not run during the call, "noise" the same over as long with the agent asleep, "cpu noise" with the agent spinning on a CPU instead (what competing for the CPUs alone costs; medians). ' +
         'The target also has its main thread and the recorder (the "stopped" column). Figures: median / p99 / max, µs unless marked.',
       '',
     );
     if (!r.pause.floorAvailable) lines.push(`**Floor not measured:** ${r.pause.floorNote}`, '');
     lines.push(
       ...table(
-        ['threads', 'mode', 'fns', 'stopped', 'runs', 'apply pause', 'floor pause', 'ratio', 'revert pause', 'apply gap', 'floor gap', 'noise gap', 'apply wall ms', 'revert wall ms', 'notes'],
+        ['threads', 'mode', 'fns', 'stopped', 'runs', 'apply pause', 'floor pause', 'ratio', 'revert pause', 'apply gap', 'floor gap', 'noise gap', 'cpu noise gap', 'apply wall ms', 'revert wall ms', 'notes'],
         r.pause.cases.map((c) => [
           String(c.threads),
           c.mode,
@@ -204,6 +207,7 @@ export function renderMarkdown(r: BenchReport): string {
           triple(c.applyGapUs),
           med(c.floorGapUs),
           `${med(c.noiseGapUs)} (max ${c.noiseGapUs ? num(c.noiseGapUs.max) : '–'})`,
+          med(c.cpuNoiseGapUs),
           med(c.applyWallMs),
           med(c.revertWallMs),
           [
@@ -228,8 +232,8 @@ export function renderMarkdown(r: BenchReport): string {
       lines.push(`${r.zeroStop.note}. \`benchd-zs THREADS busy FUNCTIONS\` (built with \`-fpatchable-function-entry=7,5\`); figures median / p99 / max, µs.`, '');
       lines.push(
         ...table(
-          ['threads', 'fns', 'runs', 'apply gap', 'revert gap', 'noise gap', 'switch (nothing stopped)', 'apply wall ms', 'revert wall ms', 'notes'],
-          r.zeroStop.cases.map((c) => [String(c.threads), String(c.functions), String(c.runs), triple(c.applyGapUs), triple(c.revertGapUs), triple(c.noiseGapUs), triple(c.switchUs), med(c.applyWallMs), med(c.revertWallMs), c.failures ? `${c.failures} failure(s): ${(c.errors[0] ?? '').slice(0, 120)}` : '']),
+          ['threads', 'fns', 'runs', 'apply gap', 'revert gap', 'noise gap', 'cpu noise gap', 'switch (nothing stopped)', 'apply wall ms', 'revert wall ms', 'notes'],
+          r.zeroStop.cases.map((c) => [String(c.threads), String(c.functions), String(c.runs), triple(c.applyGapUs), triple(c.revertGapUs), triple(c.noiseGapUs), triple(c.cpuNoiseGapUs), triple(c.switchUs), med(c.applyWallMs), med(c.revertWallMs), c.failures ? `${c.failures} failure(s): ${(c.errors[0] ?? '').slice(0, 120)}` : '']),
         ),
         '',
       );

@@ -81,34 +81,55 @@ export async function runBench(plan: BenchPlan, outDir: string, log: (line: stri
     }
   }
 
-  const pause = await section('pause', () => pauseSection(plan.pause, { runs: plan.runs, log }));
-  const zeroStop = await section('zeroStop', () => zeroStopSection(plan.zeroStop.threads, plan.zeroStop.functions, plan.runs, log));
-  const callCost = await section('callCost', () => callCostSection(plan.callCost.calls, plan.callCost.repeats, log));
-  const restart = await section('restart', () => restartSection(plan.restartRuns, log));
-  const scale = await section('scale', () => scaleSection(plan.scale.processes, plan.scale.concurrencies, log));
-
-  machine.loadAverageEnd = machineInfo().loadAverage;
-  const partial = {
-    schema: REPORT_SCHEMA,
-    date,
-    durationS: Math.round((performance.now() - started) / 100) / 10,
-    options: { runs: plan.runs, quick: plan.quick, sections: plan.sections },
-    machine,
-    pause,
-    zeroStop,
-    callCost,
-    restart,
-    scale,
-    errors,
-  } satisfies Omit<BenchReport, 'reading'>;
-  const report: BenchReport = { ...partial, reading: reading(partial) };
-  // the reading right after the machine, for people opening the JSON
-  const ordered: BenchReport = { schema: report.schema, date, durationS: report.durationS, options: report.options, machine, reading: report.reading, pause, zeroStop, callCost, restart, scale, errors };
-  const markdown = renderMarkdown(ordered);
+  const results: Pick<BenchReport, SectionName> = { pause: null, zeroStop: null, callCost: null, restart: null, scale: null };
   fs.mkdirSync(outDir, { recursive: true });
   const jsonPath = path.join(outDir, 'report.json');
   const markdownPath = path.join(outDir, 'report.md');
-  fs.writeFileSync(jsonPath, `${JSON.stringify(ordered, null, 2)}\n`);
-  fs.writeFileSync(markdownPath, `${markdown}\n`);
-  return { report: ordered, markdown, jsonPath, markdownPath };
+  const write = (final: boolean): { report: BenchReport; markdown: string } => {
+    if (final) machine.loadAverageEnd = machineInfo().loadAverage;
+    const partial = {
+      schema: REPORT_SCHEMA,
+      date,
+      durationS: Math.round((performance.now() - started) / 100) / 10,
+      options: { runs: plan.runs, quick: plan.quick, sections: plan.sections },
+      machine,
+      ...results,
+      errors,
+      ...(final ? {} : { incomplete: true }),
+    } satisfies Omit<BenchReport, 'reading'>;
+    // the reading right after the machine, for people opening the JSON
+    const { pause, zeroStop, callCost, restart, scale } = results;
+    const report: BenchReport = { schema: partial.schema, date, durationS: partial.durationS, options: partial.options, machine, ...(final ? {} : { incomplete: true }), reading: reading(partial), pause, zeroStop, callCost, restart, scale, errors };
+    const markdown = renderMarkdown(report);
+    // written to a temporary name and renamed: a reader never sees half a report
+    for (const [file, text] of [[jsonPath, `${JSON.stringify(report, null, 2)}\n`], [markdownPath, `${markdown}\n`]]) {
+      fs.writeFileSync(`${file}.tmp`, text);
+      fs.renameSync(`${file}.tmp`, file);
+    }
+    return { report, markdown };
+  };
+
+  // Quick sections first, so a run cut short still reports them; every section and every pause
+  // case rewrites the (incomplete) report.
+  results.callCost = await section('callCost', () => callCostSection(plan.callCost.calls, plan.callCost.repeats, log));
+  write(false);
+  results.restart = await section('restart', () => restartSection(plan.restartRuns, log));
+  write(false);
+  results.scale = await section('scale', () => scaleSection(plan.scale.processes, plan.scale.concurrencies, log));
+  write(false);
+  results.zeroStop = await section('zeroStop', () => zeroStopSection(plan.zeroStop.threads, plan.zeroStop.functions, plan.runs, log));
+  write(false);
+  // a section that fails part way keeps the cases it finished
+  results.pause = await section('pause', () =>
+    pauseSection(plan.pause, {
+      runs: plan.runs,
+      log,
+      onProgress: (p) => {
+        results.pause = p;
+        write(false);
+      },
+    }),
+  ).then((done) => done ?? results.pause);
+  const { report, markdown } = write(true);
+  return { report, markdown, jsonPath, markdownPath };
 }

@@ -6,7 +6,7 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { fixturePath } from '../harness/index.js';
-import { Benchd, BENCH_PATCH, functionNames, functionSpecs, sampleIndexes } from './benchd.js';
+import { Benchd, BENCH_PATCH, functionNames, functionSpecs, sampleIndexes, spinFor } from './benchd.js';
 import { rounded, summarize, type Stats } from './stats.js';
 
 /** zeroStopApply(pid, opts) and zeroStopRevert(pid, opts) of src/engine/zerostop.ts. */
@@ -30,6 +30,8 @@ export interface ZeroStopCase {
   revertGapUs?: Stats;
   /** Each run, as long as its apply with nothing happening, µs. */
   noiseGapUs?: Stats;
+  /** The same with the agent spinning on a CPU (contention alone, nothing touches the target), µs. */
+  cpuNoiseGapUs?: Stats;
   applyWallMs?: Stats;
   revertWallMs?: Stats;
   /** The switch as zeroStopApply reports it (durationUs: first write → last write read back, nothing stopped), µs. */
@@ -86,6 +88,7 @@ export async function zeroStopCase(engine: ZeroStopEngine, threads: number, func
     const revertWall: number[] = [];
     const switches: number[] = [];
     const noise: number[] = [];
+    const cpuNoise: number[] = [];
     const maxFailures = Math.max(3, runs >> 2);
     while (out.runs < runs && out.failures < maxFailures) {
       await t.resetGap();
@@ -118,6 +121,9 @@ export async function zeroStopCase(engine: ZeroStopEngine, threads: number, func
       await t.resetGap();
       await delay(applyWall[applyWall.length - 1]);
       noise.push(await t.gapUs());
+      await t.resetGap();
+      spinFor(applyWall[applyWall.length - 1]);
+      cpuNoise.push(await t.gapUs());
       if (out.runs === 0) await t.expectAnswers(sampleIndexes(functions), false);
       out.runs++;
     }
@@ -125,6 +131,7 @@ export async function zeroStopCase(engine: ZeroStopEngine, threads: number, func
       applyGapUs: rounded(summarize(applyGap)),
       revertGapUs: rounded(summarize(revertGap)),
       noiseGapUs: rounded(summarize(noise)),
+      cpuNoiseGapUs: rounded(summarize(cpuNoise)),
       applyWallMs: rounded(summarize(applyWall), 2),
       revertWallMs: rounded(summarize(revertWall), 2),
       switchUs: rounded(summarize(switches)),

@@ -55,6 +55,7 @@ describe('npm run bench -- --quick', () => {
     expect(report.machine).toMatchObject({ nproc: expect.any(Number), cpu: expect.any(String), kernel: expect.any(String), loadAverage: expect.any(Array) });
     expect(report.reading.length).toBeGreaterThan(0);
     expect(report.errors).toEqual([]);
+    expect(report.incomplete).toBeUndefined();
   });
 
   it('has the pause matrix: 1 and 4 threads, idle and busy, 1 function, against the floor', () => {
@@ -63,7 +64,7 @@ describe('npm run bench -- --quick', () => {
     for (const c of pause.cases) {
       expect(c.runs, `${c.target}: ${c.errors.join('; ')}`).toBeGreaterThan(0);
       expect(c.targetThreads).toBe(c.threads + 2); // workers, main, gap recorder
-      for (const field of ['applyPauseUs', 'revertPauseUs', 'applyGapUs', 'revertGapUs', 'noiseGapUs', 'applyWallMs', 'revertWallMs'] as const) {
+      for (const field of ['applyPauseUs', 'revertPauseUs', 'applyGapUs', 'revertGapUs', 'noiseGapUs', 'cpuNoiseGapUs', 'applyWallMs', 'revertWallMs'] as const) {
         expect(c[field], `${c.target} ${field}`).toEqual(statsShape);
       }
       if (pause.floorAvailable) {
