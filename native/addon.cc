@@ -157,19 +157,24 @@ Napi::Value RemoteSyscalls(const Napi::CallbackInfo& info) {
       });
 }
 
-Napi::Value Transaction(const Napi::CallbackInfo& info) {
-  if (!CheckArgs(info, 2, "transaction(pid, sites, options?)")) return info.Env().Undefined();
-  pid_t pid = info[0].As<Napi::Number>().Int32Value();
-  Napi::Array arr = info[1].As<Napi::Array>();
+// [{ addr, expect?, write }] → sites (floor() passes no `expect`).
+std::shared_ptr<std::vector<hp::Site>> Sites(const Napi::Array& arr) {
   auto sites = std::make_shared<std::vector<hp::Site>>();
   for (uint32_t i = 0; i < arr.Length(); i++) {
     Napi::Object s = arr.Get(i).As<Napi::Object>();
     hp::Site site;
     site.addr = ToU64(s.Get("addr"));
-    site.expect = Bytes(s.Get("expect"));
+    if (s.Has("expect") && s.Get("expect").IsBuffer()) site.expect = Bytes(s.Get("expect"));
     site.write = Bytes(s.Get("write"));
     sites->push_back(std::move(site));
   }
+  return sites;
+}
+
+Napi::Value Transaction(const Napi::CallbackInfo& info) {
+  if (!CheckArgs(info, 2, "transaction(pid, sites, options?)")) return info.Env().Undefined();
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  auto sites = Sites(info[1].As<Napi::Array>());
   hp::TransactionOptions opts;
   if (info.Length() > 2 && info[2].IsObject()) {
     Napi::Object o = info[2].As<Napi::Object>();
@@ -195,15 +200,7 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
 Napi::Value Floor(const Napi::CallbackInfo& info) {
   if (!CheckArgs(info, 2, "floor(pid, sites, options?)")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
-  Napi::Array arr = info[1].As<Napi::Array>();
-  auto sites = std::make_shared<std::vector<hp::Site>>();
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    Napi::Object s = arr.Get(i).As<Napi::Object>();
-    hp::Site site;
-    site.addr = ToU64(s.Get("addr"));
-    site.write = Bytes(s.Get("write"));
-    sites->push_back(std::move(site));
-  }
+  auto sites = Sites(info[1].As<Napi::Array>());
   bool realtime = info.Length() > 2 && info[2].IsObject() ? OptBool(info[2].As<Napi::Object>(), "realtime", false) : false;
   auto out = std::make_shared<hp::FloorResult>();
   return Queue(
