@@ -11,7 +11,7 @@ import type { PauseCase, PauseSection } from './pause.js';
 import type { RestartSection } from './restart.js';
 import type { ScaleSection } from './scale.js';
 import type { Stats } from './stats.js';
-import type { ZeroStopSection } from './zero-stop.js';
+import type { ZeroStopCase, ZeroStopSection } from './zero-stop.js';
 
 export const REPORT_SCHEMA = 'hp-agent-bench/1';
 export const SECTIONS = ['pause', 'zeroStop', 'callCost', 'restart', 'scale'] as const;
@@ -109,13 +109,23 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
     if (!zs.available) {
       out.push(`Zero-stop mode: ${zs.note}.`);
     } else {
-      for (const c of zs.cases) {
+      const measured = zs.cases.filter((c) => c.applyGapUs);
+      const noiseOf = (c: ZeroStopCase) => Math.max(c.noiseGapUs?.median ?? 0, c.cpuNoiseGapUs?.median ?? 0);
+      const within = measured.filter((c) => c.applyGapUs!.median <= 1.5 * noiseOf(c));
+      const beyond = measured.filter((c) => !within.includes(c));
+      const label = (c: ZeroStopCase) => `${threadsLabel(c)}, ${c.functions} function${c.functions === 1 ? '' : 's'}`;
+      if (measured.length) {
+        const quiet = [...measured].sort((a, b) => noiseOf(a) - noiseOf(b))[0];
         out.push(
-          c.applyGapUs
-            ? `Zero-stop, ${threadsLabel(c)}, ${c.functions} function(s): the spinning thread's largest gap during an apply was ${num(c.applyGapUs.median)} µs median (max ${num(c.applyGapUs.max)}), against ${num(c.noiseGapUs?.median)} µs median (max ${num(c.noiseGapUs?.max)}) with the agent asleep and ${num(c.cpuNoiseGapUs?.median)} µs median with the agent merely spinning on a CPU${c.cpuNoiseGapUs && c.applyGapUs.median <= 1.5 * Math.max(c.cpuNoiseGapUs.median, c.noiseGapUs?.median ?? 0) ? ' — within the noise' : ' — beyond the noise'}.`
-            : `Zero-stop, ${threadsLabel(c)}, ${c.functions} function(s): no measurement (${c.errors[0] ?? 'no run succeeded'}).`,
+          `Zero-stop: the spinning thread's median gap during an apply stayed within the noise (≤ 1.5× the larger of the two noise medians) in ${within.length} of ${measured.length} cases` +
+            (beyond.length ? `; beyond it: ${beyond.map((c) => `${label(c)} (${num(c.applyGapUs!.median)} µs against ${num(noiseOf(c))} µs)`).join('; ')}` : '') +
+            `. Least noisy case, ${label(quiet)}: gap ${num(quiet.applyGapUs!.median)} µs against a noise of ${num(quiet.noiseGapUs?.median)} µs (agent asleep) / ${num(quiet.cpuNoiseGapUs?.median)} µs (agent spinning).` +
+            (noiseOf(quiet) > 1000
+              ? ' With busy workers competing for the CPUs the noise itself is milliseconds — more than a ptrace stop — so these figures cannot prove that no thread was stopped; that needs fewer busy threads than CPUs on a quiet machine.'
+              : ''),
         );
       }
+      for (const c of zs.cases.filter((x) => !x.applyGapUs)) out.push(`Zero-stop, ${label(c)}: no measurement (${c.errors[0] ?? 'no run succeeded'}).`);
     }
   }
   const cc = r.callCost;
