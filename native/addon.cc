@@ -98,6 +98,46 @@ Napi::Value ReadMemory(const Napi::CallbackInfo& info) {
       [=](Napi::Env env) { return Napi::Buffer<uint8_t>::Copy(env, buf->data(), buf->size()); });
 }
 
+// readRanges(pid, [address, length, address, length, ...]) → one Buffer holding every range in
+// order: many small reads (function entries, GOT slots) in one process_vm_readv.
+Napi::Value ReadRanges(const Napi::CallbackInfo& info) {
+  if (!CheckArgs(info, 2, "readRanges(pid, [address, length, ...])") || !info[1].IsArray()) {
+    if (!info.Env().IsExceptionPending()) Napi::TypeError::New(info.Env(), "readRanges(pid, [address, length, ...])").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  Napi::Array flat = info[1].As<Napi::Array>();
+  if (flat.Length() % 2) {
+    Napi::TypeError::New(info.Env(), "readRanges: the list holds address, length pairs").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  std::vector<std::pair<uint64_t, size_t>> spans;
+  size_t total = 0;
+  for (uint32_t i = 0; i < flat.Length(); i += 2) {
+    Napi::Value a = flat.Get(i), l = flat.Get(i + 1);
+    if (!a.IsNumber() || !l.IsNumber()) {
+      Napi::TypeError::New(info.Env(), "readRanges: addresses and lengths are numbers").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    size_t len = l.As<Napi::Number>().Uint32Value();
+    spans.emplace_back(uint64_t(a.As<Napi::Number>().Int64Value()), len);
+    total += len;
+  }
+  auto buf = std::make_shared<std::vector<uint8_t>>(total);
+  return Queue(
+      info.Env(),
+      [=](CoreError& err) {
+        std::vector<hp::Range> ranges;
+        size_t at = 0;
+        for (const auto& s : spans) {
+          if (s.second) ranges.push_back({s.first, buf->data() + at, s.second});
+          at += s.second;
+        }
+        return hp::ReadRanges(pid, ranges, err);
+      },
+      [=](Napi::Env env) { return Napi::Buffer<uint8_t>::Copy(env, buf->data(), buf->size()); });
+}
+
 std::vector<uint8_t> Bytes(const Napi::Value& v) {
   auto b = v.As<Napi::Buffer<uint8_t>>();
   return std::vector<uint8_t>(b.Data(), b.Data() + b.Length());
@@ -239,6 +279,7 @@ Napi::Value Snapshot(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readMemory", Napi::Function::New(env, ReadMemory));
+  exports.Set("readRanges", Napi::Function::New(env, ReadRanges));
   exports.Set("writeMemory", Napi::Function::New(env, WriteMemory));
   exports.Set("remoteSyscalls", Napi::Function::New(env, RemoteSyscalls));
   exports.Set("transaction", Napi::Function::New(env, Transaction));

@@ -63,6 +63,7 @@ export interface ThreadSnapshot {
 
 interface RawCore {
   readMemory(pid: number, addr: number, length: number): Promise<Buffer>;
+  readRanges(pid: number, flat: number[]): Promise<Buffer>;
   writeMemory(pid: number, addr: number, data: Buffer): Promise<void>;
   remoteSyscalls(pid: number, batch: { tid?: number; gadget: number; calls: { nr: number; args: RemoteArg[] }[] }): Promise<RemoteBatchResult>;
   transaction(pid: number, sites: TransactionSite[], options?: TransactionOptions): Promise<TransactionResult>;
@@ -88,25 +89,114 @@ async function call<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
+    if (e instanceof HpError) throw e;
     const err = e as Error & { code?: string; unchanged?: boolean };
     if (err.code) throw new HpError(err.code, err.message, {}, err.unchanged !== false);
     throw e;
   }
 }
 
+// The core trusts its arguments' types (a wrong one would abort the whole process inside N-API),
+// so every call is checked here first and a mistake becomes an ordinary, catchable error.
+function invalid(what: string, value: unknown): never {
+  throw new HpError('INVALID_ARGUMENT', `native core: ${what} is not valid (${typeof value === 'bigint' ? `${value}n` : JSON.stringify(value) ?? String(value)})`);
+}
+const MAX_ADDRESS = 2 ** 64;
+function checkPid(pid: unknown): void {
+  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0 || pid > 2 ** 31 - 1) invalid('pid', pid);
+}
+function checkAddress(addr: unknown, what = 'address'): void {
+  const ok = typeof addr === 'bigint' ? addr >= 0n && addr < BigInt(MAX_ADDRESS) : typeof addr === 'number' && Number.isSafeInteger(addr) && addr >= 0;
+  if (!ok) invalid(what, addr);
+}
+function checkLength(length: unknown, what = 'length'): void {
+  if (typeof length !== 'number' || !Number.isInteger(length) || length < 0 || length > 2 ** 30) invalid(what, length);
+}
+function checkBuffer(b: unknown, what: string): void {
+  if (!Buffer.isBuffer(b)) invalid(what, typeof b);
+}
+function checkSites(sites: unknown, needExpect: boolean): void {
+  if (!Array.isArray(sites)) invalid('sites', typeof sites);
+  sites.forEach((s: Partial<TransactionSite>, i) => {
+    if (typeof s !== 'object' || s === null) invalid(`sites[${i}]`, s);
+    checkAddress(s.addr, `sites[${i}].addr`);
+    checkBuffer(s.write, `sites[${i}].write`);
+    if (needExpect) {
+      checkBuffer(s.expect, `sites[${i}].expect`);
+      if (s.expect!.length !== s.write!.length) invalid(`sites[${i}].expect (length differs from write)`, s.expect!.length);
+    }
+  });
+}
+function checkRemoteArg(a: unknown, where: string): void {
+  if (typeof a === 'number') return checkAddress(a < 0 ? -a : a, where);
+  if (typeof a === 'bigint') return;
+  if (typeof a === 'object' && a !== null && 'result' in a) return checkLength((a as { result: unknown }).result, `${where}.result`);
+  if (typeof a === 'object' && a !== null && 'string' in a) return checkBuffer((a as { string: unknown }).string, `${where}.string`);
+  invalid(where, a);
+}
+
 export const native = {
-  readMemory: (pid: number, addr: number, length: number) => call(() => core().readMemory(pid, addr, length)),
-  writeMemory: (pid: number, addr: number, data: Buffer) => call(() => core().writeMemory(pid, addr, data)),
+  readMemory: (pid: number, addr: number, length: number) =>
+    call(() => {
+      checkPid(pid);
+      checkAddress(addr);
+      checkLength(length);
+      return core().readMemory(pid, addr, length);
+    }),
+  /** Reads many small ranges with one system call; one Buffer per range, in order. */
+  readRanges: async (pid: number, ranges: { addr: number; length: number }[]): Promise<Buffer[]> => {
+    if (ranges.length === 0) return [];
+    const flat: number[] = [];
+    checkPid(pid);
+    ranges.forEach((r, i) => {
+      checkAddress(r.addr, `ranges[${i}].addr`);
+      checkLength(r.length, `ranges[${i}].length`);
+      flat.push(r.addr, r.length);
+    });
+    const all = await call(() => core().readRanges(pid, flat));
+    let at = 0;
+    return ranges.map((r) => all.subarray(at, (at += r.length)));
+  },
+  writeMemory: (pid: number, addr: number, data: Buffer) =>
+    call(() => {
+      checkPid(pid);
+      checkAddress(addr);
+      checkBuffer(data, 'data');
+      return core().writeMemory(pid, addr, data);
+    }),
   /** Runs the calls one after the other in one hijacked thread (see native/remote_syscall.cc). */
   remoteSyscalls: (pid: number, calls: { nr: number; args: RemoteArg[] }[], opts: { gadget: number; tid?: number }) =>
-    call(() => core().remoteSyscalls(pid, { ...opts, calls })),
+    call(() => {
+      checkPid(pid);
+      checkAddress(opts.gadget, 'gadget');
+      if (opts.tid !== undefined) checkPid(opts.tid);
+      if (!Array.isArray(calls)) invalid('calls', typeof calls);
+      calls.forEach((c, i) => {
+        checkLength(c.nr, `calls[${i}].nr`);
+        if (!Array.isArray(c.args) || c.args.length > 6) invalid(`calls[${i}].args`, c.args);
+        c.args.forEach((a, j) => checkRemoteArg(a, `calls[${i}].args[${j}]`));
+      });
+      return core().remoteSyscalls(pid, { ...opts, calls });
+    }),
   transaction: (pid: number, sites: TransactionSite[], options: TransactionOptions = {}) =>
-    call(() => core().transaction(pid, sites, options)),
-  snapshot: (pid: number) => call(() => core().snapshot(pid)),
+    call(() => {
+      checkPid(pid);
+      checkSites(sites, true);
+      return core().transaction(pid, sites, options);
+    }),
+  snapshot: (pid: number) =>
+    call(() => {
+      checkPid(pid);
+      return core().snapshot(pid);
+    }),
   /**
    * The physical floor of a stop (seize, interrupt, wait, write, resume — nothing else), for
    * benchmarks. Pass the bytes that are at each site now: the writes must change nothing.
    */
   floor: (pid: number, sites: { addr: number; write: Buffer }[], options: { realtime?: boolean } = {}) =>
-    call(() => core().floor(pid, sites, options)),
+    call(() => {
+      checkPid(pid);
+      checkSites(sites, false);
+      return core().floor(pid, sites, options);
+    }),
 };

@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import { HpError } from '../errors.js';
-import { readMaps } from '../proc/index.js';
+import { readMaps, type MapEntry } from '../proc/index.js';
 import { MAP_FIXED_NOREPLACE, MAP_SHARED, MFD_CLOEXEC, PAGE_SIZE, PROT_READ } from '../x64/syscalls.js';
 import { RemoteProcess, type RemoteCall } from './remote.js';
 
@@ -46,11 +46,13 @@ export async function mapPatchImage(
   segments: ImageSegment[],
   trailer: Buffer,
   patchName: string,
+  /** The process's maps as the caller just read them (saves reading them again). */
+  maps?: MapEntry[],
 ): Promise<MappedPatch> {
   if (image.length % PAGE_SIZE || trailer.length % PAGE_SIZE) {
     throw new HpError('BAD_IMAGE', 'patch image and record must be page-sized');
   }
-  const remote = new RemoteProcess(pid);
+  const remote = new RemoteProcess(pid, maps);
   const name = memfdName(patchName);
   const size = image.length + trailer.length;
   const fd = { result: 0 };
@@ -79,7 +81,7 @@ export async function mapPatchImage(
     if (at !== base) {
       throw new HpError('MAP_FAILED', `the kernel placed the patch at 0x${at.toString(16)} instead of 0x${base.toString(16)}`);
     }
-    writeThroughMapping(pid, base, image, trailer);
+    writeThroughMapping(pid, base, firstAreaEnd(base, size, segments), image, trailer);
   } catch (e) {
     await remote.syscall('munmap', at, size).catch(() => undefined);
     throw e;
@@ -87,11 +89,30 @@ export async function mapPatchImage(
   return { base, size, name };
 }
 
+/**
+ * Where the first memory area of a fresh patch mapping ends: the mapping is made read-only and
+ * the segments' mprotects split it wherever the protection changes, so /proc/PID/map_files names
+ * its first area [base, that end) — no need to read /proc/PID/maps again to find it.
+ */
+export function firstAreaEnd(base: number, size: number, segments: ImageSegment[]): number {
+  const protAt = (offset: number) => segments.find((s) => s.offset <= offset && offset < s.offset + s.size)?.prot ?? PROT_READ;
+  const first = protAt(0);
+  const edges = [...segments.flatMap((s) => [s.offset, s.offset + s.size])].filter((o) => o > 0 && o < size).sort((a, b) => a - b);
+  for (const edge of edges) if (protAt(edge) !== first) return base + edge;
+  return base + size;
+}
+
 /** Fills the memfd behind the mapping at `base` from our side: plain file writes, no ptrace. */
-function writeThroughMapping(pid: number, base: number, image: Buffer, trailer: Buffer): void {
-  const vma = readMaps(pid).find((m) => m.start === base);
-  if (!vma) throw new HpError('MAP_FAILED', `the patch mapping at 0x${base.toString(16)} is not in /proc/${pid}/maps`);
-  const file = fs.openSync(`/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`, 'r+');
+function writeThroughMapping(pid: number, base: number, firstEnd: number, image: Buffer, trailer: Buffer): void {
+  let file: number;
+  try {
+    file = fs.openSync(`/proc/${pid}/map_files/${base.toString(16)}-${firstEnd.toString(16)}`, 'r+');
+  } catch {
+    // The kernel split or merged the areas differently than expected: ask it.
+    const vma = readMaps(pid).find((m) => m.start === base);
+    if (!vma) throw new HpError('MAP_FAILED', `the patch mapping at 0x${base.toString(16)} is not in /proc/${pid}/maps`);
+    file = fs.openSync(`/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`, 'r+');
+  }
   try {
     fs.writeSync(file, image, 0, image.length, 0);
     fs.writeSync(file, trailer, 0, trailer.length, image.length);

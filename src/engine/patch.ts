@@ -1,47 +1,51 @@
 /**
  * The engine: redirect functions of a running process to code from patch objects, re-point
  * them to a newer patch (cumulative hotpatches), and put them back. Everything slow (reading,
- * linking, mapping the patches) happens while the target runs; only the final transaction in
- * the native core stops it, and it changes every site of the process at once.
+ * linking, mapping the patches) happens while the target runs; then every site of the process
+ * changes in one step, in one of two modes:
  *
- * Every refusal happens before the first byte is written, and every failure after that goes
- * through one rollback path (the transaction's own, then unmapping the new patches), so a
- * refused or failed change leaves the target exactly as it was.
+ *  - stop: the native core's transaction stops every thread for the few microseconds the writes
+ *    take (any function);
+ *  - zero-stop: for hot-patchable entries (-fpatchable-function-entry=7,5) the jump goes into
+ *    the padding and the entry is flipped by single-byte writes, each a valid instruction stream
+ *    (src/x64/zerostop.ts) — no thread is stopped at all.
+ *
+ * 'auto' (the default) uses zero-stop when every function of the change allows it. Every
+ * refusal happens before the first byte is written, and every failure after that goes through
+ * one rollback path (the transaction's own or the switch's undo, then unmapping the new
+ * patches), so a refused or failed change leaves the target exactly as it was.
  */
-import fs from 'node:fs';
 import path from 'node:path';
-import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { linkPatch, layoutPatch } from '../link/index.js';
 import { native, type TransactionResult, type TransactionSite } from '../native.js';
+import { findFreeRegionNear, readElfFile, type LoadedObject, type MapEntry } from '../proc/index.js';
 import {
-  findFreeRegionNear,
-  findObject,
-  loadedObjects,
-  processExists,
-  readMaps,
-  symbolAddress,
-  tracerOf,
-  type LoadedObject,
-  type MapEntry,
-} from '../proc/index.js';
-import { describeSiteAt, planJumpSite, USER_SPACE_END, type JumpKind } from '../x64/index.js';
-import { isPatchMapping, mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
-import {
-  decodeRecord,
-  encodeRecord,
-  recordLength,
-  RECORD_TRAILER_SIZE,
-  type PatchLabel,
-  type PatchRecord,
-  type SiteRecord,
-} from './record.js';
+  paddingJump,
+  planJumpSite,
+  planZeroStop,
+  planZeroStopRepoint,
+  planZeroStopRevert,
+  switchedEntryBytes,
+  USER_SPACE_END,
+  type JumpKind,
+  type ZeroStopStep,
+} from '../x64/index.js';
+import { readEntries, type Entry, type FunctionState } from './entries.js';
+import { mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
+import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
+import { ProcessView, refuseUntraceable, whileAlive } from './view.js';
+import { zeroStopSwitch } from './zerostop.js';
 
-/** Enough bytes to see an endbr64 and the longest jump after it. */
-const ENTRY_PEEK = 4 + 14;
+export type { FunctionState } from './entries.js';
+
 const REL32_REACH = 2 ** 31;
 const RECORD_RESERVE = 64 * 1024;
+
+/** How the sites change: 'auto' is zero-stop when every function allows it, else stop. */
+export const PATCH_MODES = ['auto', 'stop', 'zero-stop'] as const;
+export type PatchMode = (typeof PATCH_MODES)[number];
 
 export interface FunctionSpec {
   /** The function of the patched object to redirect. */
@@ -68,8 +72,14 @@ export interface ChangeOptions {
   label?: PatchLabel;
   /** Re-point functions that hp-agent already patched (cumulative hotpatches); else refuse them. */
   replace?: boolean;
+  /** Refuse to restore a function that is not patched (revert), instead of skipping it. */
+  requirePatched?: boolean;
+  /** Default 'auto'. */
+  mode?: PatchMode;
   timeoutMs?: number;
   realtime?: boolean;
+  /** Zero-stop: the pause between two writes to the same entry (see zerostop.ts; default 1 ms). */
+  stepDelayMs?: number;
   /**
    * 'near' (default) maps a patch within rel32 reach of its object; 'far' deliberately maps it
    * out of reach, so the 14-byte absolute jump is used (to test that path).
@@ -85,18 +95,23 @@ export interface SiteReport {
   function: string;
   replacement?: string;
   functionAddress: number;
+  /** 'padding': the jump is in the hot-patchable entry's padding (siteAddress), `entry` says what the entry NOP became. */
+  form: 'entry' | 'padding';
   siteAddress: number;
   kind: JumpKind;
   keptEndbr64: boolean;
   target?: number;
-  /** Hex of the bytes at the site before the transaction. */
+  /** Hex of the bytes at the site before the change. */
   before: string;
   /** Hex of the bytes at the site after it. */
   after: string;
+  entry?: { siteAddress: number; entryNop: string; before: string; after: string };
 }
 
 export interface TransactionReport {
+  /** Stop mode: first thread stopped → last resumed (µs); 0 in zero-stop mode. */
   pauseUs: number;
+  /** Threads stopped (0 in zero-stop mode). */
   threads: number;
   attempts: number;
   steppedThreads: number;
@@ -117,6 +132,9 @@ export interface ChangeReport extends Partial<TransactionReport> {
   pid: number;
   /** False when every function was already as asked: nothing was stopped or written. */
   changed: boolean;
+  mode?: 'stop' | 'zero-stop';
+  /** Zero-stop: first write → last write read back, pauses included (nothing stopped), µs. */
+  switchUs?: number;
   objects: { path: string; buildId?: string }[];
   patches: MappedPatchReport[];
   sites: SiteReport[];
@@ -127,13 +145,18 @@ export interface ApplyOptions {
   patchPath: string;
   functions: FunctionSpec[];
   object?: string;
+  mode?: PatchMode;
+  replace?: boolean;
   timeoutMs?: number;
   realtime?: boolean;
+  stepDelayMs?: number;
   placement?: 'near' | 'far';
 }
 
 export interface ApplyReport extends TransactionReport {
   pid: number;
+  mode: 'stop' | 'zero-stop';
+  switchUs?: number;
   object: { path: string; buildId?: string };
   patch: { path: string; buildId?: string; base: number; size: number; mapping: string };
   bindings: { name: string; address: number; from: string }[];
@@ -144,25 +167,18 @@ export interface RevertOptions {
   pid: number;
   functions: string[];
   object?: string;
+  mode?: PatchMode;
   timeoutMs?: number;
   realtime?: boolean;
+  stepDelayMs?: number;
 }
 
 export interface RevertReport extends TransactionReport {
   pid: number;
+  mode: 'stop' | 'zero-stop';
+  switchUs?: number;
   object: { path: string; buildId?: string };
   sites: SiteReport[];
-}
-
-export interface FunctionState {
-  function: string;
-  object: string;
-  functionAddress: number;
-  /** original: the file's bytes; patched: a jump into an hp-agent patch; foreign: a jump elsewhere; modified: anything else. */
-  state: 'original' | 'patched' | 'foreign' | 'modified';
-  jump?: { kind: JumpKind; target: number; siteAddress: number };
-  mapping?: string;
-  record?: SiteRecord & { patch: string; label?: PatchLabel };
 }
 
 const hex = (b: Buffer) => b.toString('hex');
@@ -177,103 +193,19 @@ function transactionReport(t: TransactionResult): TransactionReport {
   };
 }
 
-function refuseUntraceable(pid: number): void {
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    throw new HpError('PROCESS_NOT_FOUND', `no running process with PID ${pid}`);
-  }
-  // libuv reaps its own children with waitpid, which would swallow their ptrace stops.
-  const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  if (ppid === process.pid) {
-    throw new HpError('TARGET_IS_OUR_CHILD', `process ${pid} is a child of this agent process; run hp-agent as a separate process to patch it`);
-  }
-  const tracer = tracerOf(pid);
-  if (tracer !== 0) {
-    throw new HpError('ALREADY_TRACED', `process ${pid} is already traced by PID ${tracer}; a process can have only one tracer, so nothing was changed`, { tracer });
-  }
-}
-
-/**
- * A process that dies while we read it makes /proc or the core fail in whatever way the
- * moment dictates; say plainly what happened instead.
- */
-async function whileAlive<T>(pid: number, work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (e) {
-    if (!(e instanceof HpError) && !processExists(pid)) {
-      throw new HpError('PROCESS_EXITED', `process ${pid} exited while hp-agent was working on it`);
-    }
-    throw e;
-  }
-}
-
-// ---- reading what a function's entry holds now -------------------------------------------------
-
-/** The hp-agent patch mapping (all its /proc/PID/maps lines) that contains `addr`, if any. */
-function patchMappingAt(maps: MapEntry[], addr: number): MapEntry[] | undefined {
-  const hit = maps.find((m) => m.start <= addr && addr < m.end);
-  if (!hit || !isPatchMapping(hit.path)) return undefined;
-  return maps.filter((m) => m.inode === hit.inode && m.path === hit.path);
-}
-
-async function readRecord(pid: number, mapping: MapEntry[]): Promise<PatchRecord> {
-  const end = Math.max(...mapping.map((m) => m.end));
-  const length = recordLength(await native.readMemory(pid, end - RECORD_TRAILER_SIZE, RECORD_TRAILER_SIZE));
-  if (length === undefined) throw new HpError('RECORD_CORRUPT', `the patch mapping ending at 0x${end.toString(16)} in process ${pid} has no hp-agent record`);
-  return decodeRecord(await native.readMemory(pid, end - RECORD_TRAILER_SIZE - length, length));
-}
-
-interface Entry {
-  state: FunctionState;
-  size: number;
-  /** Entry bytes as the object file has them. */
-  fileBytes: Buffer;
-  /** Entry bytes in the target now. */
-  memoryBytes: Buffer;
-}
-
-async function readEntry(pid: number, obj: LoadedObject, maps: MapEntry[], name: string): Promise<Entry> {
-  const sym = symbolAddress(obj, name);
-  const length = Math.max(0, Math.min(sym.size, ENTRY_PEEK));
-  const memoryBytes = length ? await native.readMemory(pid, sym.address, length) : Buffer.alloc(0);
-  const fileBytes = length ? obj.elf.readVirtual(sym.address - obj.bias, length) : Buffer.alloc(0);
-  const base = { function: name, object: obj.path, functionAddress: sym.address };
-  const entry = (state: FunctionState): Entry => ({ state, size: sym.size, fileBytes, memoryBytes });
-  if (memoryBytes.equals(fileBytes)) return entry({ ...base, state: 'original' });
-  const now = describeSiteAt(sym.address, memoryBytes);
-  if (!now.jump) return entry({ ...base, state: 'modified' });
-  const siteAddress = sym.address + (now.endbr64 ? 4 : 0);
-  const jump = { kind: now.jump.kind, target: now.jump.target, siteAddress };
-  const mapping = patchMappingAt(maps, now.jump.target);
-  if (!mapping) return entry({ ...base, state: 'foreign', jump });
-  const record = await readRecord(pid, mapping);
-  const site = record.sites.find((s) => s.siteAddress === siteAddress);
-  // A jump into our mapping that its record does not describe is not ours to undo.
-  if (!site || site.jump !== hex(memoryBytes.subarray(siteAddress - sym.address, siteAddress - sym.address + site.jump.length / 2))) {
-    return entry({ ...base, state: 'foreign', jump, mapping: mapping[0].path });
-  }
-  return entry({ ...base, state: 'patched', jump, mapping: mapping[0].path, record: { ...site, patch: record.patch, label: record.label } });
-}
+const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, threads: 0, attempts: 0, steppedThreads: 0, realtime: false };
 
 /** What each function's entry holds now, read from the process (never from our own files). */
 export async function inspectFunctions(pid: number, names: string[], object?: string): Promise<FunctionState[]> {
-  const obj = findObject(pid, object);
-  const maps = readMaps(pid);
-  const out: FunctionState[] = [];
-  for (const name of names) out.push((await readEntry(pid, obj, maps, name)).state);
-  return out;
+  const view = new ProcessView(pid);
+  return (await readEntries(view, view.object(object), names)).map((e) => e.state);
 }
 
 // ---- planning ------------------------------------------------------------------------------------
 
 /** Where a patch goes: near (a rel32 jump reaches it) or, on request, deliberately far. */
-function choosePatchBase(pid: number, obj: LoadedObject, size: number, placement: 'near' | 'far', taken: { start: number; end: number }[]): number {
-  // Mappings made earlier in this same change are not in /proc yet: count them as taken.
-  const maps: MapEntry[] = [...readMaps(pid), ...taken.map((t) => ({ start: t.start, end: t.end, perms: '---p', read: false, write: false, exec: false, shared: false, offset: 0, dev: '00:00', inode: 0, path: '', deleted: false }))];
-  maps.sort((a, b) => a.start - b.start);
+function choosePatchBase(view: ProcessView, obj: LoadedObject, size: number, placement: 'near' | 'far'): number {
+  const { pid, maps } = view;
   if (placement === 'near') {
     const base = findFreeRegionNear(maps, { start: obj.start, end: obj.end }, size);
     if (base === undefined) {
@@ -290,9 +222,15 @@ function choosePatchBase(pid: number, obj: LoadedObject, size: number, placement
   return base;
 }
 
-interface PlannedSite {
+/** One function's change, ready for either mode. */
+interface FunctionPlan {
   report: SiteReport;
-  site: TransactionSite;
+  /** The writes of the stop-the-world transaction. */
+  sites: TransactionSite[];
+  /** The zero-stop writes, in order; absent when this function cannot change without a stop. */
+  steps?: ZeroStopStep[];
+  /** Why `steps` is absent. */
+  needsStop?: string;
 }
 
 interface PlannedPatch {
@@ -309,7 +247,7 @@ interface PlannedPatch {
 interface Plan {
   objects: LoadedObject[];
   patches: PlannedPatch[];
-  sites: PlannedSite[];
+  functions: FunctionPlan[];
 }
 
 function refuseState(pid: number, e: Entry, replace: boolean): void {
@@ -318,11 +256,12 @@ function refuseState(pid: number, e: Entry, replace: boolean): void {
     throw new HpError('FUNCTION_ALREADY_PATCHED', `${s.function} in process ${pid} already jumps to 0x${s.jump!.target.toString(16)}; revert it first. Nothing was changed`, { function: s.function });
   }
   if (s.state === 'foreign' || s.state === 'modified') {
-    throw new HpError('ENTRY_MISMATCH', `the entry bytes of ${s.function} in process ${pid} (${hex(e.memoryBytes)}) differ from ${s.object} (${hex(e.fileBytes)})${s.state === 'foreign' ? ' and jump somewhere hp-agent did not put there' : ''}; refusing to overwrite code hp-agent does not know. Nothing was changed`, { function: s.function });
+    const memory = e.hotMemory && s.form === 'padding' ? e.hotMemory : e.memoryBytes;
+    throw new HpError('ENTRY_MISMATCH', `the entry bytes of ${s.function} in process ${pid} (${hex(memory)}) differ from ${s.object} (${hex(e.fileBytes)})${s.state === 'foreign' ? ' and jump somewhere hp-agent did not put there' : ''}; refusing to overwrite code hp-agent does not know. Nothing was changed`, { function: s.function });
   }
 }
 
-/** The bytes to expect and to write at a site so it ends up as `after` (padded with the original). */
+/** The bytes to expect and to write at an entry-form site so it ends up as `after` (padded with the original). */
 function siteChange(e: Entry, siteAddress: number, after: Buffer): { expect: Buffer; write: Buffer } {
   const offset = siteAddress - e.state.functionAddress;
   const oldLength = e.state.state === 'patched' ? e.state.record!.jump.length / 2 : 0;
@@ -335,55 +274,166 @@ function siteChange(e: Entry, siteAddress: number, after: Buffer): { expect: Buf
   return { expect: Buffer.from(expect), write: Buffer.concat([after, original.subarray(after.length)]) };
 }
 
-async function planObject(pid: number, change: ObjectChange, opts: ChangeOptions, plan: Plan): Promise<void> {
-  const obj = findObject(pid, change.object);
-  plan.objects.push(obj);
-  const maps = readMaps(pid);
-  const entries: Entry[] = [];
-  for (const f of change.functions) {
-    const e = await readEntry(pid, obj, maps, f.name);
-    refuseState(pid, e, opts.replace ?? false);
-    entries.push(e);
+/** True when the function is (or will be) patched through its hot-patchable padding. */
+function paddingForm(e: Entry): boolean {
+  return e.hot !== undefined && (e.state.state === 'original' || e.state.form === 'padding');
+}
+
+const STOP_REASON = {
+  notHot: 'its object was not built with hot-patchable entries (-fpatchable-function-entry=7,5) or this entry is not listed as one',
+  entryForm: 'it is patched by a jump written over its entry, which only a stop can take back',
+} as const;
+
+function reportBase(action: SiteAction, obj: LoadedObject, e: Entry) {
+  return { action, object: obj.path, function: e.state.function, functionAddress: e.state.functionAddress };
+}
+
+/** Restores one patched function to its file's bytes. */
+function planRestore(obj: LoadedObject, e: Entry): FunctionPlan {
+  const { jump } = e.state;
+  if (paddingForm(e)) {
+    const hot = e.hot!;
+    const padding = e.hotMemory!.subarray(0, hot.padding.length);
+    const switched = switchedEntryBytes(hot);
+    return {
+      sites: [
+        { addr: hot.siteAddress, expect: switched, write: Buffer.from(hot.nop) },
+        { addr: hot.paddingAddress, expect: Buffer.from(padding), write: Buffer.from(hot.padding) },
+      ],
+      steps: planZeroStopRevert(hot.entryAddress, hot, jump!.target),
+      report: { ...reportBase('restore', obj, e), form: 'padding', siteAddress: hot.paddingAddress, kind: 'rel32', keptEndbr64: hot.keptEndbr64, before: hex(padding), after: hex(hot.padding), entry: { siteAddress: hot.siteAddress, entryNop: hot.entryNop, before: hex(switched), after: hex(hot.nop) } },
+    };
   }
-  for (const name of change.restore ?? []) {
-    if (change.functions.some((f) => f.name === name)) continue;
-    const e = await readEntry(pid, obj, maps, name);
-    if (e.state.state === 'original') continue; // nothing to give back
+  const at = jump!.siteAddress - e.state.functionAddress;
+  const { expect, write } = siteChange(e, jump!.siteAddress, e.fileBytes.subarray(at, at + e.state.record!.jump.length / 2));
+  return {
+    sites: [{ addr: jump!.siteAddress, expect, write }],
+    needsStop: STOP_REASON.entryForm,
+    report: { ...reportBase('restore', obj, e), form: 'entry', siteAddress: jump!.siteAddress, kind: jump!.kind, keptEndbr64: jump!.siteAddress !== e.state.functionAddress, before: hex(expect), after: hex(write) },
+  };
+}
+
+/** Points one function at `target` (from its original bytes, or from an older patch). */
+function planRedirect(obj: LoadedObject, e: Entry, replacement: string, target: number): { plan: FunctionPlan; record: SiteRecord } {
+  const action: SiteAction = e.state.state === 'patched' ? 'repoint' : 'patch';
+  const base = { ...reportBase(action, obj, e), replacement, target };
+  if (paddingForm(e)) {
+    const hot = e.hot!;
+    const jump = paddingJump(hot, target);
+    const switched = switchedEntryBytes(hot);
+    const record: SiteRecord = {
+      function: e.state.function,
+      replacement,
+      functionAddress: hot.entryAddress,
+      siteAddress: hot.paddingAddress,
+      kind: 'rel32',
+      target,
+      original: hex(hot.padding),
+      jump: hex(jump),
+      zeroStop: { siteAddress: hot.siteAddress, entryNop: hot.entryNop, original: hex(hot.nop), switched: hex(switched) },
+    };
+    const entry = { siteAddress: hot.siteAddress, entryNop: hot.entryNop, before: hex(action === 'patch' ? hot.nop : switched), after: hex(switched) };
+    if (action === 'repoint') {
+      const padding = Buffer.from(e.hotMemory!.subarray(0, hot.padding.length));
+      return {
+        record,
+        plan: {
+          sites: [{ addr: hot.paddingAddress, expect: padding, write: jump }],
+          steps: planZeroStopRepoint(hot.entryAddress, hot, e.state.jump!.target, target),
+          report: { ...base, form: 'padding', siteAddress: hot.paddingAddress, kind: 'rel32', keptEndbr64: hot.keptEndbr64, before: hex(padding), after: hex(jump), entry },
+        },
+      };
+    }
+    return {
+      record,
+      plan: {
+        sites: [
+          { addr: hot.paddingAddress, expect: Buffer.from(hot.padding), write: jump },
+          { addr: hot.siteAddress, expect: Buffer.from(hot.nop), write: switched },
+        ],
+        steps: planZeroStop(hot.entryAddress, hot, target),
+        report: { ...base, form: 'padding', siteAddress: hot.paddingAddress, kind: 'rel32', keptEndbr64: hot.keptEndbr64, before: hex(hot.padding), after: hex(jump), entry },
+      },
+    };
+  }
+  // Plan against the file's bytes: the entry may hold an older jump now.
+  const jump = planJumpSite({ name: e.state.function, address: e.state.functionAddress, size: e.size, entryBytes: e.fileBytes }, target);
+  const { expect, write } = siteChange(e, jump.siteAddress, jump.bytes);
+  return {
+    record: { function: e.state.function, replacement, functionAddress: e.state.functionAddress, siteAddress: jump.siteAddress, kind: jump.kind, target, original: hex(jump.original), jump: hex(jump.bytes) },
+    plan: {
+      sites: [{ addr: jump.siteAddress, expect, write }],
+      needsStop: e.hot ? STOP_REASON.entryForm : STOP_REASON.notHot,
+      report: { ...base, form: 'entry', siteAddress: jump.siteAddress, kind: jump.kind, keptEndbr64: jump.keptEndbr64, before: hex(expect), after: hex(write) },
+    },
+  };
+}
+
+/** The patch object, parsed once per version of the file, and the names it imports. */
+function openPatch(patchPath: string) {
+  const patch = readElfFile(patchPath);
+  const layout = layoutPatch(patch); // refuses TLS, constructors, bad layouts up front
+  const undefinedNames = [...new Set(patch.dynamicSymbols.filter((s) => !s.defined && s.name).map((s) => s.name))];
+  return { patch, layout, undefinedNames };
+}
+
+interface ObjectEntries {
+  change: ObjectChange;
+  obj: LoadedObject;
+  functions: Entry[];
+  restore: Entry[];
+}
+
+async function readObjectEntries(view: ProcessView, change: ObjectChange): Promise<ObjectEntries> {
+  const obj = view.object(change.object);
+  const restoreNames = (change.restore ?? []).filter((name) => !change.functions.some((f) => f.name === name));
+  const all = await readEntries(view, obj, [...change.functions.map((f) => f.name), ...restoreNames]);
+  return { change, obj, functions: all.slice(0, change.functions.length), restore: all.slice(change.functions.length) };
+}
+
+/** True when every function already runs the labelled package's code and nothing needs restoring. */
+function alreadyThere(objects: ObjectEntries[], label: PatchLabel | undefined): boolean {
+  if (!label) return false;
+  return objects.every(({ change, functions, restore }) =>
+    functions.every((e, i) => e.state.state === 'patched' && e.state.record?.label?.packageId === label.packageId && (e.state.record.replacement ?? e.state.function) === (change.functions[i].replacement ?? change.functions[i].name)) &&
+    restore.every((e) => e.state.state === 'original'),
+  );
+}
+
+async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptions, plan: Plan): Promise<void> {
+  const { pid } = view;
+  const { change, obj } = o;
+  plan.objects.push(obj);
+  for (const e of o.functions) refuseState(pid, e, opts.replace ?? false);
+  for (const e of o.restore) {
+    if (e.state.state === 'original') {
+      if (opts.requirePatched) throw new HpError('NOT_PATCHED', `${e.state.function} in process ${pid} is not patched; nothing was changed`, { function: e.state.function });
+      continue; // nothing to give back
+    }
+    if (opts.requirePatched && e.state.state !== 'patched') {
+      throw new HpError('FOREIGN_CODE', `${e.state.function} in process ${pid} was changed by something other than hp-agent; refusing to touch it. Nothing was changed`, { function: e.state.function });
+    }
     refuseState(pid, e, true);
-    const { siteAddress, kind } = e.state.jump!;
-    const { expect, write } = siteChange(e, siteAddress, e.fileBytes.subarray(siteAddress - e.state.functionAddress, siteAddress - e.state.functionAddress + e.state.record!.jump.length / 2));
-    plan.sites.push({
-      site: { addr: siteAddress, expect, write },
-      report: { action: 'restore', object: obj.path, function: name, functionAddress: e.state.functionAddress, siteAddress, kind, keptEndbr64: siteAddress !== e.state.functionAddress, before: hex(expect), after: hex(write) },
-    });
+    plan.functions.push(planRestore(obj, e));
   }
   if (change.functions.length === 0) return;
   if (!change.patchPath) throw new HpError('USAGE', `functions of ${obj.path} to patch but no patch object`);
 
-  const patch = ElfFile.fromFile(change.patchPath);
-  const layout = layoutPatch(patch); // refuses TLS, constructors, bad layouts up front
-  const taken = plan.patches.map((p) => ({ start: p.base, end: p.base + p.image.length + p.trailer.length }));
-  const base = choosePatchBase(pid, obj, layout.span + RECORD_RESERVE, opts.placement ?? 'near', taken);
-  const undefinedNames = [...new Set(patch.dynamicSymbols.filter((s) => !s.defined && s.name).map((s) => s.name))];
-  const bindings = await bindSymbols(pid, obj, loadedObjects(pid), undefinedNames);
+  const { patch, layout, undefinedNames } = openPatch(change.patchPath);
+  const base = choosePatchBase(view, obj, layout.span + RECORD_RESERVE, opts.placement ?? 'near');
+  const bindings = await bindSymbols(pid, obj, () => view.loaded(), undefinedNames);
   const linked = linkPatch(patch, base, (name) => bindings.get(name)?.address);
 
   const siteRecords: SiteRecord[] = [];
   change.functions.forEach((f, i) => {
-    const e = entries[i];
     const replacement = f.replacement ?? f.name;
     const target = linked.symbolAddress(replacement);
     if (target === undefined) {
       throw new HpError('SYMBOL_NOT_FOUND', `the patch ${path.basename(change.patchPath!)} does not define ${replacement}; nothing was changed`, { symbol: replacement });
     }
-    // Plan against the file's bytes: the entry may hold an older jump now.
-    const jump = planJumpSite({ name: f.name, address: e.state.functionAddress, size: e.size, entryBytes: e.fileBytes }, target);
-    const { expect, write } = siteChange(e, jump.siteAddress, jump.bytes);
-    siteRecords.push({ function: f.name, replacement, functionAddress: e.state.functionAddress, siteAddress: jump.siteAddress, kind: jump.kind, target, original: hex(jump.original), jump: hex(jump.bytes) });
-    plan.sites.push({
-      site: { addr: jump.siteAddress, expect, write },
-      report: { action: e.state.state === 'patched' ? 'repoint' : 'patch', object: obj.path, function: f.name, replacement, functionAddress: e.state.functionAddress, siteAddress: jump.siteAddress, kind: jump.kind, keptEndbr64: jump.keptEndbr64, target, before: hex(expect), after: hex(write) },
-    });
+    const { plan: fp, record } = planRedirect(obj, o.functions[i], replacement, target);
+    siteRecords.push(record);
+    plan.functions.push(fp);
   });
 
   const record: PatchRecord = {
@@ -399,33 +449,37 @@ async function planObject(pid: number, change: ObjectChange, opts: ChangeOptions
   };
   const trailer = encodeRecord(record);
   if (trailer.length > RECORD_RESERVE) throw new HpError('TOO_MANY_SITES', `the patch record (${trailer.length} bytes) is too large`);
+  // A later object of the same change must not be placed over this one.
+  view.addMapping(base, base + layout.span + trailer.length);
   plan.patches.push({ obj, patchPath: path.resolve(change.patchPath), patchBuildId: patch.buildId, base, image: linked.image, segments: layout.segments, trailer, bindings: [...bindings.values()] });
 }
 
-/** True when every function already runs the labelled package's code and nothing needs restoring. */
-async function alreadyThere(pid: number, opts: ChangeOptions): Promise<boolean> {
-  if (!opts.label) return false;
-  for (const change of opts.changes) {
-    const obj = findObject(pid, change.object);
-    const maps = readMaps(pid);
-    for (const f of change.functions) {
-      const e = await readEntry(pid, obj, maps, f.name);
-      if (e.state.state !== 'patched' || e.state.record?.label?.packageId !== opts.label.packageId) return false;
-      if ((e.state.record.replacement ?? f.name) !== (f.replacement ?? f.name)) return false;
-    }
-    for (const name of change.restore ?? []) {
-      if (change.functions.some((f) => f.name === name)) continue;
-      if ((await readEntry(pid, obj, maps, name)).state.state !== 'original') return false;
-    }
-  }
-  return true;
+/** Which mode the change uses: refuses 'zero-stop' when a function needs a stop, naming why. */
+function chooseMode(pid: number, plan: Plan, requested: PatchMode): 'stop' | 'zero-stop' {
+  if (requested === 'stop') return 'stop';
+  const blocked = plan.functions.filter((f) => !f.steps);
+  if (blocked.length === 0) return 'zero-stop';
+  if (requested === 'auto') return 'stop';
+  const why = blocked.map((f) => `${f.report.function} (${f.needsStop})`).join('; ');
+  throw new HpError('NOT_HOT_PATCHABLE', `cannot change process ${pid} without stopping it: ${why}. Nothing was changed`, { functions: blocked.map((f) => f.report.function) });
+}
+
+/**
+ * The zero-stop writes of all functions, in rounds: round k holds the k-th write of every
+ * function. Writes to different entries need no pause between them, so a change of many
+ * functions takes as many pauses as ONE function's switch, not one per function.
+ */
+function rounds(plans: FunctionPlan[]): ZeroStopStep[][] {
+  const out: ZeroStopStep[][] = [];
+  for (const p of plans) p.steps!.forEach((step, k) => (out[k] ??= []).push(step));
+  return out;
 }
 
 // ---- the one way to change code in a process ---------------------------------------------------
 
 /**
- * Brings the functions of one process to the requested state in ONE transaction: new patches
- * are mapped first (the target keeps running), then every site is switched at once.
+ * Brings the functions of one process to the requested state in ONE step: new patches are
+ * mapped first (the target keeps running), then every site is switched at once.
  */
 export function changeFunctions(opts: ChangeOptions): Promise<ChangeReport> {
   return whileAlive(opts.pid, () => change(opts));
@@ -436,44 +490,69 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   if (opts.changes.every((c) => c.functions.length === 0 && (c.restore ?? []).length === 0)) {
     throw new HpError('NO_FUNCTIONS', 'no function to change was given');
   }
+  if (opts.mode !== undefined && !(PATCH_MODES as readonly string[]).includes(opts.mode)) {
+    throw new HpError('USAGE', `unknown patch mode "${String(opts.mode)}": expected ${PATCH_MODES.join(', ')}`);
+  }
   refuseUntraceable(pid);
-  if (await alreadyThere(pid, opts)) {
-    const objects = opts.changes.map((c) => findObject(pid, c.object));
-    return { pid, changed: false, objects: objects.map((o) => ({ path: o.path, buildId: o.buildId })), patches: [], sites: [] };
-  }
-  const plan: Plan = { objects: [], patches: [], sites: [] };
-  for (const c of opts.changes) await planObject(pid, c, opts, plan);
-  if (plan.sites.length === 0) {
-    return { pid, changed: false, objects: plan.objects.map((o) => ({ path: o.path, buildId: o.buildId })), patches: [], sites: [] };
-  }
+  const view = new ProcessView(pid);
+  const entries: ObjectEntries[] = [];
+  for (const c of opts.changes) entries.push(await readObjectEntries(view, c));
+  const unchanged = (objects: LoadedObject[]): ChangeReport => ({ pid, changed: false, objects: objects.map((o) => ({ path: o.path, buildId: o.buildId })), patches: [], sites: [] });
+  if (alreadyThere(entries, opts.label)) return unchanged(entries.map((e) => e.obj));
+
+  const plan: Plan = { objects: [], patches: [], functions: [] };
+  for (const o of entries) await planObject(view, o, opts, plan);
+  if (plan.functions.length === 0) return unchanged(plan.objects);
+  const mode = chooseMode(pid, plan, opts.mode ?? 'auto');
 
   const mapped: MappedPatch[] = [];
-  let tx: TransactionResult;
+  let outcome: Pick<ChangeReport, keyof TransactionReport | 'switchUs'>;
   try {
     for (const p of plan.patches) {
       const name = opts.label ? `${opts.label.packageId}:${path.basename(p.patchPath)}` : path.basename(p.patchPath);
-      mapped.push(await mapPatchImage(pid, p.base, p.image, p.segments, p.trailer, name));
+      mapped.push(await mapPatchImage(pid, p.base, p.image, p.segments, p.trailer, name, view.maps));
     }
-    // Real-time priority by default: the tracer must not queue behind the target's busy threads.
-    tx = await native.transaction(pid, plan.sites.map((s) => s.site), { timeoutMs: opts.timeoutMs, realtime: opts.realtime ?? true });
+    if (mode === 'zero-stop') {
+      const sw = await zeroStopSwitch(pid, rounds(plan.functions), { stepDelayMs: opts.stepDelayMs });
+      outcome = { ...NOTHING_STOPPED, switchUs: sw.durationUs };
+    } else {
+      // Real-time priority by default: the tracer must not queue behind the target's busy threads.
+      const tx = await native.transaction(pid, plan.functions.flatMap((f) => f.sites), { timeoutMs: opts.timeoutMs, realtime: opts.realtime ?? true });
+      outcome = transactionReport(tx);
+    }
   } catch (e) {
-    for (const m of mapped) await unmapPatch(pid, m).catch(() => undefined);
+    // Unmap only when nothing leads into the new patches (a failed switch that could not undo
+    // every write leaves them mapped: a jump may still point there).
+    if (!(e instanceof HpError) || e.unchanged) for (const m of mapped) await unmapPatch(pid, m).catch(() => undefined);
     throw e;
   }
   return {
     pid,
     changed: true,
+    mode,
     objects: plan.objects.map((o) => ({ path: o.path, buildId: o.buildId })),
     patches: plan.patches.map((p, i) => ({ object: p.obj.path, path: p.patchPath, buildId: p.patchBuildId, base: p.base, size: mapped[i].size, mapping: mapped[i].name, bindings: p.bindings })),
-    sites: plan.sites.map((s) => s.report),
-    ...transactionReport(tx),
+    sites: plan.functions.map((f) => f.report),
+    ...outcome,
   };
 }
 
-/** `hp-agent try`: redirect functions of one object to a patch; refuses functions already patched. */
+function stopFields(r: ChangeReport): TransactionReport & { mode: 'stop' | 'zero-stop'; switchUs?: number } {
+  return {
+    mode: r.mode ?? 'stop',
+    ...(r.switchUs !== undefined ? { switchUs: r.switchUs } : {}),
+    pauseUs: r.pauseUs ?? 0,
+    threads: r.threads ?? 0,
+    attempts: r.attempts ?? 0,
+    steppedThreads: r.steppedThreads ?? 0,
+    realtime: r.realtime ?? false,
+  };
+}
+
+/** `hp-agent try`: redirect functions of one object to a patch; refuses functions already patched unless `replace`. */
 export async function applyPatch(opts: ApplyOptions): Promise<ApplyReport> {
   if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to patch was given');
-  const r = await changeFunctions({ pid: opts.pid, changes: [{ object: opts.object, patchPath: opts.patchPath, functions: opts.functions }], timeoutMs: opts.timeoutMs, realtime: opts.realtime, placement: opts.placement });
+  const r = await changeFunctions({ ...opts, changes: [{ object: opts.object, patchPath: opts.patchPath, functions: opts.functions }] });
   const p = r.patches[0];
   return {
     pid: r.pid,
@@ -481,27 +560,13 @@ export async function applyPatch(opts: ApplyOptions): Promise<ApplyReport> {
     patch: { path: p.path, buildId: p.buildId, base: p.base, size: p.size, mapping: p.mapping },
     bindings: p.bindings,
     sites: r.sites,
-    ...(r as Required<Pick<ChangeReport, keyof TransactionReport>>),
+    ...stopFields(r),
   };
 }
 
 /** Puts back the original entry bytes of each function, exactly. */
 export async function revertFunctions(opts: RevertOptions): Promise<RevertReport> {
   if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to revert was given');
-  return whileAlive(opts.pid, async () => {
-    const states = await inspectFunctions(opts.pid, opts.functions, opts.object);
-    for (const s of states) {
-      if (s.state === 'original') throw new HpError('NOT_PATCHED', `${s.function} in process ${opts.pid} is not patched; nothing was changed`, { function: s.function });
-      if (s.state !== 'patched') {
-        throw new HpError('FOREIGN_CODE', `${s.function} in process ${opts.pid} was changed by something other than hp-agent; refusing to touch it. Nothing was changed`, { function: s.function });
-      }
-    }
-    const r = await changeFunctions({ pid: opts.pid, changes: [{ object: opts.object, functions: [], restore: opts.functions }], timeoutMs: opts.timeoutMs, realtime: opts.realtime });
-    return {
-      pid: r.pid,
-      object: r.objects[0],
-      sites: r.sites,
-      ...(r as Required<Pick<ChangeReport, keyof TransactionReport>>),
-    };
-  });
+  const r = await changeFunctions({ ...opts, changes: [{ object: opts.object, functions: [], restore: opts.functions }], requirePatched: true });
+  return { pid: r.pid, object: r.objects[0], sites: r.sites, ...stopFields(r) };
 }

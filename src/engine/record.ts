@@ -22,6 +22,11 @@ export interface SiteRecord {
   original: string;
   /** Hex of the jump as written. */
   jump: string;
+  /**
+   * A hot-patchable entry patched through its padding: `siteAddress` is the padding (holding the
+   * jump), and this is the 2-byte entry NOP that now jumps back to it.
+   */
+  zeroStop?: { siteAddress: number; entryNop: string; original: string; switched: string };
 }
 
 /** Which package a patch mapping's code belongs to (absent for `hp-agent try`). */

@@ -22,8 +22,8 @@ const mappingKey = (m: MapEntry) => `${m.path}:${m.inode}:${m.offset}:${m.end - 
  * process is tried first in the next one that maps the same file (one 2-byte read instead of a
  * search), since patching many processes of one program is the common case.
  */
-async function findGadget(pid: number): Promise<number> {
-  const maps = readMaps(pid);
+async function findGadget(pid: number, known?: MapEntry[]): Promise<number> {
+  const maps = known ?? readMaps(pid);
   const cached = gadgets.get(pid);
   if (cached && maps.some((m) => m.exec && m.start <= cached.addr && cached.addr + 2 <= m.end)) return cached.addr;
   // vdso first (small, always there), then the C library, then anything executable.
@@ -93,7 +93,11 @@ function errnoName(errno: number): string {
 }
 
 export class RemoteProcess {
-  constructor(readonly pid: number) {}
+  /** `maps`: the process's maps as the caller just read them, if it did. */
+  constructor(
+    readonly pid: number,
+    private readonly maps?: MapEntry[],
+  ) {}
 
   /**
    * Runs the calls in order in one hijacked thread. Returns every result; if a call fails, the
@@ -101,7 +105,7 @@ export class RemoteProcess {
    * (so the caller can undo what succeeded).
    */
   async batch(calls: RemoteCall[]): Promise<number[]> {
-    const gadget = await findGadget(this.pid);
+    const gadget = await findGadget(this.pid, this.maps);
     const { results } = await native.remoteSyscalls(this.pid, calls.map((c) => ({ nr: SYS[c.name], args: c.args })), { gadget, tid: threadToBorrow(this.pid) });
     const last = results[results.length - 1];
     if (results.length < calls.length || (last < 0 && last >= -4095)) {

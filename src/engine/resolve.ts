@@ -34,30 +34,43 @@ function ownDefinition(obj: LoadedObject, name: string): ElfSymbol | undefined {
   return all.sort(preferGlobal)[0];
 }
 
-async function boundInGot(pid: number, obj: LoadedObject, name: string): Promise<number | undefined> {
-  const reloc = obj.elf.dynamicRelocations.find(
-    (r) => r.symbol?.name === name && (r.type === R_X86_64_GLOB_DAT || r.type === R_X86_64_JUMP_SLOT),
-  );
-  if (!reloc) return undefined;
-  const slot = await native.readMemory(pid, obj.bias + reloc.offset, 8);
-  const value = Number(slot.readBigUInt64LE(0));
-  return value === 0 ? undefined : value;
+function gotRelocation(obj: LoadedObject, name: string) {
+  return obj.elf.dynamicRelocations.find((r) => r.symbol?.name === name && (r.type === R_X86_64_GLOB_DAT || r.type === R_X86_64_JUMP_SLOT));
+}
+
+/** What the dynamic linker stored in the patched object's GOT for each name it imports (one read for all). */
+async function boundInGot(pid: number, obj: LoadedObject, names: string[]): Promise<Map<string, number>> {
+  const slots = names.flatMap((name) => {
+    const reloc = gotRelocation(obj, name);
+    return reloc ? [{ name, addr: obj.bias + reloc.offset }] : [];
+  });
+  const values = await native.readRanges(pid, slots.map((s) => ({ addr: s.addr, length: 8 })));
+  const out = new Map<string, number>();
+  slots.forEach((s, i) => {
+    const value = Number(values[i].readBigUInt64LE(0));
+    if (value !== 0) out.set(s.name, value);
+  });
+  return out;
 }
 
 function exported(elf: ElfFile, name: string): ElfSymbol | undefined {
   return elf.dynamicSymbols.find((s) => s.defined && s.name === name && s.bind !== 'LOCAL');
 }
 
-/** Binds every name in `names`; names nobody defines are simply absent from the result. */
+/**
+ * Binds every name in `names`; names nobody defines are simply absent from the result. `loaded`
+ * is only called when some name is neither in the GOT nor defined by the patched object.
+ */
 export async function bindSymbols(
   pid: number,
   patched: LoadedObject,
-  loaded: LoadedObject[],
+  loaded: () => LoadedObject[],
   names: string[],
 ): Promise<Map<string, Binding>> {
   const out = new Map<string, Binding>();
+  const inGot = await boundInGot(pid, patched, names);
   for (const name of names) {
-    const got = await boundInGot(pid, patched, name);
+    const got = inGot.get(name);
     if (got !== undefined) {
       out.set(name, { name, address: got, from: `${patched.path} (GOT)` });
       continue;
@@ -67,7 +80,7 @@ export async function bindSymbols(
       out.set(name, { name, address: patched.bias + own.value, from: patched.path });
       continue;
     }
-    for (const obj of loaded) {
+    for (const obj of loaded()) {
       if (obj === patched) continue;
       const sym = exported(obj.elf, name);
       if (!sym) continue;

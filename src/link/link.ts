@@ -79,6 +79,24 @@ function protOf(flags: number): number {
  * resolution) and computes its page layout.
  */
 export function layoutPatch(patch: ElfFile): PatchLayout {
+  // A parsed file never changes, so neither does its validation and layout: patching a thousand
+  // processes with one patch validates it once.
+  let known = layouts.get(patch);
+  if (!known) {
+    try {
+      known = computeLayout(patch);
+    } catch (e) {
+      known = { refused: e };
+    }
+    layouts.set(patch, known);
+  }
+  if ('refused' in known) throw known.refused;
+  return { span: known.span, segments: known.segments.map((s) => ({ ...s })) };
+}
+
+const layouts = new WeakMap<ElfFile, PatchLayout | { refused: unknown }>();
+
+function computeLayout(patch: ElfFile): PatchLayout {
   validatePatch(patch);
   const loads = loadSegments(patch).sort((a, b) => a.vaddr - b.vaddr);
   const segments: PatchSegment[] = [];

@@ -9,6 +9,6 @@ export {
   readMaps,
 } from './maps.js';
 export type { MapEntry } from './maps.js';
-export { computeLoadBias, findObject, loadedObjects, symbolAddress } from './objects.js';
+export { computeLoadBias, findObject, loadedObjects, readElfFile, symbolAddress } from './objects.js';
 export type { LoadedObject } from './objects.js';
 export { exePath, listThreads, processExists, processName, processState, readAuxv, tracerOf } from './procfs.js';

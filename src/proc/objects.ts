@@ -80,7 +80,7 @@ function makeInstance(mappings: MapEntry[]): Instance {
 const elfCache = new Map<string, ElfFile>();
 const ELF_CACHE_LIMIT = 32;
 
-type ReadOutcome = { elf: ElfFile } | { notElf: true } | { error: string };
+type ReadOutcome = { elf: ElfFile } | { notElf: true } | { error: string; cause?: unknown };
 
 /** Reads an ELF file through an already opened descriptor; checks the magic before reading it all. */
 function readElfFd(fd: number, name: string): ReadOutcome {
@@ -99,7 +99,7 @@ function readElfFd(fd: number, name: string): ReadOutcome {
   try {
     elf = ElfFile.fromBuffer(readFileSync(fd), name);
   } catch (err) {
-    return { error: `not a usable ELF file (${err instanceof Error ? err.message : String(err)})` };
+    return { error: `not a usable ELF file (${err instanceof Error ? err.message : String(err)})`, cause: err };
   }
   elfCache.set(key, elf);
   if (elfCache.size > ELF_CACHE_LIMIT) elfCache.delete(elfCache.keys().next().value as string);
@@ -113,6 +113,19 @@ function withFd<T>(path: string, fn: (fd: number) => T): T {
   } finally {
     closeSync(fd);
   }
+}
+
+/** An ELF file by path, parsed once per version of the file (the cache above). */
+export function readElfFile(path: string): ElfFile {
+  let outcome: ReadOutcome;
+  try {
+    outcome = withFd(path, (fd) => readElfFd(fd, path));
+  } catch {
+    return ElfFile.fromFile(path); // says why the file cannot be read, as every other reader does
+  }
+  if ('elf' in outcome) return outcome.elf;
+  if ('error' in outcome && outcome.cause instanceof HpError) throw outcome.cause;
+  return ElfFile.fromFile(path); // not ELF: the parser names what is wrong
 }
 
 /**
@@ -212,11 +225,11 @@ function requireLiveProcess(pid: number): void {
 }
 
 /** Every file-backed ELF mapped in the process, by address. Files that are not ELF are skipped. */
-export function loadedObjects(pid: number): LoadedObject[] {
+export function loadedObjects(pid: number, maps?: MapEntry[]): LoadedObject[] {
   requireLiveProcess(pid);
   const problems: string[] = [];
   const out: LoadedObject[] = [];
-  for (const inst of groupInstances(readMaps(pid))) {
+  for (const inst of groupInstances(maps ?? readMaps(pid))) {
     const obj = loadInstance(pid, inst, problems);
     if (obj) out.push(obj);
   }
@@ -257,17 +270,18 @@ function matches(inst: Instance, object: string): boolean {
 /**
  * The loaded object named by `object`: a full path (or a path resolving to the mapped one), or a
  * file name matched against the basename, e.g. 'libgreet.so'. Default: the main executable.
+ * `maps` saves reading /proc/PID/maps again when the caller just did.
  */
-export function findObject(pid: number, object?: string): LoadedObject {
+export function findObject(pid: number, object?: string, maps?: MapEntry[]): LoadedObject {
   requireLiveProcess(pid);
-  const instances = groupInstances(readMaps(pid));
+  const instances = groupInstances(maps ?? readMaps(pid));
   const wanted = object === undefined ? 'the main executable' : `'${object}'`;
   const candidates = object === undefined ? [mainInstance(pid, instances)].filter((i): i is Instance => !!i) : instances.filter((i) => matches(i, object));
   const problems: string[] = [];
   const found = candidates.map((i) => loadInstance(pid, i, problems)).filter((o): o is LoadedObject => !!o);
 
   if (found.length === 0) {
-    const loaded = [...new Set(loadedObjects(pid).map((o) => o.path))];
+    const loaded = [...new Set(loadedObjects(pid, maps).map((o) => o.path))];
     const why = problems.length ? `; unreadable: ${problems.join('; ')}` : '';
     throw new HpError(
       'OBJECT_NOT_LOADED',

@@ -1,0 +1,135 @@
+/**
+ * One change's view of one process: /proc/PID/maps read once, each object, record and
+ * hot-patch table looked up once. Patching a thousand processes is mostly reading /proc, so
+ * nothing is read twice within a change; what the change itself maps is added by `addMapping`
+ * instead of reading the maps again.
+ */
+import fs from 'node:fs';
+import { HpError } from '../errors.js';
+import { native } from '../native.js';
+import { findObject, loadedObjects, processExists, readMaps, type LoadedObject, type MapEntry } from '../proc/index.js';
+import { isPatchMapping } from './loader.js';
+import { decodeRecord, recordLength, RECORD_TRAILER_SIZE, type PatchRecord } from './record.js';
+
+/** The section gcc and clang fill with the address of every patchable entry's padding. */
+export const ENTRY_TABLE = '__patchable_function_entries';
+
+export class ProcessView {
+  readonly maps: MapEntry[];
+  #objects = new Map<string, LoadedObject>();
+  #loaded?: LoadedObject[];
+  #records = new Map<string, Promise<PatchRecord>>();
+  #tables = new Map<LoadedObject, Promise<Set<number> | undefined>>();
+
+  constructor(readonly pid: number) {
+    this.maps = readMaps(pid);
+  }
+
+  /** The loaded object `name` names (default the main executable), found once per change. */
+  object(name?: string): LoadedObject {
+    const key = name ?? '';
+    let obj = this.#objects.get(key);
+    if (!obj) {
+      obj = findObject(this.pid, name, this.maps);
+      this.#objects.set(key, obj);
+    }
+    return obj;
+  }
+
+  /** Every loaded ELF object; only read when a patch needs a symbol from another library. */
+  loaded(): LoadedObject[] {
+    this.#loaded ??= loadedObjects(this.pid, this.maps);
+    return this.#loaded;
+  }
+
+  /** Counts a mapping this change made, so later placements in the same change avoid it. */
+  addMapping(start: number, end: number): void {
+    this.maps.push({ start, end, perms: '---p', read: false, write: false, exec: false, shared: false, offset: 0, dev: '00:00', inode: 0, path: '', deleted: false });
+    this.maps.sort((a, b) => a.start - b.start);
+  }
+
+  /** The hp-agent patch mapping (all its /proc/PID/maps lines) that contains `addr`, if any. */
+  patchMappingAt(addr: number): MapEntry[] | undefined {
+    const hit = this.maps.find((m) => m.start <= addr && addr < m.end);
+    if (!hit || !isPatchMapping(hit.path)) return undefined;
+    return this.maps.filter((m) => m.inode === hit.inode && m.path === hit.path);
+  }
+
+  /** The record at the end of a patch mapping, read from the process once per change. */
+  record(mapping: MapEntry[]): Promise<PatchRecord> {
+    const key = `${mapping[0].inode}:${mapping[0].start}`;
+    let r = this.#records.get(key);
+    if (!r) {
+      r = readRecord(this.pid, mapping);
+      this.#records.set(key, r);
+    }
+    return r;
+  }
+
+  /**
+   * The entries the object lists as hot-patchable (the padding address of each), relocated, read
+   * from the process itself; undefined when it was not built with -fpatchable-function-entry.
+   */
+  hotPatchTable(obj: LoadedObject): Promise<Set<number> | undefined> {
+    let t = this.#tables.get(obj);
+    if (!t) {
+      t = readEntryTable(this.pid, obj);
+      this.#tables.set(obj, t);
+    }
+    return t;
+  }
+}
+
+async function readRecord(pid: number, mapping: MapEntry[]): Promise<PatchRecord> {
+  const end = Math.max(...mapping.map((m) => m.end));
+  const length = recordLength(await native.readMemory(pid, end - RECORD_TRAILER_SIZE, RECORD_TRAILER_SIZE));
+  if (length === undefined) throw new HpError('RECORD_CORRUPT', `the patch mapping ending at 0x${end.toString(16)} in process ${pid} has no hp-agent record`);
+  return decodeRecord(await native.readMemory(pid, end - RECORD_TRAILER_SIZE - length, length));
+}
+
+async function readEntryTable(pid: number, obj: LoadedObject): Promise<Set<number> | undefined> {
+  const sec = obj.elf.section(ENTRY_TABLE);
+  if (!sec || sec.size < 8 || sec.addr === 0) return undefined;
+  const bytes = await native.readMemory(pid, obj.bias + sec.addr, sec.size - (sec.size % 8));
+  const out = new Set<number>();
+  for (let i = 0; i < bytes.length; i += 8) out.add(Number(bytes.readBigUInt64LE(i)));
+  return out;
+}
+
+/**
+ * Refuses a process that cannot be traced now, from one read of /proc/PID/status: gone, a child
+ * of this agent (libuv reaps its own children with waitpid, which would swallow their ptrace
+ * stops), or already traced by someone else.
+ */
+export function refuseUntraceable(pid: number): void {
+  let status: string;
+  try {
+    status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    throw new HpError('PROCESS_NOT_FOUND', `no running process with PID ${pid}`);
+  }
+  const field = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
+  if (/^State:\s*[ZXx]/m.test(status)) throw new HpError('PROCESS_NOT_FOUND', `process ${pid} has exited (a zombie not yet reaped by its parent)`);
+  if (field('PPid') === process.pid) {
+    throw new HpError('TARGET_IS_OUR_CHILD', `process ${pid} is a child of this agent process; run hp-agent as a separate process to patch it`);
+  }
+  const tracer = field('TracerPid');
+  if (tracer !== 0) {
+    throw new HpError('ALREADY_TRACED', `process ${pid} is already traced by PID ${tracer}; a process can have only one tracer, so nothing was changed`, { tracer });
+  }
+}
+
+/**
+ * A process that dies while we read it makes /proc or the core fail in whatever way the
+ * moment dictates; say plainly what happened instead.
+ */
+export async function whileAlive<T>(pid: number, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    if (!(e instanceof HpError) && !processExists(pid)) {
+      throw new HpError('PROCESS_EXITED', `process ${pid} exited while hp-agent was working on it`);
+    }
+    throw e;
+  }
+}
