@@ -6,7 +6,7 @@
  * functions N no longer patches get their original bytes back.
  */
 import path from 'node:path';
-import { changeFunctions, type ChangeReport, type ObjectChange } from '../engine/patch.js';
+import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode } from '../engine/patch.js';
 import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import type { HotpatchManifest, Manifest } from '../package/index.js';
@@ -22,9 +22,11 @@ export interface ProcessResult {
   outcome: ProcessOutcome;
   reason?: string;
   errorCode?: string;
+  /** How the process was switched: 'zero-stop' stopped no thread (pauseUs 0). */
+  mode?: 'stop' | 'zero-stop';
   pauseUs?: number;
   threads?: number;
-  sites?: { object: string; function: string; action: string; kind: string }[];
+  sites?: { object: string; function: string; action: string; kind: string; form: string }[];
 }
 
 export interface LevelState {
@@ -158,18 +160,29 @@ async function applyToProcess(home: string, proc: ProcessView, root: string, o: 
   if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD' };
   if (changes.length === 0) return { ...base, outcome: 'AlreadyAtLevel' };
   try {
-    const r: ChangeReport = await changeFunctions({ pid: proc.pid, changes, label, replace: true, timeoutMs: o.timeoutMs, realtime: true });
+    const r: ChangeReport = await changeFunctions({ pid: proc.pid, changes, label, replace: true, mode: patchModeOf(o.manifest), timeoutMs: o.timeoutMs, realtime: true });
     return {
       ...base,
       outcome: r.changed ? 'Patched' : 'AlreadyAtLevel',
+      mode: r.mode,
       pauseUs: r.pauseUs,
       threads: r.threads,
-      sites: r.sites.map((s) => ({ object: path.relative(root, s.object), function: s.function, action: s.action, kind: s.kind })),
+      sites: r.sites.map((s) => ({ object: path.relative(root, s.object), function: s.function, action: s.action, kind: s.kind, form: s.form })),
     };
   } catch (e) {
     const err = e as HpError;
     return { ...base, outcome: 'Failed', reason: err.message, errorCode: err.code ?? 'INTERNAL' };
   }
+}
+
+/**
+ * The package says how its functions switch; 'function' consistency needs every thread stopped
+ * (to see that none is inside an old function), so it never goes zero-stop. A revert to the plain
+ * baseline has no package: the engine picks per process.
+ */
+function patchModeOf(m: HotpatchManifest | undefined): PatchMode {
+  if (m?.patchMode) return m.patchMode;
+  return m?.consistency === 'function' ? 'stop' : 'auto';
 }
 
 type ChangeReportLabel = { packageId: string; kb: string; baselineId: string; sequence: number } | undefined;

@@ -18,6 +18,8 @@ export interface FunctionStatus {
   function: string;
   /** original | patched | foreign | modified, from the process's memory. */
   state: string;
+  /** 'padding': a hot-patchable entry, switched (or switchable) without stopping the process. */
+  form: 'entry' | 'padding';
   /** The package whose code the function runs now (patched functions). */
   packageId?: string;
   expectedPackageId?: string;
@@ -98,7 +100,7 @@ async function processStatus(s: StatusInput, system: string, proc: ProcessView, 
     for (const st of states) {
       const want = fns.get(st.function);
       const packageId = st.record?.label?.packageId;
-      functions.push({ object: rel, function: st.function, state: st.state, packageId, expectedPackageId: want });
+      functions.push({ object: rel, function: st.function, state: st.state, form: st.form, packageId, expectedPackageId: want });
       if (want && (st.state !== 'patched' || packageId !== want)) {
         reasons.push(`${rel}:${st.function} runs ${st.state === 'patched' ? `code of ${packageId ?? 'an unlabelled patch'}` : `${st.state} code`}, not ${want}`);
       }

@@ -2,6 +2,7 @@
  * The benchmark's target, fixtures/bench/benchd.c (and benchd-zs, built with hot-patchable
  * entries), and its patch bench_fix.so: starting it, its commands, and the answers to expect.
  */
+import fs from 'node:fs';
 import type { FunctionSpec } from '../engine/patch.js';
 import { fixturePath, spawnTarget, type Target } from '../harness/index.js';
 
@@ -107,6 +108,13 @@ export class Benchd {
     return Number(await this.command('gap')) / 1000;
   }
 
+  /** The gap recorder's thread id (see voluntarySwitches). */
+  async recorderTid(): Promise<number> {
+    const tid = Number(await this.command('recorder'));
+    if (!Number.isInteger(tid) || tid <= 0) throw new Error(`${this.describe()}: no gap recorder thread (recorder answered ${tid})`);
+    return tid;
+  }
+
   kill(): Promise<void> {
     return this.target.kill();
   }
@@ -115,6 +123,18 @@ export class Benchd {
 /** The first, last and a middle function among the first `count`: enough to see a patch took. */
 export function sampleIndexes(count: number): number[] {
   return [...new Set([0, count >> 1, count - 1])];
+}
+
+/**
+ * voluntary_ctxt_switches of one thread (/proc/PID/task/TID/status). The gap recorder spins and
+ * never blocks by itself, so this count only grows when something stops it: a ptrace stop (the
+ * thread sleeps in TASK_TRACED) is a voluntary switch, while preemption by other threads is not.
+ */
+export function voluntarySwitches(pid: number, tid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+  const m = /^voluntary_ctxt_switches:\s*(\d+)/m.exec(status);
+  if (!m) throw new Error(`/proc/${pid}/task/${tid}/status has no voluntary_ctxt_switches`);
+  return Number(m[1]);
 }
 
 /**

@@ -24,7 +24,7 @@ function processTable(ps: ProcessResult[]): string {
   if (ps.length === 0) return 'no running process maps the patched files (new processes get the level at start/boot)';
   return table(
     ['PID', 'PROCESS', 'RESULT', 'PAUSE µs', 'SITES', 'REASON'],
-    ps.map((p) => [String(p.pid), p.comm, p.outcome, p.pauseUs !== undefined ? String(p.pauseUs) : '-', p.sites ? p.sites.map((s) => `${s.function}:${s.action}`).join(' ') : '-', p.reason ?? '']),
+    ps.map((p) => [String(p.pid), p.comm, p.outcome, p.mode === 'zero-stop' ? '0 (zero-stop)' : p.pauseUs !== undefined ? String(p.pauseUs) : '-', p.sites ? p.sites.map((s) => `${s.function}:${s.action}`).join(' ') : '-', p.reason ?? '']),
   );
 }
 

@@ -6,6 +6,7 @@ import { HpError } from '../errors.js';
 import {
   CLASSIFICATIONS,
   CONSISTENCY_LEVELS,
+  PATCH_MODES,
   formatFieldPath,
   keyIdOfPrivateKey,
   packBaseline,
@@ -13,6 +14,7 @@ import {
   type BaselineManifest,
   type Classification,
   type Consistency,
+  type PatchMode,
   type HotpatchManifest,
   type PackBaselineOptions,
   type PackHotpatchOptions,
@@ -45,6 +47,7 @@ interface HotpatchArgs extends CommonArgs {
   baselineId?: string;
   sequence?: number;
   consistency?: string;
+  patchMode?: string;
   target?: string[];
   patchObject?: string[];
   function?: string[];
@@ -79,6 +82,7 @@ const HotpatchIn = z.strictObject({
   baselineId: z.string().optional(),
   sequence: z.number().optional(),
   consistency: z.string().optional(),
+  patchMode: z.string().optional(),
   targets: z
     .array(
       z.strictObject({
@@ -215,6 +219,8 @@ export async function hotpatchOptions(a: HotpatchArgs, privateKeyPem: string): P
   for (const t of targets) if (t.functions.length === 0) throw usage(`target ${t.path} has no --function`);
   const consistency = a.consistency ?? j?.consistency ?? 'entry';
   if (!(CONSISTENCY_LEVELS as readonly string[]).includes(consistency)) throw usage(`--consistency expects entry or function, got "${consistency}"`);
+  const patchMode = a.patchMode ?? j?.patchMode;
+  if (patchMode !== undefined && !(PATCH_MODES as readonly string[]).includes(patchMode)) throw usage(`--patch-mode expects ${PATCH_MODES.join(', ')}, got "${patchMode}"`);
   const sequence = required(a.sequence ?? j?.sequence, '--sequence');
   if (!Number.isInteger(sequence) || sequence < 1) throw usage(`--sequence expects a whole number of 1 or more, got "${String(sequence)}"`);
   return {
@@ -227,6 +233,7 @@ export async function hotpatchOptions(a: HotpatchArgs, privateKeyPem: string): P
     baselineId: required(a.baselineId ?? j?.baselineId, '--baseline-id'),
     sequence,
     consistency: consistency as Consistency,
+    ...(patchMode ? { patchMode: patchMode as PatchMode } : {}),
     targets,
     privateKeyPem,
     gzip: a.gzip ?? j?.gzip ?? false,
@@ -258,7 +265,7 @@ function hotpatchSummary(r: PackResult<HotpatchManifest>, keyId: string): string
   const rows = m.targets.flatMap((t) =>
     t.functions.map((f) => [t.path, short(t.buildId, 40), t.patchObject, f.replacement === f.symbol ? f.symbol : `${f.symbol} → ${f.replacement}`, String(f.size), short(f.sha256)]),
   );
-  return header(r, keyId) + `, consistency ${m.consistency}\n\n` + table(['TARGET', 'BUILD-ID', 'PATCH OBJECT', 'FUNCTION', 'SIZE', 'ORIGINAL SHA-256'], rows);
+  return header(r, keyId) + `, consistency ${m.consistency}, patch mode ${m.patchMode ?? 'auto'}\n\n` + table(['TARGET', 'BUILD-ID', 'PATCH OBJECT', 'FUNCTION', 'SIZE', 'ORIGINAL SHA-256'], rows);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -323,6 +330,7 @@ export function packCommand(y: Argv): Argv {
             .option('baseline-id', { type: 'string', describe: 'the baseline this hotpatch builds on' })
             .option('sequence', { type: 'number', describe: 'hotpatch number within the baseline (1, 2, ...)' })
             .option('consistency', { type: 'string', choices: CONSISTENCY_LEVELS as unknown as string[], describe: 'entry (default) or function' })
+            .option('patch-mode', { type: 'string', choices: PATCH_MODES as unknown as string[], describe: 'auto (default: zero-stop where the objects allow it), stop or zero-stop' })
             .option('target', { type: 'string', array: true, describe: 'INSTALL/PATH=BASELINE/FILE: an object of the baseline, and its file on disk; repeatable' })
             .option('patch-object', { type: 'string', array: true, describe: 'the patch (.so, -fPIC -shared): one for all targets, or one per --target' })
             .option('function', { type: 'string', array: true, describe: '[TARGET:]SYMBOL[=REPLACEMENT] (default replacement: SYMBOL); repeatable' })

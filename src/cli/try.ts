@@ -1,7 +1,7 @@
 /** `hp-agent try`: a patch author's command — redirect functions of one process, or revert them. */
 import type { Argv } from 'yargs';
 import { HpError } from '../errors.js';
-import { applyPatch, revertFunctions, type ApplyReport, type FunctionSpec, type RevertReport } from '../engine/patch.js';
+import { applyPatch, PATCH_MODES, revertFunctions, type ApplyReport, type FunctionSpec, type PatchMode, type RevertReport } from '../engine/patch.js';
 import { addr, EXIT, printer, spacedHex, table } from './output.js';
 
 interface TryArgs {
@@ -14,6 +14,8 @@ interface TryArgs {
   timeout: number;
   realtime: boolean;
   far: boolean;
+  mode: PatchMode;
+  replace: boolean;
 }
 
 export function parseFunctionSpec(spec: string): FunctionSpec {
@@ -33,13 +35,14 @@ function sitesTable(report: ApplyReport | RevertReport): string {
       addr(s.siteAddress),
       s.kind,
       s.keptEndbr64 ? 'kept' : '-',
-      spacedHex(s.before),
-      spacedHex(s.after),
+      spacedHex(s.before) + (s.entry ? ` | entry ${spacedHex(s.entry.before)}` : ''),
+      spacedHex(s.after) + (s.entry ? ` | entry ${spacedHex(s.entry.after)}` : ''),
     ]),
   );
 }
 
 function pauseLine(r: ApplyReport | RevertReport): string {
+  if (r.mode === 'zero-stop') return `zero-stop: no thread stopped, switched in ${r.switchUs} µs`;
   return `pause ${r.pauseUs} µs, ${r.threads} thread${r.threads === 1 ? '' : 's'} stopped` +
     (r.attempts > 1 ? `, ${r.attempts} attempts` : '') + (r.steppedThreads ? `, ${r.steppedThreads} stepped out of a site` : '');
 }
@@ -62,6 +65,8 @@ export function tryCommand(y: Argv): Argv {
         .option('revert', { type: 'boolean', default: false, describe: 'put the original bytes back instead' })
         .option('timeout', { type: 'number', default: 2000, describe: 'ms to keep retrying while a thread executes the bytes to replace' })
         .option('realtime', { type: 'boolean', default: true, describe: 'stop the target at real-time priority (shorter pause)' })
+        .option('mode', { type: 'string', choices: PATCH_MODES as unknown as string[], default: 'auto', describe: 'zero-stop (hot-patchable entries only, no thread stopped), stop (all threads stopped for the writes), or auto: zero-stop where possible' })
+        .option('replace', { type: 'boolean', default: false, describe: 're-point functions this tool already patched instead of refusing them' })
         .option('far', { type: 'boolean', default: false, describe: 'map the patch out of rel32 reach, forcing the 14-byte absolute jump (for testing)' })
         .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
         .example('$0 try fix.so --pid 1234 --function compute=compute_v2', 'patch compute() of PID 1234')
@@ -72,11 +77,11 @@ export function tryCommand(y: Argv): Argv {
       try {
         if (!Number.isInteger(a.pid) || a.pid <= 0) throw new HpError('USAGE', `--pid expects a process ID, got "${String(a.pid)}"`);
         if (a.revert) {
-          const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, timeoutMs: a.timeout, realtime: a.realtime });
+          const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, timeoutMs: a.timeout, realtime: a.realtime });
           out.result(report, () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report)}`);
         } else {
           if (!a.patch) throw new HpError('USAGE', 'a patch object is required (or --revert)');
-          const report = await applyPatch({ pid: a.pid, patchPath: a.patch, functions: a.function.map(parseFunctionSpec), object: a.object, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near' });
+          const report = await applyPatch({ pid: a.pid, patchPath: a.patch, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, replace: a.replace, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near' });
           out.result(report, () =>
             `patched ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) with ${report.patch.mapping} at ${addr(report.patch.base)} — ${pauseLine(report)}\n${sitesTable(report)}`);
         }

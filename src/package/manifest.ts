@@ -22,6 +22,13 @@ export const CLASSIFICATIONS = [
 
 export const REBOOT_BEHAVIORS = ['NeverReboots', 'AlwaysRequiresReboot', 'CanRequestReboot'] as const;
 export const CONSISTENCY_LEVELS = ['entry', 'function'] as const;
+/**
+ * How the functions are switched (the engine's modes): 'zero-stop' never stops a thread but
+ * needs objects built with hot-patchable entries (-fpatchable-function-entry=7,5) and switches
+ * each function on its own; 'stop' switches all of a process's functions at once with every
+ * thread stopped; 'auto' (the default) is zero-stop where every function allows it.
+ */
+export const PATCH_MODES = ['auto', 'stop', 'zero-stop'] as const;
 
 /** The placeholder a service argument may carry; the agent substitutes its runtime directory. */
 export const HP_RUN_PLACEHOLDER = '${HP_RUN}';
@@ -148,12 +155,14 @@ export const HotpatchManifestSchema = z.strictObject({
   rebootBehavior: z.literal('NeverReboots', { error: 'a hotpatch is applied to running processes: expected "NeverReboots"' }),
   sequence: z.number().int({ error: 'expected a whole number' }).min(1, { error: 'expected a sequence number of 1 or more' }).max(1_000_000),
   consistency: z.enum(CONSISTENCY_LEVELS, { error: 'expected "entry" or "function"' }),
+  patchMode: z.enum(PATCH_MODES, { error: 'expected "auto", "stop" or "zero-stop"' }).optional(),
   targets: z.array(HotpatchTargetSchema).min(1, { error: 'a hotpatch needs at least one target' }).max(256),
 });
 
 export type Classification = (typeof CLASSIFICATIONS)[number];
 export type RebootBehavior = (typeof REBOOT_BEHAVIORS)[number];
 export type Consistency = (typeof CONSISTENCY_LEVELS)[number];
+export type PatchMode = (typeof PATCH_MODES)[number];
 export type PayloadEntry = z.infer<typeof PayloadEntrySchema>;
 export type BaselineFile = z.infer<typeof BaselineFileSchema>;
 export type BaselineService = z.infer<typeof ServiceSchema>;
@@ -202,6 +211,9 @@ function crossCheck(m: Manifest): Issue[] {
     });
   } else {
     duplicates(m.targets, (t) => t.path, (i) => ['targets', i, 'path'], 'target path', out);
+    if (m.consistency === 'function' && m.patchMode === 'zero-stop') {
+      out.push({ path: ['patchMode'], message: '"zero-stop" cannot give "function" consistency: proving no thread is inside an old function needs every thread stopped' });
+    }
     m.targets.forEach((t, i) => {
       used.add(t.patchObject);
       if (!payload.has(t.patchObject)) out.push({ path: ['targets', i, 'patchObject'], message: `"${t.patchObject}" is not listed in payload[]` });

@@ -18,6 +18,7 @@ import {
   type BaselineManifest,
   type Classification,
   type Consistency,
+  type PatchMode,
   type HotpatchFunction,
   type HotpatchManifest,
   type HotpatchTarget,
@@ -51,6 +52,8 @@ export interface PackHotpatchOptions extends CommonPackOptions {
   sequence: number;
   /** Default: 'entry'. */
   consistency?: Consistency;
+  /** Absent: the agent decides ('auto'). */
+  patchMode?: PatchMode;
   targets: {
     /** Install path in the baseline, e.g. 'bin/service'. */
     path: string;
@@ -216,6 +219,7 @@ export async function packHotpatch(opts: PackHotpatchOptions): Promise<PackResul
     baselineId: opts.baselineId,
     sequence: opts.sequence,
     consistency: opts.consistency ?? 'entry',
+    ...(opts.patchMode ? { patchMode: opts.patchMode } : {}),
     payload: entries,
     targets,
   };

@@ -4,8 +4,8 @@
 // beat. The engine runs in this process (targets are grandchildren, through the harness).
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { applyPatch, revertFunctions } from '../../src/engine/patch.js';
-import { inspectZeroStop, prepareZeroStop, zeroStopApply, zeroStopRevert, zeroStopSwitch } from '../../src/engine/zerostop.js';
+import { applyPatch, inspectFunctions, revertFunctions } from '../../src/engine/patch.js';
+import { zeroStopSwitch } from '../../src/engine/zerostop.js';
 import { HpError } from '../../src/errors.js';
 import { fixturePath, killTargetsAfterEach, spawnTarget, type Target } from '../../src/harness/index.js';
 import { native } from '../../src/native.js';
@@ -115,95 +115,98 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
     const before = await around(pid);
     expect(before.memory.equals(before.file)).toBe(true);
     expect(before.memory.toString('hex').slice(0, 14)).toBe('90909090909090');
+    expect((await inspectFunctions(pid, ['compute']))[0]).toMatchObject({ state: 'original', form: 'padding' });
 
     // Scheduling noise alone, over a span like a switch's.
     const idle = await observed(s, () => sleep(5));
 
-    // Map first (one sleeping thread is borrowed for the remote calls), then switch.
-    const prepared = await prepareZeroStop(pid, { patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v2' }] });
-    expect(prepared.report.sites[0]).toMatchObject({ action: 'patch', entryNop: 'two-90', keptEndbr64: false });
-    const sw = await observed(s, (sample) => zeroStopSwitch(pid, prepared.steps, { stepDelayMs: 1, onStep: sample }));
-    expect(sw.result.steps).toBe(3);
-    expect(sw.tracerSamples).toBeGreaterThanOrEqual(5);
-    expect([...sw.tracers]).toEqual([0]);
+    // 'auto' picks zero-stop by itself for a hot-patchable entry. Mapping the patch borrows a
+    // sleeping thread (TracerPid shows it), never the spinner; the switch traces nobody.
+    const sw = await observed(s, () => applyPatch({ pid, patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v2' }] }));
+    expect(sw.result).toMatchObject({ mode: 'zero-stop', pauseUs: 0, threads: 0 });
+    expect(sw.result.sites[0]).toMatchObject({ action: 'patch', form: 'padding', entry: { entryNop: 'two-90', before: '9090', after: 'ebf9' }, keptEndbr64: false });
     expect(sw.stops).toBe(0);
 
     expect(await t.request('call')).toBe('182');
     expect(t.pid).toBe(pid);
     expect(t.alive()).toBe(true);
-    const [state] = await inspectZeroStop(pid, ['compute']);
-    expect(state.state).toBe('switched');
-    expect(state.target).toBe(prepared.report.sites[0].target);
+    const [state] = await inspectFunctions(pid, ['compute']);
+    expect(state).toMatchObject({ state: 'patched', form: 'padding', jump: { target: sw.result.sites[0].target } });
+    expect(state.record?.zeroStop).toMatchObject({ entryNop: 'two-90', original: '9090', switched: 'ebf9' });
     const switched = (await around(pid)).memory;
     expect(switched[0]).toBe(0xe9);
     expect(switched.subarray(5, 7).toString('hex')).toBe('ebf9');
     expect(switched.subarray(7).equals(before.memory.subarray(7))).toBe(true);
 
-    // Re-point to another replacement: unflip, rewrite the padding, flip again. Mapping the new
-    // patch borrows a sleeping thread (TracerPid shows it), never the spinner.
-    const repointed = await observed(s, () => zeroStopApply(pid, { patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v3' }], replace: true }));
+    // Re-point to another replacement: unflip, rewrite the padding, flip again.
+    const repointed = await observed(s, () => applyPatch({ pid, patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v3' }], replace: true, mode: 'zero-stop' }));
     expect(repointed.result.sites[0].action).toBe('repoint');
+    expect(repointed.result.mode).toBe('zero-stop');
     expect(repointed.stops).toBe(0);
     expect(await t.request('call')).toBe('124');
 
-    const reverted = await observed(s, (sample) => zeroStopRevert(pid, { functions: ['compute'], onStep: sample }));
+    const reverted = await observed(s, () => revertFunctions({ pid, functions: ['compute'] }));
     expect([...reverted.tracers]).toEqual([0]);
+    expect(reverted.result.mode).toBe('zero-stop');
     expect(reverted.stops).toBe(0);
-    expect(reverted.result.steps).toBe(3);
     expect((await around(pid)).memory.equals(before.memory)).toBe(true);
     expect(await t.request('call')).toBe('42');
-    expect((await inspectZeroStop(pid, ['compute']))[0].state).toBe('original');
+    expect((await inspectFunctions(pid, ['compute']))[0].state).toBe('original');
 
     console.log(
       `zero-stop, spinner during: idle 5 ms: ${describeObs(idle)}\n` +
-        `  switch (${sw.result.durationUs} µs): ${describeObs(sw)}\n` +
+        `  map + switch (${sw.result.switchUs} µs): ${describeObs(sw)}\n` +
         `  map + re-point: ${describeObs(repointed)}\n` +
-        `  revert (${reverted.result.durationUs} µs): ${describeObs(reverted)}`,
+        `  revert (${reverted.result.switchUs} µs): ${describeObs(reverted)}`,
     );
     // A preemption by other work on a busy machine can make any gap long; without one, the gap
-    // is what the switch itself cost the spinner. (`stops` above is the noise-free proof.)
+    // is what the change cost the spinner. (`stops` above is the noise-free proof.)
     for (const o of [sw, reverted]) if (o.preemptions === 0) expect(o.gapNs).toBeLessThan(MAX_GAP_NS);
   });
 
-  it('for contrast: the same target patched the stop-the-world way (native.transaction)', async () => {
+  it('stop mode on a hot-patchable entry patches through the padding too, and zero-stop can take it back', async () => {
     const s = await spinningTarget();
     const { t } = s;
     const idle = await observed(s, () => sleep(5));
-    const applied = await observed(s, () => applyPatch({ pid: t.pid, patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v2' }] }));
+    const applied = await observed(s, () => applyPatch({ pid: t.pid, patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v2' }], mode: 'stop' }));
+    expect(applied.result.mode).toBe('stop');
+    expect(applied.result.sites[0].form).toBe('padding');
     expect(await t.request('call')).toBe('182');
-    // The stop-the-world entry is not a zero-stop switch: zero-stop refuses to touch it.
-    const err = await zeroStopApply(t.pid, { patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v3' }] }).catch((e) => e);
-    expect(err).toBeInstanceOf(HpError);
-    expect(err.code).toBe('ENTRY_MISMATCH');
+    const switched = (await around(t.pid)).memory;
+    expect(switched.subarray(5, 7).toString('hex')).toBe('ebf9');
+    // Every thread was stopped, the spinner too.
+    expect(applied.stops).toBeGreaterThanOrEqual(1);
     const reverted = await observed(s, () => revertFunctions({ pid: t.pid, functions: ['compute'] }));
+    expect(reverted.result.mode).toBe('zero-stop');
+    expect(reverted.stops).toBe(0);
     expect(await t.request('call')).toBe('42');
+    const back = await around(t.pid);
+    expect(back.memory.equals(back.file)).toBe(true);
     console.log(
       `stop-the-world, spinner during: idle 5 ms: ${describeObs(idle)}\n` +
         `  map + apply (core pause ${applied.result.pauseUs} µs, ${applied.result.threads} threads): ${describeObs(applied)}\n` +
-        `  revert (core pause ${reverted.result.pauseUs} µs): ${describeObs(reverted)}`,
+        `  zero-stop revert: ${describeObs(reverted)}`,
     );
-    // Every thread was stopped, the spinner too. (Its gap is not compared with the core's pause:
-    // that runs from the first thread stopped to the last resumed, and the spinner may be
-    // neither.)
-    expect(applied.stops).toBeGreaterThanOrEqual(1);
-    expect(reverted.stops).toBeGreaterThanOrEqual(1);
   });
 
   it('undoes its own writes when an entry changes under it', async () => {
     const { t } = await spinningTarget();
     const before = await around(t.pid);
-    const prepared = await prepareZeroStop(t.pid, { patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v2' }] });
-    // Pretend the last byte was expected to be something else: the padding and the first entry
-    // byte are written, then the check fails and both are put back.
-    const steps = prepared.steps.map((st, i) => (i === prepared.steps.length - 1 ? { ...st, before: Buffer.from([0xcc]) } : st));
-    const err = await zeroStopSwitch(t.pid, steps).catch((e) => e);
+    const { address } = symbolAddress(findObject(t.pid), 'compute');
+    // Three rounds of a switch, the last expecting a byte that is not there: the padding and the
+    // first entry byte are written, then the check fails and both are put back.
+    const jump = Buffer.from([0xe9, 0, 0, 0, 0]);
+    const rounds = [
+      [{ addr: address - 5, before: before.memory.subarray(0, 5), after: jump, what: 'padding' as const }],
+      [{ addr: address + 1, before: Buffer.from([0x90]), after: Buffer.from([0xf9]), what: 'entry' as const }],
+      [{ addr: address, before: Buffer.from([0xcc]), after: Buffer.from([0xeb]), what: 'entry' as const }],
+    ];
+    const err = await zeroStopSwitch(t.pid, rounds).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(HpError);
-    expect(err.code).toBe('ENTRY_MISMATCH');
-    expect(err.unchanged).toBe(true);
-    expect(err.message).toMatch(/2 write\(s\) already done were undone/);
+    expect((err as HpError).code).toBe('ENTRY_MISMATCH');
+    expect((err as HpError).unchanged).toBe(true);
+    expect((err as HpError).message).toMatch(/2 write\(s\) already done were undone/);
     expect((await around(t.pid)).memory.equals(before.memory)).toBe(true);
-    await prepared.discard();
-    expect(patchMappings(t.pid)).toEqual([]);
     expect(await t.request('call')).toBe('42');
   });
 });
@@ -212,7 +215,7 @@ describe('zero-stop refusals', () => {
   it('a function built without hot-patchable entries: NOT_HOT_PATCHABLE, nothing mapped or written', async () => {
     const t = await spawnTarget(fixturePath('loop-pie'));
     const bytes = await entryBytes(t.pid, 'compute', 16);
-    const err = await zeroStopApply(t.pid, { patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }] }).catch((e) => e);
+    const err = await applyPatch({ pid: t.pid, patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }], mode: 'zero-stop' }).then(() => expect.unreachable('expected a refusal'), (e: unknown) => e as HpError);
     expect(err).toBeInstanceOf(HpError);
     expect(err.code).toBe('NOT_HOT_PATCHABLE');
     expect(err.unchanged).toBe(true);
@@ -224,13 +227,13 @@ describe('zero-stop refusals', () => {
 
   it('reverting a function that is not switched, and re-switching without replace', async () => {
     const t = await spawnTarget(fixturePath('zerostop'));
-    const notPatched = await zeroStopRevert(t.pid, { functions: ['compute'] }).catch((e) => e);
+    const notPatched = await revertFunctions({ pid: t.pid, functions: ['compute'], mode: 'zero-stop' }).then(() => expect.unreachable('expected a refusal'), (e: unknown) => e as HpError);
     expect(notPatched.code).toBe('NOT_PATCHED');
-    await zeroStopApply(t.pid, { patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v2' }] });
-    const twice = await zeroStopApply(t.pid, { patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v3' }] }).catch((e) => e);
+    await applyPatch({ pid: t.pid, patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v2' }], mode: 'zero-stop' });
+    const twice = await applyPatch({ pid: t.pid, patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v3' }], mode: 'zero-stop' }).then(() => expect.unreachable('expected a refusal'), (e: unknown) => e as HpError);
     expect(twice.code).toBe('FUNCTION_ALREADY_PATCHED');
     expect(await t.request('call')).toBe('182');
-    await zeroStopRevert(t.pid, { functions: ['compute'] });
+    await revertFunctions({ pid: t.pid, functions: ['compute'], mode: 'zero-stop' });
     expect(await t.request('call')).toBe('42');
   });
 });
