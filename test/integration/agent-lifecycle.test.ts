@@ -113,14 +113,9 @@ describe('a machine from baseline to baseline', () => {
   });
 });
 
-describe('a product packed by someone else', () => {
-  it('installs and hotpatches a service built from its own C sources', async () => {
-    const home = newHome();
-    const agent = hpAgentIn(home);
-    const src = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-own-'));
-    homes.push(src);
-    // A tiny Unix-socket service: one answer per connection, from answer().
-    fs.writeFileSync(path.join(src, 'tinyd.c'), `
+/** A tiny Unix-socket service (one answer per connection, from answer()) and a fix for it, built from C here. */
+function buildTinyProduct(src: string, cflags: string[]): void {
+  fs.writeFileSync(path.join(src, 'tinyd.c'), `
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -134,22 +129,37 @@ int main(int argc, char **argv) {
   printf("READY\\n"); fflush(stdout);
   for (int n = 0;; n++) { int c = accept(s, 0, 0); if (c < 0) continue; char buf[64]; if (read(c, buf, sizeof buf) > 0) { const char *r = answer(n); write(c, r, strlen(r)); write(c, "\\n", 1); } close(c); }
 }`);
-    fs.writeFileSync(path.join(src, 'fix.c'), 'const char *answer_fixed(int n) { return n >= 0 ? "new answer" : "still negative"; }\n');
-    execFileSync('gcc', ['-O2', '-Wl,--build-id', '-o', path.join(src, 'tinyd'), path.join(src, 'tinyd.c')]);
-    execFileSync('gcc', ['-O2', '-fPIC', '-shared', '-nostartfiles', '-Wl,--build-id', '-o', path.join(src, 'fix.so'), path.join(src, 'fix.c')]);
+  fs.writeFileSync(path.join(src, 'fix.c'), 'const char *answer_fixed(int n) { return n >= 0 ? "new answer" : "still negative"; }\nconst char *answer_fixed2(int n) { return n >= 0 ? "newer answer" : "still negative"; }\n');
+  execFileSync('gcc', ['-O2', ...cflags, '-Wl,--build-id', '-o', path.join(src, 'tinyd'), path.join(src, 'tinyd.c')]);
+  execFileSync('gcc', ['-O2', '-fPIC', '-shared', '-nostartfiles', '-Wl,--build-id', '-o', path.join(src, 'fix.so'), path.join(src, 'fix.c')]);
+}
 
-    const key = path.join(src, 'vendor');
-    expect((await agent(['keygen', '--out', key])).code).toBe(0);
-    expect((await agent(['trust', 'add', `${key}.pub`, '--name', 'vendor'])).code).toBe(0);
-    const common = ['--kb', 'KB5099001', '--release-date', '2026-11-10', '--classification', 'Security', '--key', `${key}.key`];
-    const base = await agent(['pack', 'baseline', '--out', path.join(src, 'base.hpkg'), '--id', 'tiny-1.0', '--title', 'tiny 1.0', '--planned',
-      '--file', `bin/tinyd=${path.join(src, 'tinyd')}:755`, '--service', 'tinyd=bin/tinyd:${HP_RUN}/tiny.sock', ...common]);
-    expect(base.stderr).toBe('');
-    expect(base.code).toBe(0);
-    const hot = await agent(['pack', 'hotpatch', '--out', path.join(src, 'hot.hpkg'), '--id', 'tiny-1.0-hp1', '--title', 'tiny fix', '--baseline-id', 'tiny-1.0', '--sequence', '1',
-      '--target', `bin/tinyd=${path.join(src, 'tinyd')}`, '--patch-object', path.join(src, 'fix.so'), '--function', 'answer=answer_fixed', ...common.map((a) => (a === 'KB5099001' ? 'KB5099002' : a))]);
+/** Signs with a fresh vendor key the agent trusts; packs the baseline (tiny-1.0) and hotpatches of it. */
+async function packTiny(agent: ReturnType<typeof hpAgentIn>, src: string, hotpatches: { id: string; kb: string; sequence: number; replacement: string; extra?: string[] }[]): Promise<void> {
+  const key = path.join(src, 'vendor');
+  expect((await agent(['keygen', '--out', key])).code).toBe(0);
+  expect((await agent(['trust', 'add', `${key}.pub`, '--name', 'vendor'])).code).toBe(0);
+  const common = ['--release-date', '2026-11-10', '--classification', 'Security', '--key', `${key}.key`];
+  const base = await agent(['pack', 'baseline', '--out', path.join(src, 'base.hpkg'), '--id', 'tiny-1.0', '--title', 'tiny 1.0', '--planned', '--kb', 'KB5099001',
+    '--file', `bin/tinyd=${path.join(src, 'tinyd')}:755`, '--service', 'tinyd=bin/tinyd:${HP_RUN}/tiny.sock', ...common]);
+  expect(base.stderr).toBe('');
+  expect(base.code).toBe(0);
+  for (const h of hotpatches) {
+    const hot = await agent(['pack', 'hotpatch', '--out', path.join(src, `${h.id}.hpkg`), '--id', h.id, '--title', 'tiny fix', '--baseline-id', 'tiny-1.0', '--sequence', String(h.sequence), '--kb', h.kb,
+      '--target', `bin/tinyd=${path.join(src, 'tinyd')}`, '--patch-object', path.join(src, 'fix.so'), '--function', `answer=${h.replacement}`, ...(h.extra ?? []), ...common]);
     expect(hot.stderr).toBe('');
     expect(hot.code).toBe(0);
+  }
+}
+
+describe('a product packed by someone else', () => {
+  it('installs and hotpatches a service built from its own C sources', async () => {
+    const home = newHome();
+    const agent = hpAgentIn(home);
+    const src = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-own-'));
+    homes.push(src);
+    buildTinyProduct(src, []);
+    await packTiny(agent, src, [{ id: 'tiny-1.0-hp1', kb: 'KB5099002', sequence: 1, replacement: 'answer_fixed' }]);
 
     expect((await agent(['apply', path.join(src, 'base.hpkg')])).code).toBe(0);
     const booted = await agent(['boot']);
@@ -157,11 +167,53 @@ int main(int argc, char **argv) {
     const sock = path.join(home, 'run/tiny.sock');
     const { unixRequest } = await import('../../src/harness/index.js');
     expect(await unixRequest(sock, 'q')).toBe('old answer');
-    const applied = await agent(['apply', path.join(src, 'hot.hpkg')]);
+    const applied = await agent(['apply', path.join(src, 'tiny-1.0-hp1.hpkg')]);
     expect(applied.code).toBe(0);
-    expect(applied.json.processes).toMatchObject([{ pid: booted.json.started[0].pid, outcome: 'Patched' }]);
+    // Not built with hot-patchable entries: 'auto' stops the process for the write.
+    expect(applied.json.processes).toMatchObject([{ pid: booted.json.started[0].pid, outcome: 'Patched', mode: 'stop' }]);
     expect(await unixRequest(sock, 'q')).toBe('new answer');
     expect((await agent(['status'])).json.compliant).toBe(true);
+  });
+
+  it('built with hot-patchable entries: the package says the mode: zero-stop switches with plain writes, stop re-points in one transaction', async () => {
+    const home = newHome();
+    const agent = hpAgentIn(home);
+    const src = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-own-'));
+    homes.push(src);
+    buildTinyProduct(src, ['-fpatchable-function-entry=7,5']);
+    await packTiny(agent, src, [
+      { id: 'tiny-1.0-hp1', kb: 'KB5099002', sequence: 1, replacement: 'answer_fixed' },
+      { id: 'tiny-1.0-hp2', kb: 'KB5099003', sequence: 2, replacement: 'answer_fixed2', extra: ['--patch-mode', 'stop'] },
+    ]);
+    expect((await agent(['apply', path.join(src, 'base.hpkg')])).code).toBe(0);
+    const booted = await agent(['boot']);
+    const pid = booted.json.started[0].pid;
+    const sock = path.join(home, 'run/tiny.sock');
+    const { unixRequest } = await import('../../src/harness/index.js');
+
+    const hp1 = await agent(['apply', path.join(src, 'tiny-1.0-hp1.hpkg')]);
+    expect(hp1.code, hp1.stderr).toBe(0);
+    expect(hp1.json.processes).toMatchObject([{ pid, outcome: 'Patched', mode: 'zero-stop', pauseUs: 0, threads: 0, sites: [{ function: 'answer', action: 'patch', form: 'padding' }] }]);
+    expect(await unixRequest(sock, 'q')).toBe('new answer');
+    let st = (await agent(['status'])).json;
+    expect(st.compliant).toBe(true);
+    expect(st.processes[0].functions).toMatchObject([{ function: 'answer', state: 'patched', form: 'padding', packageId: 'tiny-1.0-hp1' }]);
+
+    // hp2 asks for the stop mode: one transaction re-points the padding's jump.
+    const hp2 = await agent(['apply', path.join(src, 'tiny-1.0-hp2.hpkg')]);
+    expect(hp2.json.processes).toMatchObject([{ pid, outcome: 'Patched', mode: 'stop', sites: [{ function: 'answer', action: 'repoint', form: 'padding' }] }]);
+    expect(hp2.json.processes[0].threads).toBeGreaterThanOrEqual(1);
+    expect(await unixRequest(sock, 'q')).toBe('newer answer');
+
+    // Back to hp1 (auto: zero-stop again). (That no running thread is stopped is proved by the
+    // spinning fixture in zerostop.test.ts; this service's only thread sleeps in accept().)
+    const back = await agent(['revert', 'tiny-1.0-hp2']);
+    expect(back.code, back.stderr).toBe(0);
+    expect(back.json.processes).toMatchObject([{ pid, mode: 'zero-stop', pauseUs: 0 }]);
+    expect(await unixRequest(sock, 'q')).toBe('new answer');
+    st = (await agent(['status'])).json;
+    expect(st).toMatchObject({ compliant: true, hotpatch: { packageId: 'tiny-1.0-hp1' } });
+    expect(st.processes[0].pid).toBe(pid);
   });
 });
 

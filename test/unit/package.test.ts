@@ -325,6 +325,14 @@ describe('manifest schema', () => {
     expect(schemaError(sampleHotpatch(), (m) => (m.targets[0].patchObject = 'payload/nope.so'))).toContain('targets[0].patchObject: "payload/nope.so" is not listed');
     expect(schemaError(sampleHotpatch(), (m) => m.payload.push({ path: 'payload/extra', sha256: HEX64, size: 1 }))).toContain('payload[1].path: "payload/extra" is not used by any target');
     expect(schemaError(sampleHotpatch(), (m) => m.targets.push(structuredClone(m.targets[0])))).toContain('targets[1].path: duplicate target path');
+    const zeroStopFunction = (m: HotpatchManifest) => Object.assign(m, { consistency: 'function', patchMode: 'zero-stop' });
+    expect(schemaError(sampleHotpatch(), zeroStopFunction)).toContain('patchMode: "zero-stop" cannot give "function" consistency');
+  });
+
+  it('takes an optional patch mode: auto, stop or zero-stop', () => {
+    for (const patchMode of ['auto', 'stop', 'zero-stop'] as const) expect(validateManifest({ ...sampleHotpatch(), patchMode })).toMatchObject({ patchMode });
+    expect(validateManifest(sampleHotpatch())).not.toHaveProperty('patchMode');
+    expect(schemaError(sampleHotpatch(), (m) => Object.assign(m, { patchMode: 'fast' }))).toContain('patchMode: expected "auto", "stop" or "zero-stop"');
   });
 
   it('lists every problem at once', () => {

@@ -1,0 +1,63 @@
+// Small pure pieces of the engine: where a fresh patch mapping's first memory area ends (so the
+// image can be written through /proc/PID/map_files without reading the maps again), and the
+// checks that keep a wrong argument from reaching the native core (where it would abort Node).
+import { describe, expect, it } from 'vitest';
+import { firstAreaEnd } from '../../src/engine/loader.js';
+import { HpError } from '../../src/errors.js';
+import { native } from '../../src/native.js';
+import { PROT_EXEC, PROT_READ, PROT_WRITE } from '../../src/x64/syscalls.js';
+
+const PAGE = 0x1000;
+const BASE = 0x7f0000000000;
+
+describe('firstAreaEnd', () => {
+  it('is the end of the mapping when every page keeps the read-only protection', () => {
+    expect(firstAreaEnd(BASE, 4 * PAGE, [])).toBe(BASE + 4 * PAGE);
+    expect(firstAreaEnd(BASE, 4 * PAGE, [{ offset: 0, size: 2 * PAGE, prot: PROT_READ }])).toBe(BASE + 4 * PAGE);
+  });
+
+  it('ends where the protection first changes', () => {
+    const text = { offset: PAGE, size: PAGE, prot: PROT_READ | PROT_EXEC };
+    const data = { offset: 3 * PAGE, size: PAGE, prot: PROT_READ | PROT_WRITE };
+    expect(firstAreaEnd(BASE, 20 * PAGE, [{ offset: 0, size: PAGE, prot: PROT_READ }, text, data])).toBe(BASE + PAGE);
+    expect(firstAreaEnd(BASE, 20 * PAGE, [text, data])).toBe(BASE + PAGE);
+    // A first segment that is executable from offset 0 makes the first area end with it.
+    expect(firstAreaEnd(BASE, 20 * PAGE, [{ offset: 0, size: 2 * PAGE, prot: PROT_READ | PROT_EXEC }, data])).toBe(BASE + 2 * PAGE);
+    // Neighbouring segments with the same protection are one area.
+    expect(firstAreaEnd(BASE, 20 * PAGE, [{ offset: 0, size: PAGE, prot: 5 }, { offset: PAGE, size: PAGE, prot: 5 }, data])).toBe(BASE + 2 * PAGE);
+  });
+});
+
+describe('native core arguments', () => {
+  const refused = async (p: () => Promise<unknown>) => {
+    const e = await p().then(() => expect.unreachable('expected a refusal'), (err: unknown) => err as HpError);
+    expect(e).toBeInstanceOf(HpError);
+    expect(e.code).toBe('INVALID_ARGUMENT');
+    return e.message;
+  };
+
+  it('refuses a bad pid, address, length or buffer with an error instead of aborting the process', async () => {
+    expect(await refused(() => native.readMemory(0, 0x1000, 4))).toContain('pid');
+    expect(await refused(() => native.readMemory(-5, 0x1000, 4))).toContain('pid');
+    expect(await refused(() => native.readMemory('12' as unknown as number, 0x1000, 4))).toContain('pid');
+    expect(await refused(() => native.readMemory(1, -1, 4))).toContain('address');
+    expect(await refused(() => native.readMemory(1, 2 ** 60, 4))).toContain('address');
+    expect(await refused(() => native.readMemory(1, 0x1000, 1.5))).toContain('length');
+    expect(await refused(() => native.writeMemory(1, 0x1000, 'abc' as unknown as Buffer))).toContain('data');
+    expect(await refused(() => native.readRanges(1, [{ addr: 0x1000, length: -1 }]))).toContain('ranges[0].length');
+  });
+
+  it('checks every site of a transaction and every argument of a remote call', async () => {
+    expect(await refused(() => native.transaction(1, [{ addr: 0x1000, expect: Buffer.from([1]), write: Buffer.from([1, 2]) }]))).toContain('length differs');
+    expect(await refused(() => native.transaction(1, [{ addr: 0x1000, write: Buffer.from([1]) } as never]))).toContain('sites[0].expect');
+    expect(await refused(() => native.transaction(1, 'sites' as never))).toContain('sites');
+    expect(await refused(() => native.floor(1, [{ addr: undefined as never, write: Buffer.alloc(1) }]))).toContain('sites[0].addr');
+    expect(await refused(() => native.remoteSyscalls(1, [{ nr: 9, args: [{}] as never }], { gadget: 0x1000 }))).toContain('calls[0].args[0]');
+    expect(await refused(() => native.remoteSyscalls(1, [{ nr: 9, args: [1, 2, 3, 4, 5, 6, 7] }], { gadget: 0x1000 }))).toContain('calls[0].args');
+    expect(await refused(() => native.remoteSyscalls(1, [], { gadget: 'x' as never }))).toContain('gadget');
+  });
+
+  it('reads nothing for an empty list of ranges', async () => {
+    expect(await native.readRanges(1, [])).toEqual([]);
+  });
+});
