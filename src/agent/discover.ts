@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadedObjects, processName, readMaps } from '../proc/index.js';
+import { loadedObjects, parseMaps, processName, readProcText } from '../proc/index.js';
 
 export interface MappedFile {
   /** Path as the process mapped it (without " (deleted)"). */
@@ -38,14 +38,17 @@ export function processesUnder(root: string, pids: number[] = allPids()): Proces
   for (const pid of pids) {
     let maps;
     try {
-      maps = readMaps(pid);
+      // Most processes on a machine run none of our files: look for the folder in the raw text
+      // before parsing anything.
+      const text = readProcText(pid, 'maps');
+      if (!text.includes(prefix)) continue;
+      maps = parseMaps(text);
     } catch {
       continue;
     }
     if (!maps.some((m) => m.path.startsWith(prefix))) continue;
     try {
-      const files = loadedObjects(pid)
-        .filter((o) => o.path.startsWith(prefix))
+      const files = loadedObjects(pid, maps, (p) => p.startsWith(prefix))
         .map((o) => ({ path: o.path, buildId: o.buildId, deleted: o.mappings.some((m) => m.deleted) }));
       out.push({ pid, comm: processName(pid), files });
     } catch {

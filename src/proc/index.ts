@@ -11,4 +11,4 @@ export {
 export type { MapEntry } from './maps.js';
 export { computeLoadBias, findObject, loadedObjects, readElfFile, symbolAddress } from './objects.js';
 export type { LoadedObject } from './objects.js';
-export { exePath, listThreads, processExists, processName, processState, readAuxv, tracerOf } from './procfs.js';
+export { exePath, listThreads, readProcText, processExists, processName, processState, readAuxv, tracerOf } from './procfs.js';

@@ -224,12 +224,16 @@ function requireLiveProcess(pid: number): void {
   );
 }
 
-/** Every file-backed ELF mapped in the process, by address. Files that are not ELF are skipped. */
-export function loadedObjects(pid: number, maps?: MapEntry[]): LoadedObject[] {
+/**
+ * Every file-backed ELF mapped in the process, by address. Files that are not ELF are skipped.
+ * `maps`: as the caller just read them; `wanted`: only files whose path it accepts are opened.
+ */
+export function loadedObjects(pid: number, maps?: MapEntry[], wanted?: (path: string) => boolean): LoadedObject[] {
   requireLiveProcess(pid);
   const problems: string[] = [];
   const out: LoadedObject[] = [];
   for (const inst of groupInstances(maps ?? readMaps(pid))) {
+    if (wanted && !wanted(inst.path)) continue;
     const obj = loadInstance(pid, inst, problems);
     if (obj) out.push(obj);
   }
