@@ -5,7 +5,11 @@
  * Hotpatches are cumulative: level N replaces N-1 in one transaction per process, and the
  * functions N no longer patches get their original bytes back.
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode } from '../engine/patch.js';
 import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
@@ -125,6 +129,40 @@ export interface ApplyLevelOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
+/**
+ * A share of the processes to bring to a level: what one thread works through (see applyLevel).
+ * Plain data, so it can be handed to a worker thread.
+ */
+export interface LevelShare {
+  home: string;
+  root: string;
+  manifest: HotpatchManifest | undefined;
+  previous: HotpatchManifest | undefined;
+  label: ChangeReportLabel;
+  timeoutMs?: number;
+  concurrency: number;
+  procs: ProcessView[];
+}
+
+/** Works through a share, `concurrency` processes at a time; results in the share's order. */
+export async function applyShare(share: LevelShare, onDone: () => void = () => undefined): Promise<ProcessResult[]> {
+  const results: ProcessResult[] = new Array(share.procs.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < share.procs.length) {
+      const i = next++;
+      results[i] = await applyToProcess(share, share.procs[i]);
+      onDone();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(share.concurrency, share.procs.length)) }, worker));
+  return results;
+}
+
+/** Below this many processes one thread is quicker than starting others. */
+const THREADS_FROM = 64;
+const MAX_THREADS = 8;
+
 /** Brings every process that runs the baseline's target files to a level; one result per process. */
 export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]> {
   const root = baselineDir(o.home, o.baselineId);
@@ -138,25 +176,54 @@ export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]>
     const paths = [...(o.manifest?.targets ?? []), ...(o.previous?.targets ?? [])].map((t) => path.join(root, t.path));
     return p.files.some((f) => paths.includes(f.path));
   });
-  const results: ProcessResult[] = new Array(relevant.length);
-  let next = 0;
-  let done = 0;
   const label = o.manifest ? { packageId: o.manifest.id, kb: o.manifest.kb, baselineId: o.manifest.baselineId, sequence: o.manifest.sequence } : undefined;
-  const worker = async () => {
-    while (next < relevant.length) {
-      const i = next++;
-      const proc = relevant[i];
-      results[i] = await applyToProcess(o.home, proc, root, o, label);
-      o.onProgress?.(++done, relevant.length);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(o.concurrency ?? 8, relevant.length)) }, worker));
-  return results;
+  const share = (procs: ProcessView[], concurrency: number): LevelShare => ({ home: o.home, root, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, procs });
+  let done = 0;
+  const progress = () => o.onProgress?.(++done, relevant.length);
+  const concurrency = o.concurrency ?? 8;
+  const threads = relevant.length >= THREADS_FROM ? Math.min(os.availableParallelism(), MAX_THREADS) : 1;
+  if (threads <= 1) return applyShare(share(relevant, concurrency), progress);
+
+  // Many processes: the per-process work is mostly JavaScript on one thread, so spread the
+  // processes over one thread per CPU (this one included); each runs its own small pool.
+  const shares = Array.from({ length: threads }, (_, t) => share(relevant.filter((_, i) => i % threads === t), Math.max(2, Math.ceil(concurrency / threads))));
+  const outcomes = await Promise.all(shares.map((sh, t) => (t === 0 ? applyShare(sh, progress) : inWorker(sh, progress))));
+  return outcomes.flat().sort((a, b) => a.pid - b.pid);
 }
 
-async function applyToProcess(home: string, proc: ProcessView, root: string, o: ApplyLevelOptions, label: ChangeReportLabel): Promise<ProcessResult> {
+const WORKER_URL = new URL('./level-worker.js', import.meta.url);
+
+/**
+ * Runs a share in a worker thread (level-worker.ts). If the worker cannot run (e.g. the code runs
+ * from TypeScript sources, with no compiled worker next to it) the share runs here instead: the
+ * same result, one thread fewer. Bringing a process to a level twice is harmless.
+ */
+function inWorker(share: LevelShare, onDone: () => void): Promise<ProcessResult[]> {
+  if (!fs.existsSync(fileURLToPath(WORKER_URL))) return applyShare(share, onDone);
+  return new Promise((resolve) => {
+    let settled = false;
+    const fallBack = () => {
+      if (settled) return;
+      settled = true;
+      void applyShare(share, onDone).then(resolve);
+    };
+    const w = new Worker(WORKER_URL, { workerData: share });
+    w.on('message', (m: { done?: true; results?: ProcessResult[] }) => {
+      if (m.done) onDone();
+      if (m.results && !settled) {
+        settled = true;
+        resolve(m.results);
+      }
+    });
+    w.on('error', fallBack);
+    w.on('exit', fallBack);
+  });
+}
+
+async function applyToProcess(o: LevelShare, proc: ProcessView): Promise<ProcessResult> {
+  const { label } = o;
   const base = { pid: proc.pid, comm: proc.comm };
-  const changes = changesFor(home, proc, root, o.manifest, o.previous);
+  const changes = changesFor(o.home, proc, o.root, o.manifest, o.previous);
   if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD' };
   if (changes.length === 0) return { ...base, outcome: 'AlreadyAtLevel' };
   try {
@@ -167,7 +234,7 @@ async function applyToProcess(home: string, proc: ProcessView, root: string, o: 
       mode: r.mode,
       pauseUs: r.pauseUs,
       threads: r.threads,
-      sites: r.sites.map((s) => ({ object: path.relative(root, s.object), function: s.function, action: s.action, kind: s.kind, form: s.form })),
+      sites: r.sites.map((s) => ({ object: path.relative(o.root, s.object), function: s.function, action: s.action, kind: s.kind, form: s.form })),
     };
   } catch (e) {
     const err = e as HpError;
@@ -185,7 +252,7 @@ function patchModeOf(m: HotpatchManifest | undefined): PatchMode {
   return m?.consistency === 'function' ? 'stop' : 'auto';
 }
 
-type ChangeReportLabel = { packageId: string; kb: string; baselineId: string; sequence: number } | undefined;
+export type ChangeReportLabel = { packageId: string; kb: string; baselineId: string; sequence: number } | undefined;
 
 export function isHotpatch(m: Manifest): m is HotpatchManifest {
   return m.kind === 'hotpatch';

@@ -1,0 +1,12 @@
+/**
+ * A worker thread of applyLevel: brings its share of the processes to the level, reports each
+ * one done, then all results. (The engine's per-process work is mostly JavaScript; one such
+ * thread per CPU is what makes a thousand processes fit in a second.)
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { applyShare, type LevelShare } from './hotpatch.js';
+
+const port = parentPort;
+if (!port) throw new Error('level-worker runs as a worker thread of applyLevel');
+const results = await applyShare(workerData as LevelShare, () => port.postMessage({ done: true }));
+port.postMessage({ results });
