@@ -1,0 +1,41 @@
+// Many processes at once through `hp-agent apply` and `revert`: above a threshold the agent
+// spreads them over one thread per CPU (worker threads). Every process must end up patched —
+// answering the fixed value — and reverted, with the same PIDs, whichever thread handled it.
+import { afterEach, describe, expect, it } from 'vitest';
+import { patchedAnswer, unpatchedAnswer } from '../../src/bench/benchd.js';
+import { removeAgentMachine, runCli, setUpAgentMachine, type AgentMachine } from '../../src/bench/scale-agent.js';
+import { killTargetsAfterEach, spawnTarget, type Target } from '../../src/harness/index.js';
+
+killTargetsAfterEach(afterEach);
+
+// Above the agent's threshold for using more than one thread (THREADS_FROM in src/agent/hotpatch.ts).
+const PROCESSES = 72;
+
+let machine: AgentMachine | undefined;
+afterEach(() => {
+  removeAgentMachine(machine);
+  machine = undefined;
+});
+
+describe('hp-agent apply on many processes', () => {
+  it('patches and reverts every one of 72 processes of the installed baseline', async () => {
+    machine = await setUpAgentMachine();
+    const targets: Target[] = [];
+    for (let i = 0; i < PROCESSES; i++) targets.push(await spawnTarget(machine.binary, { args: ['1', 'idle', '1', 'nogap'] }));
+    const pids = targets.map((t) => t.pid).sort((a, b) => a - b);
+
+    const applied = await runCli(machine.home, ['apply', machine.hotpatchPackage, '--json']);
+    expect(applied.code, applied.stderr).toBe(0);
+    expect(applied.json.processes.map((p: { pid: number }) => p.pid)).toEqual(pids);
+    expect(applied.json.processes.every((p: { outcome: string }) => p.outcome === 'Patched')).toBe(true);
+    for (const t of targets) expect(await t.request('call 0')).toBe(patchedAnswer(0));
+
+    const reverted = await runCli(machine.home, ['revert', machine.hotpatchId, '--json']);
+    expect(reverted.code, reverted.stderr).toBe(0);
+    expect(reverted.json.processes.map((p: { pid: number; outcome: string }) => [p.pid, p.outcome])).toEqual(pids.map((pid) => [pid, 'Patched']));
+    for (const t of targets) {
+      expect(await t.request('call 0')).toBe(unpatchedAnswer(0));
+      expect(t.alive()).toBe(true);
+    }
+  }, 120_000);
+});
