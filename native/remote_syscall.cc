@@ -77,6 +77,13 @@ bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<Rem
                     RemoteBatchResult& out, CoreError& err) {
   if (!ProcessAlive(pid))
     return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid));
+  // The caller may pass a gadget remembered from another process of the same program: make
+  // sure these two bytes really are `syscall` here before pointing a thread at them.
+  uint8_t insn[2] = {0, 0};
+  std::vector<Range> probe{{gadget, insn, sizeof insn}};
+  if (!ReadRanges(pid, probe, err)) return false;
+  if (insn[0] != 0x0f || insn[1] != 0x05)
+    return Fail(err, "NO_SYSCALL_GADGET", "the bytes at " + Hex(gadget) + " in process " + std::to_string(pid) + " are not a syscall instruction");
   if (tid == 0) tid = pid;
   Tracee tracee(pid);
   if (!tracee.SeizeOne(tid, err)) return false;

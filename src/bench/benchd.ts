@@ -108,7 +108,20 @@ export class Benchd {
     return Number(await this.command('gap')) / 1000;
   }
 
-  /** The gap recorder's thread id (see voluntarySwitches). */
+  /**
+   * For each window (monotonic ns, see monotonicNs), the longest part of it the recorder did not
+   * run, in µs (gaps under 1 µs count as 0). One request for all the windows, no reset: the
+   * target logs its recorder's gaps and answers once the recorder has run past every window.
+   */
+  async gapsUs(windows: Window[]): Promise<number[]> {
+    if (windows.length === 0) return [];
+    const answer = await this.command(`gaps ${windows.map((w) => `${w.start} ${w.end}`).join(' ')}`);
+    const v = answer.split(' ').map(Number);
+    if (v.length !== windows.length || v.some((x) => !Number.isFinite(x))) throw new Error(`${this.describe()}: gaps answered "${answer}"`);
+    return v.map((ns) => ns / 1000);
+  }
+
+  /** The gap recorder's thread id (see contextSwitches). */
   async recorderTid(): Promise<number> {
     const tid = Number(await this.command('recorder'));
     if (!Number.isInteger(tid) || tid <= 0) throw new Error(`${this.describe()}: no gap recorder thread (recorder answered ${tid})`);
@@ -125,16 +138,34 @@ export function sampleIndexes(count: number): number[] {
   return [...new Set([0, count >> 1, count - 1])];
 }
 
+/** A time window in CLOCK_MONOTONIC nanoseconds, the target's clock (libuv reads the same one). */
+export interface Window {
+  start: bigint;
+  end: bigint;
+}
+
+export const monotonicNs = (): bigint => process.hrtime.bigint();
+
+/** Runs fn and returns its result with the window it ran in. */
+export async function timed<T>(fn: () => Promise<T> | T): Promise<{ value: T; window: Window; ms: number }> {
+  const start = monotonicNs();
+  const value = await fn();
+  const end = monotonicNs();
+  return { value, window: { start, end }, ms: Number(end - start) / 1e6 };
+}
+
 /**
- * voluntary_ctxt_switches of one thread (/proc/PID/task/TID/status). The gap recorder spins and
- * never blocks by itself, so this count only grows when something stops it: a ptrace stop (the
- * thread sleeps in TASK_TRACED) is a voluntary switch, while preemption by other threads is not.
+ * Context switches of one thread so far (/proc/PID/task/TID/status). The gap recorder spins and
+ * never blocks by itself, so its voluntary count only grows when something stops it: a ptrace
+ * stop (the thread sleeps in TASK_TRACED) is a voluntary switch, while being preempted by other
+ * threads is an involuntary one.
  */
-export function voluntarySwitches(pid: number, tid: number): number {
+export function contextSwitches(pid: number, tid: number): { voluntary: number; involuntary: number } {
   const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-  const m = /^voluntary_ctxt_switches:\s*(\d+)/m.exec(status);
-  if (!m) throw new Error(`/proc/${pid}/task/${tid}/status has no voluntary_ctxt_switches`);
-  return Number(m[1]);
+  const voluntary = /^voluntary_ctxt_switches:\s*(\d+)/m.exec(status);
+  const involuntary = /^nonvoluntary_ctxt_switches:\s*(\d+)/m.exec(status);
+  if (!voluntary || !involuntary) throw new Error(`/proc/${pid}/task/${tid}/status has no context switch counts`);
+  return { voluntary: Number(voluntary[1]), involuntary: Number(involuntary[1]) };
 }
 
 /**

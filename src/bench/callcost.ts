@@ -8,7 +8,6 @@ import { applyPatch, revertFunctions } from '../engine/patch.js';
 import { fixturePath } from '../harness/index.js';
 import { Benchd, BENCH_PATCH, functionSpecs } from './benchd.js';
 import { ratio, rounded, summarize, type Stats } from './stats.js';
-import { loadZeroStop } from './zero-stop.js';
 
 export interface CallCostRow {
   /** unpatched | near | far | zero-stop */
@@ -78,18 +77,13 @@ export async function callCostSection(calls: number, repeats: number, log: (line
   try {
     const base: CallCostRow = { variant: 'unpatched', binary: 'benchd-zs', jump: 'none', nsPerCall: await measure(zs, calls, repeats) };
     add(base);
-    const engine = await loadZeroStop();
     const row: CallCostRow = { variant: 'zero-stop', binary: 'benchd-zs', jump: 'padding' };
-    if (typeof engine === 'string') {
-      row.error = engine;
-    } else {
-      try {
-        await engine.apply(zs.pid, { patchPath, functions });
-        await zs.expectAnswers([0], true);
-        row.nsPerCall = await measure(zs, calls, repeats);
-      } catch (e) {
-        row.error = message(e);
-      }
+    try {
+      await applyPatch({ pid: zs.pid, patchPath, functions, mode: 'zero-stop' });
+      await zs.expectAnswers([0], true);
+      row.nsPerCall = await measure(zs, calls, repeats);
+    } catch (e) {
+      row.error = message(e);
     }
     add(row, base);
   } finally {

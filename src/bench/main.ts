@@ -5,7 +5,8 @@
  *   node dist/bench/main.js [--runs N] [--quick] [--out DIR] [--only SECTION,...]
  *
  * --runs N     apply+revert cycles per case (default 100; 5 with --quick)
- * --quick      a small matrix (1 and 4 threads, 1 function, scale 1 and 10): a smoke run
+ * --quick      a small matrix (pause 1 and 4 threads, zero-stop 0 and 1, 1 function, scale 1
+ *              and 10): a smoke run
  * --out DIR    where to write the reports (default bench/out/ in the package)
  * --only LIST  some of: pause, zeroStop, callCost, restart, scale (default all)
  */

@@ -4,18 +4,23 @@
  *
  *   floor   the raw primitives of the native core (seize, interrupt, wait for every thread, write
  *           the bytes that are already at each site, resume) on the same sites;
- *   apply   applyPatch of bench_fix.so over the first N functions (the engine, in this process);
+ *   apply   applyPatch (mode 'stop') of bench_fix.so over the first N functions (the engine, here);
  *   revert  revertFunctions of the same functions;
  *
- * each bracketed by the target's gap recorder (reset before, read after), so the pause the core
- * measures is checked from inside the target. A cycle's order is fixed (floor, apply, revert), and
- * the floor runs on the unpatched target each time: same threads, same sites, same moment.
+ * then two noise windows as long as the apply (the agent asleep, the agent spinning). The agent
+ * notes each call's window on the monotonic clock and asks the target once per cycle for the
+ * longest part of each window its spinning gap recorder did not run (`gaps`), so the pause the
+ * core measures is checked from inside the target without a reset/read round trip around each
+ * call (with 64 busy threads each round trip waits up to a scheduling period for the recorder).
+ * A cycle's order is fixed (floor, apply, revert), and the floor runs on the unpatched target
+ * each time: same threads, same sites, same moment. Around each apply and revert the recorder's
+ * voluntary context switches are read: every stop of it counts (`stopped`).
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { applyPatch, revertFunctions, type ApplyReport } from '../engine/patch.js';
 import { native } from '../native.js';
 import { fixturePath } from '../harness/index.js';
-import { Benchd, BENCH_PATCH, functionNames, functionSpecs, sampleIndexes, spinFor, type Mode } from './benchd.js';
+import { Benchd, BENCH_PATCH, contextSwitches, functionNames, functionSpecs, sampleIndexes, spinFor, timed, type Mode, type Window } from './benchd.js';
 import { ratio, rounded, summarize, type Stats } from './stats.js';
 
 export interface FloorResult {
@@ -40,6 +45,8 @@ export interface PauseCase extends PauseConfig {
   targetThreads?: number;
   /** Apply+revert cycles that succeeded (the statistics are over these). */
   runs: number;
+  /** Wall time of the whole case (target started → killed), s. */
+  durationS?: number;
   /** Whether the engine's transactions ran at real-time priority (the floor ran the same way). */
   realtime?: boolean;
   /** Jump kind written at the sites (rel32 expected). */
@@ -67,6 +74,12 @@ export interface PauseCase extends PauseConfig {
   /** Most transaction attempts one apply needed, and most threads single-stepped out of a site. */
   maxAttempts?: number;
   maxSteppedThreads?: number;
+  /**
+   * Times the gap recorder was stopped during the counted applies and reverts: the growth of its
+   * voluntary_ctxt_switches (a ptrace stop is one; the spinning recorder never blocks by itself).
+   * At least 2 per run here, against 0 in zero-stop mode.
+   */
+  stopped?: number;
   /** Failed applies or reverts (each retried) and their distinct messages. */
   failures: number;
   errors: string[];
@@ -112,6 +125,7 @@ export interface PauseRunOptions {
 
 /** One case of the matrix on a fresh target, killed afterwards whatever happens. */
 export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorState: { floor?: FloorFn; available: boolean }): Promise<PauseCase> {
+  const started = performance.now();
   const out: PauseCase = { ...cfg, target: `benchd ${cfg.threads} ${cfg.mode} ${cfg.functions}`, runs: 0, failures: 0, errors: [] };
   const patchPath = fixturePath(BENCH_PATCH);
   const functions = functionSpecs(cfg.functions);
@@ -121,9 +135,9 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
     // Warm-up (not counted): proves the patch takes and gives the sites for the floor.
     let warm: ApplyReport;
     try {
-      warm = await applyPatch({ pid: t.pid, patchPath, functions });
+      warm = await applyPatch({ pid: t.pid, patchPath, functions, mode: 'stop' });
       await t.expectAnswers(sampleIndexes(cfg.functions), true);
-      await revertFunctions({ pid: t.pid, functions: names });
+      await revertFunctions({ pid: t.pid, functions: names, mode: 'stop' });
       await t.expectAnswers(sampleIndexes(cfg.functions), false);
     } catch (e) {
       out.failures++;
@@ -136,6 +150,8 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
     const floorSites = await Promise.all(
       warm.sites.map(async (s) => ({ addr: s.siteAddress, write: await native.readMemory(t.pid, s.siteAddress, s.after.length / 2) })),
     );
+    const tid = await t.recorderTid();
+    const voluntary = () => contextSwitches(t.pid, tid).voluntary;
 
     const applyPause: number[] = [];
     const revertPause: number[] = [];
@@ -150,65 +166,64 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
     const cpuNoise: number[] = [];
     let maxAttempts = 0;
     let maxStepped = 0;
+    let stopped = 0;
     const maxFailures = Math.max(5, opts.runs >> 2);
 
     while (out.runs < opts.runs && out.failures < maxFailures) {
+      let floorWindow: Window | undefined;
       if (floorState.available) {
-        await t.resetGap();
-        const f = await tryFloor(floorState.floor, t.pid, floorSites, warm.realtime);
-        if (f === 'missing') {
+        const f = await timed(() => tryFloor(floorState.floor, t.pid, floorSites, warm.realtime));
+        if (f.value === 'missing') {
           floorState.available = false;
         } else {
-          floorGap.push(await t.gapUs());
-          floorPause.push(f.pauseNs / 1000);
-          floorTotal.push(f.totalNs / 1000);
+          floorWindow = f.window;
+          floorPause.push(f.value.pauseNs / 1000);
+          floorTotal.push(f.value.totalNs / 1000);
         }
       }
 
-      await t.resetGap();
-      let t0 = performance.now();
-      let a: ApplyReport;
+      let s0 = voluntary();
+      let a: Awaited<ReturnType<typeof timed<ApplyReport>>>;
       try {
-        a = await applyPatch({ pid: t.pid, patchPath, functions });
+        a = await timed(() => applyPatch({ pid: t.pid, patchPath, functions, mode: 'stop' }));
       } catch (e) {
         out.failures++;
         remember(out.errors, e);
+        if (floorWindow) floorGap.push(...(await t.gapsUs([floorWindow])));
         continue; // a failed apply changed nothing
       }
-      const aWall = performance.now() - t0;
-      const aGap = await t.gapUs();
+      stopped += voluntary() - s0;
 
-      await t.resetGap();
-      t0 = performance.now();
-      let r: Awaited<ReturnType<typeof revertFunctions>> | undefined;
-      for (let attempt = 0; attempt < 3 && !r; attempt++) {
-        try {
-          r = await revertFunctions({ pid: t.pid, functions: names });
-        } catch (e) {
-          out.failures++;
-          remember(out.errors, e);
+      s0 = voluntary();
+      const r = await timed(async () => {
+        for (let attempt = 0; attempt < 3; attempt++) {
+          try {
+            return await revertFunctions({ pid: t.pid, functions: names, mode: 'stop' });
+          } catch (e) {
+            out.failures++;
+            remember(out.errors, e);
+          }
         }
-      }
-      if (!r) throw new Error(`${t.describe()}: the patch could not be reverted: ${out.errors.join('; ')}`);
-      const rWall = performance.now() - t0;
-      const rGap = await t.gapUs();
+        throw new Error(`${t.describe()}: the patch could not be reverted: ${out.errors.join('; ')}`);
+      });
+      stopped += voluntary() - s0;
 
       // The noise, in the same run (the machine's load changes): as long as the apply, doing nothing.
-      await t.resetGap();
-      await delay(aWall);
-      noise.push(await t.gapUs());
-      await t.resetGap();
-      spinFor(aWall);
-      cpuNoise.push(await t.gapUs());
+      const asleep = await timed(() => delay(a.ms));
+      const spinning = await timed(() => spinFor(a.ms));
 
-      applyPause.push(a.pauseUs);
-      revertPause.push(r.pauseUs);
-      applyWall.push(aWall);
-      revertWall.push(rWall);
-      applyGap.push(aGap);
-      revertGap.push(rGap);
-      maxAttempts = Math.max(maxAttempts, a.attempts, r.attempts);
-      maxStepped = Math.max(maxStepped, a.steppedThreads, r.steppedThreads);
+      const gaps = await t.gapsUs([a.window, r.window, asleep.window, spinning.window, ...(floorWindow ? [floorWindow] : [])]);
+      applyGap.push(gaps[0]);
+      revertGap.push(gaps[1]);
+      noise.push(gaps[2]);
+      cpuNoise.push(gaps[3]);
+      if (floorWindow) floorGap.push(gaps[4]);
+      applyPause.push(a.value.pauseUs);
+      revertPause.push(r.value.pauseUs);
+      applyWall.push(a.ms);
+      revertWall.push(r.ms);
+      maxAttempts = Math.max(maxAttempts, a.value.attempts, r.value.attempts);
+      maxStepped = Math.max(maxStepped, a.value.steppedThreads, r.value.steppedThreads);
       out.runs++;
     }
     // The patch must still work after all these cycles.
@@ -230,12 +245,14 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
       floorTotalUs: us(floorTotal),
       maxAttempts,
       maxSteppedThreads: maxStepped,
+      ...(out.runs > 0 ? { stopped } : {}),
     });
     out.ratio = ratio(summarize(applyPause)?.median, summarize(floorPause)?.median);
     out.revertRatio = ratio(summarize(revertPause)?.median, summarize(floorPause)?.median);
     return out;
   } finally {
     await t.kill();
+    out.durationS = Math.round((performance.now() - started) / 100) / 10;
   }
 }
 
@@ -256,7 +273,7 @@ export async function pauseSection(matrix: PauseMatrix, opts: PauseRunOptions): 
         try {
           c = await pauseCase({ threads, mode, functions }, opts, floorState);
         } catch (e) {
-          c = { threads, mode, functions, target: `benchd ${threads} ${mode} ${functions}`, runs: 0, failures: 1, errors: [] };
+          c = { threads, mode, functions, target: `benchd ${threads} ${mode} ${functions}`, runs: 0, durationS: Math.round((performance.now() - started) / 100) / 10, failures: 1, errors: [] };
           remember(c.errors, e);
         }
         cases.push(c);
@@ -264,7 +281,7 @@ export async function pauseSection(matrix: PauseMatrix, opts: PauseRunOptions): 
         const f = (s?: Stats) => (s ? s.median.toFixed(0) : '-');
         opts.log(
           `pause ${String(threads).padStart(2)} ${mode} ${String(functions).padStart(3)} fn: ${c.runs} runs, pause ${f(c.applyPauseUs)} µs, floor ${f(c.floorPauseUs)} µs, gap ${f(c.applyGapUs)} µs` +
-            `${c.ratio !== undefined ? `, ratio ${c.ratio}` : ''}${c.errors.length ? `, ${c.failures} failure(s): ${c.errors[0]}` : ''} (${((performance.now() - started) / 1000).toFixed(1)} s)`,
+            `${c.ratio !== undefined ? `, ratio ${c.ratio}` : ''}, stopped ${c.stopped ?? '-'}${c.errors.length ? `, ${c.failures} failure(s): ${c.errors[0]}` : ''} (${((performance.now() - started) / 1000).toFixed(1)} s)`,
         );
       }
     }

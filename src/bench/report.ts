@@ -68,6 +68,9 @@ function table(header: string[], rows: string[][]): string[] {
 
 // ---- the reading -------------------------------------------------------------------------------------
 
+/** A case slower than this (s) is named in the reading. */
+const SLOW_CASE_S = 180;
+
 export function reading(r: Omit<BenchReport, 'reading'>): string[] {
   const out: string[] = [];
   const pause = r.pause;
@@ -103,6 +106,12 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
     }
     const failing = pause.cases.filter((c) => c.failures > 0);
     if (failing.length) out.push(`Failures in ${failing.length} case(s): ${failing.map((c) => `${caseLabel(c)}: ${c.failures} (${c.errors[0] ?? '?'})`).join('; ')}.`);
+    const slow = pause.cases.filter((c) => (c.durationS ?? 0) > SLOW_CASE_S);
+    if (slow.length) {
+      out.push(
+        `Pause cases over ${SLOW_CASE_S / 60} minutes (${r.options.runs} runs each): ${slow.map((c) => `${caseLabel(c)} ${num(c.durationS)} s`).join('; ')} — with more busy threads than CPUs the agent itself waits for a CPU, so each apply, revert and floor, and the two noise windows as long as the apply, take that much longer.`,
+      );
+    }
   }
   const zs = r.zeroStop;
   if (zs) {
@@ -110,22 +119,72 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
       out.push(`Zero-stop mode: ${zs.note}.`);
     } else {
       const measured = zs.cases.filter((c) => c.applyGapUs);
-      const noiseOf = (c: ZeroStopCase) => Math.max(c.noiseGapUs?.median ?? 0, c.cpuNoiseGapUs?.median ?? 0);
-      const within = measured.filter((c) => c.applyGapUs!.median <= 1.5 * noiseOf(c));
-      const beyond = measured.filter((c) => !within.includes(c));
       const label = (c: ZeroStopCase) => `${threadsLabel(c)}, ${c.functions} function${c.functions === 1 ? '' : 's'}`;
-      if (measured.length) {
-        const quiet = [...measured].sort((a, b) => noiseOf(a) - noiseOf(b))[0];
+      const fns = (c: ZeroStopCase) => `${c.functions} function${c.functions === 1 ? '' : 's'}`;
+      const noiseOf = (c: ZeroStopCase) => Math.max(c.noiseGapUs?.median ?? 0, c.cpuNoiseGapUs?.median ?? 0);
+      const worstGap = (c: ZeroStopCase) => Math.max(c.applyGapUs?.max ?? 0, c.revertGapUs?.max ?? 0);
+      const counted = measured.filter((c) => c.stopped !== undefined);
+      const stoppedTotal = counted.reduce((sum, c) => sum + c.stopped!, 0);
+      const switchesTotal = counted.reduce((sum, c) => sum + 2 * c.runs, 0);
+      const stopCases = (pause?.cases ?? []).filter((c) => c.stopped !== undefined);
+      const stopContrast = stopCases.length
+        ? ` (stop-the-world, for contrast: ${stopCases.reduce((sum, c) => sum + c.stopped!, 0)} times in ${stopCases.reduce((sum, c) => sum + 2 * c.runs, 0)} applies and reverts)`
+        : ' (a ptrace stop counts as one)';
+      const quiet = measured.filter((c) => c.threads === 0);
+      if (quiet.length) {
         out.push(
-          `Zero-stop: the spinning thread's median gap during an apply stayed within the noise (≤ 1.5× the larger of the two noise medians) in ${within.length} of ${measured.length} cases` +
-            (beyond.length ? `; beyond it: ${beyond.map((c) => `${label(c)} (${num(c.applyGapUs!.median)} µs against ${num(noiseOf(c))} µs)`).join('; ')}` : '') +
-            `. Least noisy case, ${label(quiet)}: gap ${num(quiet.applyGapUs!.median)} µs against a noise of ${num(quiet.noiseGapUs?.median)} µs (agent asleep) / ${num(quiet.cpuNoiseGapUs?.median)} µs (agent spinning).` +
-            (noiseOf(quiet) > 1000
-              ? ' With busy workers competing for the CPUs the noise itself is milliseconds — more than a ptrace stop — so these figures cannot prove that no thread was stopped; that needs fewer busy threads than CPUs on a quiet machine.'
-              : ''),
+          'Zero-stop on a quiet target (no busy worker: only the gap recorder spins, the main thread sleeps): ' +
+            quiet
+              .map(
+                (c) =>
+                  `${fns(c)}, ${c.runs} runs — the spinning thread's worst gap during an apply or revert ${num(worstGap(c))} µs (median ${num(c.applyGapUs!.median)} µs), ` +
+                  `against a worst noise gap of ${num(c.noiseGapUs?.max)} µs (median ${num(c.noiseGapUs?.median)} µs) with the agent asleep and ${num(c.cpuNoiseGapUs?.max)} µs (median ${num(c.cpuNoiseGapUs?.median)} µs) with it spinning; ` +
+                  `stopped: ${c.stopped ?? '?'} times${c.preempted !== undefined ? ` (preempted ${c.preempted} times during the switches, ${c.idlePreempted} in the noise windows)` : ''}`,
+              )
+              .join('; ') +
+            '. During an apply the agent itself (and the thread it borrows to map the patch) uses a CPU: the noise with the agent spinning is the fair comparison.',
         );
       }
-      for (const c of zs.cases.filter((x) => !x.applyGapUs)) out.push(`Zero-stop, ${label(c)}: no measurement (${c.errors[0] ?? 'no run succeeded'}).`);
+      if (counted.length) {
+        const bad = counted.filter((c) => c.stopped! > 0);
+        out.push(
+          bad.length
+            ? `Zero-stop did stop the target: the gap recorder's voluntary context switches grew during the switches in ${bad.map((c) => `${label(c)} (${c.stopped} times)`).join('; ')}.`
+            : `Stopped: 0 times — the gap recorder's voluntary context switches did not grow during any of the ${switchesTotal} zero-stop applies and reverts${stopContrast}. Its gaps come from being preempted, never from a stop.`,
+        );
+        const main = counted.filter((c) => c.mainThreadSwitches);
+        const mainApply = main.reduce((sum, c) => sum + c.mainThreadSwitches!.apply, 0);
+        const mainRevert = main.reduce((sum, c) => sum + c.mainThreadSwitches!.revert, 0);
+        const applies = main.reduce((sum, c) => sum + c.runs, 0);
+        if (mainApply + mainRevert > 0) {
+          out.push(
+            `Not stopped at all is true of the running threads only: mapping the patch borrows a thread asleep in a system call (here the main thread, in read()) for a few remote system calls — a ptrace stop of a thread that was not running, before the switch. Its voluntary context switches grew ${mainApply} times during the ${applies} applies (${num(mainApply / applies)} per apply) and ${mainRevert} times during the reverts (which map nothing).`,
+          );
+        }
+      }
+      const busy = measured.filter((c) => c.threads > 0);
+      if (busy.length) {
+        const within = busy.filter((c) => c.applyGapUs!.median <= 1.5 * noiseOf(c));
+        const byThreads = [...new Set(busy.map((c) => c.threads))].map((n) => {
+          const noises = busy.filter((c) => c.threads === n).map(noiseOf);
+          const lo = Math.min(...noises);
+          const hi = Math.max(...noises);
+          return `${num(lo)}${hi > lo ? `–${num(hi)}` : ''} µs with ${n}`;
+        });
+        const loud = busy.filter((c) => noiseOf(c) >= 1000);
+        out.push(
+          `With busy workers the noise grows with their number (median noise gap, the larger of asleep/spinning: ${byThreads.join(', ')} busy thread(s) on ${r.machine.nproc} CPUs); ` +
+            `the median gap during an apply is within 1.5× of it in ${within.length} of ${busy.length} busy cases.` +
+            (loud.length ? ` In the ${loud.length} case(s) where the noise is a millisecond or more it dominates — it exceeds a ptrace stop — so there the gaps prove nothing either way; only the context-switch count does.` : ''),
+        );
+      }
+      const unmeasured = zs.cases.filter((x) => !x.applyGapUs);
+      for (const error of [...new Set(unmeasured.map((c) => c.errors[0] ?? 'no run succeeded'))]) {
+        const cs = unmeasured.filter((c) => (c.errors[0] ?? 'no run succeeded') === error);
+        out.push(`Zero-stop, no measurement for ${cs.map(label).join('; ')}: ${error}.`);
+      }
+      const slow = zs.cases.filter((c) => (c.durationS ?? 0) > SLOW_CASE_S);
+      if (slow.length) out.push(`Zero-stop cases over ${SLOW_CASE_S / 60} minutes (${r.options.runs} runs each): ${slow.map((c) => `${label(c)} ${num(c.durationS)} s`).join('; ')}.`);
     }
   }
   const cc = r.callCost;
@@ -157,16 +216,38 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
   }
   const sc = r.scale;
   if (sc) {
+    // The goal: 1,000 processes in under 1 s. Both series are read against it.
+    const goal = (n: number, ms: number) => (n >= 1000 ? (ms < 1000 ? ' — UNDER the 1 s goal' : ' — OVER the 1 s goal') : ' (1,000 processes not run: no verdict on the 1 s goal)');
+    const agents = (sc.agent ?? []).filter((a) => a.applyWallMs > 0);
+    const a = agents[agents.length - 1];
+    if (a) {
+      const clean = a.patched === a.processes && a.sampleOk === a.sampleChecked;
+      out.push(
+        `\`hp-agent apply\` as its own process (Node's start-up included) patched ${a.patched} of ${a.processes} processes in ${num(a.applyWallMs / 1000)} s wall (${num(a.perProcessMs)} ms per process; start-up alone ${num(a.startupMs)} ms, the apply's own work ${num(a.applyWorkMs)} ms)` +
+          (clean ? goal(a.processes, a.applyWallMs) : ` — not a clean run: ${a.error ?? 'failures'}`) +
+          `; \`hp-agent revert\` ${num(a.revertWallMs / 1000)} s.`,
+      );
+    } else if (sc.agentError || sc.agent?.length) {
+      out.push(`\`hp-agent apply\` was not measured: ${sc.agentError ?? sc.agent[0]?.error ?? 'no run'}.`);
+    }
     for (const p of sc.points.length ? [sc.points[sc.points.length - 1]] : []) {
       if (p.best) {
-        const goal = p.processes >= 1000 ? (p.best.applyTotalMs < 1000 ? ' — under the 1 s goal' : ' — the goal is under 1 s') : '';
-        out.push(`${p.processes} processes patched in ${num(p.best.applyTotalMs / 1000)} s (${num(p.best.applyPerProcessMs)} ms per process, best concurrency ${p.best.concurrency})${goal}.`);
+        out.push(`The engine in the bench's own process (no start-up, no discovery) patched ${p.processes} processes in ${num(p.best.applyTotalMs / 1000)} s (${num(p.best.applyPerProcessMs)} ms per process, best concurrency ${p.best.concurrency})${goal(p.processes, p.best.applyTotalMs)}.`);
       } else {
-        out.push(`${p.processes} processes: no clean run (${p.error ?? p.tries.find((t) => t.error)?.error ?? 'failures'}).`);
+        out.push(`The engine in-process, ${p.processes} processes: no clean run (${p.error ?? p.tries.find((t) => t.error)?.error ?? 'failures'}).`);
       }
     }
-    const curve = sc.points.filter((p) => p.best).map((p) => `${p.processes}: ${num(p.best!.applyTotalMs)} ms`);
-    if (curve.length > 1) out.push(`Scale curve (best concurrency): ${curve.join(', ')}.`);
+    const engine = sc.points.filter((p) => p.best).map((p) => ({ n: p.processes, ms: p.best!.applyTotalMs }));
+    const cli = agents.map((x) => ({ n: x.processes, ms: x.applyWallMs }));
+    const curve = (pts: { n: number; ms: number }[]) => pts.map((p) => `${p.n}: ${num(p.ms)} ms`).join(', ');
+    // Linear growth shows as a steady cost per extra process between the two largest points.
+    const marginal = (pts: { n: number; ms: number }[]) => {
+      if (pts.length < 2) return '';
+      const [x, y] = pts.slice(-2);
+      return y.n >= 100 && y.n > x.n ? `; ${num((y.ms - x.ms) / (y.n - x.n))} ms per extra process from ${x.n} to ${y.n}` : '';
+    };
+    const parts = [cli.length > 1 ? `hp-agent apply ${curve(cli)}${marginal(cli)}` : '', engine.length > 1 ? `engine in-process (best concurrency) ${curve(engine)}${marginal(engine)}` : ''].filter(Boolean);
+    if (parts.length) out.push(`Scale curve, processes → wall time: ${parts.join('. ')}.`);
   }
   for (const e of r.errors) out.push(`The ${e.section} section failed: ${e.message}`);
   return out;
@@ -197,13 +278,13 @@ export function renderMarkdown(r: BenchReport): string {
       '',
       'Per case one `benchd THREADS MODE FUNCTIONS` target; each run: the floor (the core\'s raw primitives: seize, interrupt, wait for every thread, rewrite the same sites with the bytes already there, resume), then `applyPatch` of `bench_fix.so` over FUNCTIONS functions, then `revertFunctions`. ' +
         '"Pause" is the core\'s own measure (first thread interrupted → last resumed), "gap" the longest time the target\'s spinning recorder thread did not run during the call, "noise" the same over as long with the agent asleep, "cpu noise" with the agent spinning on a CPU instead (what competing for the CPUs alone costs; medians). ' +
-        'The target also has its main thread and the recorder (the "stopped" column). Figures: median / p99 / max, µs unless marked.',
+        'The target also has its main thread and the recorder (the "stopped" column: threads stopped per apply). "Recorder stops": how much the recorder\'s voluntary context switches grew over all counted applies and reverts (each stop counts; compare zero-stop). "Time s": the whole case. Figures: median / p99 / max, µs unless marked.',
       '',
     );
     if (!r.pause.floorAvailable) lines.push(`**Floor not measured:** ${r.pause.floorNote}`, '');
     lines.push(
       ...table(
-        ['threads', 'mode', 'fns', 'stopped', 'runs', 'apply pause', 'floor pause', 'ratio', 'revert pause', 'apply gap', 'floor gap', 'noise gap', 'cpu noise gap', 'apply wall ms', 'revert wall ms', 'notes'],
+        ['threads', 'mode', 'fns', 'stopped', 'runs', 'apply pause', 'floor pause', 'ratio', 'revert pause', 'apply gap', 'floor gap', 'noise gap', 'cpu noise gap', 'apply wall ms', 'revert wall ms', 'recorder stops', 'time s', 'notes'],
         r.pause.cases.map((c) => [
           String(c.threads),
           c.mode,
@@ -220,6 +301,8 @@ export function renderMarkdown(r: BenchReport): string {
           med(c.cpuNoiseGapUs),
           med(c.applyWallMs),
           med(c.revertWallMs),
+          c.stopped !== undefined ? String(c.stopped) : '–',
+          c.durationS !== undefined ? num(c.durationS) : '–',
           [
             c.realtime ? 'realtime' : '',
             c.maxSteppedThreads ? `stepped ≤${c.maxSteppedThreads}` : '',
@@ -239,11 +322,34 @@ export function renderMarkdown(r: BenchReport): string {
     if (!r.zeroStop.available) {
       lines.push(`Not available: ${r.zeroStop.note.replace(/^not available: /, '')}.`, '');
     } else {
-      lines.push(`${r.zeroStop.note}. \`benchd-zs THREADS busy FUNCTIONS\` (built with \`-fpatchable-function-entry=7,5\`); figures median / p99 / max, µs.`, '');
+      lines.push(
+        `${r.zeroStop.note}. \`benchd-zs THREADS busy FUNCTIONS\` (built with \`-fpatchable-function-entry=7,5\`): THREADS busy workers (0: only the gap recorder spins), the main thread asleep on stdin. ` +
+          '"Gap": the longest time the spinning recorder thread did not run during the call; "noise" the same over as long with the agent asleep, "cpu noise" with it spinning. ' +
+          '"Switch": the engine\'s first write → last write read back (apply / revert). "Recorder stops": how much its voluntary context switches grew over all applies and reverts (a ptrace stop counts; it must be 0); ' +
+          '"preempted": its involuntary switches during the applies and reverts / during the noise windows; "main thread": the main thread\'s voluntary switches during the applies / reverts (borrowed for the remote system calls that map the patch). Figures median / p99 / max, µs.',
+        '',
+      );
       lines.push(
         ...table(
-          ['threads', 'fns', 'runs', 'apply gap', 'revert gap', 'noise gap', 'cpu noise gap', 'switch (nothing stopped)', 'apply wall ms', 'revert wall ms', 'notes'],
-          r.zeroStop.cases.map((c) => [String(c.threads), String(c.functions), String(c.runs), triple(c.applyGapUs), triple(c.revertGapUs), triple(c.noiseGapUs), triple(c.cpuNoiseGapUs), triple(c.switchUs), med(c.applyWallMs), med(c.revertWallMs), c.failures ? `${c.failures} failure(s): ${(c.errors[0] ?? '').slice(0, 120)}` : '']),
+          ['threads', 'fns', 'runs', 'apply gap', 'revert gap', 'noise gap', 'cpu noise gap', 'switch apply', 'switch revert', 'recorder stops', 'preempted', 'main thread', 'apply wall ms', 'revert wall ms', 'time s', 'notes'],
+          r.zeroStop.cases.map((c) => [
+            String(c.threads),
+            String(c.functions),
+            String(c.runs),
+            triple(c.applyGapUs),
+            triple(c.revertGapUs),
+            triple(c.noiseGapUs),
+            triple(c.cpuNoiseGapUs),
+            triple(c.switchUs),
+            triple(c.revertSwitchUs),
+            c.stopped !== undefined ? String(c.stopped) : '–',
+            c.preempted !== undefined ? `${c.preempted} / ${c.idlePreempted}` : '–',
+            c.mainThreadSwitches ? `${c.mainThreadSwitches.apply} / ${c.mainThreadSwitches.revert}` : '–',
+            med(c.applyWallMs),
+            med(c.revertWallMs),
+            c.durationS !== undefined ? num(c.durationS) : '–',
+            c.failures ? `${c.failures} failure(s): ${(c.errors[0] ?? '').slice(0, 120)}` : '',
+          ]),
         ),
         '',
       );
@@ -271,7 +377,48 @@ export function renderMarkdown(r: BenchReport): string {
 
   if (r.scale) {
     const s = r.scale;
-    lines.push('## Many processes', '', `N × \`${s.target}\`, one function patched in each through the engine (in-process), at concurrency ${s.concurrencies.join(', ')}; then reverted. ms.`, '');
+    lines.push(
+      '## Many processes',
+      '',
+      `N × \`${s.target}\` (the installed copy of a baseline built for the run), one function (bench_fn_0) patched in each, then reverted. ` +
+        'The targets are held by a separate holder process: the patching process has none of them as its children (see src/bench/scale.ts for why that matters). ' +
+        'A sample of up to 10 processes must answer the patched value after each apply and the original after each revert. ms unless marked.',
+      '',
+    );
+    if (s.agent?.length || s.agentError) {
+      lines.push(
+        '### `hp-agent apply` (the command line, a separate process)',
+        '',
+        '`node bin/hp-agent.js apply HOTPATCH --json`, then `hp-agent revert ID --json`, timed spawn → exit (the agent finds the processes itself, at its own concurrency). ' +
+          '"start-up" is `hp-agent --version` alone (Node and the CLI\'s modules loading); "to start" is spawn → the startDateTime the apply reports, "own work" that → exit.',
+        '',
+      );
+      if (s.agentError) lines.push(`Not run: ${s.agentError}`, '');
+      if (s.agent?.length) {
+        lines.push(
+          ...table(
+            ['processes', 'start-up', 'apply wall', 'per process', 'to start', 'own work', 'patched', 'pause µs (median / max)', 'revert wall', 'reverted', 'sample ok (apply / revert)'],
+            s.agent.map((a) => [
+              String(a.processes),
+              num(a.startupMs),
+              num(a.applyWallMs),
+              num(a.perProcessMs),
+              num(a.applyStartMs),
+              num(a.applyWorkMs),
+              `${a.patched}/${a.processes}`,
+              a.pauseUs ? `${num(a.pauseUs.median)} / ${num(a.pauseUs.max)}` : '–',
+              num(a.revertWallMs),
+              `${a.reverted}/${a.processes}`,
+              `${a.sampleOk}/${a.sampleChecked} / ${a.revertSampleOk}/${a.sampleChecked}`,
+            ]),
+          ),
+          '',
+        );
+        const agentErrs = s.agent.map((a) => a.error).filter(Boolean);
+        if (agentErrs.length) lines.push(`Errors: ${[...new Set(agentErrs)].slice(0, 3).join('; ')}`, '');
+      }
+    }
+    lines.push('### The engine in-process', '', `\`applyPatch\` / \`revertFunctions\` of src/engine in the bench's own process (no Node start-up, no discovery: it is given the pids), at concurrency ${s.concurrencies.join(', ')}.`, '');
     lines.push(
       ...table(
         ['processes', 'start all', ...s.concurrencies.map((c) => `apply ×${c}`), 'best', 'per process', 'revert (best)', 'sample ok'],

@@ -37,7 +37,7 @@ export function benchPlan(opts: { quick?: boolean; runs?: number; sections?: Sec
         quick,
         sections,
         pause: { threads: [1, 4], modes: ['idle', 'busy'], functions: [1] },
-        zeroStop: { threads: [1], functions: [1] },
+        zeroStop: { threads: [0, 1], functions: [1] },
         callCost: { calls: 200_000, repeats: 5 },
         restartRuns: 3,
         scale: { processes: [1, 10], concurrencies: [1, 2] },
@@ -47,8 +47,9 @@ export function benchPlan(opts: { quick?: boolean; runs?: number; sections?: Sec
         quick,
         sections,
         pause: { threads: [1, 4, 16, 64], modes: ['idle', 'busy'], functions: [1, 16, 256] },
-        // zero-stop switches functions one by one, a few 1 ms steps each: 256 would take seconds per run
-        zeroStop: { threads: [1, 4, 16, 64], functions: [1, 16] },
+        // 0 busy threads: only the recorder spins, the one case quiet enough to show a gap of nothing.
+        // The switch writes all functions in rounds (a 1 ms pause per round): 256 cost as much as 1.
+        zeroStop: { threads: [0, 1, 4, 16, 64], functions: [1, 16, 256] },
         callCost: { calls: 1_000_000, repeats: 21 },
         restartRuns: 20,
         scale: { processes: [1, 10, 100, 1000], concurrencies: [1, 2, 4, 8] },

@@ -41,7 +41,11 @@ import { zeroStopSwitch } from './zerostop.js';
 export type { FunctionState } from './entries.js';
 
 const REL32_REACH = 2 ** 31;
-const RECORD_RESERVE = 64 * 1024;
+/** The largest record a patch mapping may carry (its sites and original bytes, as JSON). */
+const RECORD_LIMIT = 16 << 20;
+const pageUp = (n: number) => Math.ceil(n / 4096) * 4096;
+/** Room to keep after the image for the record, before its exact size is known (re-planned if short). */
+const recordEstimate = (functions: number) => pageUp(8192 + 1024 * functions);
 
 /** How the sites change: 'auto' is zero-stop when every function allows it, else stop. */
 export const PATCH_MODES = ['auto', 'stop', 'zero-stop'] as const;
@@ -400,6 +404,45 @@ function alreadyThere(objects: ObjectEntries[], label: PatchLabel | undefined): 
   );
 }
 
+/** Links the patch for a base near the object with `reserve` bytes after it, and plans every function's change. */
+function placeAndPlan(
+  view: ProcessView,
+  obj: LoadedObject,
+  o: ObjectEntries,
+  change: ObjectChange,
+  opts: ChangeOptions,
+  patch: ReturnType<typeof openPatch>['patch'],
+  layout: ReturnType<typeof openPatch>['layout'],
+  bindings: Map<string, { address: number }>,
+  reserve: number,
+) {
+  const base = choosePatchBase(view, obj, layout.span + reserve, opts.placement ?? 'near');
+  const linked = linkPatch(patch, base, (name) => bindings.get(name)?.address);
+  const siteRecords: SiteRecord[] = [];
+  const plans = change.functions.map((f, i) => {
+    const replacement = f.replacement ?? f.name;
+    const target = linked.symbolAddress(replacement);
+    if (target === undefined) {
+      throw new HpError('SYMBOL_NOT_FOUND', `the patch ${path.basename(change.patchPath!)} does not define ${replacement}; nothing was changed`, { symbol: replacement });
+    }
+    const { plan: fp, record } = planRedirect(obj, o.functions[i], replacement, target);
+    siteRecords.push(record);
+    return fp;
+  });
+  const record: PatchRecord = {
+    patch: path.resolve(change.patchPath!),
+    patchBuildId: patch.buildId,
+    label: opts.label,
+    object: obj.path,
+    objectBuildId: obj.buildId,
+    base,
+    span: layout.span,
+    appliedAt: new Date().toISOString(),
+    sites: siteRecords,
+  };
+  return { base, linked, plans, trailer: encodeRecord(record) };
+}
+
 async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptions, plan: Plan): Promise<void> {
   const { pid } = view;
   const { change, obj } = o;
@@ -420,35 +463,19 @@ async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptio
   if (!change.patchPath) throw new HpError('USAGE', `functions of ${obj.path} to patch but no patch object`);
 
   const { patch, layout, undefinedNames } = openPatch(change.patchPath);
-  const base = choosePatchBase(view, obj, layout.span + RECORD_RESERVE, opts.placement ?? 'near');
   const bindings = await bindSymbols(pid, obj, () => view.loaded(), undefinedNames);
-  const linked = linkPatch(patch, base, (name) => bindings.get(name)?.address);
-
-  const siteRecords: SiteRecord[] = [];
-  change.functions.forEach((f, i) => {
-    const replacement = f.replacement ?? f.name;
-    const target = linked.symbolAddress(replacement);
-    if (target === undefined) {
-      throw new HpError('SYMBOL_NOT_FOUND', `the patch ${path.basename(change.patchPath!)} does not define ${replacement}; nothing was changed`, { symbol: replacement });
-    }
-    const { plan: fp, record } = planRedirect(obj, o.functions[i], replacement, target);
-    siteRecords.push(record);
-    plan.functions.push(fp);
-  });
-
-  const record: PatchRecord = {
-    patch: path.resolve(change.patchPath),
-    patchBuildId: patch.buildId,
-    label: opts.label,
-    object: obj.path,
-    objectBuildId: obj.buildId,
-    base,
-    span: layout.span,
-    appliedAt: new Date().toISOString(),
-    sites: siteRecords,
-  };
-  const trailer = encodeRecord(record);
-  if (trailer.length > RECORD_RESERVE) throw new HpError('TOO_MANY_SITES', `the patch record (${trailer.length} bytes) is too large`);
+  // The record's size is known only once the sites are planned for a base; if the room first
+  // kept for it is too small (very long names), place the patch again with the exact room.
+  let reserve = recordEstimate(change.functions.length);
+  let placed: { base: number; trailer: Buffer; linked: ReturnType<typeof linkPatch>; plans: FunctionPlan[] };
+  for (;;) {
+    placed = placeAndPlan(view, obj, o, change, opts, patch, layout, bindings, reserve);
+    if (placed.trailer.length <= reserve) break;
+    if (placed.trailer.length > RECORD_LIMIT) throw new HpError('TOO_MANY_SITES', `the patch record (${placed.trailer.length} bytes) is larger than ${RECORD_LIMIT} bytes; nothing was changed`);
+    reserve = placed.trailer.length;
+  }
+  const { base, trailer, linked, plans } = placed;
+  plan.functions.push(...plans);
   // A later object of the same change must not be placed over this one.
   view.addMapping(base, base + layout.span + trailer.length);
   plan.patches.push({ obj, patchPath: path.resolve(change.patchPath), patchBuildId: patch.buildId, base, image: linked.image, segments: layout.segments, trailer, bindings: [...bindings.values()] });

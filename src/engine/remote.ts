@@ -16,30 +16,31 @@ const gadgetOffsets = new Map<string, number>();
 
 const mappingKey = (m: MapEntry) => `${m.path}:${m.inode}:${m.offset}:${m.end - m.start}`;
 
+interface Gadget {
+  addr: number;
+  /** Taken from another process of the same program, not read here: the core checks it. */
+  remembered: boolean;
+}
+
 /**
  * The address of a `syscall` instruction in the target's executable memory. Any occurrence of
  * the two bytes will do: the CPU decodes from wherever we point it. The offset found in one
- * process is tried first in the next one that maps the same file (one 2-byte read instead of a
- * search), since patching many processes of one program is the common case.
+ * process is used directly in the next one that maps the same file (the native core checks the
+ * two bytes before pointing a thread at them), since patching many processes of one program is
+ * the common case. `skipRemembered` forces a search.
  */
-async function findGadget(pid: number, known?: MapEntry[]): Promise<number> {
+async function findGadget(pid: number, known?: MapEntry[], skipRemembered = false): Promise<Gadget> {
   const maps = known ?? readMaps(pid);
   const cached = gadgets.get(pid);
-  if (cached && maps.some((m) => m.exec && m.start <= cached.addr && cached.addr + 2 <= m.end)) return cached.addr;
+  if (!skipRemembered && cached && maps.some((m) => m.exec && m.start <= cached.addr && cached.addr + 2 <= m.end)) return { addr: cached.addr, remembered: true };
   // vdso first (small, always there), then the C library, then anything executable.
   const candidates = maps
     .filter((m) => m.exec && m.read)
     .sort((a, b) => rank(a.path) - rank(b.path));
-  for (const m of candidates) {
-    const known = gadgetOffsets.get(mappingKey(m));
-    if (known === undefined) continue;
-    try {
-      if ((await native.readMemory(pid, m.start + known, 2)).equals(SYSCALL_INSN)) {
-        gadgets.set(pid, { start: m.start, addr: m.start + known });
-        return m.start + known;
-      }
-    } catch {
-      // fall through to a search
+  if (!skipRemembered) {
+    for (const m of candidates) {
+      const offset = gadgetOffsets.get(mappingKey(m));
+      if (offset !== undefined && offset + 2 <= m.end - m.start) return { addr: m.start + offset, remembered: true };
     }
   }
   for (const m of candidates) {
@@ -54,7 +55,7 @@ async function findGadget(pid: number, known?: MapEntry[]): Promise<number> {
     if (at >= 0) {
       gadgets.set(pid, { start: m.start, addr: m.start + at });
       gadgetOffsets.set(mappingKey(m), at);
-      return m.start + at;
+      return { addr: m.start + at, remembered: false };
     }
   }
   throw new HpError('NO_SYSCALL_GADGET', `process ${pid} has no executable "syscall" instruction hp-agent could borrow; nothing was changed`);
@@ -105,8 +106,20 @@ export class RemoteProcess {
    * (so the caller can undo what succeeded).
    */
   async batch(calls: RemoteCall[]): Promise<number[]> {
-    const gadget = await findGadget(this.pid, this.maps);
-    const { results } = await native.remoteSyscalls(this.pid, calls.map((c) => ({ nr: SYS[c.name], args: c.args })), { gadget, tid: threadToBorrow(this.pid) });
+    const batch = calls.map((c) => ({ nr: SYS[c.name], args: c.args }));
+    const tid = threadToBorrow(this.pid);
+    let gadget = await findGadget(this.pid, this.maps);
+    let ran;
+    try {
+      ran = await native.remoteSyscalls(this.pid, batch, { gadget: gadget.addr, tid });
+    } catch (e) {
+      // A remembered gadget that is not one here (another build of the file?): search this process.
+      if (!(gadget.remembered && e instanceof HpError && e.code === 'NO_SYSCALL_GADGET')) throw e;
+      gadgets.delete(this.pid);
+      gadget = await findGadget(this.pid, this.maps, true);
+      ran = await native.remoteSyscalls(this.pid, batch, { gadget: gadget.addr, tid });
+    }
+    const { results } = ran;
     const last = results[results.length - 1];
     if (results.length < calls.length || (last < 0 && last >= -4095)) {
       const failed = calls[results.length - 1];

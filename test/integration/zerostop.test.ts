@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { applyPatch, inspectFunctions, revertFunctions } from '../../src/engine/patch.js';
 import { zeroStopSwitch } from '../../src/engine/zerostop.js';
+import { Benchd, BENCH_PATCH, functionNames, functionSpecs } from '../../src/bench/benchd.js';
 import { HpError } from '../../src/errors.js';
 import { fixturePath, killTargetsAfterEach, spawnTarget, type Target } from '../../src/harness/index.js';
 import { native } from '../../src/native.js';
@@ -208,6 +209,23 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
     expect((err as HpError).message).toMatch(/2 write\(s\) already done were undone/);
     expect((await around(t.pid)).memory.equals(before.memory)).toBe(true);
     expect(await t.request('call')).toBe('42');
+  });
+});
+
+describe('zero-stop on many functions', () => {
+  it('switches all 256 functions of benchd-zs in one change and takes them back, every answer right', async () => {
+    const b = await Benchd.start({ threads: 1, mode: 'busy', functions: 256, zeroStop: true });
+    const all = Array.from({ length: 256 }, (_, i) => i);
+    const applied = await applyPatch({ pid: b.pid, patchPath: fixturePath(BENCH_PATCH), functions: functionSpecs(256), mode: 'zero-stop' });
+    expect(applied).toMatchObject({ mode: 'zero-stop', threads: 0 });
+    expect(applied.sites).toHaveLength(256);
+    await b.expectAnswers(all, true);
+    const states = await inspectFunctions(b.pid, functionNames(256));
+    expect(states.every((st) => st.state === 'patched' && st.form === 'padding')).toBe(true);
+    const reverted = await revertFunctions({ pid: b.pid, functions: functionNames(256) });
+    expect(reverted.mode).toBe('zero-stop');
+    await b.expectAnswers(all, false);
+    expect((await inspectFunctions(b.pid, functionNames(256))).every((st) => st.state === 'original')).toBe(true);
   });
 });
 

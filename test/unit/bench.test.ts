@@ -64,6 +64,9 @@ describe('npm run bench -- --quick', () => {
     for (const c of pause.cases) {
       expect(c.runs, `${c.target}: ${c.errors.join('; ')}`).toBeGreaterThan(0);
       expect(c.targetThreads).toBe(c.threads + 2); // workers, main, gap recorder
+      expect(c.durationS).toEqual(expect.any(Number));
+      // every apply and revert stops the recorder (a voluntary context switch) at least once
+      expect(c.stopped).toBeGreaterThanOrEqual(2 * c.runs);
       for (const field of ['applyPauseUs', 'revertPauseUs', 'applyGapUs', 'revertGapUs', 'noiseGapUs', 'cpuNoiseGapUs', 'applyWallMs', 'revertWallMs'] as const) {
         expect(c[field], `${c.target} ${field}`).toEqual(statsShape);
       }
@@ -75,21 +78,42 @@ describe('npm run bench -- --quick', () => {
     if (!pause.floorAvailable) expect(pause.floorNote).toEqual(expect.any(String));
   });
 
-  it('has zero-stop, call cost, restart and scale', () => {
+  it('has zero-stop, call cost and restart', () => {
     const zs = report.zeroStop!;
     expect(zs.note).toEqual(expect.any(String));
-    if (zs.available) expect(zs.cases.map((c) => c.threads)).toEqual([1]);
+    expect(zs.available).toBe(true);
+    expect(zs.cases.map((c) => `${c.threads} ${c.functions}`)).toEqual(['0 1', '1 1']);
+    for (const c of zs.cases) {
+      expect(c.runs, `${c.target}: ${c.errors.join('; ')}`).toBe(5);
+      for (const field of ['applyGapUs', 'revertGapUs', 'noiseGapUs', 'cpuNoiseGapUs', 'switchUs', 'revertSwitchUs', 'applyWallMs', 'revertWallMs'] as const) {
+        expect(c[field], `${c.target} ${field}`).toEqual(statsShape);
+      }
+      expect(c.durationS).toEqual(expect.any(Number));
+      // nothing stopped the spinning recorder: its voluntary context switches did not grow
+      expect(c.stopped, c.target).toBe(0);
+    }
     const rows = report.callCost!.rows;
     expect(rows.map((r) => `${r.binary} ${r.variant}`)).toEqual(['benchd unpatched', 'benchd near', 'benchd far', 'benchd-zs unpatched', 'benchd-zs zero-stop']);
     expect(rows.slice(0, 3).map((r) => r.jump)).toEqual(['none', 'rel32', 'abs64']);
     for (const r of rows.slice(0, 4)) expect(r.nsPerCall, `${r.binary} ${r.variant}: ${r.error}`).toEqual(statsShape);
     expect(report.restart).toMatchObject({ runs: 3, totalMs: statsShape, killMs: statsShape, startMs: statsShape });
+  });
+
+  it('has scale: the engine in-process and `hp-agent apply` as a separate process, on targets held by another process', () => {
     const scale = report.scale!;
     expect(scale.points.map((p) => p.processes)).toEqual([1, 10]);
     for (const p of scale.points) {
       expect(p.tries.map((t) => t.concurrency)).toEqual([1, 2]);
       for (const t of p.tries) expect(t).toMatchObject({ failed: 0, sampleOk: t.sampleChecked, applyTotalMs: expect.any(Number), applyPerProcessMs: expect.any(Number) });
       expect(p.best).toMatchObject({ concurrency: expect.any(Number), applyTotalMs: expect.any(Number) });
+    }
+    // `hp-agent apply` / `revert` as separate processes, on the same targets
+    expect(scale.agentError).toBeUndefined();
+    expect(scale.agent.map((a) => a.processes)).toContain(10);
+    for (const a of scale.agent) {
+      expect(a, a.error).toMatchObject({ patched: a.processes, failed: 0, reverted: a.processes, revertFailed: 0, applyExitCode: 0, revertExitCode: 0, sampleOk: a.sampleChecked, revertSampleOk: a.sampleChecked });
+      expect(a).toMatchObject({ startupMs: expect.any(Number), applyWallMs: expect.any(Number), perProcessMs: expect.any(Number), revertWallMs: expect.any(Number), applyWorkMs: expect.any(Number) });
+      expect(a.sampleChecked).toBeGreaterThan(0);
     }
   });
 });
