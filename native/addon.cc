@@ -87,70 +87,70 @@ Napi::Value Queue(Napi::Env env, std::function<bool(CoreError&)> work, std::func
   return p;
 }
 
-Napi::Value ReadMemory(const Napi::CallbackInfo& info) {
-  if (!CheckArgs(info, 3, "readMemory(pid, address, length)")) return info.Env().Undefined();
-  pid_t pid = info[0].As<Napi::Number>().Int32Value();
-  uint64_t addr = ToU64(info[1]);
-  size_t len = info[2].As<Napi::Number>().Uint32Value();
-  auto buf = std::make_shared<std::vector<uint8_t>>(len);
-  return Queue(
-      info.Env(), [=](CoreError& err) { return hp::ReadMemory(pid, addr, buf->data(), len, err); },
-      [=](Napi::Env env) { return Napi::Buffer<uint8_t>::Copy(env, buf->data(), buf->size()); });
+// Reads and writes of another process's memory are single system calls that never wait on the
+// target (process_vm_readv, /proc/PID/mem): doing them right here is far cheaper than a trip
+// through the thread pool, whose wake-ups dominate when a thousand processes are patched.
+Napi::Value ThrowCore(Napi::Env env, const CoreError& e) {
+  Napi::Error error = Napi::Error::New(env, e.message);
+  error.Set("code", Napi::String::New(env, e.code));
+  error.Set("unchanged", Napi::Boolean::New(env, e.unchanged));
+  error.ThrowAsJavaScriptException();
+  return env.Undefined();
 }
 
-// readRanges(pid, [address, length, address, length, ...]) → one Buffer holding every range in
-// order: many small reads (function entries, GOT slots) in one process_vm_readv.
-Napi::Value ReadRanges(const Napi::CallbackInfo& info) {
-  if (!CheckArgs(info, 2, "readRanges(pid, [address, length, ...])") || !info[1].IsArray()) {
-    if (!info.Env().IsExceptionPending()) Napi::TypeError::New(info.Env(), "readRanges(pid, [address, length, ...])").ThrowAsJavaScriptException();
-    return info.Env().Undefined();
+// readRangesSync(pid, [address, length, ...]) → one Buffer holding every range in order.
+Napi::Value ReadRangesSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsArray()) {
+    Napi::TypeError::New(env, "readRangesSync(pid, [address, length, ...])").ThrowAsJavaScriptException();
+    return env.Undefined();
   }
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
   Napi::Array flat = info[1].As<Napi::Array>();
   if (flat.Length() % 2) {
-    Napi::TypeError::New(info.Env(), "readRanges: the list holds address, length pairs").ThrowAsJavaScriptException();
-    return info.Env().Undefined();
+    Napi::TypeError::New(env, "readRangesSync: the list holds address, length pairs").ThrowAsJavaScriptException();
+    return env.Undefined();
   }
   std::vector<std::pair<uint64_t, size_t>> spans;
   size_t total = 0;
   for (uint32_t i = 0; i < flat.Length(); i += 2) {
     Napi::Value a = flat.Get(i), l = flat.Get(i + 1);
     if (!a.IsNumber() || !l.IsNumber()) {
-      Napi::TypeError::New(info.Env(), "readRanges: addresses and lengths are numbers").ThrowAsJavaScriptException();
-      return info.Env().Undefined();
+      Napi::TypeError::New(env, "readRangesSync: addresses and lengths are numbers").ThrowAsJavaScriptException();
+      return env.Undefined();
     }
     size_t len = l.As<Napi::Number>().Uint32Value();
     spans.emplace_back(uint64_t(a.As<Napi::Number>().Int64Value()), len);
     total += len;
   }
-  auto buf = std::make_shared<std::vector<uint8_t>>(total);
-  return Queue(
-      info.Env(),
-      [=](CoreError& err) {
-        std::vector<hp::Range> ranges;
-        size_t at = 0;
-        for (const auto& s : spans) {
-          if (s.second) ranges.push_back({s.first, buf->data() + at, s.second});
-          at += s.second;
-        }
-        return hp::ReadRanges(pid, ranges, err);
-      },
-      [=](Napi::Env env) { return Napi::Buffer<uint8_t>::Copy(env, buf->data(), buf->size()); });
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, total);
+  std::vector<hp::Range> ranges;
+  size_t at = 0;
+  for (const auto& sp : spans) {
+    if (sp.second) ranges.push_back({sp.first, out.Data() + at, sp.second});
+    at += sp.second;
+  }
+  CoreError err;
+  if (!hp::ReadRanges(pid, ranges, err)) return ThrowCore(env, err);
+  return out;
+}
+
+// writeMemorySync(pid, address, buffer)
+Napi::Value WriteMemorySync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsBuffer()) {
+    Napi::TypeError::New(env, "writeMemorySync(pid, address, buffer)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto b = info[2].As<Napi::Buffer<uint8_t>>();
+  CoreError err;
+  if (!hp::WriteMemory(info[0].As<Napi::Number>().Int32Value(), uint64_t(info[1].As<Napi::Number>().Int64Value()), b.Data(), b.Length(), err)) return ThrowCore(env, err);
+  return env.Undefined();
 }
 
 std::vector<uint8_t> Bytes(const Napi::Value& v) {
   auto b = v.As<Napi::Buffer<uint8_t>>();
   return std::vector<uint8_t>(b.Data(), b.Data() + b.Length());
-}
-
-Napi::Value WriteMemory(const Napi::CallbackInfo& info) {
-  if (!CheckArgs(info, 3, "writeMemory(pid, address, buffer)")) return info.Env().Undefined();
-  pid_t pid = info[0].As<Napi::Number>().Int32Value();
-  uint64_t addr = ToU64(info[1]);
-  auto data = std::make_shared<std::vector<uint8_t>>(Bytes(info[2]));
-  return Queue(
-      info.Env(), [=](CoreError& err) { return hp::WriteMemory(pid, addr, data->data(), data->size(), err); },
-      [](Napi::Env env) { return env.Undefined(); });
 }
 
 // remoteSyscalls(pid, { tid?, gadget, calls: [{ nr, args: (number | bigint | { result: i } | { string: Buffer })[] }] })
@@ -278,9 +278,8 @@ Napi::Value Snapshot(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("readMemory", Napi::Function::New(env, ReadMemory));
-  exports.Set("readRanges", Napi::Function::New(env, ReadRanges));
-  exports.Set("writeMemory", Napi::Function::New(env, WriteMemory));
+  exports.Set("readRangesSync", Napi::Function::New(env, ReadRangesSync));
+  exports.Set("writeMemorySync", Napi::Function::New(env, WriteMemorySync));
   exports.Set("remoteSyscalls", Napi::Function::New(env, RemoteSyscalls));
   exports.Set("transaction", Napi::Function::New(env, Transaction));
   exports.Set("snapshot", Napi::Function::New(env, Snapshot));

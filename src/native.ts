@@ -62,9 +62,8 @@ export interface ThreadSnapshot {
 }
 
 interface RawCore {
-  readMemory(pid: number, addr: number, length: number): Promise<Buffer>;
-  readRanges(pid: number, flat: number[]): Promise<Buffer>;
-  writeMemory(pid: number, addr: number, data: Buffer): Promise<void>;
+  readRangesSync(pid: number, flat: number[]): Buffer;
+  writeMemorySync(pid: number, addr: number, data: Buffer): void;
   remoteSyscalls(pid: number, batch: { tid?: number; gadget: number; calls: { nr: number; args: RemoteArg[] }[] }): Promise<RemoteBatchResult>;
   transaction(pid: number, sites: TransactionSite[], options?: TransactionOptions): Promise<TransactionResult>;
   snapshot(pid: number): Promise<ThreadSnapshot[]>;
@@ -136,12 +135,14 @@ function checkRemoteArg(a: unknown, where: string): void {
 }
 
 export const native = {
+  // Memory reads and writes are one system call that never waits on the target: done on this
+  // thread (a trip through the thread pool costs more than the copy). Promises all the same.
   readMemory: (pid: number, addr: number, length: number) =>
-    call(() => {
+    call(async () => {
       checkPid(pid);
       checkAddress(addr);
       checkLength(length);
-      return core().readMemory(pid, addr, length);
+      return core().readRangesSync(pid, [addr, length]);
     }),
   /** Reads many small ranges with one system call; one Buffer per range, in order. */
   readRanges: async (pid: number, ranges: { addr: number; length: number }[]): Promise<Buffer[]> => {
@@ -153,16 +154,16 @@ export const native = {
       checkLength(r.length, `ranges[${i}].length`);
       flat.push(r.addr, r.length);
     });
-    const all = await call(() => core().readRanges(pid, flat));
+    const all = await call(async () => core().readRangesSync(pid, flat));
     let at = 0;
     return ranges.map((r) => all.subarray(at, (at += r.length)));
   },
   writeMemory: (pid: number, addr: number, data: Buffer) =>
-    call(() => {
+    call(async () => {
       checkPid(pid);
       checkAddress(addr);
       checkBuffer(data, 'data');
-      return core().writeMemory(pid, addr, data);
+      core().writeMemorySync(pid, addr, data);
     }),
   /** Runs the calls one after the other in one hijacked thread (see native/remote_syscall.cc). */
   remoteSyscalls: (pid: number, calls: { nr: number; args: RemoteArg[] }[], opts: { gadget: number; tid?: number }) =>

@@ -14,7 +14,7 @@ import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode }
 import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import type { HotpatchManifest, Manifest } from '../package/index.js';
-import { processesUnder, type ProcessView } from './discover.js';
+import { allPids, processesUnder, type ProcessView } from './discover.js';
 import { baselineDir } from './home.js';
 import { storedManifest, storedManifests, storedPayloadPath } from './store.js';
 
@@ -141,53 +141,86 @@ export interface LevelShare {
   label: ChangeReportLabel;
   timeoutMs?: number;
   concurrency: number;
-  procs: ProcessView[];
+  /** The processes to bring to the level, found already; or the PIDs to look through first. */
+  procs?: ProcessView[];
+  pids?: number[];
+}
+
+/** The processes among `procs` that map a file the level (or the one before) patches. */
+function relevantProcesses(procs: ProcessView[], root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): ProcessView[] {
+  const paths = new Set([...(m?.targets ?? []), ...(prev?.targets ?? [])].map((t) => path.join(root, t.path)));
+  return procs.filter((p) => p.files.some((f) => paths.has(f.path)));
+}
+
+export interface ShareEvents {
+  /** How many processes of the share run the level's files (said once, before any is changed). */
+  found?: (count: number) => void;
+  done?: () => void;
 }
 
 /** Works through a share, `concurrency` processes at a time; results in the share's order. */
-export async function applyShare(share: LevelShare, onDone: () => void = () => undefined): Promise<ProcessResult[]> {
-  const results: ProcessResult[] = new Array(share.procs.length);
+export async function applyShare(share: LevelShare, on: ShareEvents = {}): Promise<ProcessResult[]> {
+  const procs = share.procs ?? relevantProcesses(processesUnder(share.root, share.pids ?? []), share.root, share.manifest, share.previous);
+  on.found?.(procs.length);
+  const results: ProcessResult[] = new Array(procs.length);
   let next = 0;
   const worker = async () => {
-    while (next < share.procs.length) {
+    while (next < procs.length) {
       const i = next++;
-      results[i] = await applyToProcess(share, share.procs[i]);
-      onDone();
+      results[i] = await applyToProcess(share, procs[i]);
+      on.done?.();
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(share.concurrency, share.procs.length)) }, worker));
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(share.concurrency, procs.length)) }, worker));
   return results;
 }
 
-/** Below this many processes one thread is quicker than starting others. */
-const THREADS_FROM = 64;
+/**
+ * From this many processes on the machine, the search and the work are spread over one thread
+ * per CPU: a machine running a thousand services has well over this many, a usual one fewer
+ * (where starting a second thread would cost more than it saves).
+ */
+const THREADS_FROM = 512;
 const MAX_THREADS = 8;
+
+/** Threads for a machine with `processes` processes; HP_AGENT_THREADS (1–8) overrides the choice. */
+function threadsFor(processes: number): number {
+  const forced = Number(process.env.HP_AGENT_THREADS);
+  if (Number.isInteger(forced) && forced >= 1) return Math.min(forced, MAX_THREADS);
+  return processes >= THREADS_FROM ? Math.min(os.availableParallelism(), MAX_THREADS) : 1;
+}
 
 /** Brings every process that runs the baseline's target files to a level; one result per process. */
 export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]> {
   const root = baselineDir(o.home, o.baselineId);
-  const procs = processesUnder(root, o.pids);
+  const label = o.manifest ? { packageId: o.manifest.id, kb: o.manifest.kb, baselineId: o.manifest.baselineId, sequence: o.manifest.sequence } : undefined;
+  const share = (concurrency: number, of: { procs?: ProcessView[]; pids?: number[] }): LevelShare => ({ home: o.home, root, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, ...of });
+  const concurrency = o.concurrency ?? 8;
+  let done = 0;
+  let total = 0;
+  const events: ShareEvents = {
+    found: (n) => (total += n),
+    done: () => o.onProgress?.(++done, total),
+  };
+
   if (o.pids) {
+    // Named processes: every one must run the baseline, checked before any is changed.
+    const procs = processesUnder(root, o.pids);
     for (const pid of o.pids) {
       if (!procs.some((p) => p.pid === pid)) throw new HpError('PROCESS_NOT_RUNNING_BASELINE', `process ${pid} does not run any file of baseline ${o.baselineId}. Nothing was changed`);
     }
+    return applyShare(share(concurrency, { procs: relevantProcesses(procs, root, o.manifest, o.previous) }), events);
   }
-  const relevant = procs.filter((p) => {
-    const paths = [...(o.manifest?.targets ?? []), ...(o.previous?.targets ?? [])].map((t) => path.join(root, t.path));
-    return p.files.some((f) => paths.includes(f.path));
-  });
-  const label = o.manifest ? { packageId: o.manifest.id, kb: o.manifest.kb, baselineId: o.manifest.baselineId, sequence: o.manifest.sequence } : undefined;
-  const share = (procs: ProcessView[], concurrency: number): LevelShare => ({ home: o.home, root, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, procs });
-  let done = 0;
-  const progress = () => o.onProgress?.(++done, relevant.length);
-  const concurrency = o.concurrency ?? 8;
-  const threads = relevant.length >= THREADS_FROM ? Math.min(os.availableParallelism(), MAX_THREADS) : 1;
-  if (threads <= 1) return applyShare(share(relevant, concurrency), progress);
+  const pids = allPids();
+  const threads = threadsFor(pids.length);
+  if (threads <= 1) return applyShare(share(concurrency, { pids }), events);
 
-  // Many processes: the per-process work is mostly JavaScript on one thread, so spread the
-  // processes over one thread per CPU (this one included); each runs its own small pool.
-  const shares = Array.from({ length: threads }, (_, t) => share(relevant.filter((_, i) => i % threads === t), Math.max(2, Math.ceil(concurrency / threads))));
-  const outcomes = await Promise.all(shares.map((sh, t) => (t === 0 ? applyShare(sh, progress) : inWorker(sh, progress))));
+  // Many processes: looking through /proc and changing processes is mostly JavaScript on one
+  // thread, so each thread (this one included) takes every n-th PID, finds which of them run
+  // the level's files and changes them with its own small pool.
+  const perThread = Math.max(2, Math.ceil(concurrency / threads));
+  const shares = Array.from({ length: threads }, (_, t) => share(perThread, { pids: pids.filter((_, i) => i % threads === t) }));
+  const outcomes = await Promise.all(shares.map((sh, t) => (t === 0 ? applyShare(sh, events) : inWorker(sh, events))));
   return outcomes.flat().sort((a, b) => a.pid - b.pid);
 }
 
@@ -198,18 +231,19 @@ const WORKER_URL = new URL('./level-worker.js', import.meta.url);
  * from TypeScript sources, with no compiled worker next to it) the share runs here instead: the
  * same result, one thread fewer. Bringing a process to a level twice is harmless.
  */
-function inWorker(share: LevelShare, onDone: () => void): Promise<ProcessResult[]> {
-  if (!fs.existsSync(fileURLToPath(WORKER_URL))) return applyShare(share, onDone);
+function inWorker(share: LevelShare, on: ShareEvents): Promise<ProcessResult[]> {
+  if (!fs.existsSync(fileURLToPath(WORKER_URL))) return applyShare(share, on);
   return new Promise((resolve) => {
     let settled = false;
     const fallBack = () => {
       if (settled) return;
       settled = true;
-      void applyShare(share, onDone).then(resolve);
+      void applyShare(share, on).then(resolve);
     };
     const w = new Worker(WORKER_URL, { workerData: share });
-    w.on('message', (m: { done?: true; results?: ProcessResult[] }) => {
-      if (m.done) onDone();
+    w.on('message', (m: { found?: number; done?: true; results?: ProcessResult[] }) => {
+      if (m.found !== undefined) on.found?.(m.found);
+      if (m.done) on.done?.();
       if (m.results && !settled) {
         settled = true;
         resolve(m.results);

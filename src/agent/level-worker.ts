@@ -8,5 +8,5 @@ import { applyShare, type LevelShare } from './hotpatch.js';
 
 const port = parentPort;
 if (!port) throw new Error('level-worker runs as a worker thread of applyLevel');
-const results = await applyShare(workerData as LevelShare, () => port.postMessage({ done: true }));
+const results = await applyShare(workerData as LevelShare, { found: (n) => port.postMessage({ found: n }), done: () => port.postMessage({ done: true }) });
 port.postMessage({ results });

@@ -19,8 +19,10 @@
  *   quit                               killall, answer, exit
  *
  * A failed request answers {"error":"..."}. When its stdin closes it kills every target and exits;
- * if it is killed outright, each launcher dies with it (PR_SET_PDEATHSIG) and takes its target
- * along, and the targets also exit at end of file on their stdin.
+ * if it is killed outright, the targets exit at end of file on their stdin (a pipe from here).
+ * The targets are the holder's own children, not started through fixtures/bin/launch: the holder
+ * never traces them, and a machine running a thousand services does not run a thousand
+ * launchers beside them for the agent's discovery to read through.
  */
 import { killAllTargets, spawnTarget, type Target } from '../harness/index.js';
 
@@ -45,7 +47,7 @@ async function spawnMany(count: number, concurrency: number, file: string, args:
       next++;
       try {
         // Many processes on few CPUs start slowly: be generous before calling it a failure.
-        const t = await spawnTarget(file, { args, readyTimeoutMs: 60_000, requestTimeoutMs: 30_000 });
+        const t = await spawnTarget(file, { args, direct: true, readyTimeoutMs: 60_000, requestTimeoutMs: 30_000 });
         targets.set(t.pid, t);
         pids.push(t.pid);
       } catch (e) {

@@ -261,14 +261,21 @@ function mainInstance(pid: number, instances: Instance[]): Instance | undefined 
   }
 }
 
-function matches(inst: Instance, object: string): boolean {
-  if (!object.includes('/')) return basename(inst.path) === object;
-  if (inst.path === object) return true;
+/**
+ * Which loads `object` names: a file name matches the basename; a path matches literally, or
+ * else through its real path (resolved once, and only when no load matches literally).
+ */
+function matching(instances: Instance[], object: string): Instance[] {
+  if (!object.includes('/')) return instances.filter((i) => basename(i.path) === object);
+  const literal = instances.filter((i) => i.path === object);
+  if (literal.length > 0) return literal;
+  let real: string;
   try {
-    return realpathSync(object) === inst.path;
+    real = realpathSync(object);
   } catch {
-    return false;
+    return [];
   }
+  return instances.filter((i) => i.path === real);
 }
 
 /**
@@ -280,7 +287,7 @@ export function findObject(pid: number, object?: string, maps?: MapEntry[]): Loa
   requireLiveProcess(pid);
   const instances = groupInstances(maps ?? readMaps(pid));
   const wanted = object === undefined ? 'the main executable' : `'${object}'`;
-  const candidates = object === undefined ? [mainInstance(pid, instances)].filter((i): i is Instance => !!i) : instances.filter((i) => matches(i, object));
+  const candidates = object === undefined ? [mainInstance(pid, instances)].filter((i): i is Instance => !!i) : matching(instances, object);
   const problems: string[] = [];
   const found = candidates.map((i) => loadInstance(pid, i, problems)).filter((o): o is LoadedObject => !!o);
 

@@ -1,6 +1,7 @@
-// Many processes at once through `hp-agent apply` and `revert`: above a threshold the agent
-// spreads them over one thread per CPU (worker threads). Every process must end up patched —
-// answering the fixed value — and reverted, with the same PIDs, whichever thread handled it.
+// Many processes at once through `hp-agent apply` and `revert`. On a machine with many processes
+// the agent spreads the search and the work over one thread per CPU (worker threads);
+// HP_AGENT_THREADS forces the number. Every process must end up patched — answering the fixed
+// value — and reverted, with the same PIDs, whichever thread handled it.
 import { afterEach, describe, expect, it } from 'vitest';
 import { patchedAnswer, unpatchedAnswer } from '../../src/bench/benchd.js';
 import { removeAgentMachine, runCli, setUpAgentMachine, type AgentMachine } from '../../src/bench/scale-agent.js';
@@ -8,17 +9,18 @@ import { killTargetsAfterEach, spawnTarget, type Target } from '../../src/harnes
 
 killTargetsAfterEach(afterEach);
 
-// Above the agent's threshold for using more than one thread (THREADS_FROM in src/agent/hotpatch.ts).
-const PROCESSES = 72;
+const PROCESSES = 40;
 
 let machine: AgentMachine | undefined;
 afterEach(() => {
   removeAgentMachine(machine);
   machine = undefined;
+  delete process.env.HP_AGENT_THREADS;
 });
 
 describe('hp-agent apply on many processes', () => {
-  it('patches and reverts every one of 72 processes of the installed baseline', async () => {
+  it.each([['3 threads', '3'], ['one thread', '1']])('patches and reverts every one of 40 processes of the installed baseline (%s)', async (_, threads) => {
+    process.env.HP_AGENT_THREADS = threads;
     machine = await setUpAgentMachine();
     const targets: Target[] = [];
     for (let i = 0; i < PROCESSES; i++) targets.push(await spawnTarget(machine.binary, { args: ['1', 'idle', '1', 'nogap'] }));
