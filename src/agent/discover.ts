@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadedObjects, parseMaps, processName, readProcText } from '../proc/index.js';
+import { loadedObjects, parseMaps, processName, readProcText, type MapEntry } from '../proc/index.js';
 
 export interface MappedFile {
   /** Path as the process mapped it (without " (deleted)"). */
@@ -18,6 +18,8 @@ export interface ProcessView {
   pid: number;
   comm: string;
   files: MappedFile[];
+  /** Its /proc/PID/maps as read here (the engine starts from them instead of reading again). */
+  maps?: MapEntry[];
 }
 
 export function allPids(): number[] {
@@ -50,7 +52,7 @@ export function processesUnder(root: string, pids: number[] = allPids()): Proces
     try {
       const files = loadedObjects(pid, maps, (p) => p.startsWith(prefix))
         .map((o) => ({ path: o.path, buildId: o.buildId, deleted: o.mappings.some((m) => m.deleted) }));
-      out.push({ pid, comm: processName(pid), files });
+      out.push({ pid, comm: processName(pid), files, maps });
     } catch {
       continue;
     }

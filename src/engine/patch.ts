@@ -15,6 +15,7 @@
  * one rollback path (the transaction's own or the switch's undo, then unmapping the new
  * patches), so a refused or failed change leaves the target exactly as it was.
  */
+import os from 'node:os';
 import path from 'node:path';
 import { HpError } from '../errors.js';
 import { linkPatch, layoutPatch } from '../link/index.js';
@@ -82,6 +83,13 @@ export interface ChangeOptions {
   mode?: PatchMode;
   timeoutMs?: number;
   realtime?: boolean;
+  /**
+   * The process's /proc/PID/maps as the caller read them a moment ago (it looked for the
+   * process by them): saves reading them again. If the process mapped something meanwhile where
+   * the patch was to go, the mapping is refused by the kernel (never overlaps) and the change is
+   * planned again from fresh maps.
+   */
+  maps?: MapEntry[];
   /** Zero-stop: the pause between two writes to the same entry (see zerostop.ts; default 1 ms). */
   stepDelayMs?: number;
   /**
@@ -509,7 +517,15 @@ function rounds(plans: FunctionPlan[]): ZeroStopStep[][] {
  * mapped first (the target keeps running), then every site is switched at once.
  */
 export function changeFunctions(opts: ChangeOptions): Promise<ChangeReport> {
-  return whileAlive(opts.pid, () => change(opts));
+  return whileAlive(opts.pid, async () => {
+    try {
+      return await change(opts);
+    } catch (e) {
+      const taken = e instanceof HpError && e.unchanged && e.details?.syscall === 'mmap' && e.details?.errno === os.constants.errno.EEXIST;
+      if (!opts.maps || !taken) throw e;
+      return change({ ...opts, maps: undefined });
+    }
+  });
 }
 
 async function change(opts: ChangeOptions): Promise<ChangeReport> {
@@ -521,7 +537,7 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
     throw new HpError('USAGE', `unknown patch mode "${String(opts.mode)}": expected ${PATCH_MODES.join(', ')}`);
   }
   refuseUntraceable(pid);
-  const view = new ProcessView(pid);
+  const view = new ProcessView(pid, opts.maps);
   const entries: ObjectEntries[] = [];
   for (const c of opts.changes) entries.push(await readObjectEntries(view, c));
   const unchanged = (objects: LoadedObject[]): ChangeReport => ({ pid, changed: false, objects: objects.map((o) => ({ path: o.path, buildId: o.buildId })), patches: [], sites: [] });

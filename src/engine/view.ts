@@ -21,8 +21,12 @@ export class ProcessView {
   #records = new Map<string, Promise<PatchRecord>>();
   #tables = new Map<LoadedObject, Promise<Set<number> | undefined>>();
 
-  constructor(readonly pid: number) {
-    this.maps = readMaps(pid);
+  /** `maps`: the process's maps as the caller read them a moment ago, if it did. */
+  constructor(
+    readonly pid: number,
+    maps?: MapEntry[],
+  ) {
+    this.maps = maps ? [...maps] : readMaps(pid);
   }
 
   /** The loaded object `name` names (default the main executable), found once per change. */
