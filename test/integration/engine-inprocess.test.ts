@@ -2,7 +2,8 @@
 // harness's launcher, never our own child): defaults work, and waiting on a target never
 // blocks the event loop.
 import { afterEach, describe, expect, it } from 'vitest';
-import { applyPatch, inspectFunctions, revertFunctions } from '../../src/engine/patch.js';
+import { applyPatch, changeFunctions, inspectFunctions, revertFunctions } from '../../src/engine/patch.js';
+import { readMaps } from '../../src/proc/index.js';
 import { HpError } from '../../src/errors.js';
 import { fixturePath, killTargetsAfterEach, spawnTarget } from '../../src/harness/index.js';
 import { entryBytes, fileEntryBytes } from './helpers.js';
@@ -24,6 +25,20 @@ describe('the engine in-process', () => {
       expect((await inspectFunctions(t.pid, ['compute']))[0].state).toBe('original');
     }
     expect((await entryBytes(t.pid, 'compute')).equals(fileEntryBytes(t.pid, 'compute'))).toBe(true);
+  });
+
+  it('given maps that are out of date, places the patch again when the kernel refuses the first place', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const stale = readMaps(t.pid);
+    const first = await applyPatch({ pid: t.pid, patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }] });
+    await revertFunctions({ pid: t.pid, functions: ['compute'] });
+    // The first patch stays mapped; the stale maps do not show it, so the planner picks the same
+    // place, MAP_FIXED_NOREPLACE refuses it, and the change is planned again from fresh maps.
+    const again = await changeFunctions({ pid: t.pid, maps: stale, changes: [{ patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }] }] });
+    expect(again.changed).toBe(true);
+    expect(again.patches[0].base).not.toBe(first.patch.base);
+    expect(await t.request('call')).toBe('182');
+    expect(t.alive()).toBe(true);
   });
 
   it('keeps the event loop running while the core waits and retries', async () => {
