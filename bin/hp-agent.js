@@ -2,6 +2,10 @@
 // Waiting on ptrace stops occupies a libuv pool thread each; patching many processes at once
 // needs more than the default 4. (Read by libuv when the pool first starts, so set it first.)
 process.env.UV_THREADPOOL_SIZE ??= '16';
-const { main } = await import('../dist/cli/main.js');
+import { existsSync } from 'node:fs';
+
+// The bundle (scripts/bundle.mjs) starts faster; dist/cli/main.js is the same code unbundled.
+const bundle = new URL('../dist/bundle/hp-agent.js', import.meta.url);
+const { main } = await import(existsSync(bundle) ? bundle.href : '../dist/cli/main.js');
 
 process.exitCode = await main(process.argv.slice(2));

@@ -4,7 +4,9 @@
  * stable code (PROCESS_NOT_FOUND, ALREADY_TRACED, PROCESS_EXITED, THREAD_IN_SITE,
  * ENTRY_MISMATCH, VERIFY_FAILED, ...).
  */
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { HpError } from './errors.js';
 
 export interface TransactionSite {
@@ -73,10 +75,14 @@ interface RawCore {
 const require = createRequire(import.meta.url);
 let raw: RawCore | undefined;
 
+/** build/Release/ of the package: this module runs from dist/ or from a bundle in dist/bundle/. */
+const ADDON_CANDIDATES = ['../build/Release/hpcore.node', '../../build/Release/hpcore.node'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+
 function core(): RawCore {
   if (!raw) {
+    const file = ADDON_CANDIDATES.find((f) => fs.existsSync(f)) ?? ADDON_CANDIDATES[0];
     try {
-      raw = require('../build/Release/hpcore.node') as RawCore;
+      raw = require(file) as RawCore;
     } catch (e) {
       throw new HpError('NATIVE_CORE_MISSING', `the native core is not built (run "npm install"): ${(e as Error).message}`);
     }

@@ -9,6 +9,6 @@ export default function setup(): void {
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
   const run = (cmd: string, args: string[]) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
   if (!fs.existsSync(path.join(root, 'build/Release/hpcore.node'))) run('npm', ['run', '-s', 'build:native']);
-  run('npx', ['tsc', '-p', 'tsconfig.build.json']);
+  run('npm', ['run', '-s', 'build:ts']); // compiles and bundles
   run('npm', ['run', '-s', 'build:fixtures']);
 }

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadedObjects, parseMaps, processName, readProcText, type MapEntry } from '../proc/index.js';
+import { loadedObjects, parseMaps, processName, readProcText, type LoadedObject, type MapEntry } from '../proc/index.js';
 
 export interface MappedFile {
   /** Path as the process mapped it (without " (deleted)"). */
@@ -20,6 +20,8 @@ export interface ProcessView {
   files: MappedFile[];
   /** Its /proc/PID/maps as read here (the engine starts from them instead of reading again). */
   maps?: MapEntry[];
+  /** The loaded objects behind `files` (for the engine, in this thread only: not plain data). */
+  objects?: LoadedObject[];
 }
 
 export function allPids(): number[] {
@@ -50,9 +52,9 @@ export function processesUnder(root: string, pids: number[] = allPids()): Proces
     }
     if (!maps.some((m) => m.path.startsWith(prefix))) continue;
     try {
-      const files = loadedObjects(pid, maps, (p) => p.startsWith(prefix))
-        .map((o) => ({ path: o.path, buildId: o.buildId, deleted: o.mappings.some((m) => m.deleted) }));
-      out.push({ pid, comm: processName(pid), files, maps });
+      const objects = loadedObjects(pid, maps, (p) => p.startsWith(prefix));
+      const files = objects.map((o) => ({ path: o.path, buildId: o.buildId, deleted: o.mappings.some((m) => m.deleted) }));
+      out.push({ pid, comm: processName(pid), files, maps, objects });
     } catch {
       continue;
     }

@@ -261,7 +261,7 @@ async function applyToProcess(o: LevelShare, proc: ProcessView): Promise<Process
   if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD' };
   if (changes.length === 0) return { ...base, outcome: 'AlreadyAtLevel' };
   try {
-    const r: ChangeReport = await changeFunctions({ pid: proc.pid, changes, label, replace: true, mode: patchModeOf(o.manifest), maps: proc.maps, timeoutMs: o.timeoutMs, realtime: true });
+    const r: ChangeReport = await changeFunctions({ pid: proc.pid, changes, label, replace: true, mode: patchModeOf(o.manifest), maps: proc.maps, objects: proc.objects, timeoutMs: o.timeoutMs, realtime: true });
     return {
       ...base,
       outcome: r.changed ? 'Patched' : 'AlreadyAtLevel',

@@ -90,6 +90,8 @@ export interface ChangeOptions {
    * planned again from fresh maps.
    */
   maps?: MapEntry[];
+  /** Objects the caller loaded from those `maps` (looked up by full path). */
+  objects?: LoadedObject[];
   /** Zero-stop: the pause between two writes to the same entry (see zerostop.ts; default 1 ms). */
   stepDelayMs?: number;
   /**
@@ -523,7 +525,7 @@ export function changeFunctions(opts: ChangeOptions): Promise<ChangeReport> {
     } catch (e) {
       const taken = e instanceof HpError && e.unchanged && e.details?.syscall === 'mmap' && e.details?.errno === os.constants.errno.EEXIST;
       if (!opts.maps || !taken) throw e;
-      return change({ ...opts, maps: undefined });
+      return change({ ...opts, maps: undefined, objects: undefined });
     }
   });
 }
@@ -537,7 +539,7 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
     throw new HpError('USAGE', `unknown patch mode "${String(opts.mode)}": expected ${PATCH_MODES.join(', ')}`);
   }
   refuseUntraceable(pid);
-  const view = new ProcessView(pid, opts.maps);
+  const view = new ProcessView(pid, { maps: opts.maps, objects: opts.objects });
   const entries: ObjectEntries[] = [];
   for (const c of opts.changes) entries.push(await readObjectEntries(view, c));
   const unchanged = (objects: LoadedObject[]): ChangeReport => ({ pid, changed: false, objects: objects.map((o) => ({ path: o.path, buildId: o.buildId })), patches: [], sites: [] });

@@ -21,12 +21,21 @@ export class ProcessView {
   #records = new Map<string, Promise<PatchRecord>>();
   #tables = new Map<LoadedObject, Promise<Set<number> | undefined>>();
 
-  /** `maps`: the process's maps as the caller read them a moment ago, if it did. */
+  /**
+   * `known`: the process's maps as the caller read them a moment ago, and objects it loaded from
+   * them, if it did (the agent's search for processes does both).
+   */
   constructor(
     readonly pid: number,
-    maps?: MapEntry[],
+    known: { maps?: MapEntry[]; objects?: LoadedObject[] } = {},
   ) {
-    this.maps = maps ? [...maps] : readMaps(pid);
+    this.maps = known.maps ? [...known.maps] : readMaps(pid);
+    // Only objects read from these very maps can stand for a look-up in them.
+    if (known.maps) {
+      for (const o of known.objects ?? []) {
+        if (known.objects!.filter((other) => other.path === o.path).length === 1) this.#objects.set(o.path, o);
+      }
+    }
   }
 
   /** The loaded object `name` names (default the main executable), found once per change. */
