@@ -176,8 +176,8 @@ export async function applyShare(share: LevelShare, on: ShareEvents = {}): Promi
 }
 
 /**
- * From this many processes on the machine, the search and the work are spread over one thread
- * per CPU: a machine running a thousand services has well over this many, a usual one fewer
+ * From this many processes on the machine, the search and the work are spread over several
+ * threads (one per two CPUs): a machine running a thousand services has well over this many, a usual one fewer
  * (where starting a second thread would cost more than it saves).
  */
 const THREADS_FROM = 512;
@@ -187,7 +187,10 @@ const MAX_THREADS = 8;
 function threadsFor(processes: number): number {
   const forced = Number(process.env.HP_AGENT_THREADS);
   if (Number.isInteger(forced) && forced >= 1) return Math.min(forced, MAX_THREADS);
-  return processes >= THREADS_FROM ? Math.min(os.availableParallelism(), MAX_THREADS) : 1;
+  // Half the CPUs: the other half is busy with what the JavaScript waits for — the kernel's
+  // ptrace round trips and the targets' own threads. (Measured on 2 CPUs: a second thread did
+  // not help, its cold JIT and the contention ate the gain.)
+  return processes >= THREADS_FROM ? Math.max(1, Math.min(Math.floor(os.availableParallelism() / 2), MAX_THREADS)) : 1;
 }
 
 /** Brings every process that runs the baseline's target files to a level; one result per process. */

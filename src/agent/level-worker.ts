@@ -1,7 +1,7 @@
 /**
  * A worker thread of applyLevel: brings its share of the processes to the level, reports each
- * one done, then all results. (The engine's per-process work is mostly JavaScript; one such
- * thread per CPU is what makes a thousand processes fit in a second.)
+ * one done, then all results. (The engine's per-process work is mostly JavaScript: on a machine
+ * with many CPUs, several such threads patch many processes sooner.)
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { applyShare, type LevelShare } from './hotpatch.js';
