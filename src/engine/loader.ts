@@ -97,7 +97,7 @@ export async function mapPatchImage(
 export function firstAreaEnd(base: number, size: number, segments: ImageSegment[]): number {
   const protAt = (offset: number) => segments.find((s) => s.offset <= offset && offset < s.offset + s.size)?.prot ?? PROT_READ;
   const first = protAt(0);
-  const edges = [...segments.flatMap((s) => [s.offset, s.offset + s.size])].filter((o) => o > 0 && o < size).sort((a, b) => a - b);
+  const edges = segments.flatMap((s) => [s.offset, s.offset + s.size]).filter((o) => o > 0 && o < size).sort((a, b) => a - b);
   for (const edge of edges) if (protAt(edge) !== first) return base + edge;
   return base + size;
 }

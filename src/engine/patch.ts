@@ -30,6 +30,7 @@ import {
   switchedEntryBytes,
   USER_SPACE_END,
   type JumpKind,
+  type PatchableEntry,
   type ZeroStopStep,
 } from '../x64/index.js';
 import { readEntries, type Entry, type FunctionState } from './entries.js';
@@ -302,22 +303,68 @@ function reportBase(action: SiteAction, obj: LoadedObject, e: Entry) {
   return { action, object: obj.path, function: e.state.function, functionAddress: e.state.functionAddress };
 }
 
+/**
+ * What a zero-stop switch does to memory, seen from before its first write and after its last:
+ * per byte it touches, the byte it finds and the byte it leaves. The stop-the-world transaction
+ * of a hot-patchable entry is exactly that, in one go.
+ */
+class SwitchEffect {
+  readonly #bytes = new Map<number, { before: number; after: number }>();
+
+  constructor(readonly steps: ZeroStopStep[]) {
+    for (const step of steps) {
+      for (let i = 0; i < step.before.length; i++) {
+        const known = this.#bytes.get(step.addr + i);
+        if (known) known.after = step.after[i];
+        else this.#bytes.set(step.addr + i, { before: step.before[i], after: step.after[i] });
+      }
+    }
+  }
+
+  bytes(addr: number, length: number, when: 'before' | 'after'): Buffer {
+    return Buffer.from(Array.from({ length }, (_, i) => this.#bytes.get(addr + i)![when]));
+  }
+
+  /** The transaction's sites: each run of touched bytes that ends up different. */
+  sites(): TransactionSite[] {
+    const addrs = [...this.#bytes.keys()].sort((a, b) => a - b);
+    const runs: number[][] = [];
+    for (const a of addrs) {
+      const run = runs[runs.length - 1];
+      if (run && run[run.length - 1] === a - 1) run.push(a);
+      else runs.push([a]);
+    }
+    return runs
+      .map((run) => ({ addr: run[0], expect: this.bytes(run[0], run.length, 'before'), write: this.bytes(run[0], run.length, 'after') }))
+      .filter((site) => !site.expect.equals(site.write));
+  }
+}
+
+/** A hot-patchable entry's change, in both modes, from its zero-stop steps. */
+function paddingPlan(report: Pick<SiteReport, 'action' | 'object' | 'function' | 'functionAddress' | 'replacement' | 'target'>, hot: PatchableEntry, steps: ZeroStopStep[]): FunctionPlan {
+  const effect = new SwitchEffect(steps);
+  const padding = (when: 'before' | 'after') => hex(effect.bytes(hot.paddingAddress, hot.padding.length, when));
+  const entry = (when: 'before' | 'after') => hex(effect.bytes(hot.siteAddress, hot.nop.length, when));
+  return {
+    sites: effect.sites(),
+    steps,
+    report: {
+      ...report,
+      form: 'padding',
+      siteAddress: hot.paddingAddress,
+      kind: 'rel32',
+      keptEndbr64: hot.keptEndbr64,
+      before: padding('before'),
+      after: padding('after'),
+      entry: { siteAddress: hot.siteAddress, entryNop: hot.entryNop, before: entry('before'), after: entry('after') },
+    },
+  };
+}
+
 /** Restores one patched function to its file's bytes. */
 function planRestore(obj: LoadedObject, e: Entry): FunctionPlan {
   const { jump } = e.state;
-  if (paddingForm(e)) {
-    const hot = e.hot!;
-    const padding = e.hotMemory!.subarray(0, hot.padding.length);
-    const switched = switchedEntryBytes(hot);
-    return {
-      sites: [
-        { addr: hot.siteAddress, expect: switched, write: Buffer.from(hot.nop) },
-        { addr: hot.paddingAddress, expect: Buffer.from(padding), write: Buffer.from(hot.padding) },
-      ],
-      steps: planZeroStopRevert(hot.entryAddress, hot, jump!.target),
-      report: { ...reportBase('restore', obj, e), form: 'padding', siteAddress: hot.paddingAddress, kind: 'rel32', keptEndbr64: hot.keptEndbr64, before: hex(padding), after: hex(hot.padding), entry: { siteAddress: hot.siteAddress, entryNop: hot.entryNop, before: hex(switched), after: hex(hot.nop) } },
-    };
-  }
+  if (paddingForm(e)) return paddingPlan(reportBase('restore', obj, e), e.hot!, planZeroStopRevert(e.hot!.entryAddress, e.hot!, jump!.target));
   const at = jump!.siteAddress - e.state.functionAddress;
   const { expect, write } = siteChange(e, jump!.siteAddress, e.fileBytes.subarray(at, at + e.state.record!.jump.length / 2));
   return {
@@ -346,29 +393,8 @@ function planRedirect(obj: LoadedObject, e: Entry, replacement: string, target: 
       jump: hex(jump),
       zeroStop: { siteAddress: hot.siteAddress, entryNop: hot.entryNop, original: hex(hot.nop), switched: hex(switched) },
     };
-    const entry = { siteAddress: hot.siteAddress, entryNop: hot.entryNop, before: hex(action === 'patch' ? hot.nop : switched), after: hex(switched) };
-    if (action === 'repoint') {
-      const padding = Buffer.from(e.hotMemory!.subarray(0, hot.padding.length));
-      return {
-        record,
-        plan: {
-          sites: [{ addr: hot.paddingAddress, expect: padding, write: jump }],
-          steps: planZeroStopRepoint(hot.entryAddress, hot, e.state.jump!.target, target),
-          report: { ...base, form: 'padding', siteAddress: hot.paddingAddress, kind: 'rel32', keptEndbr64: hot.keptEndbr64, before: hex(padding), after: hex(jump), entry },
-        },
-      };
-    }
-    return {
-      record,
-      plan: {
-        sites: [
-          { addr: hot.paddingAddress, expect: Buffer.from(hot.padding), write: jump },
-          { addr: hot.siteAddress, expect: Buffer.from(hot.nop), write: switched },
-        ],
-        steps: planZeroStop(hot.entryAddress, hot, target),
-        report: { ...base, form: 'padding', siteAddress: hot.paddingAddress, kind: 'rel32', keptEndbr64: hot.keptEndbr64, before: hex(hot.padding), after: hex(jump), entry },
-      },
-    };
+    const steps = action === 'repoint' ? planZeroStopRepoint(hot.entryAddress, hot, e.state.jump!.target, target) : planZeroStop(hot.entryAddress, hot, target);
+    return { record, plan: paddingPlan(base, hot, steps) };
   }
   // Plan against the file's bytes: the entry may hold an older jump now.
   const jump = planJumpSite({ name: e.state.function, address: e.state.functionAddress, size: e.size, entryBytes: e.fileBytes }, target);

@@ -4,10 +4,9 @@
  * nothing is read twice within a change; what the change itself maps is added by `addMapping`
  * instead of reading the maps again.
  */
-import fs from 'node:fs';
 import { HpError } from '../errors.js';
 import { native } from '../native.js';
-import { findObject, loadedObjects, processExists, readMaps, type LoadedObject, type MapEntry } from '../proc/index.js';
+import { findObject, loadedObjects, processExists, readMaps, readStatus, type LoadedObject, type MapEntry, type ProcessStatus } from '../proc/index.js';
 import { isPatchMapping } from './loader.js';
 import { decodeRecord, recordLength, RECORD_TRAILER_SIZE, type PatchRecord } from './record.js';
 
@@ -115,20 +114,18 @@ async function readEntryTable(pid: number, obj: LoadedObject): Promise<Set<numbe
  * stops), or already traced by someone else.
  */
 export function refuseUntraceable(pid: number): void {
-  let status: string;
+  let status: ProcessStatus;
   try {
-    status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    status = readStatus(pid);
   } catch {
     throw new HpError('PROCESS_NOT_FOUND', `no running process with PID ${pid}`);
   }
-  const field = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
-  if (/^State:\s*[ZXx]/m.test(status)) throw new HpError('PROCESS_NOT_FOUND', `process ${pid} has exited (a zombie not yet reaped by its parent)`);
-  if (field('PPid') === process.pid) {
+  if ('ZXx'.includes(status.state)) throw new HpError('PROCESS_NOT_FOUND', `process ${pid} has exited (a zombie not yet reaped by its parent)`);
+  if (status.ppid === process.pid) {
     throw new HpError('TARGET_IS_OUR_CHILD', `process ${pid} is a child of this agent process; run hp-agent as a separate process to patch it`);
   }
-  const tracer = field('TracerPid');
-  if (tracer !== 0) {
-    throw new HpError('ALREADY_TRACED', `process ${pid} is already traced by PID ${tracer}; a process can have only one tracer, so nothing was changed`, { tracer });
+  if (status.tracerPid !== 0) {
+    throw new HpError('ALREADY_TRACED', `process ${pid} is already traced by PID ${status.tracerPid}; a process can have only one tracer, so nothing was changed`, { tracer: status.tracerPid });
   }
 }
 

@@ -11,4 +11,5 @@ export {
 export type { MapEntry } from './maps.js';
 export { computeLoadBias, findObject, loadedObjects, readElfFile, symbolAddress } from './objects.js';
 export type { LoadedObject } from './objects.js';
-export { exePath, listThreads, readProcText, processExists, processName, processState, readAuxv, tracerOf } from './procfs.js';
+export { exePath, listThreads, readProcText, processExists, processName, processState, readAuxv, readStatus, tracerOf } from './procfs.js';
+export type { ProcessStatus } from './procfs.js';

@@ -94,14 +94,29 @@ export function processName(pid: number): string {
   return readProcText(pid, 'comm').replace(/\n$/, '');
 }
 
+/** The fields of /proc/PID/status hp-agent needs. */
+export interface ProcessStatus {
+  /** Single-letter scheduler state (R, S, D, T, t, Z, X, ...). */
+  state: string;
+  ppid: number;
+  /** Pid of the process tracing it (a debugger, strace, or hp-agent itself), 0 when none. */
+  tracerPid: number;
+}
+
+/** One read of /proc/PID/status. */
+export function readStatus(pid: number): ProcessStatus {
+  const status = readProcText(pid, 'status');
+  const field = (name: string): string => {
+    const m = new RegExp(`^${name}:\\s*(\\S+)`, 'm').exec(status);
+    if (!m) throw new HpError('PROC_READ_FAILED', `cannot find ${name} in ${procPath(pid, 'status')}`, { pid });
+    return m[1];
+  };
+  return { state: field('State'), ppid: Number(field('PPid')), tracerPid: Number(field('TracerPid')) };
+}
+
 /** Pid of the process tracing `pid` (a debugger, strace, or hp-agent itself), 0 when none. */
 export function tracerOf(pid: number): number {
-  const status = readProcText(pid, 'status');
-  const m = /^TracerPid:\s*(\d+)/m.exec(status);
-  if (!m) {
-    throw new HpError('PROC_READ_FAILED', `cannot find TracerPid in ${procPath(pid, 'status')}`, { pid });
-  }
-  return Number(m[1]);
+  return readStatus(pid).tracerPid;
 }
 
 /** Target of /proc/PID/exe, as the kernel reports it (a " (deleted)" suffix is kept). */
