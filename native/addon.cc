@@ -153,7 +153,8 @@ std::vector<uint8_t> Bytes(const Napi::Value& v) {
   return std::vector<uint8_t>(b.Data(), b.Data() + b.Length());
 }
 
-// remoteSyscalls(pid, { tid?, gadget, calls: [{ nr, args: (number | bigint | { result: i } | { string: Buffer })[] }] })
+// remoteSyscalls(pid, { tid?, gadget, calls: [{ nr, args: (number | bigint | { result: i } | { string: Buffer })[] }],
+//                      fill?: { fdCall, afterCall, chunks: [{ offset, data: Buffer }] } })
 Napi::Value RemoteSyscalls(const Napi::CallbackInfo& info) {
   if (!CheckArgs(info, 2, "remoteSyscalls(pid, { gadget, calls, tid? })")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
@@ -183,9 +184,22 @@ Napi::Value RemoteSyscalls(const Napi::CallbackInfo& info) {
     }
     calls->push_back(std::move(call));
   }
+  std::shared_ptr<hp::RemoteFill> fill;
+  Napi::Value f = Field(o, "fill");
+  if (f.IsObject()) {
+    Napi::Object fo = f.As<Napi::Object>();
+    fill = std::make_shared<hp::RemoteFill>();
+    fill->fdCall = size_t(OptInt(fo, "fdCall", 0));
+    fill->afterCall = size_t(OptInt(fo, "afterCall", 0));
+    Napi::Array chunks = fo.Get("chunks").As<Napi::Array>();
+    for (uint32_t i = 0; i < chunks.Length(); i++) {
+      Napi::Object c = chunks.Get(i).As<Napi::Object>();
+      fill->chunks.emplace_back(uint64_t(OptInt(c, "offset", 0)), Bytes(c.Get("data")));
+    }
+  }
   auto out = std::make_shared<hp::RemoteBatchResult>();
   return Queue(
-      info.Env(), [=](CoreError& err) { return hp::RemoteSyscalls(pid, tid, gadget, *calls, *out, err); },
+      info.Env(), [=](CoreError& err) { return hp::RemoteSyscalls(pid, tid, gadget, *calls, fill.get(), *out, err); },
       [=](Napi::Env env) {
         Napi::Object r = Napi::Object::New(env);
         Napi::Array results = Napi::Array::New(env, out->results.size());
@@ -193,6 +207,7 @@ Napi::Value RemoteSyscalls(const Napi::CallbackInfo& info) {
         r.Set("results", results);
         r.Set("tid", Napi::Number::New(env, out->tid));
         r.Set("interruptedSyscall", Napi::Boolean::New(env, out->interruptedSyscall));
+        if (!out->fillError.empty()) r.Set("fillError", Napi::String::New(env, out->fillError));
         return r;
       });
 }

@@ -102,7 +102,19 @@ class Tracee {
 };
 
 std::vector<pid_t> ListThreads(pid_t pid);
+struct ProcStatus {
+  bool ok = false;  // false: no such process (or /proc unreadable)
+  char state = 0;
+  pid_t ppid = 0;
+  pid_t tracer = 0;
+};
+ProcStatus ReadProcStatus(pid_t pid);
 bool ProcessAlive(pid_t pid);
+// Refuses, before any ptrace request, a process that is gone, a zombie, a child of this very
+// process, or traced by someone else.
+bool CheckTraceable(pid_t pid, CoreError& err);
+// A thread asleep in a system call (borrowing it disturbs no work), else the main thread.
+pid_t ThreadToBorrow(pid_t pid);
 int TracerOf(pid_t pid);
 int TracerOfThread(pid_t pid, pid_t tid);
 // The thread has exited (zombie or dead) or is gone from /proc.
@@ -122,13 +134,22 @@ struct RemoteCall {
   uint64_t nr = 0;
   std::vector<RemoteArg> args;
 };
+// Bytes written into the file whose descriptor call `fdCall` of the batch returned, right after
+// call `afterCall` (e.g. a memfd filled before it is mapped), through /proc/PID/fd/N.
+struct RemoteFill {
+  size_t fdCall = 0;
+  size_t afterCall = 0;
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> chunks;  // file offset, bytes
+};
 struct RemoteBatchResult {
   std::vector<int64_t> results;  // one per call run; a batch stops after a call that failed (-errno)
   pid_t tid = 0;
   bool interruptedSyscall = false;  // the hijacked thread had been blocked in a call, now restarted
+  std::string fillError;            // the fill failed (the batch stopped after call `afterCall`)
 };
+// tid 0: the core picks the thread (ThreadToBorrow). `fill` may be null.
 bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<RemoteCall>& calls,
-                    RemoteBatchResult& out, CoreError& err);
+                    const RemoteFill* fill, RemoteBatchResult& out, CoreError& err);
 
 // ---- transaction.cc -----------------------------------------------------------------------------
 struct Site {

@@ -6,6 +6,7 @@
 //    stopped like the others, so no thread can run unseen during a transaction.
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -54,26 +55,88 @@ std::vector<pid_t> ListThreads(pid_t pid) {
   return tids;
 }
 
-static std::string StatusField(pid_t pid, const char* field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  size_t n = strlen(field);
-  while (std::getline(in, line)) {
-    if (line.compare(0, n, field) == 0 && line.size() > n && line[n] == ':') {
-      size_t i = n + 1;
-      while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) i++;
-      return line.substr(i);
+// /proc/PID/status in one read (open + read + close): it is read for every process patched.
+ProcStatus ReadProcStatus(pid_t pid) {
+  ProcStatus st;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/status", int(pid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return st;
+  char buf[4096];
+  ssize_t n;
+  do n = read(fd, buf, sizeof buf - 1);
+  while (n < 0 && errno == EINTR);
+  close(fd);
+  if (n <= 0) return st;
+  buf[n] = 0;
+  auto field = [&](const char* name) -> const char* {
+    size_t len = strlen(name);
+    for (const char* line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : nullptr) {
+      if (strncmp(line, name, len) == 0 && line[len] == ':') {
+        const char* v = line + len + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        return v;
+      }
     }
-  }
-  return "";
+    return nullptr;
+  };
+  const char* state = field("State");
+  const char* ppid = field("PPid");
+  const char* tracer = field("TracerPid");
+  if (!state) return st;
+  st.ok = true;
+  st.state = *state;
+  st.ppid = ppid ? pid_t(atoi(ppid)) : 0;
+  st.tracer = tracer ? pid_t(atoi(tracer)) : 0;
+  return st;
 }
 
 bool ProcessAlive(pid_t pid) {
-  std::string state = StatusField(pid, "State");
-  return !state.empty() && state[0] != 'Z' && state[0] != 'X';
+  ProcStatus st = ReadProcStatus(pid);
+  return st.ok && st.state != 'Z' && st.state != 'X' && st.state != 'x';
 }
 
-int TracerOf(pid_t pid) { return atoi(StatusField(pid, "TracerPid").c_str()); }
+int TracerOf(pid_t pid) { return ReadProcStatus(pid).tracer; }
+
+static bool AlreadyTraced(pid_t pid, pid_t tracer, CoreError& err) {
+  std::string comm;
+  std::ifstream in("/proc/" + std::to_string(tracer) + "/comm");
+  std::getline(in, comm);
+  return Fail(err, "ALREADY_TRACED",
+              "process " + std::to_string(pid) + " is already traced by PID " + std::to_string(tracer) +
+                  (comm.empty() ? "" : " (" + comm + ")") + "; a process can have only one tracer, so nothing was changed");
+}
+
+bool CheckTraceable(pid_t pid, CoreError& err) {
+  ProcStatus st = ReadProcStatus(pid);
+  if (!st.ok) return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid));
+  if (st.state == 'Z' || st.state == 'X' || st.state == 'x')
+    return Fail(err, "PROCESS_NOT_FOUND", "process " + std::to_string(pid) + " has exited (a zombie not yet reaped by its parent)");
+  // libuv reaps the children of a Node process with waitpid(), which would swallow their ptrace stops.
+  if (st.ppid == getpid())
+    return Fail(err, "TARGET_IS_OUR_CHILD", "process " + std::to_string(pid) +
+                                                 " is a child of this agent process; run hp-agent as a separate process to patch it");
+  if (st.tracer != 0) return AlreadyTraced(pid, st.tracer, err);
+  return true;
+}
+
+pid_t ThreadToBorrow(pid_t pid) {
+  for (pid_t tid : ListThreads(pid)) {
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", int(pid), int(tid));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    char buf[1024];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) continue;
+    buf[n] = 0;
+    // The state follows the command name, which may itself contain ") ".
+    const char* close = strrchr(buf, ')');
+    if (close && close[1] == ' ' && close[2] == 'S') return tid;
+  }
+  return pid;
+}
 
 bool ThreadFinished(pid_t pid, pid_t tid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
@@ -109,15 +172,7 @@ static bool SeizeError(pid_t pid, pid_t tid, int e, CoreError& err) {
   }
   if (e == EPERM) {
     int tracer = TracerOf(pid);
-    if (tracer > 0) {
-      std::string comm;
-      std::ifstream in("/proc/" + std::to_string(tracer) + "/comm");
-      std::getline(in, comm);
-      return Fail(err, "ALREADY_TRACED",
-                  "process " + std::to_string(pid) + " is already traced by PID " +
-                      std::to_string(tracer) + (comm.empty() ? "" : " (" + comm + ")") +
-                      "; a process can have only one tracer, so hp-agent cannot attach");
-    }
+    if (tracer > 0) return AlreadyTraced(pid, tracer, err);
     return Fail(err, "PERMISSION_DENIED",
                 "not allowed to trace process " + std::to_string(pid) + ": " + ErrnoText(e));
   }
@@ -145,8 +200,6 @@ bool Tracee::SeizeOne(pid_t tid, CoreError& err) {
 }
 
 bool Tracee::SeizeAll(CoreError& err) {
-  if (!ProcessAlive(pid_))
-    return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid_));
   // Threads may be created while we attach; once a thread is seized its children are traced
   // automatically, so a pass that finds nothing new means every thread is ours.
   for (int pass = 0; pass < 100; pass++) {

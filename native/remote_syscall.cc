@@ -11,6 +11,8 @@
 // restart code again and restarts the original call (ERESTART_RESTARTBLOCK resumes nanosleep
 // with the time that was left). The program never sees EINTR or a short sleep.
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/ptrace.h>
 
 #include <cstdio>
@@ -73,10 +75,31 @@ class StackScratch {
   std::vector<uint8_t> saved_;
 };
 
+// Writes the fill into the target's descriptor `fd` through /proc/PID/fd/N: plain file writes
+// from our side while the borrowed thread waits, no ptrace involved.
+static bool FillFile(pid_t pid, int64_t fd, const RemoteFill& fill, CoreError& err) {
+  std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  int file = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (file < 0) return Fail(err, "REMOTE_FILL_FAILED", "cannot open " + path + ": " + ErrnoText(errno));
+  bool ok = true;
+  for (const auto& chunk : fill.chunks) {
+    size_t done = 0;
+    while (ok && done < chunk.second.size()) {
+      ssize_t n = pwrite(file, chunk.second.data() + done, chunk.second.size() - done, off_t(chunk.first + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) ok = Fail(err, "REMOTE_FILL_FAILED", "cannot write " + path + ": " + ErrnoText(n < 0 ? errno : EIO));
+      else done += size_t(n);
+    }
+  }
+  close(file);
+  return ok;
+}
+
 bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<RemoteCall>& calls,
-                    RemoteBatchResult& out, CoreError& err) {
-  if (!ProcessAlive(pid))
-    return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid));
+                    const RemoteFill* fill, RemoteBatchResult& out, CoreError& err) {
+  if (!CheckTraceable(pid, err)) return false;
+  if (fill && (fill->fdCall > fill->afterCall || fill->afterCall >= calls.size()))
+    return Fail(err, "BAD_REMOTE_CALL", "the fill names a call that is not in the batch");
   // The caller may pass a gadget remembered from another process of the same program: make
   // sure these two bytes really are `syscall` here before pointing a thread at them.
   uint8_t insn[2] = {0, 0};
@@ -84,7 +107,7 @@ bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<Rem
   if (!ReadRanges(pid, probe, err)) return false;
   if (insn[0] != 0x0f || insn[1] != 0x05)
     return Fail(err, "NO_SYSCALL_GADGET", "the bytes at " + Hex(gadget) + " in process " + std::to_string(pid) + " are not a syscall instruction");
-  if (tid == 0) tid = pid;
+  if (tid == 0) tid = ThreadToBorrow(pid);
   Tracee tracee(pid);
   if (!tracee.SeizeOne(tid, err)) return false;
   TracedThread& t = tracee.threads().front();
@@ -138,6 +161,14 @@ bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<Rem
       int64_t ret = int64_t(after.rax);
       out.results.push_back(ret);
       if (ret < 0 && ret >= -4095) break;  // the caller sees which call failed and why
+      if (fill && i == fill->afterCall) {
+        // A failed fill stops the batch like a failed call: the caller undoes what ran.
+        CoreError fillErr;
+        if (!FillFile(pid, out.results[fill->fdCall], *fill, fillErr)) {
+          out.fillError = fillErr.message;
+          break;
+        }
+      }
     }
   }  // the stack scratch is restored here, while the thread is still ours
   // Whatever happened, the thread gets its own registers back before we let go.

@@ -122,6 +122,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     if (s.expect.size() != s.write.size() || s.write.empty())
       return Fail(err, "BAD_SITE", "site " + Hex(s.addr) + ": expected and new bytes differ in length");
   }
+  if (!CheckTraceable(pid, err)) return false;
   MemFile mem(pid, err);
   if (!mem.ok()) return false;
   if (!PrefaultSites(pid, mem, sites, err)) return false;
@@ -200,6 +201,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
 }
 
 bool MeasureFloor(pid_t pid, const std::vector<Site>& sites, bool realtime, FloorResult& out, CoreError& err) {
+  if (!ProcessAlive(pid)) return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid));
   MemFile mem(pid, err);
   if (!mem.ok()) return false;
   RealtimeScope rt(realtime);
@@ -222,6 +224,7 @@ bool MeasureFloor(pid_t pid, const std::vector<Site>& sites, bool realtime, Floo
 }
 
 bool SnapshotThreads(pid_t pid, std::vector<ThreadSnapshot>& out, CoreError& err) {
+  if (!CheckTraceable(pid, err)) return false;
   Tracee tracee(pid);
   if (!tracee.SeizeAll(err)) return false;
   if (!tracee.StopAll(err)) return false;

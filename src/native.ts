@@ -44,6 +44,25 @@ export interface RemoteBatchResult {
   results: number[];
   tid: number;
   interruptedSyscall: boolean;
+  /** Why the fill failed; the batch stopped right after the call it was to follow. */
+  fillError?: string;
+}
+
+/**
+ * Bytes written, right after call `afterCall` of a batch, into the file whose descriptor call
+ * `fdCall` returned (through /proc/PID/fd/N, from the agent's side).
+ */
+export interface RemoteFill {
+  fdCall: number;
+  afterCall: number;
+  chunks: { offset: number; data: Buffer }[];
+}
+
+export interface RemoteBatchOptions {
+  gadget: number;
+  /** The thread to borrow; default: the core picks one asleep in a system call, else the main thread. */
+  tid?: number;
+  fill?: RemoteFill;
 }
 
 export interface FloorResult {
@@ -66,7 +85,7 @@ export interface ThreadSnapshot {
 interface RawCore {
   readRangesSync(pid: number, flat: number[]): Buffer;
   writeMemorySync(pid: number, addr: number, data: Buffer): void;
-  remoteSyscalls(pid: number, batch: { tid?: number; gadget: number; calls: { nr: number; args: RemoteArg[] }[] }): Promise<RemoteBatchResult>;
+  remoteSyscalls(pid: number, batch: RemoteBatchOptions & { calls: { nr: number; args: RemoteArg[] }[] }): Promise<RemoteBatchResult>;
   transaction(pid: number, sites: TransactionSite[], options?: TransactionOptions): Promise<TransactionResult>;
   snapshot(pid: number): Promise<ThreadSnapshot[]>;
   floor(pid: number, sites: { addr: number; write: Buffer }[], options?: { realtime?: boolean }): Promise<FloorResult>;
@@ -172,11 +191,22 @@ export const native = {
       core().writeMemorySync(pid, addr, data);
     }),
   /** Runs the calls one after the other in one hijacked thread (see native/remote_syscall.cc). */
-  remoteSyscalls: (pid: number, calls: { nr: number; args: RemoteArg[] }[], opts: { gadget: number; tid?: number }) =>
+  remoteSyscalls: (pid: number, calls: { nr: number; args: RemoteArg[] }[], opts: RemoteBatchOptions) =>
     call(() => {
       checkPid(pid);
       checkAddress(opts.gadget, 'gadget');
       if (opts.tid !== undefined) checkPid(opts.tid);
+      if (opts.fill !== undefined) {
+        const { fdCall, afterCall, chunks } = opts.fill;
+        checkLength(fdCall, 'fill.fdCall');
+        checkLength(afterCall, 'fill.afterCall');
+        if (fdCall > afterCall || afterCall >= calls.length) invalid('fill.afterCall', afterCall);
+        if (!Array.isArray(chunks)) invalid('fill.chunks', typeof chunks);
+        chunks.forEach((c, i) => {
+          checkAddress(c.offset, `fill.chunks[${i}].offset`);
+          checkBuffer(c.data, `fill.chunks[${i}].data`);
+        });
+      }
       if (!Array.isArray(calls)) invalid('calls', typeof calls);
       calls.forEach((c, i) => {
         checkLength(c.nr, `calls[${i}].nr`);

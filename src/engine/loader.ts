@@ -4,9 +4,8 @@
  * mapped by remote mmap at the exact base the image was relocated for. All of this happens
  * while the target keeps running; nothing in it points at the new code yet.
  */
-import fs from 'node:fs';
 import { HpError } from '../errors.js';
-import { readMaps, type MapEntry } from '../proc/index.js';
+import type { MapEntry } from '../proc/index.js';
 import { MAP_FIXED_NOREPLACE, MAP_SHARED, MFD_CLOEXEC, PAGE_SIZE, PROT_READ } from '../x64/syscalls.js';
 import { RemoteProcess, type RemoteCall } from './remote.js';
 
@@ -35,9 +34,9 @@ export function isPatchMapping(path: string): boolean {
 
 /**
  * Maps `image` (relocated for `base`) followed by `trailer` (the patch record, read-only) into
- * process `pid`, with ONE hijack of one thread: memfd_create, ftruncate, mmap at `base`, the
- * segments' mprotects and close run as a batch; the agent then fills the file through
- * /proc/PID/map_files. On any failure everything created inside the target is removed again.
+ * process `pid`, with ONE hijack of one thread: memfd_create and ftruncate, then the core fills
+ * the file through /proc/PID/fd/N, then mmap at `base`, the segments' mprotects and close. On
+ * any failure everything created inside the target is removed again.
  */
 export async function mapPatchImage(
   pid: number,
@@ -59,7 +58,7 @@ export async function mapPatchImage(
   const calls: RemoteCall[] = [
     { name: 'memfd_create', args: [{ string: Buffer.from(name, 'utf8') }, MFD_CLOEXEC] },
     { name: 'ftruncate', args: [fd, size] },
-    // The content is written after mapping: MAP_SHARED shows it, and nothing points here yet.
+    // The file is filled here (after ftruncate), so the mapping shows the patch from the start.
     { name: 'mmap', args: [base, size, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0] },
     ...segments.filter((seg) => seg.prot !== PROT_READ).map((seg): RemoteCall => ({ name: 'mprotect', args: [base + seg.offset, seg.size, seg.prot] })),
     // The mapping keeps the file alive; the target does not need the descriptor.
@@ -67,7 +66,14 @@ export async function mapPatchImage(
   ];
   let results: number[];
   try {
-    results = await remote.batch(calls);
+    results = await remote.batch(calls, {
+      fdCall: 0,
+      afterCall: 1,
+      chunks: [
+        { offset: 0, data: image },
+        { offset: image.length, data: trailer },
+      ],
+    });
   } catch (e) {
     const done = ((e as HpError).details?.results as number[] | undefined) ?? [];
     const undo: RemoteCall[] = [];
@@ -77,48 +83,11 @@ export async function mapPatchImage(
     throw e;
   }
   const at = results[2];
-  try {
-    if (at !== base) {
-      throw new HpError('MAP_FAILED', `the kernel placed the patch at 0x${at.toString(16)} instead of 0x${base.toString(16)}`);
-    }
-    writeThroughMapping(pid, base, firstAreaEnd(base, size, segments), image, trailer);
-  } catch (e) {
+  if (at !== base) {
     await remote.syscall('munmap', at, size).catch(() => undefined);
-    throw e;
+    throw new HpError('MAP_FAILED', `the kernel placed the patch at 0x${at.toString(16)} instead of 0x${base.toString(16)}`);
   }
   return { base, size, name };
-}
-
-/**
- * Where the first memory area of a fresh patch mapping ends: the mapping is made read-only and
- * the segments' mprotects split it wherever the protection changes, so /proc/PID/map_files names
- * its first area [base, that end) — no need to read /proc/PID/maps again to find it.
- */
-export function firstAreaEnd(base: number, size: number, segments: ImageSegment[]): number {
-  const protAt = (offset: number) => segments.find((s) => s.offset <= offset && offset < s.offset + s.size)?.prot ?? PROT_READ;
-  const first = protAt(0);
-  const edges = segments.flatMap((s) => [s.offset, s.offset + s.size]).filter((o) => o > 0 && o < size).sort((a, b) => a - b);
-  for (const edge of edges) if (protAt(edge) !== first) return base + edge;
-  return base + size;
-}
-
-/** Fills the memfd behind the mapping at `base` from our side: plain file writes, no ptrace. */
-function writeThroughMapping(pid: number, base: number, firstEnd: number, image: Buffer, trailer: Buffer): void {
-  let file: number;
-  try {
-    file = fs.openSync(`/proc/${pid}/map_files/${base.toString(16)}-${firstEnd.toString(16)}`, 'r+');
-  } catch {
-    // The kernel split or merged the areas differently than expected: ask it.
-    const vma = readMaps(pid).find((m) => m.start === base);
-    if (!vma) throw new HpError('MAP_FAILED', `the patch mapping at 0x${base.toString(16)} is not in /proc/${pid}/maps`);
-    file = fs.openSync(`/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`, 'r+');
-  }
-  try {
-    fs.writeSync(file, image, 0, image.length, 0);
-    fs.writeSync(file, trailer, 0, trailer.length, image.length);
-  } finally {
-    fs.closeSync(file);
-  }
 }
 
 /** Removes a patch mapping that no site points into (used when a transaction is refused). */

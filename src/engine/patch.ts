@@ -37,7 +37,7 @@ import { readEntries, type Entry, type FunctionState } from './entries.js';
 import { mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
-import { ProcessView, refuseUntraceable, whileAlive } from './view.js';
+import { ProcessView, whileAlive } from './view.js';
 import { zeroStopSwitch } from './zerostop.js';
 
 export type { FunctionState } from './entries.js';
@@ -564,7 +564,8 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   if (opts.mode !== undefined && !(PATCH_MODES as readonly string[]).includes(opts.mode)) {
     throw new HpError('USAGE', `unknown patch mode "${String(opts.mode)}": expected ${PATCH_MODES.join(', ')}`);
   }
-  refuseUntraceable(pid);
+  // A process that cannot be traced (gone, a zombie, our child, traced by another tool) is
+  // refused by the core before its first ptrace request; reading it first does no harm.
   const view = new ProcessView(pid, { maps: opts.maps, objects: opts.objects });
   const entries: ObjectEntries[] = [];
   for (const c of opts.changes) entries.push(await readObjectEntries(view, c));

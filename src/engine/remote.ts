@@ -3,11 +3,10 @@
  * core). The target's own libc is never called, so a thread holding malloc's or the loader's
  * lock cannot deadlock us.
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import { HpError } from '../errors.js';
-import { native, type RemoteArg } from '../native.js';
-import { listThreads, readMaps, type MapEntry } from '../proc/index.js';
+import { native, type RemoteArg, type RemoteFill } from '../native.js';
+import { readMaps, type MapEntry } from '../proc/index.js';
 import { SYS, SYSCALL_INSN } from '../x64/syscalls.js';
 
 const gadgets = new Map<number, { start: number; addr: number }>();
@@ -67,23 +66,6 @@ function rank(path: string): number {
   return 2;
 }
 
-/**
- * The thread to borrow for a remote call: one asleep in a system call if there is one (its call
- * is restarted afterwards, and the threads doing the program's work are not disturbed at all),
- * else the main thread.
- */
-function threadToBorrow(pid: number): number | undefined {
-  for (const tid of listThreads(pid)) {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'S') return tid;
-    } catch {
-      // the thread is gone; look at the next
-    }
-  }
-  return undefined;
-}
-
 export interface RemoteCall {
   name: keyof typeof SYS;
   args: RemoteArg[];
@@ -101,25 +83,29 @@ export class RemoteProcess {
   ) {}
 
   /**
-   * Runs the calls in order in one hijacked thread. Returns every result; if a call fails, the
-   * batch stops there and an HpError names the call, with the results so far in `details.results`
+   * Runs the calls in order in one hijacked thread (the core borrows one asleep in a system call
+   * if there is one, so the threads doing the program's work are not disturbed), with `fill`
+   * written from our side in between. Returns every result; if a call or the fill fails, the
+   * batch stops there and an HpError says which, with the results so far in `details.results`
    * (so the caller can undo what succeeded).
    */
-  async batch(calls: RemoteCall[]): Promise<number[]> {
+  async batch(calls: RemoteCall[], fill?: RemoteFill): Promise<number[]> {
     const batch = calls.map((c) => ({ nr: SYS[c.name], args: c.args }));
-    const tid = threadToBorrow(this.pid);
     let gadget = await findGadget(this.pid, this.maps);
     let ran;
     try {
-      ran = await native.remoteSyscalls(this.pid, batch, { gadget: gadget.addr, tid });
+      ran = await native.remoteSyscalls(this.pid, batch, { gadget: gadget.addr, fill });
     } catch (e) {
       // A remembered gadget that is not one here (another build of the file?): search this process.
       if (!(gadget.remembered && e instanceof HpError && e.code === 'NO_SYSCALL_GADGET')) throw e;
       gadgets.delete(this.pid);
       gadget = await findGadget(this.pid, this.maps, true);
-      ran = await native.remoteSyscalls(this.pid, batch, { gadget: gadget.addr, tid });
+      ran = await native.remoteSyscalls(this.pid, batch, { gadget: gadget.addr, fill });
     }
     const { results } = ran;
+    if (ran.fillError !== undefined) {
+      throw new HpError('REMOTE_FILL_FAILED', `filling the file created inside process ${this.pid} failed: ${ran.fillError}`, { results });
+    }
     const last = results[results.length - 1];
     if (results.length < calls.length || (last < 0 && last >= -4095)) {
       const failed = calls[results.length - 1];

@@ -6,7 +6,7 @@
  */
 import { HpError } from '../errors.js';
 import { native } from '../native.js';
-import { findObject, loadedObjects, processExists, readMaps, readStatus, type LoadedObject, type MapEntry, type ProcessStatus } from '../proc/index.js';
+import { findObject, loadedObjects, processExists, readMaps, type LoadedObject, type MapEntry } from '../proc/index.js';
 import { isPatchMapping } from './loader.js';
 import { decodeRecord, recordLength, RECORD_TRAILER_SIZE, type PatchRecord } from './record.js';
 
@@ -106,27 +106,6 @@ async function readEntryTable(pid: number, obj: LoadedObject): Promise<Set<numbe
   const out = new Set<number>();
   for (let i = 0; i < bytes.length; i += 8) out.add(Number(bytes.readBigUInt64LE(i)));
   return out;
-}
-
-/**
- * Refuses a process that cannot be traced now, from one read of /proc/PID/status: gone, a child
- * of this agent (libuv reaps its own children with waitpid, which would swallow their ptrace
- * stops), or already traced by someone else.
- */
-export function refuseUntraceable(pid: number): void {
-  let status: ProcessStatus;
-  try {
-    status = readStatus(pid);
-  } catch {
-    throw new HpError('PROCESS_NOT_FOUND', `no running process with PID ${pid}`);
-  }
-  if ('ZXx'.includes(status.state)) throw new HpError('PROCESS_NOT_FOUND', `process ${pid} has exited (a zombie not yet reaped by its parent)`);
-  if (status.ppid === process.pid) {
-    throw new HpError('TARGET_IS_OUR_CHILD', `process ${pid} is a child of this agent process; run hp-agent as a separate process to patch it`);
-  }
-  if (status.tracerPid !== 0) {
-    throw new HpError('ALREADY_TRACED', `process ${pid} is already traced by PID ${status.tracerPid}; a process can have only one tracer, so nothing was changed`, { tracer: status.tracerPid });
-  }
 }
 
 /**

@@ -1,32 +1,7 @@
-// Small pure pieces of the engine: where a fresh patch mapping's first memory area ends (so the
-// image can be written through /proc/PID/map_files without reading the maps again), and the
-// checks that keep a wrong argument from reaching the native core (where it would abort Node).
+// The checks that keep a wrong argument from reaching the native core (where it would abort Node).
 import { describe, expect, it } from 'vitest';
-import { firstAreaEnd } from '../../src/engine/loader.js';
 import { HpError } from '../../src/errors.js';
 import { native } from '../../src/native.js';
-import { PROT_EXEC, PROT_READ, PROT_WRITE } from '../../src/x64/syscalls.js';
-
-const PAGE = 0x1000;
-const BASE = 0x7f0000000000;
-
-describe('firstAreaEnd', () => {
-  it('is the end of the mapping when every page keeps the read-only protection', () => {
-    expect(firstAreaEnd(BASE, 4 * PAGE, [])).toBe(BASE + 4 * PAGE);
-    expect(firstAreaEnd(BASE, 4 * PAGE, [{ offset: 0, size: 2 * PAGE, prot: PROT_READ }])).toBe(BASE + 4 * PAGE);
-  });
-
-  it('ends where the protection first changes', () => {
-    const text = { offset: PAGE, size: PAGE, prot: PROT_READ | PROT_EXEC };
-    const data = { offset: 3 * PAGE, size: PAGE, prot: PROT_READ | PROT_WRITE };
-    expect(firstAreaEnd(BASE, 20 * PAGE, [{ offset: 0, size: PAGE, prot: PROT_READ }, text, data])).toBe(BASE + PAGE);
-    expect(firstAreaEnd(BASE, 20 * PAGE, [text, data])).toBe(BASE + PAGE);
-    // A first segment that is executable from offset 0 makes the first area end with it.
-    expect(firstAreaEnd(BASE, 20 * PAGE, [{ offset: 0, size: 2 * PAGE, prot: PROT_READ | PROT_EXEC }, data])).toBe(BASE + 2 * PAGE);
-    // Neighbouring segments with the same protection are one area.
-    expect(firstAreaEnd(BASE, 20 * PAGE, [{ offset: 0, size: PAGE, prot: 5 }, { offset: PAGE, size: PAGE, prot: 5 }, data])).toBe(BASE + 2 * PAGE);
-  });
-});
 
 describe('native core arguments', () => {
   const refused = async (p: () => Promise<unknown>) => {
@@ -55,6 +30,10 @@ describe('native core arguments', () => {
     expect(await refused(() => native.remoteSyscalls(1, [{ nr: 9, args: [{}] as never }], { gadget: 0x1000 }))).toContain('calls[0].args[0]');
     expect(await refused(() => native.remoteSyscalls(1, [{ nr: 9, args: [1, 2, 3, 4, 5, 6, 7] }], { gadget: 0x1000 }))).toContain('calls[0].args');
     expect(await refused(() => native.remoteSyscalls(1, [], { gadget: 'x' as never }))).toContain('gadget');
+    const fill = (f: object) => native.remoteSyscalls(1, [{ nr: 319, args: [] }, { nr: 77, args: [] }], { gadget: 0x1000, fill: { fdCall: 0, afterCall: 1, chunks: [], ...f } });
+    expect(await refused(() => fill({ afterCall: 2 }))).toContain('fill.afterCall');
+    expect(await refused(() => fill({ fdCall: 1, afterCall: 0 }))).toContain('fill.afterCall');
+    expect(await refused(() => fill({ chunks: [{ offset: 0, data: 'x' }] }))).toContain('fill.chunks[0].data');
   });
 
   it('reads nothing for an empty list of ranges', async () => {

@@ -1,0 +1,97 @@
+// Code put into a live target through one borrowed thread: the patch file is filled from our
+// side before it is mapped, the borrowed thread is one asleep in a system call, and a fill that
+// fails stops the batch with everything it ran reported (so the caller can undo it).
+import fs from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { HpError } from '../../src/errors.js';
+import { mapPatchImage, unmapPatch } from '../../src/engine/loader.js';
+import { RemoteProcess } from '../../src/engine/remote.js';
+import { native } from '../../src/native.js';
+import { findFreeRegionNear, readMaps } from '../../src/proc/index.js';
+import { fixturePath, killTargetsAfterEach, spawnTarget } from '../../src/harness/index.js';
+import { MFD_CLOEXEC, PAGE_SIZE, PROT_EXEC, PROT_READ, SYSCALL_INSN } from '../../src/x64/syscalls.js';
+
+killTargetsAfterEach(afterEach);
+
+const SYS_GETPID = 39;
+
+/** The target's open descriptors that are memfds. */
+function memfds(pid: number): string[] {
+  return fs
+    .readdirSync(`/proc/${pid}/fd`)
+    .map((fd) => fs.readlinkSync(`/proc/${pid}/fd/${fd}`))
+    .filter((link) => link.startsWith('/memfd:'));
+}
+
+function threadState(pid: number, tid: number): string {
+  const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+}
+
+describe('remote calls', () => {
+  it('maps a patch whose file was filled before the mapping, in one borrowed thread, and leaves no descriptor behind', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const maps = readMaps(t.pid);
+    const exe = maps.find((m) => m.exec && m.path.endsWith('loop-pie'))!;
+    const image = Buffer.alloc(2 * PAGE_SIZE);
+    for (let i = 0; i < image.length; i++) image[i] = (i * 7 + 3) & 0xff;
+    const trailer = Buffer.alloc(PAGE_SIZE, 0xab);
+    const base = findFreeRegionNear(maps, exe, image.length + trailer.length)!;
+
+    const mapped = await mapPatchImage(t.pid, base, image, [{ offset: PAGE_SIZE, size: PAGE_SIZE, prot: PROT_READ | PROT_EXEC }], trailer, 'remote-test', maps);
+    expect(mapped.base).toBe(base);
+    expect((await native.readMemory(t.pid, base, image.length)).equals(image)).toBe(true);
+    expect((await native.readMemory(t.pid, base + image.length, trailer.length)).equals(trailer)).toBe(true);
+    const areas = readMaps(t.pid).filter((m) => m.start >= base && m.end <= base + mapped.size);
+    expect(areas.map((m) => m.perms)).toEqual(['r--s', 'r-xs', 'r--s']);
+    expect(areas.every((m) => m.path === '/memfd:hp-agent:remote-test' && m.deleted)).toBe(true);
+    expect(memfds(t.pid)).toEqual([]);
+    expect(await t.request('call')).toBe('42');
+
+    await unmapPatch(t.pid, mapped);
+    expect(readMaps(t.pid).some((m) => m.start === base)).toBe(false);
+    expect(await t.request('call')).toBe('42');
+  });
+
+  it('borrows a thread that sleeps in a system call, and restarts that call', async () => {
+    // Three threads: one blocked in read() on a pipe, one waiting, the main thread answering stdin.
+    const t = await spawnTarget(fixturePath('blocked'));
+    const vdso = readMaps(t.pid).find((m) => m.path === '[vdso]')!;
+    const gadget = vdso.start + (await native.readMemory(t.pid, vdso.start, vdso.end - vdso.start)).indexOf(SYSCALL_INSN);
+    const r = await native.remoteSyscalls(t.pid, [{ nr: SYS_GETPID, args: [] }], { gadget });
+    expect(r.results).toEqual([t.pid]);
+    expect(r.interruptedSyscall).toBe(true);
+    expect(threadState(t.pid, r.tid)).toBe('S');
+    // The interrupted read() was restarted, not failed: it still gets what is written next.
+    expect(await t.request('feed hello')).toBe('fed 5');
+    expect(await t.request('got')).toBe('got 5 0 hello');
+  });
+
+  it('stops the batch when the fill fails, reporting what ran so it can be undone', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const vdso = readMaps(t.pid).find((m) => m.path === '[vdso]')!;
+    const gadget = vdso.start + (await native.readMemory(t.pid, vdso.start, vdso.end - vdso.start)).indexOf(SYSCALL_INSN);
+    // The "descriptor" to fill is getpid()'s result: no such descriptor, so the fill fails.
+    const calls = [
+      { nr: 319, args: [{ string: Buffer.from('hp-agent:fill-test') }, MFD_CLOEXEC] },
+      { nr: SYS_GETPID, args: [] },
+      { nr: SYS_GETPID, args: [] },
+    ];
+    const r = await native.remoteSyscalls(t.pid, calls, { gadget, fill: { fdCall: 1, afterCall: 1, chunks: [{ offset: 0, data: Buffer.from('x') }] } });
+    expect(r.fillError).toMatch(/cannot open/);
+    expect(r.results).toHaveLength(2);
+    expect(r.results[1]).toBe(t.pid);
+    expect(memfds(t.pid)).toEqual(['/memfd:hp-agent:fill-test (deleted)']);
+
+    // Through RemoteProcess the same failure is an HpError carrying the results.
+    const remote = new RemoteProcess(t.pid);
+    const e = await remote
+      .batch([{ name: 'close', args: [r.results[0]] }], { fdCall: 0, afterCall: 0, chunks: [{ offset: 0, data: Buffer.from('x') }] })
+      .then(() => expect.unreachable('the fill must fail'), (err: unknown) => err as HpError);
+    expect(e).toBeInstanceOf(HpError);
+    expect(e.code).toBe('REMOTE_FILL_FAILED');
+    expect(e.details?.results).toEqual([0]); // close() ran (and closed the memfd), then the fill failed
+    expect(memfds(t.pid)).toEqual([]);
+    expect(await t.request('call')).toBe('42');
+  });
+});
