@@ -34,9 +34,9 @@ export function isPatchMapping(path: string): boolean {
 
 /**
  * Maps `image` (relocated for `base`) followed by `trailer` (the patch record, read-only) into
- * process `pid`, with ONE hijack of one thread: memfd_create and ftruncate, then the core fills
- * the file through /proc/PID/fd/N, then mmap at `base`, the segments' mprotects and close. On
- * any failure everything created inside the target is removed again.
+ * process `pid`, with ONE hijack of one thread: memfd_create, then the core fills the file
+ * through /proc/PID/fd/N, then mmap at `base`, the segments' mprotects and close. On any failure
+ * everything created inside the target is removed again.
  */
 export async function mapPatchImage(
   pid: number,
@@ -56,9 +56,9 @@ export async function mapPatchImage(
   const size = image.length + trailer.length;
   const fd = { result: 0 };
   const calls: RemoteCall[] = [
+    // The core fills the file right after this call (writing up to `size` gives it its size),
+    // so the mapping shows the patch from the start.
     { name: 'memfd_create', args: [{ string: Buffer.from(name, 'utf8') }, MFD_CLOEXEC] },
-    { name: 'ftruncate', args: [fd, size] },
-    // The file is filled here (after ftruncate), so the mapping shows the patch from the start.
     { name: 'mmap', args: [base, size, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0] },
     ...segments.filter((seg) => seg.prot !== PROT_READ).map((seg): RemoteCall => ({ name: 'mprotect', args: [base + seg.offset, seg.size, seg.prot] })),
     // The mapping keeps the file alive; the target does not need the descriptor.
@@ -68,7 +68,7 @@ export async function mapPatchImage(
   try {
     results = await remote.batch(calls, {
       fdCall: 0,
-      afterCall: 1,
+      afterCall: 0,
       chunks: [
         { offset: 0, data: image },
         { offset: image.length, data: trailer },
@@ -77,12 +77,12 @@ export async function mapPatchImage(
   } catch (e) {
     const done = ((e as HpError).details?.results as number[] | undefined) ?? [];
     const undo: RemoteCall[] = [];
-    if (done.length > 2 && done[2] >= 0) undo.push({ name: 'munmap', args: [done[2], size] });
+    if (done.length > 1 && done[1] >= 0) undo.push({ name: 'munmap', args: [done[1], size] });
     if (done.length > 0 && done[0] >= 0) undo.push({ name: 'close', args: [done[0]] });
     if (undo.length) await remote.batch(undo).catch(() => undefined);
     throw e;
   }
-  const at = results[2];
+  const at = results[1];
   if (at !== base) {
     await remote.syscall('munmap', at, size).catch(() => undefined);
     throw new HpError('MAP_FAILED', `the kernel placed the patch at 0x${at.toString(16)} instead of 0x${base.toString(16)}`);

@@ -1,7 +1,6 @@
 /** x86-64 Linux system call numbers and flags hp-agent runs inside targets (asm/unistd_64.h). */
 export const SYS = {
   close: 3,
-  ftruncate: 77,
   mmap: 9,
   mprotect: 10,
   munmap: 11,
