@@ -2,10 +2,9 @@
 // Waiting on ptrace stops occupies a libuv pool thread each; patching many processes at once
 // needs more than the default 4. (Read by libuv when the pool first starts, so set it first.)
 process.env.UV_THREADPOOL_SIZE ??= '16';
-import { existsSync } from 'node:fs';
+import { loadBundle } from '../scripts/bundle-loader.mjs';
 
 // The bundle (scripts/bundle.mjs) starts faster; dist/cli/main.js is the same code unbundled.
-const bundle = new URL('../dist/bundle/hp-agent.js', import.meta.url);
-const { main } = await import(existsSync(bundle) ? bundle.href : '../dist/cli/main.js');
+const { main } = (await loadBundle()) ?? (await import('../dist/cli/main.js'));
 
 process.exitCode = await main(process.argv.slice(2));
