@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadedObjects, parseMaps, processName, readProcText, type LoadedObject, type MapEntry } from '../proc/index.js';
+import { FileSearch, objectsIn, parseMaps, processStat, readProcText, type LoadedObject, type MapEntry } from '../proc/index.js';
 
 export interface MappedFile {
   /** Path as the process mapped it (without " (deleted)"). */
@@ -38,6 +38,9 @@ export function allPids(): number[] {
  */
 export function processesUnder(root: string, pids: number[] = allPids()): ProcessView[] {
   const prefix = path.resolve(root) + path.sep;
+  const wanted = (p: string): boolean => p.startsWith(prefix);
+  // One search: each installed file is stat'ed once, not opened through map_files per process.
+  const search = new FileSearch();
   const out: ProcessView[] = [];
   for (const pid of pids) {
     let maps;
@@ -50,11 +53,15 @@ export function processesUnder(root: string, pids: number[] = allPids()): Proces
     } catch {
       continue;
     }
-    if (!maps.some((m) => m.path.startsWith(prefix))) continue;
+    if (!maps.some((m) => wanted(m.path))) continue;
     try {
-      const objects = loadedObjects(pid, maps, (p) => p.startsWith(prefix));
+      const objects = objectsIn(pid, maps, wanted, search);
+      // One read of /proc/PID/stat, after the objects: the process still lives (not a zombie),
+      // and its command name.
+      const stat = processStat(pid);
+      if (!stat || stat.state === undefined || 'ZXx'.includes(stat.state)) continue;
       const files = objects.map((o) => ({ path: o.path, buildId: o.buildId, deleted: o.mappings.some((m) => m.deleted) }));
-      out.push({ pid, comm: processName(pid), files, maps, objects });
+      out.push({ pid, comm: stat.comm, files, maps, objects });
     } catch {
       continue;
     }

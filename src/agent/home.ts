@@ -48,7 +48,20 @@ export function agentHome(env: NodeJS.ProcessEnv = process.env): string {
   return fromEnv ? path.resolve(fromEnv) : DEFAULT_AGENT_HOME;
 }
 
+/** Layouts already worked out: the agent asks for its home's paths once per process it patches. */
+const layouts = new Map<string, HomeLayout>();
+
 export function homeLayout(home: string): HomeLayout {
+  if (!path.isAbsolute(home)) return computeLayout(home); // depends on the working directory
+  let layout = layouts.get(home);
+  if (!layout) {
+    layout = Object.freeze(computeLayout(home));
+    layouts.set(home, layout);
+  }
+  return layout;
+}
+
+function computeLayout(home: string): HomeLayout {
   const root = path.resolve(home);
   const system = path.join(root, 'system');
   const logs = path.join(root, 'logs');

@@ -79,7 +79,7 @@ export class ElfFile {
   #symbols?: ElfSymbol[];
   #dynamicSymbols?: ElfSymbol[];
   #symbolTables = new Map<number, ElfSymbol[]>();
-  #byName?: Map<string, ElfSymbol[]>[];
+  #byName?: Map<string, ElfSymbol>[];
   #buildId?: { value: string | undefined };
   #dynamic?: DynamicEntry[];
   #needed?: string[];
@@ -412,27 +412,20 @@ export class ElfFile {
    */
   findSymbol(name: string): ElfSymbol | undefined {
     if (!this.#byName) {
+      // The best of each name, chosen once per file rather than at every look-up.
+      const rank = (s: ElfSymbol): number =>
+        (s.bind === 'GLOBAL' || s.bind === 'WEAK' ? 2 : 0) + (s.type === 'FUNC' || s.type === 'OBJECT' ? 1 : 0);
       this.#byName = [this.symbols, this.dynamicSymbols].map((table) => {
-        const m = new Map<string, ElfSymbol[]>();
+        const m = new Map<string, ElfSymbol>();
         for (const s of table) {
           if (!s.defined || s.name === '') continue;
-          const list = m.get(s.name);
-          if (list) list.push(s);
-          else m.set(s.name, [s]);
+          const best = m.get(s.name);
+          if (!best || rank(s) > rank(best)) m.set(s.name, s);
         }
         return m;
       });
     }
-    const rank = (s: ElfSymbol): number =>
-      (s.bind === 'GLOBAL' || s.bind === 'WEAK' ? 2 : 0) + (s.type === 'FUNC' || s.type === 'OBJECT' ? 1 : 0);
-    for (const m of this.#byName) {
-      const list = m.get(name);
-      if (!list) continue;
-      let best = list[0];
-      for (const s of list) if (rank(s) > rank(best)) best = s;
-      return best;
-    }
-    return undefined;
+    return this.#byName[0].get(name) ?? this.#byName[1].get(name);
   }
 
   // ---------------------------------------------------------------------------------------------

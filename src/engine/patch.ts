@@ -17,6 +17,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
+import type { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { linkPatch, layoutPatch } from '../link/index.js';
 import { native, type TransactionResult, type TransactionSite } from '../native.js';
@@ -409,11 +410,18 @@ function planRedirect(obj: LoadedObject, e: Entry, replacement: string, target: 
   };
 }
 
+/** The names each parsed patch imports (readElfFile hands out one object per version of the file). */
+const importedNames = new WeakMap<ElfFile, string[]>();
+
 /** The patch object, parsed once per version of the file, and the names it imports. */
 function openPatch(patchPath: string) {
   const patch = readElfFile(patchPath);
-  const layout = layoutPatch(patch); // refuses TLS, constructors, bad layouts up front
-  const undefinedNames = [...new Set(patch.dynamicSymbols.filter((s) => !s.defined && s.name).map((s) => s.name))];
+  const layout = layoutPatch(patch); // refuses TLS, constructors, bad layouts up front (once per file)
+  let undefinedNames = importedNames.get(patch);
+  if (!undefinedNames) {
+    undefinedNames = [...new Set(patch.dynamicSymbols.filter((s) => !s.defined && s.name).map((s) => s.name))];
+    importedNames.set(patch, undefinedNames);
+  }
   return { patch, layout, undefinedNames };
 }
 

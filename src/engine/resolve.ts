@@ -9,7 +9,7 @@
  *  3. exported definitions of the other loaded objects, in load order.
  */
 import { HpError } from '../errors.js';
-import type { ElfFile, ElfSymbol } from '../elf/index.js';
+import type { ElfFile, ElfSymbol, Relocation } from '../elf/index.js';
 import { native } from '../native.js';
 import type { LoadedObject } from '../proc/index.js';
 
@@ -22,20 +22,55 @@ export interface Binding {
 const R_X86_64_GLOB_DAT = 6;
 const R_X86_64_JUMP_SLOT = 7;
 
-function preferGlobal(a: ElfSymbol, b: ElfSymbol): number {
-  const rank = (s: ElfSymbol) => (s.bind === 'LOCAL' ? 1 : 0) + (s.type === 'FUNC' || s.type === 'OBJECT' ? 0 : 2);
-  return rank(a) - rank(b);
+const rank = (s: ElfSymbol): number => (s.bind === 'LOCAL' ? 1 : 0) + (s.type === 'FUNC' || s.type === 'OBJECT' ? 0 : 2);
+
+/** By-name indexes of one parsed file, built on first use: each process then pays a Map.get per name. */
+interface Index {
+  /** Best own definition: .symtab then .dynsym, lowest rank, the first among equals. */
+  own?: Map<string, ElfSymbol>;
+  /** First GLOB_DAT or JUMP_SLOT relocation of each symbol, in relocation order. */
+  got?: Map<string, Relocation>;
+  /** First exported (defined, not LOCAL) .dynsym entry of each name. */
+  exported?: Map<string, ElfSymbol>;
+}
+const indexes = new WeakMap<ElfFile, Index>();
+
+function indexOf(elf: ElfFile): Index {
+  let index = indexes.get(elf);
+  if (!index) {
+    index = {};
+    indexes.set(elf, index);
+  }
+  return index;
 }
 
 function ownDefinition(obj: LoadedObject, name: string): ElfSymbol | undefined {
-  const all = [...obj.elf.symbols, ...obj.elf.dynamicSymbols].filter(
-    (s) => s.defined && s.name === name && s.type !== 'SECTION' && s.type !== 'FILE' && s.type !== 'TLS',
-  );
-  return all.sort(preferGlobal)[0];
+  const index = indexOf(obj.elf);
+  if (!index.own) {
+    const own = new Map<string, ElfSymbol>();
+    for (const table of [obj.elf.symbols, obj.elf.dynamicSymbols]) {
+      for (const s of table) {
+        if (!s.defined || s.type === 'SECTION' || s.type === 'FILE' || s.type === 'TLS') continue;
+        const best = own.get(s.name);
+        if (!best || rank(s) < rank(best)) own.set(s.name, s);
+      }
+    }
+    index.own = own;
+  }
+  return index.own.get(name);
 }
 
-function gotRelocation(obj: LoadedObject, name: string) {
-  return obj.elf.dynamicRelocations.find((r) => r.symbol?.name === name && (r.type === R_X86_64_GLOB_DAT || r.type === R_X86_64_JUMP_SLOT));
+function gotRelocation(obj: LoadedObject, name: string): Relocation | undefined {
+  const index = indexOf(obj.elf);
+  if (!index.got) {
+    const got = new Map<string, Relocation>();
+    for (const r of obj.elf.dynamicRelocations) {
+      if (r.symbol === undefined || (r.type !== R_X86_64_GLOB_DAT && r.type !== R_X86_64_JUMP_SLOT)) continue;
+      if (!got.has(r.symbol.name)) got.set(r.symbol.name, r);
+    }
+    index.got = got;
+  }
+  return index.got.get(name);
 }
 
 /** What the dynamic linker stored in the patched object's GOT for each name it imports (one read for all). */
@@ -54,7 +89,15 @@ async function boundInGot(pid: number, obj: LoadedObject, names: string[]): Prom
 }
 
 function exported(elf: ElfFile, name: string): ElfSymbol | undefined {
-  return elf.dynamicSymbols.find((s) => s.defined && s.name === name && s.bind !== 'LOCAL');
+  const index = indexOf(elf);
+  if (!index.exported) {
+    const exp = new Map<string, ElfSymbol>();
+    for (const s of elf.dynamicSymbols) {
+      if (s.defined && s.bind !== 'LOCAL' && !exp.has(s.name)) exp.set(s.name, s);
+    }
+    index.exported = exp;
+  }
+  return index.exported.get(name);
 }
 
 /**

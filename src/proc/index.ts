@@ -5,11 +5,12 @@ export {
   MIN_MAP_ADDRESS,
   STACK_GROWTH_RESERVE,
   findFreeRegionNear,
+  devNumber,
   parseMaps,
   readMaps,
 } from './maps.js';
 export type { MapEntry } from './maps.js';
-export { computeLoadBias, findObject, loadedObjects, readElfFile, symbolAddress } from './objects.js';
+export { FileSearch, computeLoadBias, findObject, loadedObjects, objectsIn, readElfFile, symbolAddress } from './objects.js';
 export type { LoadedObject } from './objects.js';
-export { exePath, listThreads, readProcText, processExists, processName, processState, readAuxv, readStatus, tracerOf } from './procfs.js';
+export { exePath, listThreads, readProcText, processExists, processName, processStat, processState, readAuxv, readStatus, tracerOf } from './procfs.js';
 export type { ProcessStatus } from './procfs.js';

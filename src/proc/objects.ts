@@ -2,12 +2,12 @@
  * ELF objects loaded in a live process: which files are mapped where, their load bias, and the
  * runtime addresses of their symbols.
  */
-import { closeSync, fstatSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename } from 'node:path';
 import { ET_EXEC, ElfFile, PT_LOAD, SHN_ABS } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { PAGE_SIZE } from '../x64/index.js';
-import { readMaps, type MapEntry } from './maps.js';
+import { devNumber, readMaps, type MapEntry } from './maps.js';
 import { AT_ENTRY, AT_PHDR, checkPid, procPath, processExists, processState, readAuxv } from './procfs.js';
 
 export interface LoadedObject {
@@ -42,33 +42,58 @@ interface Instance {
   mappings: MapEntry[];
 }
 
+const fileBacked = (m: MapEntry): boolean => m.inode !== 0 && m.path !== '' && !m.path.startsWith('[');
+
 /**
  * Groups file-backed mappings by dev+inode. Within one load, file offsets never decrease with the
  * address; a decrease starts another load of the same file (dlmopen, or a plain mmap of it).
+ * With `wanted`, only files of which some mapping has a wanted path are grouped (a load's path
+ * is that of its first mapping, so no other file can give a wanted load).
  */
-function groupInstances(maps: MapEntry[]): Instance[] {
-  const byFile = new Map<string, MapEntry[]>();
+function groupInstances(maps: MapEntry[], wanted?: (path: string) => boolean): Instance[] {
+  let keep: Set<number> | undefined;
+  if (wanted) {
+    keep = new Set();
+    for (const m of maps) if (fileBacked(m) && wanted(m.path)) keep.add(m.inode);
+    if (keep.size === 0) return [];
+  }
+  // By inode first: a number key, no string built per line; devices are told apart below.
+  const byInode = new Map<number, MapEntry[]>();
   for (const m of maps) {
-    if (m.inode === 0 || m.path === '' || m.path.startsWith('[')) continue;
-    const key = `${m.dev}:${m.inode}`;
-    const list = byFile.get(key);
+    if (!fileBacked(m) || (keep && !keep.has(m.inode))) continue;
+    const list = byInode.get(m.inode);
     if (list) list.push(m);
-    else byFile.set(key, [m]);
+    else byInode.set(m.inode, [m]);
   }
   const instances: Instance[] = [];
-  for (const list of byFile.values()) {
-    list.sort((a, b) => a.start - b.start);
-    let current: MapEntry[] = [];
-    for (const m of list) {
-      if (current.length > 0 && m.offset < current[current.length - 1].offset) {
-        instances.push(makeInstance(current));
-        current = [];
+  for (const all of byInode.values()) {
+    for (const list of byDevice(all)) {
+      list.sort((a, b) => a.start - b.start);
+      let current: MapEntry[] = [];
+      for (const m of list) {
+        if (current.length > 0 && m.offset < current[current.length - 1].offset) {
+          instances.push(makeInstance(current));
+          current = [];
+        }
+        current.push(m);
       }
-      current.push(m);
+      instances.push(makeInstance(current));
     }
-    instances.push(makeInstance(current));
   }
   return instances.sort((a, b) => a.mappings[0].start - b.mappings[0].start);
+}
+
+/** The mappings of one inode number split by device, in their order (almost always one device). */
+function byDevice(list: MapEntry[]): MapEntry[][] {
+  const dev = list[0].dev;
+  if (list.every((m) => m.dev === dev)) return [list];
+  const out = new Map<string, MapEntry[]>();
+  for (const m of list) {
+    const l = out.get(m.dev);
+    if (l) l.push(m);
+    else out.set(m.dev, [m]);
+  }
+  return [...out.values()];
 }
 
 function makeInstance(mappings: MapEntry[]): Instance {
@@ -82,25 +107,33 @@ const ELF_CACHE_LIMIT = 32;
 
 type ReadOutcome = { elf: ElfFile } | { notElf: true } | { error: string; cause?: unknown };
 
-/** Reads an ELF file through an already opened descriptor; checks the magic before reading it all. */
-function readElfFd(fd: number, name: string): ReadOutcome {
-  const st = fstatSync(fd);
-  if (!st.isFile()) return { notElf: true };
-  const magic = Buffer.alloc(4);
-  if (readSync(fd, magic, 0, 4, 0) !== 4 || !magic.equals(ELF_MAGIC)) return { notElf: true };
-  const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+const cacheKey = (st: Stats): string => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+
+/** The parsed file for this version of a file, if it is cached (and then the most recently used). */
+function cachedElf(st: Stats): ElfFile | undefined {
+  const key = cacheKey(st);
   const cached = elfCache.get(key);
   if (cached) {
     elfCache.delete(key);
     elfCache.set(key, cached);
-    return { elf: cached };
   }
+  return cached;
+}
+
+/** Reads an ELF file through an already opened descriptor; checks the magic before reading it all. */
+function readElfFd(fd: number, name: string, st: Stats = fstatSync(fd)): ReadOutcome {
+  if (!st.isFile()) return { notElf: true };
+  const magic = Buffer.alloc(4);
+  if (readSync(fd, magic, 0, 4, 0) !== 4 || !magic.equals(ELF_MAGIC)) return { notElf: true };
+  const cached = cachedElf(st);
+  if (cached) return { elf: cached };
   let elf: ElfFile;
   try {
     elf = ElfFile.fromBuffer(readFileSync(fd), name);
   } catch (err) {
     return { error: `not a usable ELF file (${err instanceof Error ? err.message : String(err)})`, cause: err };
   }
+  const key = cacheKey(st);
   elfCache.set(key, elf);
   if (elfCache.size > ELF_CACHE_LIMIT) elfCache.delete(elfCache.keys().next().value as string);
   return { elf };
@@ -117,6 +150,10 @@ function withFd<T>(path: string, fn: (fd: number) => T): T {
 
 /** An ELF file by path, parsed once per version of the file (the cache above). */
 export function readElfFile(path: string): ElfFile {
+  // Already parsed: one stat() instead of open, fstat, read and close.
+  const st = statOrUndefined(path);
+  const cached = st?.isFile() ? cachedElf(st) : undefined;
+  if (cached) return cached;
   let outcome: ReadOutcome;
   try {
     outcome = withFd(path, (fd) => readElfFd(fd, path));
@@ -128,13 +165,87 @@ export function readElfFile(path: string): ElfFile {
   return ElfFile.fromFile(path); // not ELF: the parser names what is wrong
 }
 
+/** A file as found by its path during one search; `outcome` once read (null: it could not be). */
+interface PathFile {
+  st: Stats;
+  outcome?: ReadOutcome | null;
+}
+
+function statOrUndefined(path: string): Stats | undefined {
+  try {
+    return statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Reads the file a load maps. First through /proc/PID/map_files/<start>-<end> of its first mapping,
- * which yields the bytes of the very file the process mapped even if its path was since deleted or
- * replaced (opening it needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE). Otherwise through the path,
- * but only if that path still names the same inode.
+ * What one search (a look through many processes, or through one process's maps) learns about
+ * mapped files by their path: each path is stat'ed once, and a load whose maps line shows the
+ * same device and inode is read through it — the very file the process mapped — instead of
+ * opening /proc/PID/map_files for every process. Only on a block device (major number not 0):
+ * overlayfs, btrfs, NFS, FUSE and tmpfs report devices of their own, and on a stacked filesystem
+ * the inode a process mapped and the one its path names now may differ under the same number.
+ * Anything else (such a filesystem, a deleted or replaced file) goes through map_files.
  */
-function readInstanceElf(pid: number, inst: Instance): ReadOutcome {
+export class FileSearch {
+  #byPath = new Map<string, PathFile | null>();
+  /** st_dev of each device as maps print it, undefined when not a block device. */
+  #devs = new Map<string, number | undefined>();
+
+  /** The file the path names now, when it is the one `inst` maps; undefined otherwise. */
+  #pathFile(inst: Pick<Instance, 'path' | 'deleted' | 'dev' | 'inode'>): PathFile | undefined {
+    if (inst.deleted) return undefined;
+    let dev = this.#devs.get(inst.dev);
+    if (dev === undefined && !this.#devs.has(inst.dev)) {
+      const n = devNumber(inst.dev);
+      dev = n !== undefined && Math.floor(n / 256) % 4096 !== 0 ? n : undefined; // major (bits 8-19) not 0
+      this.#devs.set(inst.dev, dev);
+    }
+    if (dev === undefined) return undefined;
+    let f = this.#byPath.get(inst.path);
+    if (f === undefined) {
+      const st = statOrUndefined(inst.path);
+      f = st ? { st } : null;
+      this.#byPath.set(inst.path, f);
+    }
+    return f && f.st.ino === inst.inode && f.st.dev === dev ? f : undefined;
+  }
+
+  /** The load's file read through its path (see above), or undefined: read it through map_files. */
+  read(inst: Pick<Instance, 'path' | 'deleted' | 'dev' | 'inode'>): ReadOutcome | undefined {
+    const f = this.#pathFile(inst);
+    if (!f) return undefined;
+    if (f.outcome === undefined) f.outcome = this.#readPath(inst.path, f.st);
+    return f.outcome ?? undefined;
+  }
+
+  #readPath(path: string, st: Stats): ReadOutcome | null {
+    if (!st.isFile()) return { notElf: true }; // a device or the like: never opened
+    const cached = cachedElf(st);
+    if (cached) return { elf: cached };
+    try {
+      return withFd(path, (fd) => {
+        const now = fstatSync(fd);
+        // Opened after the stat: only the same file will do.
+        return now.ino === st.ino && now.dev === st.dev ? readElfFd(fd, path, now) : null;
+      });
+    } catch {
+      return null;
+    }
+  }
+}
+
+/**
+ * Reads the file a load maps: through its path when the search recognises it there (FileSearch);
+ * else through /proc/PID/map_files/<start>-<end> of its first mapping, which yields the bytes of
+ * the very file the process mapped even if its path was since deleted or replaced (opening it
+ * needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE); failing that through the path, but only if that
+ * path still names the same inode.
+ */
+function readInstanceElf(pid: number, inst: Instance, search: FileSearch): ReadOutcome {
+  const known = search.read(inst);
+  if (known) return known;
   const first = inst.mappings[0];
   const mapFile = procPath(pid, `map_files/${first.start.toString(16)}-${first.end.toString(16)}`);
   let mapFilesError = '';
@@ -201,8 +312,8 @@ function toLoadedObject(inst: Instance, elf: ElfFile): LoadedObject | undefined 
   return obj;
 }
 
-function loadInstance(pid: number, inst: Instance, problems: string[]): LoadedObject | undefined {
-  const outcome = readInstanceElf(pid, inst);
+function loadInstance(pid: number, inst: Instance, problems: string[], search: FileSearch): LoadedObject | undefined {
+  const outcome = readInstanceElf(pid, inst, search);
   if ('notElf' in outcome) return undefined;
   if ('error' in outcome) {
     problems.push(`${inst.path}: ${outcome.error}`);
@@ -230,11 +341,19 @@ function requireLiveProcess(pid: number): void {
  */
 export function loadedObjects(pid: number, maps?: MapEntry[], wanted?: (path: string) => boolean): LoadedObject[] {
   requireLiveProcess(pid);
+  return objectsIn(pid, maps ?? readMaps(pid), wanted, new FileSearch());
+}
+
+/**
+ * loadedObjects for a caller that checks itself that the process is alive, and that looks
+ * through many processes with one `search` (see FileSearch).
+ */
+export function objectsIn(pid: number, maps: MapEntry[], wanted: ((path: string) => boolean) | undefined, search: FileSearch): LoadedObject[] {
   const problems: string[] = [];
   const out: LoadedObject[] = [];
-  for (const inst of groupInstances(maps ?? readMaps(pid))) {
+  for (const inst of groupInstances(maps, wanted)) {
     if (wanted && !wanted(inst.path)) continue;
-    const obj = loadInstance(pid, inst, problems);
+    const obj = loadInstance(pid, inst, problems, search);
     if (obj) out.push(obj);
   }
   return out;
@@ -289,7 +408,8 @@ export function findObject(pid: number, object?: string, maps?: MapEntry[]): Loa
   const wanted = object === undefined ? 'the main executable' : `'${object}'`;
   const candidates = object === undefined ? [mainInstance(pid, instances)].filter((i): i is Instance => !!i) : matching(instances, object);
   const problems: string[] = [];
-  const found = candidates.map((i) => loadInstance(pid, i, problems)).filter((o): o is LoadedObject => !!o);
+  const search = new FileSearch();
+  const found = candidates.map((i) => loadInstance(pid, i, problems, search)).filter((o): o is LoadedObject => !!o);
 
   if (found.length === 0) {
     const loaded = [...new Set(loadedObjects(pid, maps).map((o) => o.path))];

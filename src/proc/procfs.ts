@@ -71,6 +71,15 @@ export function listThreads(pid: number): number[] {
 
 /** Single-letter scheduler state from /proc/PID/stat (R, S, D, T, t, Z, X, ...), undefined if gone. */
 export function processState(pid: number): string | undefined {
+  return processStat(pid)?.state;
+}
+
+/**
+ * The scheduler state and command name from one read of /proc/PID/stat, undefined if gone. The
+ * name is /proc/PID/comm's (the kernel prints the same, unescaped, in both files), for callers
+ * that need both without reading twice.
+ */
+export function processStat(pid: number): { state: string | undefined; comm: string } | undefined {
   if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
   let stat: string;
   try {
@@ -79,8 +88,9 @@ export function processState(pid: number): string | undefined {
     return undefined;
   }
   // "PID (comm) S ..." — comm may itself contain ')' and spaces, so cut at the last ')'.
-  const m = /^\s*(\S)/.exec(stat.slice(stat.lastIndexOf(')') + 1));
-  return m ? m[1] : undefined;
+  const close = stat.lastIndexOf(')');
+  const m = /^\s*(\S)/.exec(stat.slice(close + 1));
+  return { state: m ? m[1] : undefined, comm: stat.slice(stat.indexOf('(') + 1, close) };
 }
 
 /** True when the process exists and is not a zombie (or dead). */

@@ -167,7 +167,7 @@ describe('services', () => {
     const record = await start({
       name: 'stubborn',
       file: '/bin/sh',
-      args: ['-c', "trap '' TERM; echo READY; while :; do sleep 0.05; done"],
+      args: ['-c', "trap '' TERM; echo READY; while :; do sleep 1; done"], // a long-lived child, seen even by a slow scan of /proc
     });
     // wait until the loop has a `sleep` child in the group
     for (let i = 0; i < 100 && groupMembers(record.pid).length < 2; i++) await new Promise((r) => setTimeout(r, 10));

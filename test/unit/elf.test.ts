@@ -21,6 +21,7 @@ import {
   SHF_EXECINSTR,
   SHF_WRITE,
   relocationTypeName,
+  type ElfSymbol,
 } from '../../src/elf/index.js';
 
 // ------------------------------------------------------------------------------------------------
@@ -471,6 +472,32 @@ describe('ElfFile symbols', () => {
     expect(elf.findSymbol('printf')).toBeUndefined();
     expect(elf.findSymbol('printf@GLIBC_2.2.5')).toBeUndefined();
     expect(elf.findSymbol('does_not_exist')).toBeUndefined();
+  });
+
+  it('findSymbol keeps the first of equally good symbols, in table order, for every name', () => {
+    // The look-up as it was, one scan per call: the reference for the per-file index.
+    const reference = (elf: ElfFile, name: string) => {
+      const rank = (s: ElfSymbol) => (s.bind === 'GLOBAL' || s.bind === 'WEAK' ? 2 : 0) + (s.type === 'FUNC' || s.type === 'OBJECT' ? 1 : 0);
+      for (const table of [elf.symbols, elf.dynamicSymbols]) {
+        const list = table.filter((s) => s.defined && s.name !== '' && s.name === name);
+        if (list.length === 0) continue;
+        let best = list[0];
+        for (const s of list) if (rank(s) > rank(best)) best = s;
+        return best;
+      }
+      return undefined;
+    };
+    let ties = 0;
+    const libc = readFileSync('/proc/self/maps', 'utf8').match(/\/\S*\/libc\.so[.\d]*$/m)?.[0];
+    for (const file of [bin.pie, bin.lib, bin.libStripped, ...(libc ? [libc] : [])]) {
+      const elf = ElfFile.fromFile(file);
+      const names = new Set([...elf.symbols, ...elf.dynamicSymbols].map((s) => s.name));
+      const byName = new Map<string, number>();
+      for (const s of elf.symbols) if (s.defined && s.name) byName.set(s.name, (byName.get(s.name) ?? 0) + 1);
+      ties += [...byName.values()].filter((n) => n > 1).length;
+      for (const name of [...names, 'does_not_exist']) expect(elf.findSymbol(name), `${file}: ${name}`).toBe(reference(elf, name));
+    }
+    expect(ties).toBeGreaterThan(0); // names defined more than once, where the order matters
   });
 
   it('findSymbol falls back to .dynsym when the file is stripped', () => {

@@ -1,10 +1,13 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, mkdtempSync, openSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { processesUnder } from '../../src/agent/discover.js';
+import { ElfFile } from '../../src/elf/index.js';
 import { HpError } from '../../src/errors.js';
 import {
+  FileSearch,
   MAX_MAP_END,
   MIN_MAP_ADDRESS,
   exePath,
@@ -12,13 +15,16 @@ import {
   findObject,
   listThreads,
   loadedObjects,
+  objectsIn,
   parseMaps,
   processExists,
   processName,
+  processStat,
   processState,
   readMaps,
   symbolAddress,
   tracerOf,
+  type LoadedObject,
   type MapEntry,
 } from '../../src/proc/index.js';
 import { PAGE_SIZE, rel32Reaches } from '../../src/x64/index.js';
@@ -394,8 +400,8 @@ afterEach(() => {
   }
 });
 
-function run(name: string): Running {
-  const child = spawn(join(dir, name), [], { stdio: ['pipe', 'pipe', 'inherit'] });
+function run(name: string, env?: NodeJS.ProcessEnv): Running {
+  const child = spawn(join(dir, name), [], { stdio: ['pipe', 'pipe', 'inherit'], ...(env ? { env: { ...process.env, ...env } } : {}) });
   children.push(child);
   const lines: string[] = [];
   const waiters: Array<(line: string) => void> = [];
@@ -631,3 +637,161 @@ describe('findFreeRegionNear on real processes', () => {
     });
   }
 });
+
+describe('one search through many processes (FileSearch)', () => {
+  // Opening /proc/PID/map_files needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE).
+  const canOpenMapFiles = (() => {
+    try {
+      const first = readdirSync('/proc/self/map_files')[0];
+      closeSync(openSync(`/proc/self/map_files/${first}`, 'r'));
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  it('reads a mapped file through its path only when device and inode are those of the mapping', async () => {
+    const p = run('hp-uselib');
+    await p.nextLine();
+    const file = join(dir, 'libgreet.so');
+    const line = readMaps(p.pid).find((m) => m.path === file)!;
+    const inst = { path: file, deleted: false, dev: line.dev, inode: line.inode };
+    const buildId = ElfFile.fromFile(file).buildId;
+    expect(buildId).toMatch(/^[0-9a-f]+$/);
+    const known = new FileSearch().read(inst);
+    if (onBlockDevice(line.dev)) expect(known && 'elf' in known && known.elf.buildId).toBe(buildId);
+    else expect(known).toBeUndefined(); // e.g. a tmpfs temporary folder: always through map_files
+
+    const wrongDev = line.dev === 'ff:ff' ? 'fe:fe' : 'ff:ff';
+    expect(new FileSearch().read({ ...inst, dev: wrongDev })).toBeUndefined();
+    expect(new FileSearch().read({ ...inst, inode: line.inode + 1 })).toBeUndefined();
+    expect(new FileSearch().read({ ...inst, deleted: true })).toBeUndefined();
+    expect(new FileSearch().read({ ...inst, path: join(dir, 'no-such-file.so') })).toBeUndefined();
+    // The same search answers for another process mapping the same file.
+    const search = new FileSearch();
+    const q = run('hp-uselib');
+    await q.nextLine();
+    for (const pid of [p.pid, q.pid]) {
+      const objs = objectsIn(pid, readMaps(pid), undefined, search);
+      expect(objs.map(summary)).toEqual(loadedObjects(pid).map(summary));
+      expect(objs.find((o) => o.path === file)?.buildId).toBe(buildId);
+    }
+  });
+
+  const shm = (() => {
+    try {
+      return statSync('/dev/shm').isDirectory() && Math.floor(statSync('/dev/shm').dev / 256) % 4096 === 0;
+    } catch {
+      return false;
+    }
+  })();
+  it.runIf(canOpenMapFiles && shm)('never takes the path for the mapped file on a filesystem without a block device (tmpfs)', async () => {
+    const sub = mkdtempSync('/dev/shm/hp-proc-');
+    try {
+      const file = join(sub, 'libgreet.so');
+      copyFileSync(join(dir, 'libgreet.so'), file);
+      const p = run('hp-uselib', { LD_LIBRARY_PATH: sub });
+      await p.nextLine();
+      const line = readMaps(p.pid).find((m) => m.path === file)!;
+      expect(onBlockDevice(line.dev)).toBe(false);
+      expect(statSync(file)).toMatchObject({ ino: line.inode });
+      const search = new FileSearch();
+      expect(search.read({ path: file, deleted: false, dev: line.dev, inode: line.inode })).toBeUndefined();
+      const obj = objectsIn(p.pid, readMaps(p.pid), undefined, search).find((o) => o.path === file);
+      expect(obj?.buildId).toBe(ElfFile.fromFile(file).buildId);
+    } finally {
+      rmSync(sub, { recursive: true, force: true });
+    }
+  });
+
+  it.runIf(canOpenMapFiles)('a file replaced while the search runs: each process gets the build-id of what it mapped', async () => {
+    const sub = mkdtempSync(join(dir, 'swap-'));
+    const lib = join(sub, 'libswap.so');
+    gcc('libswapA.so', LIBSWAP_V1_C, ['-shared', '-fPIC']);
+    gcc('libswapB.so', LIBSWAP_V2_C, ['-shared', '-fPIC']);
+    gcc('libswapC.so', LIBSWAP_V1_C.replace('x + 1', 'x + 3'), ['-shared', '-fPIC']);
+    const ids = ['A', 'B', 'C'].map((v) => ElfFile.fromFile(join(dir, `libswap${v}.so`)).buildId!);
+    expect(new Set(ids).size).toBe(3);
+    const install = (v: string) => {
+      copyFileSync(join(dir, `libswap${v}.so`), `${lib}.new`);
+      renameSync(`${lib}.new`, lib); // as a package manager does: the old file is unlinked, not overwritten
+    };
+    const start = async () => {
+      const p = run('hp-useswap', { LD_LIBRARY_PATH: sub });
+      await p.nextLine();
+      return p.pid;
+    };
+    const swapOf = (objs: LoadedObject[]) => objs.find((o) => o.path === lib);
+
+    install('A');
+    const a = await start();
+    const search = new FileSearch();
+    expect(swapOf(objectsIn(a, readMaps(a), undefined, search))).toMatchObject({ buildId: ids[0], deleted: false });
+
+    install('B'); // the search stat'ed A at this path
+    const b = await start();
+    expect(swapOf(objectsIn(b, readMaps(b), undefined, search))).toMatchObject({ buildId: ids[1], deleted: false });
+    expect(swapOf(objectsIn(a, readMaps(a), undefined, search))).toMatchObject({ buildId: ids[0], deleted: true });
+
+    install('C');
+    const c = await start();
+    for (const s of [search, new FileSearch()]) {
+      expect(swapOf(objectsIn(c, readMaps(c), undefined, s))).toMatchObject({ buildId: ids[2], deleted: false });
+      expect(swapOf(objectsIn(b, readMaps(b), undefined, s))).toMatchObject({ buildId: ids[1], deleted: true });
+      expect(swapOf(objectsIn(a, readMaps(a), undefined, s))).toMatchObject({ buildId: ids[0], deleted: true });
+    }
+
+    // The agent's search over the folder says the same, with each process's name.
+    const views = processesUnder(sub, [a, b, c, process.pid]);
+    expect(views.map((v) => [v.pid, v.comm, v.files])).toEqual([
+      [a, 'hp-useswap', [{ path: lib, buildId: ids[0], deleted: true }]],
+      [b, 'hp-useswap', [{ path: lib, buildId: ids[1], deleted: true }]],
+      [c, 'hp-useswap', [{ path: lib, buildId: ids[2], deleted: false }]],
+    ]);
+    for (const v of views) expect(v.objects!.map(summary)).toEqual(loadedObjects(v.pid, undefined, (x) => x.startsWith(`${sub}/`)).map(summary));
+  });
+
+  it('processStat gives /proc/PID/comm and the state from one read', async () => {
+    const weird = 'we(i)rd) n:me';
+    copyFileSync(join(dir, 'hp-pie'), join(dir, weird));
+    chmodSync(join(dir, weird), 0o755);
+    const long = 'a-rather-long-program-name';
+    copyFileSync(join(dir, 'hp-pie'), join(dir, long));
+    chmodSync(join(dir, long), 0o755);
+    const p = run(weird);
+    const q = run(long);
+    await p.nextLine();
+    await q.nextLine();
+    expect(processStat(p.pid)).toEqual({ state: processState(p.pid), comm: weird });
+    expect(processName(p.pid)).toBe(weird);
+    expect(processStat(q.pid)?.comm).toBe(processName(q.pid));
+    expect(processStat(q.pid)?.comm).toBe(long.slice(0, 15));
+    for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number)) {
+      let name: string;
+      try {
+        name = processName(pid);
+      } catch {
+        continue; // gone meanwhile
+      }
+      const stat = processStat(pid);
+      if (stat) expect(stat.comm, `pid ${pid}`).toBe(name);
+    }
+    expect(processStat(2 ** 22 + 12345)).toBeUndefined();
+  });
+
+  it('findFreeRegionNear gives the same answer for maps in any order', async () => {
+    const p = run('hp-pie');
+    await p.nextLine();
+    const maps = readMaps(p.pid);
+    const main = findObject(p.pid, undefined, maps);
+    const near = { start: main.textStart, end: main.textEnd };
+    const shuffled = [...maps].reverse();
+    expect(findFreeRegionNear(shuffled, near, 0x5000)).toBe(findFreeRegionNear(maps, near, 0x5000));
+  });
+});
+
+const onBlockDevice = (dev: string): boolean => parseInt(dev.split(':')[0], 16) !== 0;
+
+function summary(o: LoadedObject) {
+  return { path: o.path, deleted: o.deleted, dev: o.dev, inode: o.inode, bias: o.bias, start: o.start, end: o.end, textStart: o.textStart, textEnd: o.textEnd, buildId: o.buildId, mappings: o.mappings.length };
+}
