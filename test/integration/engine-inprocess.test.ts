@@ -1,6 +1,7 @@
-// The engine used as a library, in this process (the target is a grandchild through the
-// harness's launcher, never our own child): defaults work, and waiting on a target never
+// The engine used as a library, in this process (the targets are grandchildren through the
+// harness's launcher; our own child is refused): defaults work, and waiting on a target never
 // blocks the event loop.
+import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { applyPatch, changeFunctions, inspectFunctions, revertFunctions } from '../../src/engine/patch.js';
 import { readMaps } from '../../src/proc/index.js';
@@ -56,5 +57,19 @@ describe('the engine in-process', () => {
     // A blocked loop would have fired the timer at most once.
     expect(ticks).toBeGreaterThan(elapsed / 10 / 4);
     expect((await entryBytes(t.pid, 'stuck')).equals(fileEntryBytes(t.pid, 'stuck'))).toBe(true);
+  });
+
+  it('refuses a target that is its own child before tracing it, and changes nothing', async () => {
+    // libuv reaps a Node process's children with waitpid(), which would swallow their ptrace stops.
+    const t = await spawnTarget(fixturePath('loop-pie'), { direct: true });
+    const patchMappings = () => readMaps(t.pid).filter((m) => m.path.startsWith('/memfd:hp-agent:'));
+    const err = await applyPatch({ pid: t.pid, patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }] }).catch((e) => e);
+    expect(err).toBeInstanceOf(HpError);
+    expect(err.code).toBe('TARGET_IS_OUR_CHILD');
+    expect(err.unchanged).toBe(true);
+    expect((await entryBytes(t.pid, 'compute')).equals(fileEntryBytes(t.pid, 'compute'))).toBe(true);
+    expect(patchMappings()).toEqual([]);
+    expect(fs.readFileSync(`/proc/${t.pid}/status`, 'utf8')).toMatch(/^TracerPid:\s+0$/m);
+    expect(await t.request('call')).toBe('42');
   });
 });
