@@ -3,6 +3,7 @@
 // job (attach → work → detach) on one thread, because ptrace binds a tracee to its tracer thread.
 #include <napi.h>
 
+#include <algorithm>
 #include <array>
 #include <functional>
 #include <memory>
@@ -226,6 +227,21 @@ std::shared_ptr<std::vector<hp::Site>> Sites(const Napi::Array& arr) {
   return sites;
 }
 
+// [start, end, start, end, ...] → ranges sorted by start, overlapping ones merged (absent: none).
+std::vector<hp::AddressRange> Ranges(const Napi::Value& v) {
+  std::vector<hp::AddressRange> in, out;
+  if (!v.IsArray()) return out;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i + 1 < a.Length(); i += 2) in.push_back({ToU64(a.Get(i)), ToU64(a.Get(i + 1))});
+  std::sort(in.begin(), in.end(), [](const hp::AddressRange& x, const hp::AddressRange& y) { return x.start < y.start; });
+  for (auto& r : in) {
+    if (r.end <= r.start) continue;
+    if (!out.empty() && r.start <= out.back().end) out.back().end = std::max(out.back().end, r.end);
+    else out.push_back(r);
+  }
+  return out;
+}
+
 Napi::Value Transaction(const Napi::CallbackInfo& info) {
   if (!CheckArgs(info, 2, "transaction(pid, sites, options?)")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
@@ -236,6 +252,8 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
     opts.timeoutMs = uint64_t(OptInt(o, "timeoutMs", int64_t(opts.timeoutMs)));
     opts.maxSteps = int(OptInt(o, "maxSteps", opts.maxSteps));
     opts.realtime = OptBool(o, "realtime", opts.realtime);
+    opts.activeRanges = Ranges(Field(o, "activeRanges"));
+    opts.stackAreas = Ranges(Field(o, "stackAreas"));
   }
   auto out = std::make_shared<hp::TransactionResult>();
   return Queue(

@@ -157,10 +157,19 @@ struct Site {
   std::vector<uint8_t> expect;  // what must be there now
   std::vector<uint8_t> write;   // what goes there (same length)
 };
+struct AddressRange {
+  uint64_t start;
+  uint64_t end;  // exclusive
+};
 struct TransactionOptions {
   uint64_t timeoutMs = 2000;  // retrying while a thread sits inside a site
   int maxSteps = 32;          // single-steps to get one thread out of a site per attempt
   bool realtime = false;      // raise the calling thread to SCHED_FIFO during the stop
+  // Function consistency: the code being replaced. No thread may run inside it nor have a
+  // return address into it on its stack (the stack, from rsp to the end of the area of
+  // `stackAreas` holding rsp, is scanned conservatively: any word in a range counts).
+  std::vector<AddressRange> activeRanges;
+  std::vector<AddressRange> stackAreas;
 };
 struct ThreadPc {
   pid_t tid;

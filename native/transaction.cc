@@ -99,6 +99,52 @@ static bool StepOutOfSites(Tracee& tracee, const std::vector<Site>& sites, int m
   return true;
 }
 
+// `ranges` sorted by start and not overlapping (the caller merges them).
+static const AddressRange* RangeHolding(const std::vector<AddressRange>& ranges, uint64_t addr) {
+  auto after = std::upper_bound(ranges.begin(), ranges.end(), addr, [](uint64_t a, const AddressRange& r) { return a < r.start; });
+  if (after == ranges.begin()) return nullptr;
+  const AddressRange& r = *(after - 1);
+  return addr < r.end ? &r : nullptr;
+}
+
+// Stacks are scanned up to this much above rsp: deeper than any real call chain, and a bound on
+// what one stop may read.
+static const uint64_t kMaxStackScan = 8u << 20;
+
+// Function consistency: is any thread running the code being replaced, or about to return into
+// it? A conservative scan: every 8-byte word of the live stack that points into that code counts
+// as a return address (a stale value only delays the patch; a missed frame cannot happen).
+static bool FindActiveCode(pid_t pid, Tracee& tracee, const TransactionOptions& opts, std::string& blocker,
+                           CoreError& err) {
+  if (opts.activeRanges.empty()) return true;
+  std::vector<uint64_t> words;
+  for (auto& t : tracee.threads()) {
+    if (t.gone) continue;
+    user_regs_struct r;
+    if (!tracee.GetRegs(t, r, err)) return false;
+    if (const AddressRange* code = RangeHolding(opts.activeRanges, r.rip)) {
+      blocker = "thread " + std::to_string(t.tid) + " is running the code being replaced (pc " + Hex(r.rip) +
+                " in " + Hex(code->start) + "-" + Hex(code->end) + ")";
+      return false;
+    }
+    const AddressRange* area = RangeHolding(opts.stackAreas, r.rsp);
+    if (!area) continue;  // not on a known stack (e.g. a signal stack elsewhere): nothing to scan
+    uint64_t from = r.rsp & ~uint64_t(7);
+    uint64_t to = std::min(area->end, from + kMaxStackScan);
+    words.assign((to - from) / 8, 0);
+    std::vector<Range> span{{from, words.data(), words.size() * 8}};
+    if (!words.empty() && !ReadRanges(pid, span, err)) return false;
+    for (size_t i = 0; i < words.size(); i++) {
+      if (const AddressRange* code = RangeHolding(opts.activeRanges, words[i])) {
+        blocker = "thread " + std::to_string(t.tid) + " has " + Hex(words[i]) + " on its stack at " + Hex(from + i * 8) +
+                  ", inside the code being replaced (" + Hex(code->start) + "-" + Hex(code->end) + ")";
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 // The first write to a private code page makes the kernel copy it (~40 µs). Writing the bytes
 // that are already there, while the target still runs, pays that copy before the stop.
 static bool PrefaultSites(pid_t pid, MemFile& mem, const std::vector<Site>& sites, CoreError& err) {
@@ -145,12 +191,18 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     if (!tracee.StopAll(err)) return false;
 
     std::string blocker;
-    if (!StepOutOfSites(tracee, sites, opts.maxSteps, out, blocker, err)) {
+    const char* blockedBy = "THREAD_IN_SITE";
+    bool clear = StepOutOfSites(tracee, sites, opts.maxSteps, out, blocker, err);
+    if (clear && !err.set()) {
+      clear = FindActiveCode(pid, tracee, opts, blocker, err);
+      blockedBy = "FUNCTION_ACTIVE";
+    }
+    if (!clear) {
       if (err.set()) return false;
       tracee.ContinueAll();
       out.totalStoppedNs += MonotonicNs() - t0;
       if (MonotonicNs() >= deadline) {
-        return Fail(err, "THREAD_IN_SITE",
+        return Fail(err, blockedBy,
                     blocker + "; gave up after " + std::to_string(opts.timeoutMs) + " ms and " +
                         std::to_string(out.attempts) + " attempts, nothing was written");
       }

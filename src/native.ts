@@ -1,7 +1,7 @@
 /**
  * The native core (C++ N-API, native/): process control only. Every function returns a promise
  * and does its waiting off the JS thread. Failures reject with an HpError carrying the core's
- * stable code (PROCESS_NOT_FOUND, ALREADY_TRACED, PROCESS_EXITED, THREAD_IN_SITE,
+ * stable code (PROCESS_NOT_FOUND, ALREADY_TRACED, PROCESS_EXITED, THREAD_IN_SITE, FUNCTION_ACTIVE,
  * ENTRY_MISMATCH, VERIFY_FAILED, ...).
  */
 import fs from 'node:fs';
@@ -24,6 +24,13 @@ export interface TransactionOptions {
   maxSteps?: number;
   /** Run the stop at SCHED_FIFO priority (the tracer is not queued behind busy target threads). */
   realtime?: boolean;
+  /**
+   * Function consistency: the code being replaced, as [start, end, start, end, ...]. No thread may
+   * run in it or have a word pointing into it on its stack (FUNCTION_ACTIVE after timeoutMs).
+   */
+  activeRanges?: number[];
+  /** Where stacks may be ([start, end, ...]: the writable private mappings); a thread's stack is scanned from rsp to the end of its area. */
+  stackAreas?: number[];
 }
 
 export interface TransactionResult {
@@ -151,6 +158,11 @@ function checkSites(sites: unknown, needExpect: boolean): void {
     }
   });
 }
+function checkRanges(list: unknown, what: string): void {
+  if (list === undefined) return;
+  if (!Array.isArray(list) || list.length % 2) invalid(what, list);
+  (list as unknown[]).forEach((a, i) => checkAddress(a, `${what}[${i}]`));
+}
 function checkRemoteArg(a: unknown, where: string): void {
   if (typeof a === 'number') return checkAddress(a < 0 ? -a : a, where);
   if (typeof a === 'bigint') return;
@@ -219,6 +231,8 @@ export const native = {
     call(() => {
       checkPid(pid);
       checkSites(sites, true);
+      checkRanges(options.activeRanges, 'activeRanges');
+      checkRanges(options.stackAreas, 'stackAreas');
       return core().transaction(pid, sites, options);
     }),
   snapshot: (pid: number) =>

@@ -264,7 +264,9 @@ async function applyToProcess(o: LevelShare, proc: ProcessView): Promise<Process
   if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD' };
   if (changes.length === 0) return { ...base, outcome: 'AlreadyAtLevel' };
   try {
-    const r: ChangeReport = await changeFunctions({ pid: proc.pid, changes, label, replace: true, mode: patchModeOf(o.manifest), maps: proc.maps, objects: proc.objects, timeoutMs: o.timeoutMs, realtime: true });
+    // A revert keeps the promise of the level it takes back.
+    const consistency = (o.manifest ?? o.previous)?.consistency ?? 'entry';
+    const r: ChangeReport = await changeFunctions({ pid: proc.pid, changes, label, replace: true, mode: patchModeOf(o.manifest), consistency, maps: proc.maps, objects: proc.objects, timeoutMs: o.timeoutMs, realtime: true });
     return {
       ...base,
       outcome: r.changed ? 'Patched' : 'AlreadyAtLevel',
@@ -280,13 +282,12 @@ async function applyToProcess(o: LevelShare, proc: ProcessView): Promise<Process
 }
 
 /**
- * The package says how its functions switch; 'function' consistency needs every thread stopped
- * (to see that none is inside an old function), so it never goes zero-stop. A revert to the plain
- * baseline has no package: the engine picks per process.
+ * The package says how its functions switch; without a say the engine picks per process (and
+ * 'function' consistency always stops: only stopped threads can be shown to be outside the old
+ * code). A revert to the plain baseline has no package.
  */
 function patchModeOf(m: HotpatchManifest | undefined): PatchMode {
-  if (m?.patchMode) return m.patchMode;
-  return m?.consistency === 'function' ? 'stop' : 'auto';
+  return m?.patchMode ?? 'auto';
 }
 
 export type ChangeReportLabel = { packageId: string; kb: string; baselineId: string; sequence: number } | undefined;

@@ -83,6 +83,12 @@ export interface ChangeOptions {
   requirePatched?: boolean;
   /** Default 'auto'. */
   mode?: PatchMode;
+  /**
+   * 'entry' (default): a thread already inside an old function finishes it in the old code.
+   * 'function': the switch waits (up to timeoutMs, then FUNCTION_ACTIVE) until no thread runs the
+   * code being replaced or has a return address into it on its stack; needs a stop.
+   */
+  consistency?: 'entry' | 'function';
   timeoutMs?: number;
   realtime?: boolean;
   /**
@@ -162,6 +168,7 @@ export interface ApplyOptions {
   functions: FunctionSpec[];
   object?: string;
   mode?: PatchMode;
+  consistency?: 'entry' | 'function';
   replace?: boolean;
   timeoutMs?: number;
   realtime?: boolean;
@@ -184,6 +191,7 @@ export interface RevertOptions {
   functions: string[];
   object?: string;
   mode?: PatchMode;
+  consistency?: 'entry' | 'function';
   timeoutMs?: number;
   realtime?: boolean;
   stepDelayMs?: number;
@@ -264,6 +272,16 @@ interface Plan {
   objects: LoadedObject[];
   patches: PlannedPatch[];
   functions: FunctionPlan[];
+  /** The code the change replaces ([start, end, ...]): each changed function's own body, and the patch it runs now. */
+  replacedCode: number[];
+}
+
+/** What stops running when `e` changes: its body in the object, and the patch mapping it jumps into now. */
+function replacedCode(view: ProcessView, e: Entry): number[] {
+  const out = [e.state.functionAddress, e.state.functionAddress + Math.max(e.size, 1)];
+  const mapping = e.state.jump ? view.patchMappingAt(e.state.jump.target) : undefined;
+  if (mapping) out.push(Math.min(...mapping.map((m) => m.start)), Math.max(...mapping.map((m) => m.end)));
+  return out;
 }
 
 function refuseState(pid: number, e: Entry, replace: boolean): void {
@@ -502,6 +520,7 @@ async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptio
     }
     refuseState(pid, e, true);
     plan.functions.push(planRestore(obj, e));
+    plan.replacedCode.push(...replacedCode(view, e));
   }
   if (change.functions.length === 0) return;
   if (!change.patchPath) throw new HpError('USAGE', `functions of ${obj.path} to patch but no patch object`);
@@ -520,13 +539,25 @@ async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptio
   }
   const { base, trailer, linked, plans } = placed;
   plan.functions.push(...plans);
+  for (const e of o.functions) plan.replacedCode.push(...replacedCode(view, e));
   // A later object of the same change must not be placed over this one.
   view.addMapping(base, base + layout.span + trailer.length);
   plan.patches.push({ obj, patchPath: path.resolve(change.patchPath), patchBuildId: patch.buildId, base, image: linked.image, segments: layout.segments, trailer, bindings: [...bindings.values()] });
 }
 
-/** Which mode the change uses: refuses 'zero-stop' when a function needs a stop, naming why. */
-function chooseMode(pid: number, plan: Plan, requested: PatchMode): 'stop' | 'zero-stop' {
+/** Where thread stacks can be: every writable private mapping ([start, end, ...]). */
+function stackAreas(maps: MapEntry[]): number[] {
+  return maps.filter((m) => m.write && !m.shared && m.end <= Number.MAX_SAFE_INTEGER).flatMap((m) => [m.start, m.end]);
+}
+
+/** Which mode the change uses: refuses 'zero-stop' when a function needs a stop (or function consistency asks for one), naming why. */
+function chooseMode(pid: number, plan: Plan, requested: PatchMode, consistency: 'entry' | 'function'): 'stop' | 'zero-stop' {
+  if (consistency === 'function') {
+    if (requested === 'zero-stop') {
+      throw new HpError('NOT_HOT_PATCHABLE', `cannot give function consistency without stopping process ${pid}: proving that no thread is inside an old function needs every thread stopped. Nothing was changed`);
+    }
+    return 'stop';
+  }
   if (requested === 'stop') return 'stop';
   const blocked = plan.functions.filter((f) => !f.steps);
   if (blocked.length === 0) return 'zero-stop';
@@ -580,10 +611,11 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   const unchanged = (objects: LoadedObject[]): ChangeReport => ({ pid, changed: false, objects: objects.map((o) => ({ path: o.path, buildId: o.buildId })), patches: [], sites: [] });
   if (alreadyThere(entries, opts.label)) return unchanged(entries.map((e) => e.obj));
 
-  const plan: Plan = { objects: [], patches: [], functions: [] };
+  const plan: Plan = { objects: [], patches: [], functions: [], replacedCode: [] };
   for (const o of entries) await planObject(view, o, opts, plan);
   if (plan.functions.length === 0) return unchanged(plan.objects);
-  const mode = chooseMode(pid, plan, opts.mode ?? 'auto');
+  const consistency = opts.consistency ?? 'entry';
+  const mode = chooseMode(pid, plan, opts.mode ?? 'auto', consistency);
 
   const mapped: MappedPatch[] = [];
   let outcome: Pick<ChangeReport, keyof TransactionReport | 'switchUs'>;
@@ -597,7 +629,8 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
       outcome = { ...NOTHING_STOPPED, switchUs: sw.durationUs };
     } else {
       // Real-time priority by default: the tracer must not queue behind the target's busy threads.
-      const tx = await native.transaction(pid, plan.functions.flatMap((f) => f.sites), { timeoutMs: opts.timeoutMs, realtime: opts.realtime ?? true });
+      const functionConsistency = consistency === 'function' ? { activeRanges: plan.replacedCode, stackAreas: stackAreas(view.maps) } : {};
+      const tx = await native.transaction(pid, plan.functions.flatMap((f) => f.sites), { timeoutMs: opts.timeoutMs, realtime: opts.realtime ?? true, ...functionConsistency });
       outcome = transactionReport(tx);
     }
   } catch (e) {

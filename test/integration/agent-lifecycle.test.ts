@@ -9,6 +9,7 @@ import { demoPublicKey, fixturePackage, productSpec } from '../../src/demo/fixtu
 import { UnixClient } from '../../src/harness/index.js';
 import { ElfFile } from '../../src/elf/index.js';
 import { hpAgentIn, stopHomeServices } from './agent-home.js';
+import { entryBytes } from './helpers.js';
 
 const homes: string[] = [];
 afterEach(async () => {
@@ -214,6 +215,38 @@ describe('a product packed by someone else', () => {
     st = (await agent(['status'])).json;
     expect(st).toMatchObject({ compliant: true, hotpatch: { packageId: 'tiny-1.0-hp1' } });
     expect(st.processes[0].pid).toBe(pid);
+  });
+});
+
+describe('a package that asks for function consistency', () => {
+  it('switches only functions no thread is in: a refused process keeps its code and answers', async () => {
+    const home = newHome();
+    const agent = hpAgentIn(home);
+    const src = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-own-'));
+    homes.push(src);
+    buildTinyProduct(src, []);
+    // hp1 replaces answer() (called per request, idle otherwise); hp2 would also replace main(),
+    // which the service's only thread never leaves (it waits in accept() inside it).
+    await packTiny(agent, src, [
+      { id: 'tiny-1.0-hp1', kb: 'KB5099002', sequence: 1, replacement: 'answer_fixed', extra: ['--consistency', 'function'] },
+      { id: 'tiny-1.0-hp2', kb: 'KB5099003', sequence: 2, replacement: 'answer_fixed2', extra: ['--consistency', 'function', '--function', 'main=answer_fixed2'] },
+    ]);
+    expect((await agent(['apply', path.join(src, 'base.hpkg')])).code).toBe(0);
+    const pid = (await agent(['boot'])).json.started[0].pid;
+    const sock = path.join(home, 'run/tiny.sock');
+    const { unixRequest } = await import('../../src/harness/index.js');
+
+    const hp1 = await agent(['apply', path.join(src, 'tiny-1.0-hp1.hpkg')]);
+    expect(hp1.code, hp1.stderr).toBe(0);
+    expect(hp1.json.processes).toMatchObject([{ pid, outcome: 'Patched', mode: 'stop' }]);
+    expect(await unixRequest(sock, 'q')).toBe('new answer');
+
+    const before = await entryBytes(pid, 'main');
+    const hp2 = await agent(['apply', path.join(src, 'tiny-1.0-hp2.hpkg')]);
+    expect(hp2.code).not.toBe(0);
+    expect(hp2.json.processes).toMatchObject([{ pid, outcome: 'Failed', errorCode: 'FUNCTION_ACTIVE' }]);
+    expect((await entryBytes(pid, 'main')).equals(before)).toBe(true);
+    expect(await unixRequest(sock, 'q')).toBe('new answer'); // still hp1's answer(): nothing switched
   });
 });
 

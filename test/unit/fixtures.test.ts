@@ -97,6 +97,7 @@ const PATCHES: Array<[string, string[]]> = [
   ['helper_global_fix.so', ['compute_v2']],
   ['short_fix.so', ['tiny_v2']],
   ['spinentry_fix.so', ['stuck_v2']],
+  ['blocked_fix.so', ['sleeper_v2']],
   ['patch_tls.so', ['compute_v2']],
   ['patch_ctor.so', ['compute_v2']],
 ];
