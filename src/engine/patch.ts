@@ -35,7 +35,7 @@ import {
   type ZeroStopStep,
 } from '../x64/index.js';
 import { readEntries, type Entry, type FunctionState } from './entries.js';
-import { mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
+import { isPatchMapping, mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
 import { ProcessView, whileAlive } from './view.js';
@@ -148,6 +148,8 @@ export interface MappedPatchReport {
   size: number;
   mapping: string;
   bindings: { name: string; address: number; from: string }[];
+  /** An earlier mapping of the same bytes was pointed at again; nothing new was mapped. */
+  reused?: boolean;
 }
 
 export interface ChangeReport extends Partial<TransactionReport> {
@@ -181,7 +183,7 @@ export interface ApplyReport extends TransactionReport {
   mode: 'stop' | 'zero-stop';
   switchUs?: number;
   object: { path: string; buildId?: string };
-  patch: { path: string; buildId?: string; base: number; size: number; mapping: string };
+  patch: { path: string; buildId?: string; base: number; size: number; mapping: string; reused?: boolean };
   bindings: { name: string; address: number; from: string }[];
   sites: SiteReport[];
 }
@@ -266,6 +268,8 @@ interface PlannedPatch {
   segments: { offset: number; size: number; prot: number }[];
   trailer: Buffer;
   bindings: { name: string; address: number; from: string }[];
+  /** An earlier mapping of the very same bytes, re-used (see reusableMapping): nothing to map. */
+  reused?: MappedPatch;
 }
 
 interface Plan {
@@ -477,8 +481,9 @@ function placeAndPlan(
   layout: ReturnType<typeof openPatch>['layout'],
   bindings: Map<string, { address: number }>,
   reserve: number,
+  at?: number,
 ) {
-  const base = choosePatchBase(view, obj, layout.span + reserve, opts.placement ?? 'near');
+  const base = at ?? choosePatchBase(view, obj, layout.span + reserve, opts.placement ?? 'near');
   const linked = linkPatch(patch, base, (name) => bindings.get(name)?.address);
   const siteRecords: SiteRecord[] = [];
   const plans = change.functions.map((f, i) => {
@@ -502,7 +507,54 @@ function placeAndPlan(
     appliedAt: new Date().toISOString(),
     sites: siteRecords,
   };
-  return { base, linked, plans, trailer: encodeRecord(record) };
+  return { base, linked, plans, record, trailer: encodeRecord(record) };
+}
+
+/** A record as JSON with sorted keys and no time: two records of the same content compare equal. */
+function recordContent(r: PatchRecord): string {
+  const sorted = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(sorted) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'appliedAt').sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, x]) => [k, sorted(x)])) : v;
+  return JSON.stringify(sorted(r));
+}
+
+/**
+ * An earlier mapping of this very patch for this object and package, still in the process (a
+ * level applied, taken back and applied again: mappings are never unmapped, as a thread may
+ * still run their code). When its record lists the same sites and its bytes are exactly the
+ * patch linked for its base, the entries are pointed back at it instead of mapping another copy:
+ * no thread is borrowed, and the process does not gather one mapping per cycle. A patch whose
+ * writable data changed since is not the same bytes, and gets a fresh mapping.
+ */
+async function reusableMapping(
+  view: ProcessView,
+  plan: (at: number, reserve: number) => ReturnType<typeof placeAndPlan>,
+  want: { patchBuildId?: string; object: string; objectBuildId?: string; span: number },
+): Promise<{ placed: ReturnType<typeof placeAndPlan>; reused: MappedPatch } | undefined> {
+  if (want.patchBuildId === undefined) return undefined; // no identity to go by
+  const seen = new Set<string>();
+  for (const line of view.maps) {
+    if (!isPatchMapping(line.path) || seen.has(`${line.inode}:${line.path}`)) continue;
+    seen.add(`${line.inode}:${line.path}`);
+    const mapping = view.patchMappingAt(line.start);
+    if (!mapping) continue;
+    const start = Math.min(...mapping.map((m) => m.start));
+    const end = Math.max(...mapping.map((m) => m.end));
+    let old: PatchRecord;
+    try {
+      old = await view.record(mapping);
+    } catch {
+      continue; // not ours to judge
+    }
+    if (old.patchBuildId !== want.patchBuildId || old.object !== want.object || old.objectBuildId !== want.objectBuildId || old.base !== start || old.span !== want.span) continue;
+    const placed = plan(start, end - start - want.span);
+    if (start + want.span + placed.trailer.length > end || recordContent(placed.record) !== recordContent(old)) continue;
+    // Only for a near placement, which wants rel32 jumps: a mapping out of their reach is not taken.
+    if (placed.plans.some((f) => f.report.kind === 'abs64')) continue;
+    const bytes = await native.readMemory(view.pid, start, want.span);
+    if (!bytes.equals(placed.linked.image)) continue;
+    return { placed, reused: { base: start, size: end - start, name: line.path.slice('/memfd:'.length) } };
+  }
+  return undefined;
 }
 
 async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptions, plan: Plan): Promise<void> {
@@ -527,22 +579,27 @@ async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptio
 
   const { patch, layout, undefinedNames } = openPatch(change.patchPath);
   const bindings = await bindSymbols(pid, obj, () => view.loaded(), undefinedNames);
-  // The record's size is known only once the sites are planned for a base; if the room first
-  // kept for it is too small (very long names), place the patch again with the exact room.
-  let reserve = recordEstimate(change.functions.length);
-  let placed: { base: number; trailer: Buffer; linked: ReturnType<typeof linkPatch>; plans: FunctionPlan[] };
-  for (;;) {
-    placed = placeAndPlan(view, obj, o, change, opts, patch, layout, bindings, reserve);
-    if (placed.trailer.length <= reserve) break;
-    if (placed.trailer.length > RECORD_LIMIT) throw new HpError('TOO_MANY_SITES', `the patch record (${placed.trailer.length} bytes) is larger than ${RECORD_LIMIT} bytes; nothing was changed`);
-    reserve = placed.trailer.length;
+  const placeAt = (at: number | undefined, reserve: number) => placeAndPlan(view, obj, o, change, opts, patch, layout, bindings, reserve, at);
+  // ('far' asks for a mapping out of rel32 reach on purpose: always a new one.)
+  const again = (opts.placement ?? 'near') === 'near' ? await reusableMapping(view, placeAt, { patchBuildId: patch.buildId, object: obj.path, objectBuildId: obj.buildId, span: layout.span }) : undefined;
+  let placed = again?.placed;
+  if (!placed) {
+    // The record's size is known only once the sites are planned for a base; if the room first
+    // kept for it is too small (very long names), place the patch again with the exact room.
+    let reserve = recordEstimate(change.functions.length);
+    for (;;) {
+      placed = placeAt(undefined, reserve);
+      if (placed.trailer.length <= reserve) break;
+      if (placed.trailer.length > RECORD_LIMIT) throw new HpError('TOO_MANY_SITES', `the patch record (${placed.trailer.length} bytes) is larger than ${RECORD_LIMIT} bytes; nothing was changed`);
+      reserve = placed.trailer.length;
+    }
+    // A later object of the same change must not be placed over this one.
+    view.addMapping(placed.base, placed.base + layout.span + placed.trailer.length);
   }
   const { base, trailer, linked, plans } = placed;
   plan.functions.push(...plans);
   for (const e of o.functions) plan.replacedCode.push(...replacedCode(view, e));
-  // A later object of the same change must not be placed over this one.
-  view.addMapping(base, base + layout.span + trailer.length);
-  plan.patches.push({ obj, patchPath: path.resolve(change.patchPath), patchBuildId: patch.buildId, base, image: linked.image, segments: layout.segments, trailer, bindings: [...bindings.values()] });
+  plan.patches.push({ obj, patchPath: path.resolve(change.patchPath), patchBuildId: patch.buildId, base, image: linked.image, segments: layout.segments, trailer, bindings: [...bindings.values()], reused: again?.reused });
 }
 
 /** Where thread stacks can be: every writable private mapping ([start, end, ...]). */
@@ -621,6 +678,7 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   let outcome: Pick<ChangeReport, keyof TransactionReport | 'switchUs'>;
   try {
     for (const p of plan.patches) {
+      if (p.reused) continue;
       const name = opts.label ? `${opts.label.packageId}:${path.basename(p.patchPath)}` : path.basename(p.patchPath);
       mapped.push(await mapPatchImage(pid, p.base, p.image, p.segments, p.trailer, name, view.maps));
     }
@@ -644,7 +702,10 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
     changed: true,
     mode,
     objects: plan.objects.map((o) => ({ path: o.path, buildId: o.buildId })),
-    patches: plan.patches.map((p, i) => ({ object: p.obj.path, path: p.patchPath, buildId: p.patchBuildId, base: p.base, size: mapped[i].size, mapping: mapped[i].name, bindings: p.bindings })),
+    patches: plan.patches.map((p) => {
+      const m = p.reused ?? mapped.find((x) => x.base === p.base)!;
+      return { object: p.obj.path, path: p.patchPath, buildId: p.patchBuildId, base: p.base, size: m.size, mapping: m.name, bindings: p.bindings, ...(p.reused ? { reused: true } : {}) };
+    }),
     sites: plan.functions.map((f) => f.report),
     ...outcome,
   };
@@ -670,7 +731,7 @@ export async function applyPatch(opts: ApplyOptions): Promise<ApplyReport> {
   return {
     pid: r.pid,
     object: r.objects[0],
-    patch: { path: p.path, buildId: p.buildId, base: p.base, size: p.size, mapping: p.mapping },
+    patch: { path: p.path, buildId: p.buildId, base: p.base, size: p.size, mapping: p.mapping, ...(p.reused ? { reused: true } : {}) },
     bindings: p.bindings,
     sites: r.sites,
     ...stopFields(r),

@@ -7,7 +7,7 @@ import { applyPatch, changeFunctions, inspectFunctions, revertFunctions } from '
 import { readMaps } from '../../src/proc/index.js';
 import { HpError } from '../../src/errors.js';
 import { fixturePath, killTargetsAfterEach, spawnTarget } from '../../src/harness/index.js';
-import { entryBytes, fileEntryBytes } from './helpers.js';
+import { entryBytes, fileEntryBytes, patchMappings } from './helpers.js';
 
 killTargetsAfterEach(afterEach);
 
@@ -28,14 +28,38 @@ describe('the engine in-process', () => {
     expect((await entryBytes(t.pid, 'compute')).equals(fileEntryBytes(t.pid, 'compute'))).toBe(true);
   });
 
+  it('applied again after a revert, points back at the mapping it made the first time', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const spec = { pid: t.pid, patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }] };
+    const first = await applyPatch(spec);
+    expect(first.patch.reused).toBeUndefined();
+    const mappings = patchMappings(t.pid);
+    for (let i = 0; i < 3; i++) {
+      await revertFunctions({ pid: t.pid, functions: ['compute'] });
+      expect(await t.request('call')).toBe('42');
+      const again = await applyPatch(spec);
+      expect(again.patch).toMatchObject({ base: first.patch.base, mapping: first.patch.mapping, reused: true });
+      expect(again.sites[0].target).toBe(first.sites[0].target);
+      expect(await t.request('call')).toBe('182');
+      expect(patchMappings(t.pid)).toEqual(mappings); // no mapping added
+    }
+    // Another patch of the same function is new bytes: mapped anew.
+    await revertFunctions({ pid: t.pid, functions: ['compute'] });
+    const other = await applyPatch({ ...spec, patchPath: fixturePath('endbr_fix.so') });
+    expect(other.patch.reused).toBeUndefined();
+    expect(other.patch.base).not.toBe(first.patch.base);
+    expect(await t.request('call')).toBe('182');
+  });
+
   it('given maps that are out of date, places the patch again when the kernel refuses the first place', async () => {
     const t = await spawnTarget(fixturePath('loop-pie'));
     const stale = readMaps(t.pid);
     const first = await applyPatch({ pid: t.pid, patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }] });
     await revertFunctions({ pid: t.pid, functions: ['compute'] });
     // The first patch stays mapped; the stale maps do not show it, so the planner picks the same
-    // place, MAP_FIXED_NOREPLACE refuses it, and the change is planned again from fresh maps.
-    const again = await changeFunctions({ pid: t.pid, maps: stale, changes: [{ patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }] }] });
+    // place for another patch of the same size, MAP_FIXED_NOREPLACE refuses it, and the change is
+    // planned again from fresh maps. (Another patch: the same one would be pointed at again.)
+    const again = await changeFunctions({ pid: t.pid, maps: stale, changes: [{ patchPath: fixturePath('endbr_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }] }] });
     expect(again.changed).toBe(true);
     expect(again.patches[0].base).not.toBe(first.patch.base);
     expect(await t.request('call')).toBe('182');
