@@ -29,7 +29,8 @@ export function allPids(): number[] {
     .readdirSync('/proc')
     .filter((n) => /^\d+$/.test(n))
     .map(Number)
-    .filter((pid) => pid !== process.pid);
+    .filter((pid) => pid !== process.pid)
+    .sort((a, b) => a - b); // /proc lists them in no numeric order; results come out by PID
 }
 
 /**
