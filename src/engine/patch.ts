@@ -528,7 +528,7 @@ function recordContent(r: PatchRecord): string {
 async function reusableMapping(
   view: ProcessView,
   plan: (at: number, reserve: number) => ReturnType<typeof placeAndPlan>,
-  want: { patchBuildId?: string; object: string; objectBuildId?: string; span: number },
+  want: { patch: string; patchBuildId?: string; label?: PatchLabel; object: string; objectBuildId?: string; span: number },
 ): Promise<{ placed: ReturnType<typeof placeAndPlan>; reused: MappedPatch } | undefined> {
   if (want.patchBuildId === undefined) return undefined; // no identity to go by
   const seen = new Set<string>();
@@ -545,7 +545,8 @@ async function reusableMapping(
     } catch {
       continue; // not ours to judge
     }
-    if (old.patchBuildId !== want.patchBuildId || old.object !== want.object || old.objectBuildId !== want.objectBuildId || old.base !== start || old.span !== want.span) continue;
+    if (old.patchBuildId !== want.patchBuildId || old.patch !== want.patch || old.object !== want.object || old.objectBuildId !== want.objectBuildId || old.base !== start || old.span !== want.span) continue;
+    if (recordContent({ label: old.label } as PatchRecord) !== recordContent({ label: want.label } as PatchRecord)) continue; // another package's
     const placed = plan(start, end - start - want.span);
     if (start + want.span + placed.trailer.length > end || recordContent(placed.record) !== recordContent(old)) continue;
     // Only for a near placement, which wants rel32 jumps: a mapping out of their reach is not taken.
@@ -581,7 +582,7 @@ async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptio
   const bindings = await bindSymbols(pid, obj, () => view.loaded(), undefinedNames);
   const placeAt = (at: number | undefined, reserve: number) => placeAndPlan(view, obj, o, change, opts, patch, layout, bindings, reserve, at);
   // ('far' asks for a mapping out of rel32 reach on purpose: always a new one.)
-  const again = (opts.placement ?? 'near') === 'near' ? await reusableMapping(view, placeAt, { patchBuildId: patch.buildId, object: obj.path, objectBuildId: obj.buildId, span: layout.span }) : undefined;
+  const again = (opts.placement ?? 'near') === 'near' ? await reusableMapping(view, placeAt, { patch: path.resolve(change.patchPath), patchBuildId: patch.buildId, label: opts.label, object: obj.path, objectBuildId: obj.buildId, span: layout.span }) : undefined;
   let placed = again?.placed;
   if (!placed) {
     // The record's size is known only once the sites are planned for a base; if the room first
