@@ -38,11 +38,15 @@ export function allPids(): number[] {
  * the build-id of what the process really has mapped. Processes that vanish meanwhile are skipped.
  */
 export function processesUnder(root: string, pids: number[] = allPids()): ProcessView[] {
+  return [...searchProcesses(root, pids)];
+}
+
+/** The same, one process at a time, as the search finds them (so a caller can act on each at once). */
+export function* searchProcesses(root: string, pids: number[] = allPids()): Generator<ProcessView, void, undefined> {
   const prefix = path.resolve(root) + path.sep;
   const wanted = (p: string): boolean => p.startsWith(prefix);
   // One search: each installed file is stat'ed once, not opened through map_files per process.
   const search = new FileSearch();
-  const out: ProcessView[] = [];
   for (const pid of pids) {
     let maps;
     try {
@@ -55,6 +59,7 @@ export function processesUnder(root: string, pids: number[] = allPids()): Proces
       continue;
     }
     if (!maps.some((m) => wanted(m.path))) continue;
+    let found: ProcessView;
     try {
       const objects = objectsIn(pid, maps, wanted, search);
       // One read of /proc/PID/stat, after the objects: the process still lives (not a zombie),
@@ -62,10 +67,10 @@ export function processesUnder(root: string, pids: number[] = allPids()): Proces
       const stat = processStat(pid);
       if (!stat || stat.state === undefined || 'ZXx'.includes(stat.state)) continue;
       const files = objects.map((o) => ({ path: o.path, buildId: o.buildId, deleted: o.mappings.some((m) => m.deleted) }));
-      out.push({ pid, comm: stat.comm, files, maps, objects });
+      found = { pid, comm: stat.comm, files, maps, objects };
     } catch {
       continue;
     }
+    yield found;
   }
-  return out;
 }

@@ -14,7 +14,7 @@ import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode }
 import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import type { HotpatchManifest, Manifest } from '../package/index.js';
-import { allPids, processesUnder, type ProcessView } from './discover.js';
+import { allPids, processesUnder, searchProcesses, type ProcessView } from './discover.js';
 import { baselineDir } from './home.js';
 import { storedManifest, storedManifests, storedPayloadPath } from './store.js';
 
@@ -146,32 +146,52 @@ export interface LevelShare {
   pids?: number[];
 }
 
-/** The processes among `procs` that map a file the level (or the one before) patches. */
-function relevantProcesses(procs: ProcessView[], root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): ProcessView[] {
+/** Whether a process maps a file the level (or the one before) patches. */
+function runsLevelFiles(root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): (p: ProcessView) => boolean {
   const paths = new Set([...(m?.targets ?? []), ...(prev?.targets ?? [])].map((t) => path.join(root, t.path)));
-  return procs.filter((p) => p.files.some((f) => paths.has(f.path)));
+  return (p) => p.files.some((f) => paths.has(f.path));
 }
 
 export interface ShareEvents {
-  /** How many processes of the share run the level's files (said once, before any is changed). */
+  /** Processes of the share found to run the level's files: a count, said as they are found (each before it is changed). */
   found?: (count: number) => void;
   done?: () => void;
 }
 
-/** Works through a share, `concurrency` processes at a time; results in the share's order. */
+/**
+ * Brings a share's processes to the level, `concurrency` at a time; results in the order found.
+ * Without a list, each process is changed as soon as the search finds it: the search (JavaScript,
+ * on this thread) and the changes under way (mostly the core's ptrace work, on the pool's
+ * threads) overlap instead of taking turns.
+ */
 export async function applyShare(share: LevelShare, on: ShareEvents = {}): Promise<ProcessResult[]> {
-  const procs = share.procs ?? relevantProcesses(processesUnder(share.root, share.pids ?? []), share.root, share.manifest, share.previous);
-  on.found?.(procs.length);
-  const results: ProcessResult[] = new Array(procs.length);
-  let next = 0;
+  let source: Iterator<ProcessView, undefined>;
+  if (share.procs) {
+    source = share.procs.values();
+    on.found?.(share.procs.length);
+  } else {
+    const relevant = runsLevelFiles(share.root, share.manifest, share.previous);
+    const search = searchProcesses(share.root, share.pids ?? []);
+    source = {
+      next: () => {
+        for (let r = search.next(); !r.done; r = search.next()) {
+          if (!relevant(r.value)) continue;
+          on.found?.(1);
+          return r;
+        }
+        return { done: true, value: undefined };
+      },
+    };
+  }
+  const results: ProcessResult[] = [];
   const worker = async () => {
-    while (next < procs.length) {
-      const i = next++;
-      results[i] = await applyToProcess(share, procs[i]);
+    for (let r = source.next(); !r.done; r = source.next()) {
+      const i = results.push(undefined as unknown as ProcessResult) - 1;
+      results[i] = await applyToProcess(share, r.value);
       on.done?.();
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(share.concurrency, procs.length)) }, worker));
+  await Promise.all(Array.from({ length: Math.max(1, share.concurrency) }, worker));
   return results;
 }
 
@@ -212,7 +232,7 @@ export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]>
     for (const pid of o.pids) {
       if (!procs.some((p) => p.pid === pid)) throw new HpError('PROCESS_NOT_RUNNING_BASELINE', `process ${pid} does not run any file of baseline ${o.baselineId}. Nothing was changed`);
     }
-    return applyShare(share(concurrency, { procs: relevantProcesses(procs, root, o.manifest, o.previous) }), events);
+    return applyShare(share(concurrency, { procs: procs.filter(runsLevelFiles(root, o.manifest, o.previous)) }), events);
   }
   const pids = allPids();
   const threads = threadsFor(pids.length);

@@ -48,9 +48,11 @@ function progressBar(json: boolean) {
   const bar = new cliProgress.SingleBar({ format: 'patching {bar} {value}/{total} processes', stream: process.stderr }, cliProgress.Presets.shades_classic);
   let started = false;
   return {
+    // The total grows while the search still finds processes (each is changed as it is found).
     update: (done: number, total: number) => {
-      if (total < 5) return;
-      if (!started) bar.start(total, 0);
+      if (!started && total < 5) return;
+      if (!started) bar.start(total, done);
+      else bar.setTotal(total);
       started = true;
       bar.update(done);
     },

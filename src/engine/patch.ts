@@ -510,11 +510,11 @@ function placeAndPlan(
   return { base, linked, plans, record, trailer: encodeRecord(record) };
 }
 
-/** A record as JSON with sorted keys and no time: two records of the same content compare equal. */
-function recordContent(r: PatchRecord): string {
-  const sorted = (v: unknown): unknown =>
-    Array.isArray(v) ? v.map(sorted) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'appliedAt').sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, x]) => [k, sorted(x)])) : v;
-  return JSON.stringify(sorted(r));
+/** JSON with sorted keys and no `appliedAt`: two records (or labels) of the same content compare equal. */
+function contentOf(v: unknown): string {
+  const sorted = (x: unknown): unknown =>
+    Array.isArray(x) ? x.map(sorted) : x && typeof x === 'object' ? Object.fromEntries(Object.entries(x).filter(([k]) => k !== 'appliedAt').sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, y]) => [k, sorted(y)])) : x;
+  return JSON.stringify(sorted(v)) ?? 'undefined';
 }
 
 /**
@@ -546,9 +546,9 @@ async function reusableMapping(
       continue; // not ours to judge
     }
     if (old.patchBuildId !== want.patchBuildId || old.patch !== want.patch || old.object !== want.object || old.objectBuildId !== want.objectBuildId || old.base !== start || old.span !== want.span) continue;
-    if (recordContent({ label: old.label } as PatchRecord) !== recordContent({ label: want.label } as PatchRecord)) continue; // another package's
+    if (contentOf(old.label) !== contentOf(want.label)) continue; // another package's
     const placed = plan(start, end - start - want.span);
-    if (start + want.span + placed.trailer.length > end || recordContent(placed.record) !== recordContent(old)) continue;
+    if (start + want.span + placed.trailer.length > end || contentOf(placed.record) !== contentOf(old)) continue;
     // Only for a near placement, which wants rel32 jumps: a mapping out of their reach is not taken.
     if (placed.plans.some((f) => f.report.kind === 'abs64')) continue;
     const bytes = await native.readMemory(view.pid, start, want.span);
