@@ -124,7 +124,6 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
       const noiseOf = (c: ZeroStopCase) => Math.max(c.noiseGapUs?.median ?? 0, c.cpuNoiseGapUs?.median ?? 0);
       const worstGap = (c: ZeroStopCase) => Math.max(c.applyGapUs?.max ?? 0, c.revertGapUs?.max ?? 0);
       const counted = measured.filter((c) => c.stopped !== undefined);
-      const stoppedTotal = counted.reduce((sum, c) => sum + c.stopped!, 0);
       const switchesTotal = counted.reduce((sum, c) => sum + 2 * c.runs, 0);
       const stopCases = (pause?.cases ?? []).filter((c) => c.stopped !== undefined);
       const stopContrast = stopCases.length

@@ -136,7 +136,7 @@ int main(int argc, char **argv) {
 }
 
 /** Signs with a fresh vendor key the agent trusts; packs the baseline (tiny-1.0) and hotpatches of it. */
-async function packTiny(agent: ReturnType<typeof hpAgentIn>, src: string, hotpatches: { id: string; kb: string; sequence: number; replacement: string; extra?: string[] }[]): Promise<void> {
+async function packTiny(agent: ReturnType<typeof hpAgentIn>, src: string, hotpatches: TinyHotpatch[]): Promise<void> {
   const key = path.join(src, 'vendor');
   expect((await agent(['keygen', '--out', key])).code).toBe(0);
   expect((await agent(['trust', 'add', `${key}.pub`, '--name', 'vendor'])).code).toBe(0);
@@ -153,43 +153,40 @@ async function packTiny(agent: ReturnType<typeof hpAgentIn>, src: string, hotpat
   }
 }
 
+type TinyHotpatch = { id: string; kb: string; sequence: number; replacement: string; extra?: string[] };
+
+/** A fresh home running the tiny product: built with `cflags`, packed with `hotpatches`, installed and booted. */
+async function bootTiny(cflags: string[], hotpatches: TinyHotpatch[]) {
+  const home = newHome();
+  const agent = hpAgentIn(home);
+  const src = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-own-'));
+  homes.push(src);
+  buildTinyProduct(src, cflags);
+  await packTiny(agent, src, hotpatches);
+  expect((await agent(['apply', path.join(src, 'base.hpkg')])).code).toBe(0);
+  const booted = await agent(['boot']);
+  expect(booted.code).toBe(0);
+  return { agent, src, pid: booted.json.started[0].pid as number, sock: path.join(home, 'run/tiny.sock') };
+}
+
 describe('a product packed by someone else', () => {
   it('installs and hotpatches a service built from its own C sources', async () => {
-    const home = newHome();
-    const agent = hpAgentIn(home);
-    const src = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-own-'));
-    homes.push(src);
-    buildTinyProduct(src, []);
-    await packTiny(agent, src, [{ id: 'tiny-1.0-hp1', kb: 'KB5099002', sequence: 1, replacement: 'answer_fixed' }]);
-
-    expect((await agent(['apply', path.join(src, 'base.hpkg')])).code).toBe(0);
-    const booted = await agent(['boot']);
-    expect(booted.code).toBe(0);
-    const sock = path.join(home, 'run/tiny.sock');
+    const { agent, src, pid, sock } = await bootTiny([], [{ id: 'tiny-1.0-hp1', kb: 'KB5099002', sequence: 1, replacement: 'answer_fixed' }]);
     const { unixRequest } = await import('../../src/harness/index.js');
     expect(await unixRequest(sock, 'q')).toBe('old answer');
     const applied = await agent(['apply', path.join(src, 'tiny-1.0-hp1.hpkg')]);
     expect(applied.code).toBe(0);
     // Not built with hot-patchable entries: 'auto' stops the process for the write.
-    expect(applied.json.processes).toMatchObject([{ pid: booted.json.started[0].pid, outcome: 'Patched', mode: 'stop' }]);
+    expect(applied.json.processes).toMatchObject([{ pid, outcome: 'Patched', mode: 'stop' }]);
     expect(await unixRequest(sock, 'q')).toBe('new answer');
     expect((await agent(['status'])).json.compliant).toBe(true);
   });
 
   it('built with hot-patchable entries: the package says the mode: zero-stop switches with plain writes, stop re-points in one transaction', async () => {
-    const home = newHome();
-    const agent = hpAgentIn(home);
-    const src = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-own-'));
-    homes.push(src);
-    buildTinyProduct(src, ['-fpatchable-function-entry=7,5']);
-    await packTiny(agent, src, [
+    const { agent, src, pid, sock } = await bootTiny(['-fpatchable-function-entry=7,5'], [
       { id: 'tiny-1.0-hp1', kb: 'KB5099002', sequence: 1, replacement: 'answer_fixed' },
       { id: 'tiny-1.0-hp2', kb: 'KB5099003', sequence: 2, replacement: 'answer_fixed2', extra: ['--patch-mode', 'stop'] },
     ]);
-    expect((await agent(['apply', path.join(src, 'base.hpkg')])).code).toBe(0);
-    const booted = await agent(['boot']);
-    const pid = booted.json.started[0].pid;
-    const sock = path.join(home, 'run/tiny.sock');
     const { unixRequest } = await import('../../src/harness/index.js');
 
     const hp1 = await agent(['apply', path.join(src, 'tiny-1.0-hp1.hpkg')]);
@@ -220,20 +217,12 @@ describe('a product packed by someone else', () => {
 
 describe('a package that asks for function consistency', () => {
   it('switches only functions no thread is in: a refused process keeps its code and answers', async () => {
-    const home = newHome();
-    const agent = hpAgentIn(home);
-    const src = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-own-'));
-    homes.push(src);
-    buildTinyProduct(src, []);
     // hp1 replaces answer() (called per request, idle otherwise); hp2 would also replace main(),
     // which the service's only thread never leaves (it waits in accept() inside it).
-    await packTiny(agent, src, [
+    const { agent, src, pid, sock } = await bootTiny([], [
       { id: 'tiny-1.0-hp1', kb: 'KB5099002', sequence: 1, replacement: 'answer_fixed', extra: ['--consistency', 'function'] },
       { id: 'tiny-1.0-hp2', kb: 'KB5099003', sequence: 2, replacement: 'answer_fixed2', extra: ['--consistency', 'function', '--function', 'main=answer_fixed2'] },
     ]);
-    expect((await agent(['apply', path.join(src, 'base.hpkg')])).code).toBe(0);
-    const pid = (await agent(['boot'])).json.started[0].pid;
-    const sock = path.join(home, 'run/tiny.sock');
     const { unixRequest } = await import('../../src/harness/index.js');
 
     const hp1 = await agent(['apply', path.join(src, 'tiny-1.0-hp1.hpkg')]);

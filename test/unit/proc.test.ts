@@ -49,6 +49,17 @@ const SAMPLE = [
   '',
 ].join('\n');
 
+// Opening /proc/PID/map_files needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE).
+const canOpenMapFiles = (() => {
+  try {
+    const first = readdirSync('/proc/self/map_files')[0];
+    closeSync(openSync(`/proc/self/map_files/${first}`, 'r'));
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
 describe('parseMaps', () => {
   const maps = parseMaps(SAMPLE);
 
@@ -560,17 +571,6 @@ describe('loaded objects and symbols of real processes', () => {
     expect(processExists(unused)).toBe(false);
   });
 
-  // Opening /proc/PID/map_files needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE).
-  const canOpenMapFiles = (() => {
-    try {
-      const first = readdirSync('/proc/self/map_files')[0];
-      closeSync(openSync(`/proc/self/map_files/${first}`, 'r'));
-      return true;
-    } catch {
-      return false;
-    }
-  })();
-
   it.runIf(canOpenMapFiles)('reads the file the process mapped even after the path is replaced', async () => {
     const p = run('hp-useswap');
     const swap = addr(await p.nextLine());
@@ -639,17 +639,6 @@ describe('findFreeRegionNear on real processes', () => {
 });
 
 describe('one search through many processes (FileSearch)', () => {
-  // Opening /proc/PID/map_files needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE).
-  const canOpenMapFiles = (() => {
-    try {
-      const first = readdirSync('/proc/self/map_files')[0];
-      closeSync(openSync(`/proc/self/map_files/${first}`, 'r'));
-      return true;
-    } catch {
-      return false;
-    }
-  })();
-
   it('reads a mapped file through its path only when device and inode are those of the mapping', async () => {
     const p = run('hp-uselib');
     await p.nextLine();
