@@ -600,7 +600,7 @@ async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptio
   const { base, trailer, linked, plans } = placed;
   plan.functions.push(...plans);
   for (const e of o.functions) plan.replacedCode.push(...replacedCode(view, e));
-  plan.patches.push({ obj, patchPath: path.resolve(change.patchPath), patchBuildId: patch.buildId, base, image: linked.image, segments: layout.segments, trailer, bindings: [...bindings.values()], reused: again?.reused });
+  plan.patches.push({ obj, patchPath: path.resolve(change.patchPath), patchBuildId: patch.buildId, base, image: linked.image, segments: layout.protections, trailer, bindings: [...bindings.values()], reused: again?.reused });
 }
 
 /** Where thread stacks can be: every writable private mapping ([start, end, ...]). */

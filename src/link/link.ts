@@ -7,6 +7,7 @@ import {
   PF_R,
   PF_W,
   PF_X,
+  PT_GNU_RELRO,
   R_X86_64_32,
   R_X86_64_32S,
   R_X86_64_64,
@@ -41,6 +42,12 @@ export interface PatchLayout {
   /** Page-aligned size of the whole image, from vaddr 0 to the end of the highest PT_LOAD. */
   span: number;
   segments: PatchSegment[];
+  /**
+   * The protections the mapped image ends up with, page range by page range: the segments',
+   * except that the PT_GNU_RELRO pages are read-only. ld.so makes them so once it has relocated
+   * them; hp-agent relocates before mapping, so they never need to be writable in the target.
+   */
+  protections: PatchSegment[];
 }
 
 /** Runtime address of `name` in the target, or undefined if the target does not define it. */
@@ -91,7 +98,7 @@ export function layoutPatch(patch: ElfFile): PatchLayout {
     layouts.set(patch, known);
   }
   if ('refused' in known) throw known.refused;
-  return { span: known.span, segments: known.segments.map((s) => ({ ...s })) };
+  return { span: known.span, segments: known.segments.map((s) => ({ ...s })), protections: known.protections.map((s) => ({ ...s })) };
 }
 
 const layouts = new WeakMap<ElfFile, PatchLayout | { refused: unknown }>();
@@ -113,7 +120,34 @@ function computeLayout(patch: ElfFile): PatchLayout {
     segments.push({ offset: start, size: end - start, prot });
   }
   const last = segments[segments.length - 1];
-  return { span: last.offset + last.size, segments };
+  return { span: last.offset + last.size, segments, protections: withRelro(segments, patch.programHeaders.find((p) => p.type === PT_GNU_RELRO)) };
+}
+
+/**
+ * `segments` with the pages of the RELRO range made read-only. Like ld.so (_dl_protect_relro),
+ * the range's start is rounded down to a page and its end down too: a page the range covers
+ * only in part keeps its write permission (what follows the range on it may be written).
+ */
+function withRelro(segments: PatchSegment[], relro: { vaddr: number; memsz: number } | undefined): PatchSegment[] {
+  if (!relro) return segments.map((s) => ({ ...s }));
+  const from = Math.floor(relro.vaddr / PAGE_SIZE) * PAGE_SIZE;
+  const to = Math.floor((relro.vaddr + relro.memsz) / PAGE_SIZE) * PAGE_SIZE;
+  const out: PatchSegment[] = [];
+  const push = (offset: number, end: number, prot: number) => {
+    if (end <= offset) return;
+    const prev = out[out.length - 1];
+    if (prev && prev.offset + prev.size === offset && prev.prot === prot) prev.size = end - prev.offset;
+    else out.push({ offset, size: end - offset, prot });
+  };
+  for (const s of segments) {
+    const end = s.offset + s.size;
+    const a = Math.min(Math.max(from, s.offset), end);
+    const b = Math.min(Math.max(to, s.offset), end);
+    push(s.offset, a, s.prot);
+    push(a, b, s.prot & ~PROT_WRITE);
+    push(b, end, s.prot);
+  }
+  return out;
 }
 
 /** Symbol value S as the psABI defines it for a symbol defined in the patch. */

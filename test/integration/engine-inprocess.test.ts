@@ -66,6 +66,24 @@ describe('the engine in-process', () => {
     expect(t.alive()).toBe(true);
   });
 
+  it('maps a patch with its file\'s protections, the RELRO pages read-only and its data writable', async () => {
+    // spinentry_fix.so: R | R E | R | RW, where the RW segment's first page holds only RELRO
+    // (.dynamic, .got: relocated before mapping, never written again) and its second page .bss.
+    const t = await spawnTarget(fixturePath('spinentry'));
+    const r = await applyPatch({ pid: t.pid, patchPath: fixturePath('spinentry_fix.so'), functions: [{ name: 'parked', replacement: 'parked_v2' }] });
+    const base = r.patch.base;
+    const areas = readMaps(t.pid).filter((m) => m.start >= base && m.end <= base + r.patch.size);
+    const pages = (perms: string) => areas.filter((m) => m.perms === perms).map((m) => [m.start - base, m.end - base]);
+    expect(pages('r-xs')).toEqual([[0x1000, 0x2000]]);
+    expect(pages('rw-s')).toEqual([[0x4000, 0x5000]]);
+    expect(areas.find((m) => m.start <= base + 0x3000 && base + 0x3000 < m.end)?.perms).toBe('r--s');
+    // The patched function runs (its thread leaves the replacement at once).
+    expect(await t.request('park')).toBe('parked');
+    for (let i = 0; i < 100 && (await t.request('escaped')) !== '1'; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(await t.request('escaped')).toBe('1');
+    expect(t.alive()).toBe(true);
+  });
+
   it('keeps the event loop running while the core waits and retries', async () => {
     const t = await spawnTarget(fixturePath('spinentry'));
     expect(await t.request('enter')).toBe('entered');

@@ -89,6 +89,15 @@ function refLoads(path: string): RefLoad[] {
   return out;
 }
 
+/** The PT_GNU_RELRO range from `readelf -lW`, if the file has one. */
+function refRelro(path: string): { vaddr: number; memsz: number } | undefined {
+  for (const line of sh('readelf', ['-lW', path]).split('\n')) {
+    const m = /^\s+GNU_RELRO\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+0x[0-9a-f]+\s+0x[0-9a-f]+\s+0x([0-9a-f]+)/.exec(line);
+    if (m) return { vaddr: parseInt(m[1], 16), memsz: parseInt(m[2], 16) };
+  }
+  return undefined;
+}
+
 /** Defined symbols from `readelf -Ws` (both tables), name → value; undefined ones in `undefinedNames`. */
 function refSymbols(path: string): { defined: Map<string, number>; undefinedDyn: Set<string>; weakUndefinedDyn: Set<string> } {
   const defined = new Map<string, number>();
@@ -356,6 +365,30 @@ describe('layoutPatch', () => {
     // The usual gcc output: one executable segment, one writable one, never both.
     expect(layout.segments.filter((s) => s.prot & 4).length).toBe(which === 'pcRel' ? 0 : 1);
     expect(layout.segments.some((s) => (s.prot & 6) === 6)).toBe(false);
+  });
+
+  it.each(['counter', 'counterNostart', 'counterNow', 'counterRelr', 'selfCall', 'pcRel'])('%s: protections are the segments\' with the RELRO pages read-only', (which) => {
+    const layout = layoutPatch(ElfFile.fromFile(bin[which]));
+    const relro = refRelro(bin[which]);
+    // ld.so's rounding: both ends of the range down to a page.
+    const roFrom = relro ? relro.vaddr - (relro.vaddr % 4096) : 0;
+    const roTo = relro ? relro.vaddr + relro.memsz - ((relro.vaddr + relro.memsz) % 4096) : 0;
+    const protAt = (list: { offset: number; size: number; prot: number }[], page: number) => list.find((s) => s.offset <= page && page < s.offset + s.size)?.prot;
+    let relroPages = 0;
+    for (let page = 0; page < layout.span; page += 4096) {
+      const fromSegment = protAt(layout.segments, page);
+      const inRelro = page >= roFrom && page < roTo;
+      relroPages += inRelro ? 1 : 0;
+      expect(protAt(layout.protections, page), `page 0x${page.toString(16)}`).toBe(fromSegment === undefined ? undefined : inRelro ? fromSegment & ~2 : fromSegment);
+    }
+    // Sorted, disjoint, whole pages, and never writable and executable at once.
+    layout.protections.forEach((p, i) => {
+      expect(p.offset % 4096 + p.size % 4096).toBe(0);
+      if (i > 0) expect(p.offset).toBeGreaterThanOrEqual(layout.protections[i - 1].offset + layout.protections[i - 1].size);
+      expect(p.prot & 6).not.toBe(6);
+    });
+    // gcc's default output has a RELRO range covering at least a page (.dynamic, .got).
+    if (which !== 'pcRel') expect(relroPages).toBeGreaterThan(0);
   });
 
   it('refuses a lowest PT_LOAD that is not at 0, overlapping segments, and page-sharing segments', () => {
