@@ -17,6 +17,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
 
 #include "core.h"
 
@@ -32,13 +33,14 @@ static std::string Hex(uint64_t v) {
 static const uint64_t kRedZone = 128;
 
 // Strings go below the red zone of the hijacked thread's stack; this puts back what was there.
+// One open /proc/PID/mem serves the save, the strings and the restore.
 class StackScratch {
  public:
   StackScratch(pid_t pid, uint64_t rsp) : pid_(pid), top_((rsp - kRedZone) & ~uint64_t(15)) {}
   ~StackScratch() {
-    if (saved_.empty()) return;
+    if (saved_.empty() || !mem_) return;
     CoreError ignored;
-    WriteMemory(pid_, top_ - saved_.size(), saved_.data(), saved_.size(), ignored);
+    mem_->Write(top_ - saved_.size(), saved_.data(), saved_.size(), ignored);
   }
   // Lays out every string (NUL-terminated, 16-byte aligned) and returns their addresses.
   bool Place(const std::vector<RemoteCall>& calls, std::vector<std::vector<uint64_t>>& addrs, CoreError& err) {
@@ -49,9 +51,14 @@ class StackScratch {
     addrs.assign(calls.size(), std::vector<uint64_t>(6, 0));
     if (total == 0) return true;
     if (total > 64 * 1024) return Fail(err, "BAD_REMOTE_CALL", "strings for a remote call are too long");
+    mem_ = std::make_unique<MemFile>(pid_, err);
+    if (!mem_->ok()) {
+      mem_.reset();
+      return false;
+    }
     saved_.resize(total);
     uint64_t base = top_ - total;
-    if (!ReadMemory(pid_, base, saved_.data(), total, err)) {
+    if (!mem_->Read(base, saved_.data(), total, err)) {
       saved_.clear();
       return false;
     }
@@ -66,13 +73,14 @@ class StackScratch {
         at += (a.bytes.size() + 1 + 15) & ~size_t(15);
       }
     }
-    return WriteMemory(pid_, base, image.data(), total, err);
+    return mem_->Write(base, image.data(), total, err);
   }
 
  private:
   pid_t pid_;
   uint64_t top_;
   std::vector<uint8_t> saved_;
+  std::unique_ptr<MemFile> mem_;
 };
 
 // Writes the fill into the target's descriptor `fd` through /proc/PID/fd/N: plain file writes

@@ -53,8 +53,9 @@ class RealtimeScope {
   explicit RealtimeScope(bool wanted) {
     if (!wanted) return;
     if (pthread_getschedparam(pthread_self(), &policy_, &param_) != 0) return;
+    static const int kPriority = sched_get_priority_min(SCHED_FIFO) + 1;  // a system call: ask once
     sched_param p;
-    p.sched_priority = sched_get_priority_min(SCHED_FIFO) + 1;
+    p.sched_priority = kPriority;
     active_ = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0;
   }
   ~RealtimeScope() {
