@@ -221,8 +221,10 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
     const a = agents[agents.length - 1];
     if (a) {
       const clean = a.patched === a.processes && a.sampleOk === a.sampleChecked;
+      const rounds = a.roundsApplyWallMs ?? [];
+      const spread = rounds.length > 1 ? ` (median of ${rounds.length} rounds on fresh processes: ${rounds.map((ms) => num(ms / 1000)).join(', ')} s)` : '';
       out.push(
-        `\`hp-agent apply\` as its own process (Node's start-up included) patched ${a.patched} of ${a.processes} processes in ${num(a.applyWallMs / 1000)} s wall (${num(a.perProcessMs)} ms per process; start-up alone ${num(a.startupMs)} ms, the apply's own work ${num(a.applyWorkMs)} ms)` +
+        `\`hp-agent apply\` as its own process (Node's start-up included) patched ${a.patched} of ${a.processes} processes in ${num(a.applyWallMs / 1000)} s wall${spread} (${num(a.perProcessMs)} ms per process; start-up alone ${num(a.startupMs)} ms, the apply's own work ${num(a.applyWorkMs)} ms)` +
           (clean ? goal(a.processes, a.applyWallMs) : ` — not a clean run: ${a.error ?? 'failures'}`) +
           `; \`hp-agent revert\` ${num(a.revertWallMs / 1000)} s.`,
       );
@@ -389,18 +391,20 @@ export function renderMarkdown(r: BenchReport): string {
         '### `hp-agent apply` (the command line, a separate process)',
         '',
         '`node bin/hp-agent.js apply HOTPATCH --json`, then `hp-agent revert ID --json`, timed spawn → exit (the agent finds the processes itself, at its own concurrency). ' +
-          '"start-up" is `hp-agent --version` alone (Node and the CLI\'s modules loading); "to start" is spawn → the startDateTime the apply reports, "own work" that → exit.',
+          '"start-up" is `hp-agent --version` alone (Node and the CLI\'s modules loading); "to start" is spawn → the startDateTime the apply reports, "own work" that → exit. ' +
+          'Each number of processes runs in rounds, each on freshly started processes (this machine\'s speed drifts from minute to minute); "rounds" lists every round\'s apply wall time, and the row shows the median round (or the first that failed).',
         '',
       );
       if (s.agentError) lines.push(`Not run: ${s.agentError}`, '');
       if (s.agent?.length) {
         lines.push(
           ...table(
-            ['processes', 'start-up', 'apply wall', 'per process', 'to start', 'own work', 'patched', 'pause µs (median / max)', 'revert wall', 'reverted', 'sample ok (apply / revert)'],
+            ['processes', 'start-up', 'apply wall', 'rounds', 'per process', 'to start', 'own work', 'patched', 'pause µs (median / max)', 'revert wall', 'reverted', 'sample ok (apply / revert)'],
             s.agent.map((a) => [
               String(a.processes),
               num(a.startupMs),
               num(a.applyWallMs),
+              a.roundsApplyWallMs && a.roundsApplyWallMs.length > 1 ? a.roundsApplyWallMs.map((ms) => num(ms)).join(' / ') : '–',
               num(a.perProcessMs),
               num(a.applyStartMs),
               num(a.applyWorkMs),

@@ -12,7 +12,7 @@ import { machineInfo } from './machine.js';
 import { pauseSection, type PauseMatrix } from './pause.js';
 import { reading, renderMarkdown, REPORT_SCHEMA, SECTIONS, type BenchReport, type SectionName } from './report.js';
 import { restartSection } from './restart.js';
-import { scaleSection } from './scale.js';
+import { AGENT_ROUNDS, scaleSection } from './scale.js';
 import { zeroStopSection } from './zero-stop.js';
 
 export interface BenchPlan {
@@ -23,7 +23,7 @@ export interface BenchPlan {
   zeroStop: { threads: number[]; functions: number[] };
   callCost: { calls: number; repeats: number };
   restartRuns: number;
-  scale: { processes: number[]; concurrencies: number[] };
+  scale: { processes: number[]; concurrencies: number[]; agentRounds: number };
 }
 
 /** The full matrix of issue 4, or the small one of --quick. */
@@ -40,7 +40,7 @@ export function benchPlan(opts: { quick?: boolean; runs?: number; sections?: Sec
         zeroStop: { threads: [0, 1], functions: [1] },
         callCost: { calls: 200_000, repeats: 5 },
         restartRuns: 3,
-        scale: { processes: [1, 10], concurrencies: [1, 2] },
+        scale: { processes: [1, 10], concurrencies: [1, 2], agentRounds: 2 },
       }
     : {
         runs,
@@ -52,7 +52,7 @@ export function benchPlan(opts: { quick?: boolean; runs?: number; sections?: Sec
         zeroStop: { threads: [0, 1, 4, 16, 64], functions: [1, 16, 256] },
         callCost: { calls: 1_000_000, repeats: 21 },
         restartRuns: 20,
-        scale: { processes: [1, 10, 100, 1000], concurrencies: [1, 2, 4, 8] },
+        scale: { processes: [1, 10, 100, 1000], concurrencies: [1, 2, 4, 8], agentRounds: AGENT_ROUNDS },
       };
 }
 
@@ -116,7 +116,7 @@ export async function runBench(plan: BenchPlan, outDir: string, log: (line: stri
   write(false);
   results.restart = await section('restart', () => restartSection(plan.restartRuns, log));
   write(false);
-  results.scale = await section('scale', () => scaleSection(plan.scale.processes, plan.scale.concurrencies, log));
+  results.scale = await section('scale', () => scaleSection(plan.scale.processes, plan.scale.concurrencies, log, plan.scale.processes, plan.scale.agentRounds));
   write(false);
   results.zeroStop = await section('zeroStop', () => zeroStopSection(plan.zeroStop.threads, plan.zeroStop.functions, plan.runs, log));
   write(false);

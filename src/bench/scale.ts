@@ -5,7 +5,8 @@
  *
  *  - agent: the real thing, `node bin/hp-agent.js apply HOTPATCH --json` as a separate process
  *    (Node's start-up included), then `hp-agent revert`; the targets run the installed copy of
- *    benchd of a baseline built and booted for the run (scale-agent.ts).
+ *    benchd of a baseline built and booted for the run (scale-agent.ts). Several rounds, each on
+ *    freshly started targets; the median one is reported with all the rounds' times.
  *  - engine: `applyPatch` / `revertFunctions` of src/engine in this process, at several
  *    concurrencies.
  *
@@ -81,6 +82,28 @@ export interface AgentScalePoint {
   sampleOk: number;
   revertSampleOk: number;
   error?: string;
+  /**
+   * The apply and revert wall times of every round, ms, in order: each round on freshly started
+   * processes. The fields above are the representative round's (see representativeRound).
+   */
+  roundsApplyWallMs?: number[];
+  roundsRevertWallMs?: number[];
+}
+
+/** Rounds of `hp-agent apply` per number of processes: on a shared machine one run is one draw. */
+export const AGENT_ROUNDS = 3;
+
+const cleanRound = (a: AgentScalePoint) => !a.error && a.patched === a.processes && a.reverted === a.processes && a.sampleOk === a.sampleChecked && a.revertSampleOk === a.sampleChecked;
+
+/**
+ * The round that stands for all: the first one that was not clean (a failure is never hidden
+ * behind a good median), else the one with the median apply wall time; with the wall times of
+ * every round attached.
+ */
+export function representativeRound(rounds: AgentScalePoint[]): AgentScalePoint {
+  if (rounds.length === 0) throw new Error('no round to choose from');
+  const chosen = rounds.find((a) => !cleanRound(a)) ?? [...rounds].sort((a, b) => a.applyWallMs - b.applyWallMs)[Math.floor((rounds.length - 1) / 2)];
+  return { ...chosen, roundsApplyWallMs: rounds.map((a) => a.applyWallMs), roundsRevertWallMs: rounds.map((a) => a.revertWallMs) };
 }
 
 export interface ScaleSection {
@@ -291,12 +314,17 @@ async function agentPoint(m: AgentMachine, holder: Holder, pids: number[]): Prom
   return out;
 }
 
-/** One number of processes: start them in the holder, the agent series, the engine series, kill them. */
+/**
+ * One number of processes: start them in the holder, the agent series (`rounds` times, each on
+ * freshly started processes: a patch stays mapped after its revert, so a second apply on the same
+ * ones would measure the re-use of that mapping instead), the engine series, kill them.
+ */
 async function scalePoint(
   processes: number,
   concurrencies: number[],
   machine: AgentMachine | undefined,
   withAgent: boolean,
+  rounds: number,
   log: (line: string) => void,
 ): Promise<{ point: ScalePoint; agent?: AgentScalePoint }> {
   const point: ScalePoint = { processes, spawnMs: 0, tries: [] };
@@ -311,12 +339,21 @@ async function scalePoint(
     log(`scale ${processes} processes started by the holder in ${point.spawnMs} ms`);
     // The agent first, on processes nothing has patched yet.
     if (machine && withAgent) {
-      agent = await agentPoint(machine, holder, pids);
-      log(
-        `scale ${processes} processes, hp-agent apply: ${agent.applyWallMs} ms wall (${agent.perProcessMs} ms each; start-up ${agent.startupMs} ms, ` +
-          `apply's own ${agent.applyWorkMs ?? '?'} ms), ${agent.patched} patched; revert ${agent.revertWallMs} ms, ${agent.reverted} reverted; ` +
-          `sample ${agent.sampleOk}/${agent.sampleChecked}, after revert ${agent.revertSampleOk}/${agent.sampleChecked}${agent.error ? `; ${agent.error}` : ''}`,
-      );
+      const done: AgentScalePoint[] = [];
+      for (let r = 0; r < rounds; r++) {
+        if (r > 0) {
+          await holder.killAll();
+          pids = (await holder.spawn(processes, machine.binary, TARGET_ARGS)).pids;
+        }
+        const a = await agentPoint(machine, holder, pids);
+        done.push(a);
+        log(
+          `scale ${processes} processes, round ${r + 1}/${rounds}, hp-agent apply: ${a.applyWallMs} ms wall (${a.perProcessMs} ms each; start-up ${a.startupMs} ms, ` +
+            `apply's own ${a.applyWorkMs ?? '?'} ms), ${a.patched} patched; revert ${a.revertWallMs} ms, ${a.reverted} reverted; ` +
+            `sample ${a.sampleOk}/${a.sampleChecked}, after revert ${a.revertSampleOk}/${a.sampleChecked}${a.error ? `; ${a.error}` : ''}`,
+        );
+      }
+      agent = representativeRound(done);
     }
     // One untimed apply + revert first: the engine's first use in this process (loading its
     // modules' code paths, parsing the patch) is not what the concurrencies should be compared on.
@@ -367,7 +404,7 @@ async function scalePoint(
  * @param concurrencies  of the in-process engine
  * @param agentCounts    the points that also run the `hp-agent` command line (default: all)
  */
-export async function scaleSection(counts: number[], concurrencies: number[], log: (line: string) => void, agentCounts: number[] = counts): Promise<ScaleSection> {
+export async function scaleSection(counts: number[], concurrencies: number[], log: (line: string) => void, agentCounts: number[] = counts, agentRounds = AGENT_ROUNDS): Promise<ScaleSection> {
   const section: ScaleSection = {
     target: `${BENCHD} ${TARGET_ARGS.join(' ')}`,
     holder: 'one separate Node process (scale-holder.js) holds the targets through fixtures/bin/launch; the patching process has no children of its own',
@@ -386,7 +423,7 @@ export async function scaleSection(counts: number[], concurrencies: number[], lo
       }
     }
     for (const n of counts) {
-      const { point, agent } = await scalePoint(n, concurrencies, machine, agentCounts.includes(n), log);
+      const { point, agent } = await scalePoint(n, concurrencies, machine, agentCounts.includes(n), agentRounds, log);
       section.points.push(point);
       if (agent) section.agent.push(agent);
     }

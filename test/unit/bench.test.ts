@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BenchReport } from '../../src/bench/report.js';
+import { representativeRound, type AgentScalePoint } from '../../src/bench/scale.js';
 import { ratio, summarize } from '../../src/bench/stats.js';
 
 const run = promisify(execFile);
@@ -23,6 +24,29 @@ describe('bench statistics', () => {
     expect(summarize([])).toBeUndefined();
     expect(ratio(3, 2)).toBe(1.5);
     expect(ratio(3, 0)).toBeUndefined();
+  });
+});
+
+describe('the rounds of the many-processes apply', () => {
+  const round = (applyWallMs: number, over: Partial<AgentScalePoint> = {}): AgentScalePoint => ({
+    processes: 10, startupMs: 100, applyWallMs, perProcessMs: applyWallMs / 10, applyExitCode: 0, patched: 10, failed: 0,
+    revertWallMs: applyWallMs / 2, revertPerProcessMs: applyWallMs / 20, revertExitCode: 0, reverted: 10, revertFailed: 0,
+    sampleChecked: 10, sampleOk: 10, revertSampleOk: 10, ...over,
+  });
+
+  it('stands for them with the median round, listing every round in order', () => {
+    const r = representativeRound([round(900), round(1200), round(700)]);
+    expect(r.applyWallMs).toBe(900);
+    expect(r.roundsApplyWallMs).toEqual([900, 1200, 700]);
+    expect(r.roundsRevertWallMs).toEqual([450, 600, 350]);
+    expect(representativeRound([round(800), round(600)]).applyWallMs).toBe(600);
+  });
+
+  it('never hides a failed round behind a good median', () => {
+    expect(representativeRound([round(500), round(900, { patched: 9, failed: 1 }), round(600)]).applyWallMs).toBe(900);
+    expect(representativeRound([round(500), round(600), round(700, { revertSampleOk: 9 })]).applyWallMs).toBe(700);
+    expect(representativeRound([round(500, { error: 'apply: exit 4' }), round(600)]).error).toBe('apply: exit 4');
+    expect(() => representativeRound([])).toThrow();
   });
 });
 
@@ -114,6 +138,9 @@ describe('npm run bench -- --quick', () => {
       expect(a, a.error).toMatchObject({ patched: a.processes, failed: 0, reverted: a.processes, revertFailed: 0, applyExitCode: 0, revertExitCode: 0, sampleOk: a.sampleChecked, revertSampleOk: a.sampleChecked });
       expect(a).toMatchObject({ startupMs: expect.any(Number), applyWallMs: expect.any(Number), perProcessMs: expect.any(Number), revertWallMs: expect.any(Number), applyWorkMs: expect.any(Number) });
       expect(a.sampleChecked).toBeGreaterThan(0);
+      // --quick runs two rounds, each on freshly started processes.
+      expect(a.roundsApplyWallMs).toHaveLength(2);
+      expect(a.roundsApplyWallMs).toContain(a.applyWallMs);
     }
   });
 });
