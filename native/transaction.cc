@@ -71,11 +71,14 @@ class RealtimeScope {
 
 // Tries to move every thread out of the sites by single-stepping it. Returns false with
 // `blocker` set when one is still inside (or blocked in a call that would restart inside).
+// `regs` gets every thread's registers as they are now (in the order of tracee.threads()).
 static bool StepOutOfSites(Tracee& tracee, const std::vector<Site>& sites, int maxSteps,
-                           TransactionResult& out, std::string& blocker, CoreError& err) {
+                           TransactionResult& out, std::vector<user_regs_struct>& regs, std::string& blocker, CoreError& err) {
+  regs.assign(tracee.threads().size(), user_regs_struct{});
+  size_t index = 0;
   for (auto& t : tracee.threads()) {
+    user_regs_struct& r = regs[index++];
     if (t.gone) continue;
-    user_regs_struct r;
     if (!tracee.GetRegs(t, r, err)) return false;
     const Site* s = ThreadInSite(sites, r);
     if (!s) continue;
@@ -111,18 +114,26 @@ static const AddressRange* RangeHolding(const std::vector<AddressRange>& ranges,
 // Stacks are scanned up to this much above rsp: deeper than any real call chain, and a bound on
 // what one stop may read.
 static const uint64_t kMaxStackScan = 8u << 20;
+// The stacks are read this much at a time (one system call for many threads' stacks).
+static const uint64_t kStackBatch = 16u << 20;
 
 // Function consistency: is any thread running the code being replaced, or about to return into
 // it? A conservative scan: every 8-byte word of the live stack that points into that code counts
 // as a return address (a stale value only delays the patch; a missed frame cannot happen).
-static bool FindActiveCode(pid_t pid, Tracee& tracee, const TransactionOptions& opts, std::string& blocker,
-                           CoreError& err) {
+// `regs`: each thread's registers, as StepOutOfSites left them.
+static bool FindActiveCode(pid_t pid, Tracee& tracee, const std::vector<user_regs_struct>& regs, const TransactionOptions& opts,
+                           std::string& blocker, CoreError& err) {
   if (opts.activeRanges.empty()) return true;
-  std::vector<uint64_t> words;
+  struct Span {
+    pid_t tid;
+    uint64_t from;
+    size_t words;
+  };
+  std::vector<Span> spans;
+  size_t index = 0;
   for (auto& t : tracee.threads()) {
+    const user_regs_struct& r = regs[index++];
     if (t.gone) continue;
-    user_regs_struct r;
-    if (!tracee.GetRegs(t, r, err)) return false;
     if (const AddressRange* code = RangeHolding(opts.activeRanges, r.rip)) {
       blocker = "thread " + std::to_string(t.tid) + " is running the code being replaced (pc " + Hex(r.rip) +
                 " in " + Hex(code->start) + "-" + Hex(code->end) + ")";
@@ -132,16 +143,36 @@ static bool FindActiveCode(pid_t pid, Tracee& tracee, const TransactionOptions& 
     if (!area) continue;  // not on a known stack (e.g. a signal stack elsewhere): nothing to scan
     uint64_t from = r.rsp & ~uint64_t(7);
     uint64_t to = std::min(area->end, from + kMaxStackScan);
-    words.assign((to - from) / 8, 0);
-    std::vector<Range> span{{from, words.data(), words.size() * 8}};
-    if (!words.empty() && !ReadRanges(pid, span, err)) return false;
-    for (size_t i = 0; i < words.size(); i++) {
-      if (const AddressRange* code = RangeHolding(opts.activeRanges, words[i])) {
-        blocker = "thread " + std::to_string(t.tid) + " has " + Hex(words[i]) + " on its stack at " + Hex(from + i * 8) +
-                  ", inside the code being replaced (" + Hex(code->start) + "-" + Hex(code->end) + ")";
-        return false;
-      }
+    if (to > from) spans.push_back({t.tid, from, size_t((to - from) / 8)});
+  }
+  // Most words point nowhere near the code: one comparison with its bounds rules them out.
+  const uint64_t lowest = opts.activeRanges.front().start, highest = opts.activeRanges.back().end;
+  std::vector<uint64_t> words;
+  for (size_t first = 0; first < spans.size();) {
+    size_t last = first, total = 0;
+    while (last < spans.size() && (last == first || (total + spans[last].words) * 8 <= kStackBatch)) total += spans[last++].words;
+    words.assign(total, 0);
+    std::vector<Range> ranges;
+    size_t at = 0;
+    for (size_t i = first; i < last; i++) {
+      ranges.push_back({spans[i].from, words.data() + at, spans[i].words * 8});
+      at += spans[i].words;
     }
+    if (!ReadRanges(pid, ranges, err)) return false;
+    at = 0;
+    for (size_t i = first; i < last; i++) {
+      for (size_t w = 0; w < spans[i].words; w++) {
+        uint64_t v = words[at + w];
+        if (v < lowest || v >= highest) continue;
+        if (const AddressRange* code = RangeHolding(opts.activeRanges, v)) {
+          blocker = "thread " + std::to_string(spans[i].tid) + " has " + Hex(v) + " on its stack at " + Hex(spans[i].from + w * 8) +
+                    ", inside the code being replaced (" + Hex(code->start) + "-" + Hex(code->end) + ")";
+          return false;
+        }
+      }
+      at += spans[i].words;
+    }
+    first = last;
   }
   return true;
 }
@@ -193,9 +224,10 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
 
     std::string blocker;
     const char* blockedBy = "THREAD_IN_SITE";
-    bool clear = StepOutOfSites(tracee, sites, opts.maxSteps, out, blocker, err);
+    std::vector<user_regs_struct> regs;
+    bool clear = StepOutOfSites(tracee, sites, opts.maxSteps, out, regs, blocker, err);
     if (clear && !err.set()) {
-      clear = FindActiveCode(pid, tracee, opts, blocker, err);
+      clear = FindActiveCode(pid, tracee, regs, opts, blocker, err);
       blockedBy = "FUNCTION_ACTIVE";
     }
     if (!clear) {

@@ -36,6 +36,12 @@ export interface PauseConfig {
   threads: number;
   mode: Mode;
   functions: number;
+  /**
+   * 'entry' (default): the switch only needs every thread stopped. 'function': during the stop
+   * the core also checks that no thread runs, or has a return address on its stack into, the code
+   * being replaced (DESIGN §4), so the pause includes reading every thread's live stack.
+   */
+  consistency?: 'entry' | 'function';
 }
 
 export interface PauseCase extends PauseConfig {
@@ -126,7 +132,8 @@ export interface PauseRunOptions {
 /** One case of the matrix on a fresh target, killed afterwards whatever happens. */
 export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorState: { floor?: FloorFn; available: boolean }): Promise<PauseCase> {
   const started = performance.now();
-  const out: PauseCase = { ...cfg, target: `benchd ${cfg.threads} ${cfg.mode} ${cfg.functions}`, runs: 0, failures: 0, errors: [] };
+  const out: PauseCase = { ...cfg, consistency: cfg.consistency ?? 'entry', target: `benchd ${cfg.threads} ${cfg.mode} ${cfg.functions}`, runs: 0, failures: 0, errors: [] };
+  const consistency = out.consistency;
   const patchPath = fixturePath(BENCH_PATCH);
   const functions = functionSpecs(cfg.functions);
   const names = functionNames(cfg.functions);
@@ -135,9 +142,9 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
     // Warm-up (not counted): proves the patch takes and gives the sites for the floor.
     let warm: ApplyReport;
     try {
-      warm = await applyPatch({ pid: t.pid, patchPath, functions, mode: 'stop' });
+      warm = await applyPatch({ pid: t.pid, patchPath, functions, mode: 'stop', consistency });
       await t.expectAnswers(sampleIndexes(cfg.functions), true);
-      await revertFunctions({ pid: t.pid, functions: names, mode: 'stop' });
+      await revertFunctions({ pid: t.pid, functions: names, mode: 'stop', consistency });
       await t.expectAnswers(sampleIndexes(cfg.functions), false);
     } catch (e) {
       out.failures++;
@@ -185,7 +192,7 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
       let s0 = voluntary();
       let a: Awaited<ReturnType<typeof timed<ApplyReport>>>;
       try {
-        a = await timed(() => applyPatch({ pid: t.pid, patchPath, functions, mode: 'stop' }));
+        a = await timed(() => applyPatch({ pid: t.pid, patchPath, functions, mode: 'stop', consistency }));
       } catch (e) {
         out.failures++;
         remember(out.errors, e);
@@ -198,7 +205,7 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
       const r = await timed(async () => {
         for (let attempt = 0; attempt < 3; attempt++) {
           try {
-            return await revertFunctions({ pid: t.pid, functions: names, mode: 'stop' });
+            return await revertFunctions({ pid: t.pid, functions: names, mode: 'stop', consistency });
           } catch (e) {
             out.failures++;
             remember(out.errors, e);
@@ -260,31 +267,37 @@ export interface PauseMatrix {
   threads: number[];
   modes: Mode[];
   functions: number[];
+  /** Cases run again with function consistency (the stack check during the stop), after the matrix. */
+  functionConsistency?: { threads: number[]; modes: Mode[]; functions: number[] };
+}
+
+/** Every case of the matrix, in the order run: the entry-consistency matrix, then the function-consistency cases. */
+export function pauseConfigs(matrix: PauseMatrix): PauseConfig[] {
+  const grid = (m: { threads: number[]; modes: Mode[]; functions: number[] }, consistency: 'entry' | 'function') =>
+    m.threads.flatMap((threads) => m.modes.flatMap((mode) => m.functions.map((functions): PauseConfig => ({ threads, mode, functions, consistency }))));
+  return [...grid(matrix, 'entry'), ...(matrix.functionConsistency ? grid(matrix.functionConsistency, 'function') : [])];
 }
 
 export async function pauseSection(matrix: PauseMatrix, opts: PauseRunOptions): Promise<PauseSection> {
   const floorState = { floor: floorPrimitive(), available: true };
   const cases: PauseCase[] = [];
-  for (const threads of matrix.threads) {
-    for (const mode of matrix.modes) {
-      for (const functions of matrix.functions) {
-        const started = performance.now();
-        let c: PauseCase;
-        try {
-          c = await pauseCase({ threads, mode, functions }, opts, floorState);
-        } catch (e) {
-          c = { threads, mode, functions, target: `benchd ${threads} ${mode} ${functions}`, runs: 0, durationS: Math.round((performance.now() - started) / 100) / 10, failures: 1, errors: [] };
-          remember(c.errors, e);
-        }
-        cases.push(c);
-        opts.onProgress?.({ floorAvailable: floorState.available, floorNote: floorState.available ? undefined : NO_FLOOR, cases: [...cases] });
-        const f = (s?: Stats) => (s ? s.median.toFixed(0) : '-');
-        opts.log(
-          `pause ${String(threads).padStart(2)} ${mode} ${String(functions).padStart(3)} fn: ${c.runs} runs, pause ${f(c.applyPauseUs)} µs, floor ${f(c.floorPauseUs)} µs, gap ${f(c.applyGapUs)} µs` +
-            `${c.ratio !== undefined ? `, ratio ${c.ratio}` : ''}, stopped ${c.stopped ?? '-'}${c.errors.length ? `, ${c.failures} failure(s): ${c.errors[0]}` : ''} (${((performance.now() - started) / 1000).toFixed(1)} s)`,
-        );
-      }
+  for (const cfg of pauseConfigs(matrix)) {
+    const { threads, mode, functions } = cfg;
+    const started = performance.now();
+    let c: PauseCase;
+    try {
+      c = await pauseCase(cfg, opts, floorState);
+    } catch (e) {
+      c = { ...cfg, target: `benchd ${threads} ${mode} ${functions}`, runs: 0, durationS: Math.round((performance.now() - started) / 100) / 10, failures: 1, errors: [] };
+      remember(c.errors, e);
     }
+    cases.push(c);
+    opts.onProgress?.({ floorAvailable: floorState.available, floorNote: floorState.available ? undefined : NO_FLOOR, cases: [...cases] });
+    const f = (s?: Stats) => (s ? s.median.toFixed(0) : '-');
+    opts.log(
+      `pause ${String(threads).padStart(2)} ${mode} ${String(functions).padStart(3)} fn${cfg.consistency === 'function' ? ' (function consistency)' : ''}: ${c.runs} runs, pause ${f(c.applyPauseUs)} µs, floor ${f(c.floorPauseUs)} µs, gap ${f(c.applyGapUs)} µs` +
+        `${c.ratio !== undefined ? `, ratio ${c.ratio}` : ''}, stopped ${c.stopped ?? '-'}${c.errors.length ? `, ${c.failures} failure(s): ${c.errors[0]}` : ''} (${((performance.now() - started) / 1000).toFixed(1)} s)`,
+    );
   }
   return { floorAvailable: floorState.available, floorNote: floorState.available ? undefined : NO_FLOOR, cases };
 }

@@ -36,7 +36,7 @@ export function benchPlan(opts: { quick?: boolean; runs?: number; sections?: Sec
         runs,
         quick,
         sections,
-        pause: { threads: [1, 4], modes: ['idle', 'busy'], functions: [1] },
+        pause: { threads: [1, 4], modes: ['idle', 'busy'], functions: [1], functionConsistency: { threads: [4], modes: ['idle'], functions: [1] } },
         zeroStop: { threads: [0, 1], functions: [1] },
         callCost: { calls: 200_000, repeats: 5 },
         restartRuns: 3,
@@ -46,7 +46,14 @@ export function benchPlan(opts: { quick?: boolean; runs?: number; sections?: Sec
         runs,
         quick,
         sections,
-        pause: { threads: [1, 4, 16, 64], modes: ['idle', 'busy'], functions: [1, 16, 256] },
+        pause: {
+          threads: [1, 4, 16, 64],
+          modes: ['idle', 'busy'],
+          functions: [1, 16, 256],
+          // What the stack check of function consistency adds to the stop (busy threads that keep
+          // calling the patched functions would mostly wait out their retries instead).
+          functionConsistency: { threads: [1, 4, 16, 64], modes: ['idle'], functions: [1, 256] },
+        },
         // 0 busy threads: only the recorder spins, the one case quiet enough to show a gap of nothing.
         // The switch writes all functions in rounds (a 1 ms pause per round): 256 cost as much as 1.
         zeroStop: { threads: [0, 1, 4, 16, 64], functions: [1, 16, 256] },

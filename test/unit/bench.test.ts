@@ -82,9 +82,9 @@ describe('npm run bench -- --quick', () => {
     expect(report.incomplete).toBeUndefined();
   });
 
-  it('has the pause matrix: 1 and 4 threads, idle and busy, 1 function, against the floor', () => {
+  it('has the pause matrix: 1 and 4 threads, idle and busy, 1 function, against the floor; and one case with function consistency', () => {
     const pause = report.pause!;
-    expect(pause.cases.map((c) => `${c.threads} ${c.mode} ${c.functions}`)).toEqual(['1 idle 1', '1 busy 1', '4 idle 1', '4 busy 1']);
+    expect(pause.cases.map((c) => `${c.threads} ${c.mode} ${c.functions} ${c.consistency}`)).toEqual(['1 idle 1 entry', '1 busy 1 entry', '4 idle 1 entry', '4 busy 1 entry', '4 idle 1 function']);
     for (const c of pause.cases) {
       expect(c.runs, `${c.target}: ${c.errors.join('; ')}`).toBeGreaterThan(0);
       expect(c.targetThreads).toBe(c.threads + 2); // workers, main, gap recorder
