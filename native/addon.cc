@@ -38,10 +38,14 @@ bool OptBool(const Napi::Object& o, const char* key, bool fallback) {
   return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : fallback;
 }
 
-Napi::Value RejectWith(Napi::Env env, Napi::Promise::Deferred& d, const CoreError& e) {
+// Adds what the caller needs to know about a failure beyond code and message.
+using ErrorDetails = std::function<void(Napi::Env, Napi::Error&)>;
+
+Napi::Value RejectWith(Napi::Env env, Napi::Promise::Deferred& d, const CoreError& e, const ErrorDetails& details = nullptr) {
   Napi::Error error = Napi::Error::New(env, e.message);
   error.Set("code", Napi::String::New(env, e.code));
   error.Set("unchanged", Napi::Boolean::New(env, e.unchanged));
+  if (details) details(env, error);
   d.Reject(error.Value());
   return d.Promise();
 }
@@ -49,8 +53,8 @@ Napi::Value RejectWith(Napi::Env env, Napi::Promise::Deferred& d, const CoreErro
 // Runs `work` off the JS thread; `done` builds the resolved value on the JS thread.
 class CoreWorker : public Napi::AsyncWorker {
  public:
-  CoreWorker(Napi::Env env, std::function<bool(CoreError&)> work, std::function<Napi::Value(Napi::Env)> done)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), done_(std::move(done)) {}
+  CoreWorker(Napi::Env env, std::function<bool(CoreError&)> work, std::function<Napi::Value(Napi::Env)> done, ErrorDetails details)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), done_(std::move(done)), details_(std::move(details)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
 
  protected:
@@ -60,7 +64,7 @@ class CoreWorker : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::HandleScope scope(Env());
     if (err_.set()) {
-      RejectWith(Env(), deferred_, err_);
+      RejectWith(Env(), deferred_, err_, details_);
       return;
     }
     deferred_.Resolve(done_(Env()));
@@ -70,6 +74,7 @@ class CoreWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::function<bool(CoreError&)> work_;
   std::function<Napi::Value(Napi::Env)> done_;
+  ErrorDetails details_;
   CoreError err_;
 };
 
@@ -81,8 +86,8 @@ bool CheckArgs(const Napi::CallbackInfo& info, size_t count, const char* usage) 
   return ok;
 }
 
-Napi::Value Queue(Napi::Env env, std::function<bool(CoreError&)> work, std::function<Napi::Value(Napi::Env)> done) {
-  auto* w = new CoreWorker(env, std::move(work), std::move(done));
+Napi::Value Queue(Napi::Env env, std::function<bool(CoreError&)> work, std::function<Napi::Value(Napi::Env)> done, ErrorDetails details = nullptr) {
+  auto* w = new CoreWorker(env, std::move(work), std::move(done), std::move(details));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -154,16 +159,9 @@ std::vector<uint8_t> Bytes(const Napi::Value& v) {
   return std::vector<uint8_t>(b.Data(), b.Data() + b.Length());
 }
 
-// remoteSyscalls(pid, { tid?, gadget, calls: [{ nr, args: (number | bigint | { result: i } | { string: Buffer })[] }],
-//                      fill?: { fdCall, afterCall, chunks: [{ offset, data: Buffer }] } })
-Napi::Value RemoteSyscalls(const Napi::CallbackInfo& info) {
-  if (!CheckArgs(info, 2, "remoteSyscalls(pid, { gadget, calls, tid? })")) return info.Env().Undefined();
-  pid_t pid = info[0].As<Napi::Number>().Int32Value();
-  Napi::Object o = info[1].As<Napi::Object>();
-  pid_t tid = pid_t(OptInt(o, "tid", 0));
-  uint64_t gadget = ToU64(o.Get("gadget"));
-  auto calls = std::make_shared<std::vector<hp::RemoteCall>>();
-  Napi::Array list = o.Get("calls").As<Napi::Array>();
+// [{ nr, args: (number | bigint | { result: i } | { string: Buffer })[] }] → calls
+std::vector<hp::RemoteCall> Calls(const Napi::Array& list) {
+  std::vector<hp::RemoteCall> calls;
   for (uint32_t i = 0; i < list.Length(); i++) {
     Napi::Object c = list.Get(i).As<Napi::Object>();
     hp::RemoteCall call;
@@ -183,34 +181,50 @@ Napi::Value RemoteSyscalls(const Napi::CallbackInfo& info) {
       }
       call.args.push_back(std::move(a));
     }
-    calls->push_back(std::move(call));
+    calls.push_back(std::move(call));
   }
-  std::shared_ptr<hp::RemoteFill> fill;
-  Napi::Value f = Field(o, "fill");
-  if (f.IsObject()) {
-    Napi::Object fo = f.As<Napi::Object>();
-    fill = std::make_shared<hp::RemoteFill>();
-    fill->fdCall = size_t(OptInt(fo, "fdCall", 0));
-    fill->afterCall = size_t(OptInt(fo, "afterCall", 0));
-    Napi::Array chunks = fo.Get("chunks").As<Napi::Array>();
-    for (uint32_t i = 0; i < chunks.Length(); i++) {
-      Napi::Object c = chunks.Get(i).As<Napi::Object>();
-      fill->chunks.emplace_back(uint64_t(OptInt(c, "offset", 0)), Bytes(c.Get("data")));
-    }
+  return calls;
+}
+
+// { fdCall, afterCall, chunks: [{ offset, data: Buffer }] } → fill (false when absent)
+bool Fill(const Napi::Value& f, hp::RemoteFill& fill) {
+  if (!f.IsObject()) return false;
+  Napi::Object fo = f.As<Napi::Object>();
+  fill.fdCall = size_t(OptInt(fo, "fdCall", 0));
+  fill.afterCall = size_t(OptInt(fo, "afterCall", 0));
+  Napi::Array chunks = fo.Get("chunks").As<Napi::Array>();
+  for (uint32_t i = 0; i < chunks.Length(); i++) {
+    Napi::Object c = chunks.Get(i).As<Napi::Object>();
+    fill.chunks.emplace_back(uint64_t(OptInt(c, "offset", 0)), Bytes(c.Get("data")));
   }
+  return true;
+}
+
+Napi::Object BatchResult(Napi::Env env, const hp::RemoteBatchResult& out) {
+  Napi::Object r = Napi::Object::New(env);
+  Napi::Array results = Napi::Array::New(env, out.results.size());
+  for (size_t i = 0; i < out.results.size(); i++) results.Set(uint32_t(i), Napi::Number::New(env, double(out.results[i])));
+  r.Set("results", results);
+  r.Set("tid", Napi::Number::New(env, out.tid));
+  r.Set("interruptedSyscall", Napi::Boolean::New(env, out.interruptedSyscall));
+  if (!out.fillError.empty()) r.Set("fillError", Napi::String::New(env, out.fillError));
+  return r;
+}
+
+// remoteSyscalls(pid, { tid?, gadget, calls, fill? })
+Napi::Value RemoteSyscalls(const Napi::CallbackInfo& info) {
+  if (!CheckArgs(info, 2, "remoteSyscalls(pid, { gadget, calls, tid? })")) return info.Env().Undefined();
+  pid_t pid = info[0].As<Napi::Number>().Int32Value();
+  Napi::Object o = info[1].As<Napi::Object>();
+  pid_t tid = pid_t(OptInt(o, "tid", 0));
+  uint64_t gadget = ToU64(o.Get("gadget"));
+  auto calls = std::make_shared<std::vector<hp::RemoteCall>>(Calls(o.Get("calls").As<Napi::Array>()));
+  auto fill = std::make_shared<hp::RemoteFill>();
+  bool hasFill = Fill(Field(o, "fill"), *fill);
   auto out = std::make_shared<hp::RemoteBatchResult>();
   return Queue(
-      info.Env(), [=](CoreError& err) { return hp::RemoteSyscalls(pid, tid, gadget, *calls, fill.get(), *out, err); },
-      [=](Napi::Env env) {
-        Napi::Object r = Napi::Object::New(env);
-        Napi::Array results = Napi::Array::New(env, out->results.size());
-        for (size_t i = 0; i < out->results.size(); i++) results.Set(uint32_t(i), Napi::Number::New(env, double(out->results[i])));
-        r.Set("results", results);
-        r.Set("tid", Napi::Number::New(env, out->tid));
-        r.Set("interruptedSyscall", Napi::Boolean::New(env, out->interruptedSyscall));
-        if (!out->fillError.empty()) r.Set("fillError", Napi::String::New(env, out->fillError));
-        return r;
-      });
+      info.Env(), [=](CoreError& err) { return hp::RemoteSyscalls(pid, tid, gadget, *calls, hasFill ? fill.get() : nullptr, *out, err); },
+      [=](Napi::Env env) { return BatchResult(env, *out); });
 }
 
 // [{ addr, expect?, write }] → sites (floor() passes no `expect`).
@@ -247,6 +261,7 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
   auto sites = Sites(info[1].As<Napi::Array>());
   hp::TransactionOptions opts;
+  std::shared_ptr<hp::RemotePrelude> prelude;
   if (info.Length() > 2 && info[2].IsObject()) {
     Napi::Object o = info[2].As<Napi::Object>();
     opts.timeoutMs = uint64_t(OptInt(o, "timeoutMs", int64_t(opts.timeoutMs)));
@@ -254,12 +269,34 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
     opts.realtime = OptBool(o, "realtime", opts.realtime);
     opts.activeRanges = Ranges(Field(o, "activeRanges"));
     opts.stackAreas = Ranges(Field(o, "stackAreas"));
+    // prelude: { gadget, tid?, calls, fill?, expect?: [callIndex, result, ...] }
+    Napi::Value p = Field(o, "prelude");
+    if (p.IsObject()) {
+      Napi::Object po = p.As<Napi::Object>();
+      prelude = std::make_shared<hp::RemotePrelude>();
+      prelude->gadget = ToU64(po.Get("gadget"));
+      prelude->tid = pid_t(OptInt(po, "tid", 0));
+      prelude->calls = Calls(po.Get("calls").As<Napi::Array>());
+      prelude->hasFill = Fill(Field(po, "fill"), prelude->fill);
+      Napi::Value e = Field(po, "expect");
+      if (e.IsArray()) {
+        Napi::Array ea = e.As<Napi::Array>();
+        for (uint32_t i = 0; i + 1 < ea.Length(); i += 2) prelude->expect.emplace_back(size_t(ToU64(ea.Get(i))), int64_t(ToU64(ea.Get(i + 1))));
+      }
+    }
   }
   auto out = std::make_shared<hp::TransactionResult>();
   return Queue(
-      info.Env(), [=](CoreError& err) { return hp::RunTransaction(pid, *sites, opts, *out, err); },
+      info.Env(),
+      [=](CoreError& err) {
+        hp::TransactionOptions run = opts;
+        run.prelude = prelude.get();
+        return hp::RunTransaction(pid, *sites, run, *out, err);
+      },
       [=](Napi::Env env) {
         Napi::Object r = Napi::Object::New(env);
+        if (prelude) r.Set("prelude", BatchResult(env, out->prelude));
+        r.Set("switched", Napi::Boolean::New(env, out->switched));
         r.Set("pauseNs", Napi::Number::New(env, double(out->pauseNs)));
         r.Set("totalStoppedNs", Napi::Number::New(env, double(out->totalStoppedNs)));
         r.Set("attempts", Napi::Number::New(env, out->attempts));
@@ -267,6 +304,10 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
         r.Set("steppedThreads", Napi::Number::New(env, out->steppedThreads));
         r.Set("realtime", Napi::Boolean::New(env, out->realtime));
         return r;
+      },
+      // After a complete prelude the target holds what it made (a mapping): the caller undoes it.
+      [=](Napi::Env env, Napi::Error& error) {
+        if (prelude) error.Set("preludeComplete", Napi::Boolean::New(env, out->preludeComplete));
       });
 }
 

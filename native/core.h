@@ -151,6 +151,21 @@ struct RemoteBatchResult {
 bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<RemoteCall>& calls,
                     const RemoteFill* fill, RemoteBatchResult& out, CoreError& err);
 
+// A remote batch run by a transaction before its stop, in the same attach (see RunTransaction).
+struct RemotePrelude {
+  uint64_t gadget = 0;
+  pid_t tid = 0;  // 0: the core picks the thread
+  std::vector<RemoteCall> calls;
+  bool hasFill = false;
+  RemoteFill fill;
+  // (call index, result it must return): e.g. mmap must return the very address asked for.
+  std::vector<std::pair<size_t, int64_t>> expect;
+};
+// Borrows a thread of `tracee` (seized here, left stopped with its registers restored) and runs
+// the batch in it. False only for a failure of the core itself; a failed call, fill or
+// expectation shows in `out` (and `complete` stays false).
+bool RunPrelude(Tracee& tracee, const RemotePrelude& prelude, RemoteBatchResult& out, bool& complete, CoreError& err);
+
 // ---- transaction.cc -----------------------------------------------------------------------------
 struct Site {
   uint64_t addr = 0;
@@ -162,6 +177,9 @@ struct AddressRange {
   uint64_t end;  // exclusive
 };
 struct TransactionOptions {
+  // Remote calls to run first, in a borrowed thread of the same attach (mapping the patch the
+  // sites will jump into): one seize, stop and resume of that thread fewer than two calls.
+  const RemotePrelude* prelude = nullptr;
   uint64_t timeoutMs = 2000;  // retrying while a thread sits inside a site
   int maxSteps = 32;          // single-steps to get one thread out of a site per attempt
   bool realtime = false;      // raise the calling thread to SCHED_FIFO during the stop
@@ -176,6 +194,11 @@ struct ThreadPc {
   uint64_t pc;
 };
 struct TransactionResult {
+  // With a prelude: what it returned; `preludeComplete` false means it stopped early (a failed
+  // call, fill or expectation) and nothing was switched.
+  RemoteBatchResult prelude;
+  bool preludeComplete = false;
+  bool switched = false;
   uint64_t pauseNs = 0;       // first thread interrupted → last thread resumed (final attempt)
   uint64_t totalStoppedNs = 0;  // summed over all attempts
   int attempts = 0;

@@ -103,25 +103,24 @@ static bool FillFile(pid_t pid, int64_t fd, const RemoteFill& fill, CoreError& e
   return ok;
 }
 
-bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<RemoteCall>& calls,
-                    const RemoteFill* fill, RemoteBatchResult& out, CoreError& err) {
-  if (!CheckTraceable(pid, err)) return false;
-  if (fill && (fill->fdCall > fill->afterCall || fill->afterCall >= calls.size()))
-    return Fail(err, "BAD_REMOTE_CALL", "the fill names a call that is not in the batch");
-  // The caller may pass a gadget remembered from another process of the same program: make
-  // sure these two bytes really are `syscall` here before pointing a thread at them.
+// The caller may pass a gadget remembered from another process of the same program: make sure
+// these two bytes really are `syscall` here before pointing a thread at them.
+static bool CheckGadget(pid_t pid, uint64_t gadget, CoreError& err) {
   uint8_t insn[2] = {0, 0};
   std::vector<Range> probe{{gadget, insn, sizeof insn}};
   if (!ReadRanges(pid, probe, err)) return false;
   if (insn[0] != 0x0f || insn[1] != 0x05)
     return Fail(err, "NO_SYSCALL_GADGET", "the bytes at " + Hex(gadget) + " in process " + std::to_string(pid) + " are not a syscall instruction");
-  if (tid == 0) tid = ThreadToBorrow(pid);
-  Tracee tracee(pid);
-  if (!tracee.SeizeOne(tid, err)) return false;
-  TracedThread& t = tracee.threads().front();
-  if (!tracee.Stop(t, err)) return false;
-  if (t.gone) return Fail(err, "PROCESS_EXITED", "thread " + std::to_string(tid) + " exited before the remote call");
+  return true;
+}
 
+// Runs the calls in `t` (seized and stopped) and gives it its registers back. A call that fails
+// (-errno), a failed fill or a result other than `expect` says stops the batch there.
+static bool RunBatch(Tracee& tracee, TracedThread& t, uint64_t gadget, const std::vector<RemoteCall>& calls,
+                     const RemoteFill* fill, const std::vector<std::pair<size_t, int64_t>>* expect,
+                     RemoteBatchResult& out, CoreError& err) {
+  pid_t pid = tracee.pid();
+  pid_t tid = t.tid;
   user_regs_struct saved;
   if (!tracee.GetRegs(t, saved, err)) return false;
   out.interruptedSyscall = IsRestartingSyscall(saved);
@@ -169,6 +168,11 @@ bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<Rem
       int64_t ret = int64_t(after.rax);
       out.results.push_back(ret);
       if (ret < 0 && ret >= -4095) break;  // the caller sees which call failed and why
+      if (expect) {
+        bool unexpected = false;
+        for (auto& e : *expect) unexpected = unexpected || (e.first == i && e.second != ret);
+        if (unexpected) break;  // the caller sees the result and undoes what ran
+      }
       if (fill && i == fill->afterCall) {
         // A failed fill stops the batch like a failed call: the caller undoes what ran.
         CoreError fillErr;
@@ -188,7 +192,50 @@ bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<Rem
     err.unchanged = false;
     return false;
   }
-  return true;  // ~Tracee detaches, handing back any signal that arrived meanwhile
+  return true;
+}
+
+// Seizes the thread to borrow (tid 0: one asleep in a system call) and stops it.
+static TracedThread* Borrow(Tracee& tracee, pid_t tid, CoreError& err) {
+  if (tid == 0) tid = ThreadToBorrow(tracee.pid());
+  if (!tracee.SeizeOne(tid, err)) return nullptr;
+  TracedThread& t = tracee.threads().back();
+  if (!tracee.Stop(t, err)) return nullptr;
+  if (t.gone) {
+    Fail(err, "PROCESS_EXITED", "thread " + std::to_string(tid) + " exited before the remote call");
+    return nullptr;
+  }
+  return &t;
+}
+
+bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<RemoteCall>& calls,
+                    const RemoteFill* fill, RemoteBatchResult& out, CoreError& err) {
+  if (!CheckTraceable(pid, err)) return false;
+  if (fill && (fill->fdCall > fill->afterCall || fill->afterCall >= calls.size()))
+    return Fail(err, "BAD_REMOTE_CALL", "the fill names a call that is not in the batch");
+  if (!CheckGadget(pid, gadget, err)) return false;
+  Tracee tracee(pid);
+  TracedThread* t = Borrow(tracee, tid, err);
+  return t && RunBatch(tracee, *t, gadget, calls, fill, nullptr, out, err);
+  // ~Tracee detaches, handing back any signal that arrived meanwhile
+}
+
+bool RunPrelude(Tracee& tracee, const RemotePrelude& prelude, RemoteBatchResult& out, bool& complete, CoreError& err) {
+  complete = false;
+  const RemoteFill* fill = prelude.hasFill ? &prelude.fill : nullptr;
+  if (fill && (fill->fdCall > fill->afterCall || fill->afterCall >= prelude.calls.size()))
+    return Fail(err, "BAD_REMOTE_CALL", "the fill names a call that is not in the batch");
+  if (!CheckGadget(tracee.pid(), prelude.gadget, err)) return false;
+  TracedThread* t = Borrow(tracee, prelude.tid, err);
+  if (!t || !RunBatch(tracee, *t, prelude.gadget, prelude.calls, fill, &prelude.expect, out, err)) return false;
+  complete = out.results.size() == prelude.calls.size() && out.fillError.empty();
+  if (complete && !out.results.empty()) {
+    int64_t last = out.results.back();
+    complete = !(last < 0 && last >= -4095);
+  }
+  for (auto& e : prelude.expect)
+    if (e.first >= out.results.size() || out.results[e.first] != e.second) complete = false;
+  return true;
 }
 
 }  // namespace hp

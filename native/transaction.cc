@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/ptrace.h>
 #include <time.h>
 
 #include <algorithm>
@@ -203,6 +204,18 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
   if (!CheckTraceable(pid, err)) return false;
   MemFile mem(pid, err);
   if (!mem.ok()) return false;
+  Tracee tracee(pid);
+  // A thread held since the prelude that was running (not asleep in a call) counts in the pause.
+  uint64_t heldSince = 0;
+  if (opts.prelude) {
+    if (!RunPrelude(tracee, *opts.prelude, out.prelude, out.preludeComplete, err)) return false;
+    if (!out.preludeComplete) return true;  // nothing switched; the caller reads `prelude` and undoes it
+    if (!out.prelude.interruptedSyscall) heldSince = MonotonicNs();
+    // SeizeOne left out TRACECLONE (the other threads ran untraced); from here every thread is
+    // ours, so a thread it creates while resumed between attempts must be traced too.
+    for (auto& t : tracee.threads())
+      if (!t.gone) ptrace(PTRACE_SETOPTIONS, t.tid, nullptr, (void*)(long)PTRACE_O_TRACECLONE);
+  }
   if (!PrefaultSites(pid, mem, sites, err)) return false;
   std::vector<std::vector<uint8_t>> now(sites.size());
   std::vector<Range> ranges;
@@ -210,7 +223,6 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     now[i].resize(sites[i].expect.size());
     ranges.push_back({sites[i].addr, now[i].data(), now[i].size()});
   }
-  Tracee tracee(pid);
   if (!tracee.SeizeAll(err)) return false;
 
   uint64_t deadline = MonotonicNs() + opts.timeoutMs * 1000000ull;
@@ -219,7 +231,8 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     out.attempts++;
     RealtimeScope rt(opts.realtime);
     out.realtime = rt.active();
-    uint64_t t0 = MonotonicNs();
+    uint64_t t0 = heldSince ? heldSince : MonotonicNs();
+    heldSince = 0;  // after a retry every thread was let go and is stopped again here
     if (!tracee.StopAll(err)) return false;
 
     std::string blocker;
@@ -281,6 +294,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     uint64_t t1 = MonotonicNs();
     out.pauseNs = t1 - t0;
     out.totalStoppedNs += out.pauseNs;
+    out.switched = true;
     return true;
   }
 }

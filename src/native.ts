@@ -31,10 +31,25 @@ export interface TransactionOptions {
   activeRanges?: number[];
   /** Where stacks may be ([start, end, ...]: the writable private mappings); a thread's stack is scanned from rsp to the end of its area. */
   stackAreas?: number[];
+  /**
+   * Remote calls to run first, in one borrowed thread, within the same attach (e.g. mapping the
+   * patch the sites jump into). If a call fails (-errno), the fill fails or a result differs from
+   * `expect` ([callIndex, result, ...]), the batch stops there and nothing is switched: the
+   * result says `switched: false` with the batch's results, for the caller to undo. A failure
+   * of the switch itself after a complete prelude rejects with `details.preludeComplete`.
+   */
+  prelude?: RemoteBatchOptions & { calls: { nr: number; args: RemoteArg[] }[]; expect?: number[] };
 }
 
 export interface TransactionResult {
-  /** First thread interrupted → last thread resumed, final attempt, measured in C++. */
+  /** False when a prelude stopped early (nothing was switched). */
+  switched: boolean;
+  /** What the prelude's calls returned, when there was one. */
+  prelude?: RemoteBatchResult;
+  /**
+   * First thread interrupted → last thread resumed, final attempt, measured in C++ (from the
+   * prelude's stop of its thread when that thread was running rather than asleep in a call).
+   */
   pauseNs: number;
   totalStoppedNs: number;
   attempts: number;
@@ -121,8 +136,8 @@ async function call<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (e) {
     if (e instanceof HpError) throw e;
-    const err = e as Error & { code?: string; unchanged?: boolean };
-    if (err.code) throw new HpError(err.code, err.message, {}, err.unchanged !== false);
+    const err = e as Error & { code?: string; unchanged?: boolean; preludeComplete?: boolean };
+    if (err.code) throw new HpError(err.code, err.message, err.preludeComplete !== undefined ? { preludeComplete: err.preludeComplete } : {}, err.unchanged !== false);
     throw e;
   }
 }
@@ -171,6 +186,29 @@ function checkRemoteArg(a: unknown, where: string): void {
   invalid(where, a);
 }
 
+/** A batch of remote calls and its options (`where` prefixes the names in errors). */
+function checkBatch(calls: { nr: number; args: RemoteArg[] }[], opts: RemoteBatchOptions, where: string): void {
+  checkAddress(opts.gadget, `${where}gadget`);
+  if (opts.tid !== undefined) checkPid(opts.tid);
+  if (!Array.isArray(calls)) invalid(`${where}calls`, typeof calls);
+  if (opts.fill !== undefined) {
+    const { fdCall, afterCall, chunks } = opts.fill;
+    checkLength(fdCall, `${where}fill.fdCall`);
+    checkLength(afterCall, `${where}fill.afterCall`);
+    if (fdCall > afterCall || afterCall >= calls.length) invalid(`${where}fill.afterCall`, afterCall);
+    if (!Array.isArray(chunks)) invalid(`${where}fill.chunks`, typeof chunks);
+    chunks.forEach((c, i) => {
+      checkAddress(c.offset, `${where}fill.chunks[${i}].offset`);
+      checkBuffer(c.data, `${where}fill.chunks[${i}].data`);
+    });
+  }
+  calls.forEach((c, i) => {
+    checkLength(c.nr, `${where}calls[${i}].nr`);
+    if (!Array.isArray(c.args) || c.args.length > 6) invalid(`${where}calls[${i}].args`, c.args);
+    c.args.forEach((a, j) => checkRemoteArg(a, `${where}calls[${i}].args[${j}]`));
+  });
+}
+
 export const native = {
   // Memory reads and writes are one system call that never waits on the target: done on this
   // thread (a trip through the thread pool costs more than the copy). Promises all the same.
@@ -206,25 +244,7 @@ export const native = {
   remoteSyscalls: (pid: number, calls: { nr: number; args: RemoteArg[] }[], opts: RemoteBatchOptions) =>
     call(() => {
       checkPid(pid);
-      checkAddress(opts.gadget, 'gadget');
-      if (opts.tid !== undefined) checkPid(opts.tid);
-      if (opts.fill !== undefined) {
-        const { fdCall, afterCall, chunks } = opts.fill;
-        checkLength(fdCall, 'fill.fdCall');
-        checkLength(afterCall, 'fill.afterCall');
-        if (fdCall > afterCall || afterCall >= calls.length) invalid('fill.afterCall', afterCall);
-        if (!Array.isArray(chunks)) invalid('fill.chunks', typeof chunks);
-        chunks.forEach((c, i) => {
-          checkAddress(c.offset, `fill.chunks[${i}].offset`);
-          checkBuffer(c.data, `fill.chunks[${i}].data`);
-        });
-      }
-      if (!Array.isArray(calls)) invalid('calls', typeof calls);
-      calls.forEach((c, i) => {
-        checkLength(c.nr, `calls[${i}].nr`);
-        if (!Array.isArray(c.args) || c.args.length > 6) invalid(`calls[${i}].args`, c.args);
-        c.args.forEach((a, j) => checkRemoteArg(a, `calls[${i}].args[${j}]`));
-      });
+      checkBatch(calls, opts, '');
       return core().remoteSyscalls(pid, { ...opts, calls });
     }),
   transaction: (pid: number, sites: TransactionSite[], options: TransactionOptions = {}) =>
@@ -233,6 +253,12 @@ export const native = {
       checkSites(sites, true);
       checkRanges(options.activeRanges, 'activeRanges');
       checkRanges(options.stackAreas, 'stackAreas');
+      if (options.prelude !== undefined) {
+        checkBatch(options.prelude.calls, options.prelude, 'prelude.');
+        const expect = options.prelude.expect ?? [];
+        if (!Array.isArray(expect) || expect.length % 2) invalid('prelude.expect', expect);
+        expect.forEach((v, i) => (i % 2 ? checkRemoteArg(v, `prelude.expect[${i}]`) : checkLength(v, `prelude.expect[${i}]`)));
+      }
       return core().transaction(pid, sites, options);
     }),
   snapshot: (pid: number) =>

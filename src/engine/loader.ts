@@ -7,7 +7,8 @@
 import { HpError } from '../errors.js';
 import type { MapEntry } from '../proc/index.js';
 import { MAP_FIXED_NOREPLACE, MAP_SHARED, MFD_CLOEXEC, PAGE_SIZE, PROT_READ } from '../x64/syscalls.js';
-import { RemoteProcess, type RemoteCall } from './remote.js';
+import { native, type RemoteFill, type TransactionOptions, type TransactionResult, type TransactionSite } from '../native.js';
+import { nativeCalls, RemoteProcess, type RemoteCall } from './remote.js';
 
 export interface ImageSegment {
   offset: number;
@@ -32,6 +33,46 @@ export function isPatchMapping(path: string): boolean {
   return path.startsWith('/memfd:' + MEMFD_PREFIX);
 }
 
+/** The one batch that puts a patch into a target, and what it needs to know about it. */
+function mappingBatch(base: number, image: Buffer, segments: ImageSegment[], trailer: Buffer, patchName: string) {
+  if (image.length % PAGE_SIZE || trailer.length % PAGE_SIZE) {
+    throw new HpError('BAD_IMAGE', 'patch image and record must be page-sized');
+  }
+  const name = memfdName(patchName);
+  const size = image.length + trailer.length;
+  const fd = { result: 0 };
+  const calls: RemoteCall[] = [
+    // The core fills the file right after this call (writing up to `size` gives it its size),
+    // so the mapping shows the patch from the start.
+    { name: 'memfd_create', args: [{ string: Buffer.from(name, 'utf8') }, MFD_CLOEXEC] },
+    { name: 'mmap', args: [base, size, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0] },
+    ...segments.filter((seg) => seg.prot !== PROT_READ).map((seg): RemoteCall => ({ name: 'mprotect', args: [base + seg.offset, seg.size, seg.prot] })),
+    // The mapping keeps the file alive; the target does not need the descriptor.
+    { name: 'close', args: [fd] },
+  ];
+  const fill: RemoteFill = {
+    fdCall: 0,
+    afterCall: 0,
+    chunks: [
+      { offset: 0, data: image },
+      { offset: image.length, data: trailer },
+    ],
+  };
+  return { calls, fill, size, mapped: { base, size, name } };
+}
+
+/** Removes what a batch that stopped after `done` (its results) created: the mapping, the descriptor if not closed yet. */
+async function undoBatch(remote: RemoteProcess, done: number[], calls: number, size: number): Promise<void> {
+  const undo: RemoteCall[] = [];
+  if (done.length > 1 && done[1] >= 0) undo.push({ name: 'munmap', args: [done[1], size] });
+  if (done.length > 0 && done.length < calls && done[0] >= 0) undo.push({ name: 'close', args: [done[0]] });
+  if (undo.length) await remote.batch(undo).catch(() => undefined);
+}
+
+function misplaced(at: number, base: number): HpError {
+  return new HpError('MAP_FAILED', `the kernel placed the patch at 0x${at.toString(16)} instead of 0x${base.toString(16)}`);
+}
+
 /**
  * Maps `image` (relocated for `base`) followed by `trailer` (the patch record, read-only) into
  * process `pid`, with ONE hijack of one thread: memfd_create, then the core fills the file
@@ -48,46 +89,56 @@ export async function mapPatchImage(
   /** The process's maps as the caller just read them (saves reading them again). */
   maps?: MapEntry[],
 ): Promise<MappedPatch> {
-  if (image.length % PAGE_SIZE || trailer.length % PAGE_SIZE) {
-    throw new HpError('BAD_IMAGE', 'patch image and record must be page-sized');
-  }
+  const { calls, fill, size, mapped } = mappingBatch(base, image, segments, trailer, patchName);
   const remote = new RemoteProcess(pid, maps);
-  const name = memfdName(patchName);
-  const size = image.length + trailer.length;
-  const fd = { result: 0 };
-  const calls: RemoteCall[] = [
-    // The core fills the file right after this call (writing up to `size` gives it its size),
-    // so the mapping shows the patch from the start.
-    { name: 'memfd_create', args: [{ string: Buffer.from(name, 'utf8') }, MFD_CLOEXEC] },
-    { name: 'mmap', args: [base, size, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0] },
-    ...segments.filter((seg) => seg.prot !== PROT_READ).map((seg): RemoteCall => ({ name: 'mprotect', args: [base + seg.offset, seg.size, seg.prot] })),
-    // The mapping keeps the file alive; the target does not need the descriptor.
-    { name: 'close', args: [fd] },
-  ];
   let results: number[];
   try {
-    results = await remote.batch(calls, {
-      fdCall: 0,
-      afterCall: 0,
-      chunks: [
-        { offset: 0, data: image },
-        { offset: image.length, data: trailer },
-      ],
-    });
+    results = await remote.batch(calls, fill);
   } catch (e) {
-    const done = ((e as HpError).details?.results as number[] | undefined) ?? [];
-    const undo: RemoteCall[] = [];
-    if (done.length > 1 && done[1] >= 0) undo.push({ name: 'munmap', args: [done[1], size] });
-    if (done.length > 0 && done[0] >= 0) undo.push({ name: 'close', args: [done[0]] });
-    if (undo.length) await remote.batch(undo).catch(() => undefined);
+    await undoBatch(remote, ((e as HpError).details?.results as number[] | undefined) ?? [], calls.length, size);
     throw e;
   }
   const at = results[1];
   if (at !== base) {
     await remote.syscall('munmap', at, size).catch(() => undefined);
-    throw new HpError('MAP_FAILED', `the kernel placed the patch at 0x${at.toString(16)} instead of 0x${base.toString(16)}`);
+    throw misplaced(at, base);
   }
-  return { base, size, name };
+  return mapped;
+}
+
+/**
+ * mapPatchImage and the transaction that switches `sites` into the new patch, in ONE attach of
+ * the core: the thread borrowed to map the patch stays stopped for the switch, so it is not
+ * stopped and resumed twice, and the process is checked, listed and attached once. If the
+ * mapping fails nothing is switched and what was created is removed; if the switch fails after
+ * it and wrote nothing, the new mapping is removed too.
+ */
+export async function mapPatchAndSwitch(
+  pid: number,
+  patch: { base: number; image: Buffer; segments: ImageSegment[]; trailer: Buffer; name: string },
+  sites: TransactionSite[],
+  options: TransactionOptions,
+  maps?: MapEntry[],
+): Promise<{ mapped: MappedPatch; tx: TransactionResult }> {
+  const { base } = patch;
+  const { calls, fill, size, mapped } = mappingBatch(base, patch.image, patch.segments, patch.trailer, patch.name);
+  const remote = new RemoteProcess(pid, maps);
+  let tx: TransactionResult;
+  try {
+    tx = await remote.withGadget((gadget) => native.transaction(pid, sites, { ...options, prelude: { gadget, calls: nativeCalls(calls), fill, expect: [1, base] } }));
+  } catch (e) {
+    // Unmapped only when nothing leads into it (a switch that could not undo every write may have).
+    if (e instanceof HpError && e.details?.preludeComplete && e.unchanged) await remote.syscall('munmap', base, size).catch(() => undefined);
+    throw e;
+  }
+  if (!tx.switched) {
+    const done = tx.prelude?.results ?? [];
+    await undoBatch(remote, done, calls.length, size);
+    if (done.length > 1 && done[1] >= 0 && done[1] !== base) throw misplaced(done[1], base);
+    remote.results(calls, tx.prelude ?? { results: done, tid: 0, interruptedSyscall: false });
+    throw new HpError('INTERNAL', `mapping the patch into process ${pid} stopped early without a reason`);
+  }
+  return { mapped, tx };
 }
 
 /** Removes a patch mapping that no site points into (used when a transaction is refused). */

@@ -35,7 +35,7 @@ import {
   type ZeroStopStep,
 } from '../x64/index.js';
 import { readEntries, type Entry, type FunctionState } from './entries.js';
-import { isPatchMapping, mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
+import { isPatchMapping, mapPatchAndSwitch, mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
 import { ProcessView, whileAlive } from './view.js';
@@ -677,19 +677,30 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
 
   const mapped: MappedPatch[] = [];
   let outcome: Pick<ChangeReport, keyof TransactionReport | 'switchUs'>;
+  const mappingName = (p: PlannedPatch) => (opts.label ? `${opts.label.packageId}:${path.basename(p.patchPath)}` : path.basename(p.patchPath));
+  const fresh = plan.patches.filter((p) => !p.reused);
   try {
-    for (const p of plan.patches) {
-      if (p.reused) continue;
-      const name = opts.label ? `${opts.label.packageId}:${path.basename(p.patchPath)}` : path.basename(p.patchPath);
-      mapped.push(await mapPatchImage(pid, p.base, p.image, p.segments, p.trailer, name, view.maps));
-    }
     if (mode === 'zero-stop') {
+      for (const p of fresh) mapped.push(await mapPatchImage(pid, p.base, p.image, p.segments, p.trailer, mappingName(p), view.maps));
       const sw = await zeroStopSwitch(pid, rounds(plan.functions), { stepDelayMs: opts.stepDelayMs });
       outcome = { ...NOTHING_STOPPED, switchUs: sw.durationUs };
     } else {
       // Real-time priority by default: the tracer must not queue behind the target's busy threads.
       const functionConsistency = consistency === 'function' ? { activeRanges: plan.replacedCode, stackAreas: stackAreas(view.maps) } : {};
-      const tx = await native.transaction(pid, plan.functions.flatMap((f) => f.sites), { timeoutMs: opts.timeoutMs, realtime: opts.realtime ?? true, ...functionConsistency });
+      const sites = plan.functions.flatMap((f) => f.sites);
+      const txOptions = { timeoutMs: opts.timeoutMs, realtime: opts.realtime ?? true, ...functionConsistency };
+      // The usual change maps one new patch: mapped and switched in one attach of the core (a
+      // mapping that fails, or a switch that fails after it, leaves nothing behind either way).
+      const last = fresh.length ? fresh[fresh.length - 1] : undefined;
+      for (const p of fresh.slice(0, -1)) mapped.push(await mapPatchImage(pid, p.base, p.image, p.segments, p.trailer, mappingName(p), view.maps));
+      let tx: TransactionResult;
+      if (last) {
+        const done = await mapPatchAndSwitch(pid, { ...last, name: mappingName(last) }, sites, txOptions, view.maps);
+        mapped.push(done.mapped);
+        tx = done.tx;
+      } else {
+        tx = await native.transaction(pid, sites, txOptions);
+      }
       outcome = transactionReport(tx);
     }
   } catch (e) {

@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import { HpError } from '../errors.js';
-import { native, type RemoteArg, type RemoteFill } from '../native.js';
+import { native, type RemoteArg, type RemoteBatchResult, type RemoteFill } from '../native.js';
 import { readMaps, type MapEntry } from '../proc/index.js';
 import { SYS, SYSCALL_INSN } from '../x64/syscalls.js';
 
@@ -90,18 +90,30 @@ export class RemoteProcess {
    * (so the caller can undo what succeeded).
    */
   async batch(calls: RemoteCall[], fill?: RemoteFill): Promise<number[]> {
-    const batch = calls.map((c) => ({ nr: SYS[c.name], args: c.args }));
-    let gadget = await findGadget(this.pid, this.maps);
-    let ran;
+    const ran = await this.withGadget((gadget) => native.remoteSyscalls(this.pid, nativeCalls(calls), { gadget, fill }));
+    return this.results(calls, ran);
+  }
+
+  /**
+   * Runs `run` with the address of a `syscall` instruction of the target. A remembered gadget
+   * that is not one here (another build of the file?) is searched for in this process, once.
+   */
+  async withGadget<T>(run: (gadget: number) => Promise<T>): Promise<T> {
+    const gadget = await findGadget(this.pid, this.maps);
     try {
-      ran = await native.remoteSyscalls(this.pid, batch, { gadget: gadget.addr, fill });
+      return await run(gadget.addr);
     } catch (e) {
-      // A remembered gadget that is not one here (another build of the file?): search this process.
       if (!(gadget.remembered && e instanceof HpError && e.code === 'NO_SYSCALL_GADGET')) throw e;
       gadgets.delete(this.pid);
-      gadget = await findGadget(this.pid, this.maps, true);
-      ran = await native.remoteSyscalls(this.pid, batch, { gadget: gadget.addr, fill });
+      return run((await findGadget(this.pid, this.maps, true)).addr);
     }
+  }
+
+  /**
+   * The results of a batch that ran every call; else the HpError saying which call (or the fill)
+   * failed, with the results of those that succeeded in `details.results` (for the caller to undo).
+   */
+  results(calls: RemoteCall[], ran: RemoteBatchResult): number[] {
     const { results } = ran;
     if (ran.fillError !== undefined) {
       throw new HpError('REMOTE_FILL_FAILED', `filling the file created inside process ${this.pid} failed: ${ran.fillError}`, { results });
@@ -122,6 +134,11 @@ export class RemoteProcess {
   async syscall(name: keyof typeof SYS, ...args: RemoteArg[]): Promise<number> {
     return (await this.batch([{ name, args }]))[0];
   }
+}
+
+/** The calls as the core takes them. */
+export function nativeCalls(calls: RemoteCall[]): { nr: number; args: RemoteArg[] }[] {
+  return calls.map((c) => ({ nr: SYS[c.name], args: c.args }));
 }
 
 function describeArg(a: RemoteArg): string {

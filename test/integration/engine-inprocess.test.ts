@@ -99,6 +99,9 @@ describe('the engine in-process', () => {
     // A blocked loop would have fired the timer at most once.
     expect(ticks).toBeGreaterThan(elapsed / 10 / 4);
     expect((await entryBytes(t.pid, 'stuck')).equals(fileEntryBytes(t.pid, 'stuck'))).toBe(true);
+    // The patch was mapped in the same attach as the refused switch: it is gone again, descriptor too.
+    expect(patchMappings(t.pid)).toEqual([]);
+    expect(fs.readdirSync(`/proc/${t.pid}/fd`).map((fd) => fs.readlinkSync(`/proc/${t.pid}/fd/${fd}`)).filter((l) => l.startsWith('/memfd:'))).toEqual([]);
   });
 
   it('refuses a target that is its own child before tracing it, and changes nothing', async () => {

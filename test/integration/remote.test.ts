@@ -14,6 +14,7 @@ import { MFD_CLOEXEC, PAGE_SIZE, PROT_EXEC, PROT_READ, SYSCALL_INSN } from '../.
 killTargetsAfterEach(afterEach);
 
 const SYS_GETPID = 39;
+const SYS_CLOSE = 3;
 
 /** The target's open descriptors that are memfds. */
 function memfds(pid: number): string[] {
@@ -95,5 +96,58 @@ describe('remote calls', () => {
     expect(e.details?.results).toEqual([0]); // close() ran (and closed the memfd), then the fill failed
     expect(memfds(t.pid)).toEqual([]);
     expect(await t.request('call')).toBe('42');
+  });
+
+  describe('a batch run by the transaction before its stop, in the same attach', () => {
+    async function setUp() {
+      const t = await spawnTarget(fixturePath('loop-pie'));
+      const vdso = readMaps(t.pid).find((m) => m.path === '[vdso]')!;
+      const gadget = vdso.start + (await native.readMemory(t.pid, vdso.start, vdso.end - vdso.start)).indexOf(SYSCALL_INSN);
+      // A site that the switch rewrites with the bytes already there: the transaction runs in
+      // full, and reading it back tells whether anything else was written.
+      const exe = readMaps(t.pid).find((m) => m.exec && m.path.endsWith('loop-pie'))!;
+      const before = await native.readMemory(t.pid, exe.start, 8);
+      return { t, gadget, site: { addr: exe.start, expect: before, write: Buffer.from(before) }, before };
+    }
+
+    it('runs the calls in a borrowed thread, then switches', async () => {
+      const { t, gadget, site } = await setUp();
+      const r = await native.transaction(t.pid, [site], { prelude: { gadget, calls: [{ nr: SYS_GETPID, args: [] }], expect: [0, t.pid] } });
+      expect(r.switched).toBe(true);
+      expect(r.prelude?.results).toEqual([t.pid]);
+      expect(r.threads).toBeGreaterThanOrEqual(1);
+      expect(fs.readFileSync(`/proc/${t.pid}/status`, 'utf8')).toMatch(/^TracerPid:\s+0$/m);
+      expect(await t.request('call')).toBe('42');
+    });
+
+    it('switches nothing when a call fails or a result is not the expected one, and says how far it got', async () => {
+      const { t, gadget, before } = await setUp();
+      // Sites whose expected bytes are wrong: had the switch run, it would have refused them loudly.
+      const exe = readMaps(t.pid).find((m) => m.exec && m.path.endsWith('loop-pie'))!;
+      const wrong = { addr: exe.start, expect: Buffer.alloc(8, 0xcc), write: Buffer.alloc(8, 0x90) };
+      const failing = await native.transaction(t.pid, [wrong], { prelude: { gadget, calls: [{ nr: SYS_GETPID, args: [] }, { nr: SYS_CLOSE, args: [-1] }, { nr: SYS_GETPID, args: [] }] } });
+      expect(failing.switched).toBe(false);
+      expect(failing.prelude?.results).toEqual([t.pid, -9]); // EBADF; the third call never ran
+      const unexpected = await native.transaction(t.pid, [wrong], { prelude: { gadget, calls: [{ nr: SYS_GETPID, args: [] }, { nr: SYS_GETPID, args: [] }], expect: [0, 1] } });
+      expect(unexpected.switched).toBe(false);
+      expect(unexpected.prelude?.results).toEqual([t.pid]);
+      expect((await native.readMemory(t.pid, exe.start, 8)).equals(before)).toBe(true);
+      expect(await t.request('call')).toBe('42');
+    });
+
+    it('a switch refused after the calls ran says so (the caller undoes what they made)', async () => {
+      const { t, gadget, before } = await setUp();
+      const exe = readMaps(t.pid).find((m) => m.exec && m.path.endsWith('loop-pie'))!;
+      const wrong = { addr: exe.start, expect: Buffer.alloc(8, 0xcc), write: Buffer.alloc(8, 0x90) };
+      const e = await native
+        .transaction(t.pid, [wrong], { prelude: { gadget, calls: [{ nr: SYS_GETPID, args: [] }] } })
+        .then(() => expect.unreachable('the switch must be refused'), (err: unknown) => err as HpError);
+      expect(e.code).toBe('ENTRY_MISMATCH');
+      expect(e.unchanged).toBe(true);
+      expect(e.details?.preludeComplete).toBe(true);
+      expect((await native.readMemory(t.pid, exe.start, 8)).equals(before)).toBe(true);
+      expect(fs.readFileSync(`/proc/${t.pid}/status`, 'utf8')).toMatch(/^TracerPid:\s+0$/m);
+      expect(await t.request('call')).toBe('42');
+    });
   });
 });
