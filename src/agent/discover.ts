@@ -14,7 +14,7 @@ export interface MappedFile {
   deleted: boolean;
 }
 
-export interface ProcessView {
+export interface RunningProcess {
   pid: number;
   comm: string;
   files: MappedFile[];
@@ -37,12 +37,12 @@ export function allPids(): number[] {
  * Processes that map at least one file under `root` (a folder) — with, for each such file,
  * the build-id of what the process really has mapped. Processes that vanish meanwhile are skipped.
  */
-export function processesUnder(root: string, pids: number[] = allPids()): ProcessView[] {
+export function processesUnder(root: string, pids: number[] = allPids()): RunningProcess[] {
   return [...searchProcesses(root, pids)];
 }
 
 /** The same, one process at a time, as the search finds them (so a caller can act on each at once). */
-export function* searchProcesses(root: string, pids: number[] = allPids()): Generator<ProcessView, void, undefined> {
+export function* searchProcesses(root: string, pids: number[] = allPids()): Generator<RunningProcess, void, undefined> {
   const prefix = path.resolve(root) + path.sep;
   const wanted = (p: string): boolean => p.startsWith(prefix);
   // One search: each installed file is stat'ed once, not opened through map_files per process.
@@ -59,7 +59,7 @@ export function* searchProcesses(root: string, pids: number[] = allPids()): Gene
       continue;
     }
     if (!maps.some((m) => wanted(m.path))) continue;
-    let found: ProcessView;
+    let found: RunningProcess;
     try {
       const objects = objectsIn(pid, maps, wanted, search);
       // One read of /proc/PID/stat, after the objects: the process still lives (not a zombie),

@@ -14,7 +14,7 @@ import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode }
 import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import type { HotpatchManifest, Manifest } from '../package/index.js';
-import { allPids, processesUnder, searchProcesses, type ProcessView } from './discover.js';
+import { allPids, processesUnder, searchProcesses, type RunningProcess } from './discover.js';
 import { baselineDir } from './home.js';
 import { storedManifest, storedManifests, storedPayloadPath } from './store.js';
 
@@ -94,7 +94,7 @@ export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatib
 }
 
 /** What to change in one process to bring it to level `m` from level `prev`. */
-export function changesFor(home: string, proc: ProcessView, root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): ObjectChange[] | { refuse: string } {
+export function changesFor(home: string, proc: RunningProcess, root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): ObjectChange[] | { refuse: string } {
   const changes: ObjectChange[] = [];
   const paths = new Set([...(m?.targets ?? []).map((t) => t.path), ...(prev?.targets ?? []).map((t) => t.path)]);
   for (const rel of paths) {
@@ -142,12 +142,12 @@ export interface LevelShare {
   timeoutMs?: number;
   concurrency: number;
   /** The processes to bring to the level, found already; or the PIDs to look through first. */
-  procs?: ProcessView[];
+  procs?: RunningProcess[];
   pids?: number[];
 }
 
 /** Whether a process maps a file the level (or the one before) patches. */
-function runsLevelFiles(root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): (p: ProcessView) => boolean {
+function runsLevelFiles(root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): (p: RunningProcess) => boolean {
   const paths = new Set([...(m?.targets ?? []), ...(prev?.targets ?? [])].map((t) => path.join(root, t.path)));
   return (p) => p.files.some((f) => paths.has(f.path));
 }
@@ -165,7 +165,7 @@ export interface ShareEvents {
  * threads) overlap instead of taking turns.
  */
 export async function applyShare(share: LevelShare, on: ShareEvents = {}): Promise<ProcessResult[]> {
-  let source: Iterator<ProcessView, undefined>;
+  let source: Iterator<RunningProcess, undefined>;
   if (share.procs) {
     source = share.procs.values();
     on.found?.(share.procs.length);
@@ -217,7 +217,7 @@ function threadsFor(processes: number): number {
 export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]> {
   const root = baselineDir(o.home, o.baselineId);
   const label = o.manifest ? { packageId: o.manifest.id, kb: o.manifest.kb, baselineId: o.manifest.baselineId, sequence: o.manifest.sequence } : undefined;
-  const share = (concurrency: number, of: { procs?: ProcessView[]; pids?: number[] }): LevelShare => ({ home: o.home, root, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, ...of });
+  const share = (concurrency: number, of: { procs?: RunningProcess[]; pids?: number[] }): LevelShare => ({ home: o.home, root, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, ...of });
   const concurrency = o.concurrency ?? 8;
   let done = 0;
   let total = 0;
@@ -277,7 +277,7 @@ function inWorker(share: LevelShare, on: ShareEvents): Promise<ProcessResult[]> 
   });
 }
 
-async function applyToProcess(o: LevelShare, proc: ProcessView): Promise<ProcessResult> {
+async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<ProcessResult> {
   const { label } = o;
   const base = { pid: proc.pid, comm: proc.comm };
   const changes = changesFor(o.home, proc, o.root, o.manifest, o.previous);

@@ -8,7 +8,7 @@
 import path from 'node:path';
 import { inspectFunctions } from '../engine/patch.js';
 import type { HotpatchManifest } from '../package/index.js';
-import { processesUnder, type ProcessView } from './discover.js';
+import { processesUnder, type RunningProcess } from './discover.js';
 import { homeLayout } from './home.js';
 import { levelManifest, type LevelState } from './hotpatch.js';
 import { storedManifests } from './store.js';
@@ -64,12 +64,12 @@ export interface StatusReport {
   interruptedOperation?: { kind: string; startedAt: string };
 }
 
-function baselineOf(system: string, proc: ProcessView): string {
+function baselineOf(system: string, proc: RunningProcess): string {
   const ids = new Set(proc.files.map((f) => path.relative(system, f.path).split(path.sep)[0]));
   return [...ids].join('+') || 'unknown';
 }
 
-async function processStatus(s: StatusInput, system: string, proc: ProcessView, level: HotpatchManifest | undefined, others: HotpatchManifest[]): Promise<ProcessStatus> {
+async function processStatus(s: StatusInput, system: string, proc: RunningProcess, level: HotpatchManifest | undefined, others: HotpatchManifest[]): Promise<ProcessStatus> {
   const baseline = baselineOf(system, proc);
   const reasons: string[] = [];
   const functions: FunctionStatus[] = [];

@@ -12,6 +12,18 @@ import { SYS, SYSCALL_INSN } from '../x64/syscalls.js';
 const gadgets = new Map<number, { start: number; addr: number }>();
 /** Where a gadget was found inside a given file's mapping: the same in every process mapping it. */
 const gadgetOffsets = new Map<string, number>();
+/**
+ * A long-lived user of the engine meets ever new PIDs (and files): the caches keep the most
+ * recent entries only. A stale entry costs nothing but a search: the core checks the two bytes.
+ */
+const GADGET_CACHE_LIMIT = 4096;
+
+/** Sets `key` as the most recent entry of `cache`, dropping the least recent beyond `limit`. */
+export function remember<K, V>(cache: Map<K, V>, key: K, value: V, limit = GADGET_CACHE_LIMIT): void {
+  cache.delete(key); // re-inserted last: the Map's order is the order of use
+  cache.set(key, value);
+  while (cache.size > limit) cache.delete(cache.keys().next().value as K);
+}
 
 const mappingKey = (m: MapEntry) => `${m.path}:${m.inode}:${m.offset}:${m.end - m.start}`;
 
@@ -52,8 +64,8 @@ async function findGadget(pid: number, known?: MapEntry[], skipRemembered = fals
     }
     const at = bytes.indexOf(SYSCALL_INSN);
     if (at >= 0) {
-      gadgets.set(pid, { start: m.start, addr: m.start + at });
-      gadgetOffsets.set(mappingKey(m), at);
+      remember(gadgets, pid, { start: m.start, addr: m.start + at });
+      remember(gadgetOffsets, mappingKey(m), at);
       return { addr: m.start + at, remembered: false };
     }
   }

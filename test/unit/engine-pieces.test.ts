@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { HpError } from '../../src/errors.js';
 import { native } from '../../src/native.js';
+import { remember } from '../../src/engine/remote.js';
 
 describe('native core arguments', () => {
   const refused = async (p: () => Promise<unknown>) => {
@@ -36,9 +37,31 @@ describe('native core arguments', () => {
     expect(await refused(() => fill({ afterCall: 2 }))).toContain('fill.afterCall');
     expect(await refused(() => fill({ fdCall: 1, afterCall: 0 }))).toContain('fill.afterCall');
     expect(await refused(() => fill({ chunks: [{ offset: 0, data: 'x' }] }))).toContain('fill.chunks[0].data');
+    // The batch a transaction runs first is checked the same way, named as its part.
+    const prelude = (p: object) => native.transaction(1, [], { prelude: { gadget: 0x1000, calls: [{ nr: 39, args: [] }], ...p } });
+    expect(await refused(() => prelude({ gadget: -1 }))).toContain('prelude.gadget');
+    expect(await refused(() => prelude({ calls: [{ nr: 9, args: [{}] }] }))).toContain('prelude.calls[0].args[0]');
+    expect(await refused(() => prelude({ fill: { fdCall: 0, afterCall: 3, chunks: [] } }))).toContain('prelude.fill.afterCall');
+    expect(await refused(() => prelude({ expect: [0] }))).toContain('prelude.expect');
+    expect(await refused(() => prelude({ expect: [0.5, 7] }))).toContain('prelude.expect[0]');
   });
 
   it('reads nothing for an empty list of ranges', async () => {
     expect(await native.readRanges(1, [])).toEqual([]);
+  });
+});
+
+describe('the gadget caches', () => {
+  it('keep the most recently used entries only', () => {
+    const cache = new Map<number, string>();
+    for (let pid = 1; pid <= 5; pid++) remember(cache, pid, `g${pid}`, 3);
+    expect([...cache.keys()]).toEqual([3, 4, 5]);
+    remember(cache, 3, 'again', 3); // used again: now the most recent
+    remember(cache, 6, 'g6', 3);
+    expect([...cache.entries()]).toEqual([
+      [5, 'g5'],
+      [3, 'again'],
+      [6, 'g6'],
+    ]);
   });
 });
