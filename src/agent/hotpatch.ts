@@ -16,6 +16,7 @@ import { HpError } from '../errors.js';
 import type { HotpatchManifest, Manifest } from '../package/index.js';
 import { allPids, processesUnder, searchProcesses, type RunningProcess } from './discover.js';
 import { baselineDir } from './home.js';
+import type { AgentLogger } from './log.js';
 import { storedManifest, storedManifests, storedPayloadPath } from './store.js';
 
 export type ProcessOutcome = 'Patched' | 'AlreadyAtLevel' | 'Failed' | 'Skipped';
@@ -127,6 +128,8 @@ export interface ApplyLevelOptions {
   concurrency?: number;
   timeoutMs?: number;
   onProgress?: (done: number, total: number) => void;
+  /** Where each thread's share is reported (and a worker thread that could not run, whose share this thread takes). */
+  log?: AgentLogger;
 }
 
 /**
@@ -243,7 +246,14 @@ export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]>
   // the level's files and changes them with its own small pool.
   const perThread = Math.max(2, Math.ceil(concurrency / threads));
   const shares = Array.from({ length: threads }, (_, t) => share(perThread, { pids: pids.filter((_, i) => i % threads === t) }));
-  const outcomes = await Promise.all(shares.map((sh, t) => (t === 0 ? applyShare(sh, events) : inWorker(sh, events))));
+  const outcomes = await Promise.all(
+    shares.map(async (sh, t) => {
+      const run = t === 0 ? { results: await applyShare(sh, events), ranIn: 'main thread' as const } : await inWorker(sh, events);
+      if (run.ranIn === 'main thread instead') o.log?.warn('a worker thread could not run; the main thread took its share', { share: t, reason: run.reason });
+      o.log?.debug('share of the processes done', { share: t, of: threads, ranIn: run.ranIn, processes: run.results.length });
+      return run.results;
+    }),
+  );
   return outcomes.flat().sort((a, b) => a.pid - b.pid);
 }
 
@@ -252,16 +262,17 @@ const WORKER_URL = new URL('./level-worker.js', import.meta.url);
 /**
  * Runs a share in a worker thread (level-worker.ts). If the worker cannot run (e.g. the code runs
  * from TypeScript sources, with no compiled worker next to it) the share runs here instead: the
- * same result, one thread fewer. Bringing a process to a level twice is harmless.
+ * same result, one thread fewer (said in `ranIn`). Bringing a process to a level twice is harmless.
  */
-function inWorker(share: LevelShare, on: ShareEvents): Promise<ProcessResult[]> {
-  if (!fs.existsSync(fileURLToPath(WORKER_URL))) return applyShare(share, on);
+function inWorker(share: LevelShare, on: ShareEvents): Promise<{ results: ProcessResult[]; ranIn: 'worker thread' | 'main thread instead'; reason?: string }> {
+  const here = (reason: string) => applyShare(share, on).then((results) => ({ results, ranIn: 'main thread instead' as const, reason }));
+  if (!fs.existsSync(fileURLToPath(WORKER_URL))) return here(`no compiled worker at ${fileURLToPath(WORKER_URL)}`);
   return new Promise((resolve) => {
     let settled = false;
-    const fallBack = () => {
+    const fallBack = (why: unknown) => {
       if (settled) return;
       settled = true;
-      void applyShare(share, on).then(resolve);
+      void here(why instanceof Error ? why.message : `the worker exited (${String(why)}) before reporting`).then(resolve);
     };
     const w = new Worker(WORKER_URL, { workerData: share });
     w.on('message', (m: { found?: number; done?: true; results?: ProcessResult[] }) => {
@@ -269,7 +280,7 @@ function inWorker(share: LevelShare, on: ShareEvents): Promise<ProcessResult[]> 
       if (m.done) on.done?.();
       if (m.results && !settled) {
         settled = true;
-        resolve(m.results);
+        resolve({ results: m.results, ranIn: 'worker thread' });
       }
     });
     w.on('error', fallBack);

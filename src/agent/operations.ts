@@ -130,7 +130,7 @@ async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPack
   // Processes may be at any lower level (one patched before, one started since): re-point from
   // whatever the previous level of this baseline was; the engine reads each process's truth.
   const previous = current && current.id !== m.id ? current : previousLevel(s.home, m.baselineId, m.sequence);
-  const processes = await applyLevel({ home: s.home, manifest: m, previous, baselineId: m.baselineId, pids: o.pids, onProgress: o.onProgress });
+  const processes = await applyLevel({ home: s.home, log: s.log, manifest: m, previous, baselineId: m.baselineId, pids: o.pids, onProgress: o.onProgress });
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped');
   const anyGood = processes.length === 0 || failed.length < processes.length;
   if (anyGood) s.state.hotpatch = { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kb: m.kb, appliedAt: new Date().toISOString() };
@@ -165,7 +165,7 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
   }
   const target = previousLevel(s.home, current.baselineId, current.sequence);
   s.state = await beginOperation(s.home, s.state, 'level', { baselineId: current.baselineId, packageId: target?.id } satisfies LevelIntent);
-  const processes = await applyLevel({ home: s.home, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids });
+  const processes = await applyLevel({ home: s.home, log: s.log, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids });
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
   const status: OperationStatus = failed === 0 ? 'Succeeded' : failed < processes.length ? 'CompletedWithWarnings' : 'Failed';
   if (status !== 'Failed') {
@@ -200,7 +200,7 @@ async function reapplyLevel(s: Session): Promise<RebootResult['hotpatch']> {
   if (!level || level.baselineId !== s.state.activeBaseline?.id) return undefined;
   const m = levelManifest(s.home, level);
   if (!m) return undefined;
-  const processes = await applyLevel({ home: s.home, manifest: m, previous: previousLevel(s.home, m.baselineId, m.sequence), baselineId: m.baselineId });
+  const processes = await applyLevel({ home: s.home, log: s.log, manifest: m, previous: previousLevel(s.home, m.baselineId, m.sequence), baselineId: m.baselineId });
   return { packageId: m.id, sequence: m.sequence, processes };
 }
 
@@ -301,7 +301,7 @@ export async function repairInterrupted(s: Session): Promise<RepairResult | unde
     // The interrupted run had not saved its new level yet, so the recorded one is where it came from.
     const recorded = levelManifest(s.home, s.state.hotpatch);
     const previous = recorded && recorded.id !== manifest?.id ? recorded : manifest ? previousLevel(s.home, manifest.baselineId, manifest.sequence) : undefined;
-    out.processes = await applyLevel({ home: s.home, manifest, previous, baselineId: intent.baselineId });
+    out.processes = await applyLevel({ home: s.home, log: s.log, manifest, previous, baselineId: intent.baselineId });
     s.state.hotpatch = manifest ? { baselineId: manifest.baselineId, sequence: manifest.sequence, packageId: manifest.id, kb: manifest.kb, appliedAt: new Date().toISOString() } : undefined;
     await s.save();
   } else if (op.kind === 'reboot') {
