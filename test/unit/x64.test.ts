@@ -19,7 +19,6 @@ import {
 
 const TWO_31 = 2 ** 31;
 const BASE = 0x7f1234560000;
-const NOP = 0x90;
 
 let dir: string;
 beforeAll(() => {
