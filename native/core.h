@@ -146,6 +146,7 @@ struct RemoteBatchResult {
   pid_t tid = 0;
   bool interruptedSyscall = false;  // the hijacked thread had been blocked in a call, now restarted
   std::string fillError;            // the fill failed (the batch stopped after call `afterCall`)
+  uint64_t stoppedAtNs = 0;         // when the borrowed thread was stopped (monotonic clock)
 };
 // tid 0: the core picks the thread (ThreadToBorrow). `fill` may be null.
 bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<RemoteCall>& calls,

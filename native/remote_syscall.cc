@@ -196,10 +196,11 @@ static bool RunBatch(Tracee& tracee, TracedThread& t, uint64_t gadget, const std
 }
 
 // Seizes the thread to borrow (tid 0: one asleep in a system call) and stops it.
-static TracedThread* Borrow(Tracee& tracee, pid_t tid, CoreError& err) {
+static TracedThread* Borrow(Tracee& tracee, pid_t tid, RemoteBatchResult& out, CoreError& err) {
   if (tid == 0) tid = ThreadToBorrow(tracee.pid());
   if (!tracee.SeizeOne(tid, err)) return nullptr;
   TracedThread& t = tracee.threads().back();
+  out.stoppedAtNs = MonotonicNs();
   if (!tracee.Stop(t, err)) return nullptr;
   if (t.gone) {
     Fail(err, "PROCESS_EXITED", "thread " + std::to_string(tid) + " exited before the remote call");
@@ -214,10 +215,9 @@ bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<Rem
   if (fill && (fill->fdCall > fill->afterCall || fill->afterCall >= calls.size()))
     return Fail(err, "BAD_REMOTE_CALL", "the fill names a call that is not in the batch");
   if (!CheckGadget(pid, gadget, err)) return false;
-  Tracee tracee(pid);
-  TracedThread* t = Borrow(tracee, tid, err);
+  Tracee tracee(pid);  // its destructor detaches, handing back any signal that arrived meanwhile
+  TracedThread* t = Borrow(tracee, tid, out, err);
   return t && RunBatch(tracee, *t, gadget, calls, fill, nullptr, out, err);
-  // ~Tracee detaches, handing back any signal that arrived meanwhile
 }
 
 bool RunPrelude(Tracee& tracee, const RemotePrelude& prelude, RemoteBatchResult& out, bool& complete, CoreError& err) {
@@ -226,7 +226,7 @@ bool RunPrelude(Tracee& tracee, const RemotePrelude& prelude, RemoteBatchResult&
   if (fill && (fill->fdCall > fill->afterCall || fill->afterCall >= prelude.calls.size()))
     return Fail(err, "BAD_REMOTE_CALL", "the fill names a call that is not in the batch");
   if (!CheckGadget(tracee.pid(), prelude.gadget, err)) return false;
-  TracedThread* t = Borrow(tracee, prelude.tid, err);
+  TracedThread* t = Borrow(tracee, prelude.tid, out, err);
   if (!t || !RunBatch(tracee, *t, prelude.gadget, prelude.calls, fill, &prelude.expect, out, err)) return false;
   complete = out.results.size() == prelude.calls.size() && out.fillError.empty();
   if (complete && !out.results.empty()) {

@@ -205,12 +205,13 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
   MemFile mem(pid, err);
   if (!mem.ok()) return false;
   Tracee tracee(pid);
-  // A thread held since the prelude that was running (not asleep in a call) counts in the pause.
+  // The thread the prelude borrowed stays stopped into the switch: if it was running (not asleep
+  // in a call), the pause counts from when the prelude stopped it.
   uint64_t heldSince = 0;
   if (opts.prelude) {
     if (!RunPrelude(tracee, *opts.prelude, out.prelude, out.preludeComplete, err)) return false;
     if (!out.preludeComplete) return true;  // nothing switched; the caller reads `prelude` and undoes it
-    if (!out.prelude.interruptedSyscall) heldSince = MonotonicNs();
+    if (!out.prelude.interruptedSyscall) heldSince = out.prelude.stoppedAtNs;
     // SeizeOne left out TRACECLONE (the other threads ran untraced); from here every thread is
     // ours, so a thread it creates while resumed between attempts must be traced too.
     for (auto& t : tracee.threads())

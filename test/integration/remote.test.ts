@@ -135,6 +135,25 @@ describe('remote calls', () => {
       expect(await t.request('call')).toBe('42');
     });
 
+    it('counts a borrowed thread that was running in the pause, from the moment the batch stopped it', async () => {
+      // spinentry's `park` starts a thread spinning in `parked`: running, never asleep in a call.
+      const t = await spawnTarget(fixturePath('spinentry'));
+      expect(await t.request('park')).toBe('parked');
+      const running = fs.readdirSync(`/proc/${t.pid}/task`).map(Number).find((tid) => threadState(t.pid, tid) === 'R')!;
+      expect(running).toBeDefined();
+      const vdso = readMaps(t.pid).find((m) => m.path === '[vdso]')!;
+      const gadget = vdso.start + (await native.readMemory(t.pid, vdso.start, vdso.end - vdso.start)).indexOf(SYSCALL_INSN);
+      const exe = readMaps(t.pid).find((m) => m.exec && m.path.endsWith('spinentry'))!;
+      const bytes = await native.readMemory(t.pid, exe.start, 8);
+      const calls = Array.from({ length: 300 }, () => ({ nr: SYS_GETPID, args: [] }));
+      const r = await native.transaction(t.pid, [{ addr: exe.start, expect: bytes, write: Buffer.from(bytes) }], { prelude: { gadget, tid: running, calls } });
+      expect(r.switched).toBe(true);
+      expect(r.prelude?.interruptedSyscall).toBe(false);
+      // 300 single-steps, each a stop and a resume of the thread, took well over 1 µs each.
+      expect(r.pauseNs).toBeGreaterThan(300_000);
+      expect(await t.request('escaped')).toBe('0'); // still spinning where it was
+    });
+
     it('a switch refused after the calls ran says so (the caller undoes what they made)', async () => {
       const { t, gadget, before } = await setUp();
       const exe = readMaps(t.pid).find((m) => m.exec && m.path.endsWith('loop-pie'))!;
