@@ -57,6 +57,9 @@ describe('remote calls', () => {
   it('borrows a thread that sleeps in a system call, and restarts that call', async () => {
     // Three threads: one blocked in read() on a pipe, one waiting, the main thread answering stdin.
     const t = await spawnTarget(fixturePath('blocked'));
+    // READY comes before every thread has reached its blocking call (on a loaded machine, well before).
+    const tids = () => fs.readdirSync(`/proc/${t.pid}/task`).map(Number);
+    for (let i = 0; i < 100 && !(tids().length === 3 && tids().every((tid) => threadState(t.pid, tid) === 'S')); i++) await new Promise((resolve) => setTimeout(resolve, 10));
     const vdso = readMaps(t.pid).find((m) => m.path === '[vdso]')!;
     const gadget = vdso.start + (await native.readMemory(t.pid, vdso.start, vdso.end - vdso.start)).indexOf(SYSCALL_INSN);
     const r = await native.remoteSyscalls(t.pid, [{ nr: SYS_GETPID, args: [] }], { gadget });
@@ -139,8 +142,16 @@ describe('remote calls', () => {
       // spinentry's `park` starts a thread spinning in `parked`: running, never asleep in a call.
       const t = await spawnTarget(fixturePath('spinentry'));
       expect(await t.request('park')).toBe('parked');
-      const running = fs.readdirSync(`/proc/${t.pid}/task`).map(Number).find((tid) => threadState(t.pid, tid) === 'R')!;
-      expect(running).toBeDefined();
+      // The spinner: the thread that gathers CPU time (the main thread only answers requests).
+      const cpu = (tid: number) => {
+        const stat = fs.readFileSync(`/proc/${t.pid}/task/${tid}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        return Number(f[11]) + Number(f[12]);
+      };
+      const busiest = () => fs.readdirSync(`/proc/${t.pid}/task`).map(Number).filter((tid) => tid !== t.pid).sort((a, b) => cpu(b) - cpu(a))[0];
+      for (let i = 0; i < 200 && cpu(busiest()) < 3; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      const running = busiest();
+      expect(cpu(running)).toBeGreaterThanOrEqual(3);
       const vdso = readMaps(t.pid).find((m) => m.path === '[vdso]')!;
       const gadget = vdso.start + (await native.readMemory(t.pid, vdso.start, vdso.end - vdso.start)).indexOf(SYSCALL_INSN);
       const exe = readMaps(t.pid).find((m) => m.exec && m.path.endsWith('spinentry'))!;
