@@ -75,10 +75,12 @@ class RealtimeScope {
 // `regs` gets every thread's registers as they are now (in the order of tracee.threads()).
 static bool StepOutOfSites(Tracee& tracee, const std::vector<Site>& sites, int maxSteps,
                            TransactionResult& out, std::vector<user_regs_struct>& regs, std::string& blocker, CoreError& err) {
-  regs.assign(tracee.threads().size(), user_regs_struct{});
-  size_t index = 0;
-  for (auto& t : tracee.threads()) {
-    user_regs_struct& r = regs[index++];
+  // By index: a step may report a new thread (a clone event), which is appended to the list.
+  regs.clear();
+  for (size_t i = 0; i < tracee.threads().size(); i++) {
+    TracedThread& t = tracee.threads()[i];
+    regs.resize(tracee.threads().size());
+    user_regs_struct& r = regs[i];
     if (t.gone) continue;
     if (!tracee.GetRegs(t, r, err)) return false;
     const Site* s = ThreadInSite(sites, r);
@@ -133,7 +135,10 @@ static bool FindActiveCode(pid_t pid, Tracee& tracee, const std::vector<user_reg
   std::vector<Span> spans;
   size_t index = 0;
   for (auto& t : tracee.threads()) {
-    const user_regs_struct& r = regs[index++];
+    user_regs_struct fresh;
+    if (!t.gone && index >= regs.size() && !tracee.GetRegs(t, fresh, err)) return false;  // appeared since
+    const user_regs_struct& r = index < regs.size() ? regs[index] : fresh;
+    index++;
     if (t.gone) continue;
     if (const AddressRange* code = RangeHolding(opts.activeRanges, r.rip)) {
       blocker = "thread " + std::to_string(t.tid) + " is running the code being replaced (pc " + Hex(r.rip) +
