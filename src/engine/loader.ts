@@ -98,10 +98,9 @@ export async function mapPatchImage(
     await undoBatch(remote, ((e as HpError).details?.results as number[] | undefined) ?? [], calls.length, size);
     throw e;
   }
-  const at = results[1];
-  if (at !== base) {
-    await remote.syscall('munmap', at, size).catch(() => undefined);
-    throw misplaced(at, base);
+  if (results[1] !== base) {
+    await undoBatch(remote, results, calls.length, size);
+    throw misplaced(results[1], base);
   }
   return mapped;
 }

@@ -38,7 +38,7 @@ import { readEntries, type Entry, type FunctionState } from './entries.js';
 import { isPatchMapping, mapPatchAndSwitch, mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
-import { ProcessView, whileAlive } from './view.js';
+import { mappingExtent, ProcessView, whileAlive } from './view.js';
 import { zeroStopSwitch } from './zerostop.js';
 
 export type { FunctionState } from './entries.js';
@@ -284,7 +284,10 @@ interface Plan {
 function replacedCode(view: ProcessView, e: Entry): number[] {
   const out = [e.state.functionAddress, e.state.functionAddress + Math.max(e.size, 1)];
   const mapping = e.state.jump ? view.patchMappingAt(e.state.jump.target) : undefined;
-  if (mapping) out.push(Math.min(...mapping.map((m) => m.start)), Math.max(...mapping.map((m) => m.end)));
+  if (mapping) {
+    const { start, end } = mappingExtent(mapping);
+    out.push(start, end);
+  }
   return out;
 }
 
@@ -537,8 +540,7 @@ async function reusableMapping(
     seen.add(`${line.inode}:${line.path}`);
     const mapping = view.patchMappingAt(line.start);
     if (!mapping) continue;
-    const start = Math.min(...mapping.map((m) => m.start));
-    const end = Math.max(...mapping.map((m) => m.end));
+    const { start, end } = mappingExtent(mapping);
     let old: PatchRecord;
     try {
       old = await view.record(mapping);

@@ -92,8 +92,13 @@ export class ProcessView {
   }
 }
 
+/** Where a patch mapping (all the areas of one memfd, as patchMappingAt returns them) starts and ends. */
+export function mappingExtent(mapping: MapEntry[]): { start: number; end: number } {
+  return { start: Math.min(...mapping.map((m) => m.start)), end: Math.max(...mapping.map((m) => m.end)) };
+}
+
 async function readRecord(pid: number, mapping: MapEntry[]): Promise<PatchRecord> {
-  const end = Math.max(...mapping.map((m) => m.end));
+  const { end } = mappingExtent(mapping);
   const length = recordLength(await native.readMemory(pid, end - RECORD_TRAILER_SIZE, RECORD_TRAILER_SIZE));
   if (length === undefined) throw new HpError('RECORD_CORRUPT', `the patch mapping ending at 0x${end.toString(16)} in process ${pid} has no hp-agent record`);
   return decodeRecord(await native.readMemory(pid, end - RECORD_TRAILER_SIZE - length, length));
