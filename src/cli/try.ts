@@ -45,7 +45,7 @@ function sitesTable(report: ApplyReport | RevertReport): string {
 function pauseLine(r: ApplyReport | RevertReport): string {
   if (r.mode === 'zero-stop') return `zero-stop: no thread stopped, switched in ${r.switchUs} µs`;
   return `pause ${r.pauseUs} µs, ${r.threads} thread${r.threads === 1 ? '' : 's'} stopped` +
-    (r.attempts > 1 ? `, ${r.attempts} attempts` : '') + (r.steppedThreads ? `, ${r.steppedThreads} stepped out of a site` : '');
+    (r.attempts > 1 ? `, ${r.attempts} attempts` : '');
 }
 
 export function tryCommand(y: Argv): Argv {

@@ -136,7 +136,6 @@ export interface TransactionReport {
   /** Threads stopped (0 in zero-stop mode). */
   threads: number;
   attempts: number;
-  steppedThreads: number;
   realtime: boolean;
 }
 
@@ -214,12 +213,11 @@ function transactionReport(t: TransactionResult): TransactionReport {
     pauseUs: Math.round(t.pauseNs / 100) / 10,
     threads: t.threads,
     attempts: t.attempts,
-    steppedThreads: t.steppedThreads,
     realtime: t.realtime,
   };
 }
 
-const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, threads: 0, attempts: 0, steppedThreads: 0, realtime: false };
+const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, threads: 0, attempts: 0, realtime: false };
 
 /** What each function's entry holds now, read from the process (never from our own files). */
 export async function inspectFunctions(pid: number, names: string[], object?: string): Promise<FunctionState[]> {
@@ -732,7 +730,6 @@ function stopFields(r: ChangeReport): TransactionReport & { mode: 'stop' | 'zero
     pauseUs: r.pauseUs ?? 0,
     threads: r.threads ?? 0,
     attempts: r.attempts ?? 0,
-    steppedThreads: r.steppedThreads ?? 0,
     realtime: r.realtime ?? false,
   };
 }
