@@ -40,7 +40,7 @@ describe('native core arguments', () => {
     expect(await refused(() => fill({ chunks: [{ offset: 0, data: 'x' }] }))).toContain('fill.chunks[0].data');
     // The batch a transaction runs first is checked the same way, named as its part.
     const prelude = (p: object) => native.transaction(1, [], { prelude: { gadgets: G, calls: [{ nr: 39, args: [] }], ...p } });
-    expect(await refused(() => prelude({ gadget: -1 }))).toContain('prelude.gadget');
+    expect(await refused(() => prelude({ gadgets: { syscallRet: -1, sigreturn: 0x1000 } }))).toContain('prelude.gadgets.syscallRet');
     expect(await refused(() => prelude({ calls: [{ nr: 9, args: [{}] }] }))).toContain('prelude.calls[0].args[0]');
     expect(await refused(() => prelude({ fill: { fdCall: 0, afterCall: 3, chunks: [] } }))).toContain('prelude.fill.afterCall');
     expect(await refused(() => prelude({ expect: [0] }))).toContain('prelude.expect');
