@@ -61,6 +61,12 @@ struct TracedThread {
   pid_t tid = 0;
   bool stopped = false;
   bool gone = false;
+  // Interrupted, and its registers not yet read and settled (see Tracee::Settle): a blocked call
+  // our interrupt made return EINTR would show it to the program if we died now.
+  bool unsettled = false;
+  // Its registers as of its current stop (read once per stop; SetRegs keeps them current).
+  mutable bool haveRegs = false;
+  mutable user_regs_struct regs{};
 };
 
 // All threads of one process, seized by the calling OS thread. ptrace ties a tracee to the
@@ -103,6 +109,8 @@ class Tracee {
  private:
   bool WaitForStop(TracedThread& t, CoreError& err);
   bool Vanished(TracedThread& t, CoreError& err);
+  bool Interrupt(TracedThread& t);
+  bool Settle(TracedThread& t, CoreError& err);
   bool Known(pid_t tid) const;
   void Detach(TracedThread& t);
   pid_t pid_;
@@ -143,6 +151,9 @@ bool IsRestartingSyscall(const user_regs_struct& regs);
 // A call our stop made return -EINTR (epoll_wait, sigtimedwait…) is made to restart instead,
 // as if the stop had never happened. True when `regs` changed (the caller writes them back).
 bool KeepCallRestartable(user_regs_struct& regs);
+// A call a stop makes return EINTR (rather than restart), whose thread is stopped on its own and
+// settled at once, so that our death can cost it an EINTR only within a few microseconds.
+bool RestartableAfterEintr(uint64_t nr);
 struct ResumeState {
   user_regs_struct direct;  // set by us, in a syscall-exit stop (restart blocks kept)
   user_regs_struct frame;   // through rt_sigreturn, if the agent dies (restart blocks cleared)

@@ -43,9 +43,24 @@ static const long kKillAt = [] {
   return v ? atol(v) : 0L;
 }();
 
+// Threads interrupted whose registers are not yet settled (see Tracee::Settle), over every
+// Tracee of this process: HP_AGENT_KILL_REPORT=FILE gets the count at the kill, so a test can
+// tell the one window in which a SIGKILL can still cost a blocked call an EINTR.
+static std::atomic<long> gUnsettled{0};
+
 void KillPoint() {
   if (kKillAt <= 0) return;
-  if (gSteps.fetch_add(1, std::memory_order_relaxed) + 1 == kKillAt) kill(getpid(), SIGKILL);
+  if (gSteps.fetch_add(1, std::memory_order_relaxed) + 1 != kKillAt) return;
+  if (const char* report = getenv("HP_AGENT_KILL_REPORT")) {
+    std::string line = "unsettled " + std::to_string(gUnsettled.load()) + "\n";
+    int fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      if (write(fd, line.data(), line.size()) < 0) {
+      }
+      close(fd);
+    }
+  }
+  kill(getpid(), SIGKILL);
 }
 
 // Every ptrace request of the agent.
@@ -285,6 +300,8 @@ bool Tracee::SeizeAll(CoreError& err) {
 // A thread's wait ended without a stop: it or the whole process exited. Only the process's
 // end is an error; a thread that exits meanwhile has nothing left to stop.
 bool Tracee::Vanished(TracedThread& t, CoreError& err) {
+  if (t.unsettled) gUnsettled--;
+  t.unsettled = false;
   t.gone = true;
   t.stopped = false;
   if (t.tid == pid_ || !ProcessAlive(pid_))
@@ -305,7 +322,7 @@ bool Tracee::WaitForStop(TracedThread& t, CoreError& err) {
     int event = status >> 16;
     if (event == PTRACE_EVENT_STOP) {
       t.stopped = true;
-      return true;
+      return Settle(t, err);
     }
     if (event == PTRACE_EVENT_CLONE) {
       unsigned long child = 0;
@@ -316,7 +333,7 @@ bool Tracee::WaitForStop(TracedThread& t, CoreError& err) {
         threads_.push_back(n);  // it starts in PTRACE_EVENT_STOP; StopAll waits for it
       }
       t.stopped = true;
-      return true;
+      return Settle(t, err);
     }
     // Another event, or a signal-delivery-stop: let it go on (with its signal); our interrupt
     // is still pending and stops it next.
@@ -325,12 +342,35 @@ bool Tracee::WaitForStop(TracedThread& t, CoreError& err) {
   }
 }
 
+// First thing at each stop: read the registers (kept for the caller) and, if our interrupt made
+// a blocked call return EINTR, make it restart instead (KeepCallRestartable). From the interrupt
+// to here is the one window where our death would still show a program an EINTR.
+bool Tracee::Settle(TracedThread& t, CoreError& err) {
+  t.haveRegs = false;
+  bool ok = GetRegs(t, t.regs, err);
+  if (ok) {
+    user_regs_struct fixed = t.regs;
+    if (KeepCallRestartable(fixed)) ok = SetRegs(t, fixed, err);
+  }
+  if (t.unsettled) gUnsettled--;
+  t.unsettled = false;
+  return ok;
+}
+
+bool Tracee::Interrupt(TracedThread& t) {
+  if (Ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr) != 0) return false;
+  if (!t.unsettled) gUnsettled++;
+  t.unsettled = true;
+  return true;
+}
+
 bool Tracee::RunToSyscall(TracedThread& t, uint64_t ip, uint64_t sp, bool exit, int64_t& result, CoreError& err) {
   const uint8_t want = exit ? PTRACE_SYSCALL_INFO_EXIT : PTRACE_SYSCALL_INFO_ENTRY;
   int sig = 0;
   for (;;) {
     if (Ptrace(PTRACE_SYSCALL, t.tid, nullptr, (void*)(long)sig) != 0) return Vanished(t, err);
     t.stopped = false;
+    t.haveRegs = false;
     sig = 0;
     int status = 0;
     pid_t r;
@@ -357,7 +397,7 @@ bool Tracee::RunToSyscall(TracedThread& t, uint64_t ip, uint64_t sp, bool exit, 
 }
 bool Tracee::Stop(TracedThread& t, CoreError& err) {
   if (t.stopped || t.gone) return true;
-  if (Ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr) != 0) {
+  if (!Interrupt(t)) {
     if (errno == ESRCH && t.tid != pid_ && ProcessAlive(pid_)) {
       t.gone = true;
       return true;
@@ -368,17 +408,41 @@ bool Tracee::Stop(TracedThread& t, CoreError& err) {
   return WaitForStop(t, err);
 }
 
+// The call a thread is blocked in, from /proc/PID/task/TID/syscall ("232 0x… …"), or -1.
+static long BlockedCall(pid_t pid, pid_t tid) {
+  char path[96], buf[32] = {0};
+  snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", int(pid), int(tid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0 || buf[0] < '0' || buf[0] > '9') return -1;  // "running", "-1 …"
+  return strtol(buf, nullptr, 10);
+}
+
 bool Tracee::StopAll(CoreError& err) {
   // Interrupt everyone first, then collect the stops: the threads stop in parallel, and the
-  // pause is one stop latency, not the sum of them.
-  for (auto& t : threads_) {
+  // pause is one stop latency, not the sum of them. Except the threads asleep in a call our
+  // interrupt makes return EINTR (epoll_wait…): each is stopped and settled on its own, after
+  // the others were sent on their way, so the time in which our death would leave it an EINTR
+  // is one stop, not the whole collection.
+  std::vector<size_t> alone;
+  for (size_t i = 0; i < threads_.size(); i++) {
+    TracedThread& t = threads_[i];
     if (t.stopped || t.gone) continue;
-    if (Ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr) != 0 && errno == ESRCH) {
+    long nr = BlockedCall(pid_, t.tid);
+    if (nr >= 0 && RestartableAfterEintr(uint64_t(nr))) {
+      alone.push_back(i);
+      continue;
+    }
+    if (!Interrupt(t) && errno == ESRCH) {
       if (t.tid == pid_ && !ProcessAlive(pid_))
         return Fail(err, "PROCESS_EXITED",
                     "process " + std::to_string(pid_) + " exited while it was being stopped");
     }
   }
+  for (size_t i : alone)
+    if (!Stop(threads_[i], err)) return false;
   // threads_ may grow (clone events) while we wait, so index rather than iterate.
   for (size_t i = 0; i < threads_.size(); i++) {
     if (threads_[i].stopped || threads_[i].gone) continue;
@@ -392,6 +456,7 @@ void Tracee::ContinueAll() {
     if (!t.stopped || t.gone) continue;
     Ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
     t.stopped = false;
+    t.haveRegs = false;
   }
 }
 
@@ -404,6 +469,7 @@ void Tracee::Detach(TracedThread& t) {
   }
   Ptrace(PTRACE_DETACH, t.tid, nullptr, nullptr);
   t.stopped = false;
+  t.haveRegs = false;
   t.gone = true;
 }
 
@@ -413,14 +479,24 @@ void Tracee::DetachAll() {
 }
 
 bool Tracee::GetRegs(const TracedThread& t, user_regs_struct& regs, CoreError& err) {
+  if (t.haveRegs) {
+    regs = t.regs;
+    return true;
+  }
   if (Ptrace(PTRACE_GETREGS, t.tid, nullptr, &regs) != 0)
     return Fail(err, "PTRACE_FAILED", "cannot read registers of thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
+  t.regs = regs;
+  t.haveRegs = true;
   return true;
 }
 
 bool Tracee::SetRegs(const TracedThread& t, const user_regs_struct& regs, CoreError& err) {
-  if (Ptrace(PTRACE_SETREGS, t.tid, nullptr, const_cast<user_regs_struct*>(&regs)) != 0)
+  if (Ptrace(PTRACE_SETREGS, t.tid, nullptr, const_cast<user_regs_struct*>(&regs)) != 0) {
+    t.haveRegs = false;
     return Fail(err, "PTRACE_FAILED", "cannot set registers of thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
+  }
+  t.regs = regs;
+  t.haveRegs = true;
   return true;
 }
 

@@ -135,9 +135,7 @@ static bool RunBatch(Tracee& tracee, TracedThread& t, const Gadgets& g, const st
   pid_t pid = tracee.pid();
   pid_t tid = t.tid;
   user_regs_struct stopped;
-  if (!tracee.GetRegs(t, stopped, err)) return false;
-  // From here on, were we to die, its call restarts rather than returning EINTR.
-  if (KeepCallRestartable(stopped) && !tracee.SetRegs(t, stopped, err)) return false;
+  if (!tracee.GetRegs(t, stopped, err)) return false;  // as its stop settled them (no EINTR left)
   out.interruptedSyscall = IsRestartingSyscall(stopped);
   out.tid = tid;
   ThreadSafety safety;

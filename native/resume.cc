@@ -22,7 +22,7 @@ namespace hp {
 
 // Calls that return -EINTR (not a restart code) after a stop or a signal with no handler, and
 // that can be made again with the same arguments when nothing was done (x86-64 numbers).
-static bool RestartableAfterEintr(uint64_t nr) {
+bool RestartableAfterEintr(uint64_t nr) {
   switch (nr) {
     case 0:    // read (a socket with SO_RCVTIMEO, inotify)
     case 1:    // write

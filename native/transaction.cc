@@ -74,7 +74,6 @@ class RealtimeScope {
 // executing inside the bytes to be replaced (or blocked in a call that would restart inside).
 // It is never single-stepped out: a tracer killed mid-step leaves the thread a SIGTRAP that
 // kills the program. Letting everyone run a little and stopping again moves it on as well.
-// A blocked call our stop made return EINTR is set to restart here (see KeepCallRestartable).
 static bool CheckSites(Tracee& tracee, const std::vector<Site>& sites, std::vector<user_regs_struct>& regs,
                        std::string& blocker, CoreError& err) {
   // By index: the list may have grown by a clone event while we stopped the threads.
@@ -84,7 +83,6 @@ static bool CheckSites(Tracee& tracee, const std::vector<Site>& sites, std::vect
     user_regs_struct& r = regs[i];
     if (t.gone) continue;
     if (!tracee.GetRegs(t, r, err)) return false;
-    if (KeepCallRestartable(r) && !tracee.SetRegs(t, r, err)) return false;
     if (!blocker.empty()) continue;
     if (const Site* s = ThreadInSite(sites, r))
       blocker = "thread " + std::to_string(t.tid) + " is executing inside the bytes at " + Hex(s->addr) + " (pc " + Hex(r.rip) + ")";
@@ -302,11 +300,6 @@ bool MeasureFloor(pid_t pid, const std::vector<Site>& sites, bool realtime, Floo
   if (!tracee.SeizeAll(err)) return false;
   uint64_t t1 = MonotonicNs();
   if (!tracee.StopAll(err)) return false;
-  // As a transaction does: no thread may come out of the stop with EINTR.
-  std::vector<user_regs_struct> regs;
-  std::string blocker;
-  CheckSites(tracee, {}, regs, blocker, err);
-  if (err.set()) return false;
   for (auto& s : sites)
     if (!mem.Write(s.addr, s.write.data(), s.write.size(), err)) return false;
   out.threads = 0;
@@ -329,7 +322,6 @@ bool SnapshotThreads(pid_t pid, std::vector<ThreadSnapshot>& out, CoreError& err
     ThreadSnapshot s;
     s.tid = t.tid;
     if (!tracee.GetRegs(t, s.regs, err)) return false;
-    if (KeepCallRestartable(s.regs) && !tracee.SetRegs(t, s.regs, err)) return false;
     s.inSyscall = IsRestartingSyscall(s.regs);
     out.push_back(s);
   }

@@ -1,43 +1,16 @@
 // A stop of the whole process, or a thread borrowed for a remote call, is invisible to every
 // kind of blocking call: no EINTR, no early return (see native/resume.cc). The waiters fixture
 // parks one thread in each and counts both.
-import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { applyPatch, revertFunctions } from '../../src/engine/patch.js';
 import { targetGadgets } from '../../src/engine/remote.js';
 import { native } from '../../src/native.js';
-import { fixturePath, killTargetsAfterEach, spawnTarget, type Target } from '../../src/harness/index.js';
+import { fixturePath, killTargetsAfterEach } from '../../src/harness/index.js';
+import { disturbances, spawnWaiters, threadStates, WAITERS } from './helpers.js';
 
 killTargetsAfterEach(afterEach);
 
 const SYS_GETPID = 39;
-const WAITERS = 14;
-
-function threadStates(pid: number): Map<number, string> {
-  const states = new Map<number, string>();
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`).map(Number)) {
-    const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    states.set(tid, stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
-  }
-  return states;
-}
-
-/** Spawns the fixture and waits until every thread is asleep in its call. */
-export async function spawnWaiters(): Promise<Target> {
-  const t = await spawnTarget(fixturePath('waiters'));
-  for (let i = 0; i < 200; i++) {
-    const states = [...threadStates(t.pid).values()];
-    if (states.length === WAITERS + 1 && states.every((s) => s === 'S')) break;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return t;
-}
-
-/** The fixture's counts: "eintr 0 early 0 rounds N" when nothing was disturbed. */
-export async function disturbances(t: Target): Promise<string> {
-  return (await t.request('stats')).replace(/ rounds \d+/, '');
-}
-
 describe('blocking calls across stops and borrowed threads', () => {
   it('see no EINTR and no early return over 100 patch/revert cycles', async () => {
     const t = await spawnWaiters();
