@@ -25,7 +25,7 @@ export function notAFunction(symbol: string, type: ElfSymbolType | string, where
   const kind = type === 'OBJECT' || type === 'COMMON' || type === 'TLS' ? 'a variable' : 'not a function';
   return new HpError(
     'SYMBOL_NOT_FUNCTION',
-    `${symbol} in ${where} is a ${type} symbol (${kind}), not a function: ${role === 'function' ? 'a jump written over it would corrupt what it holds' : 'a patched function cannot jump to it'}`,
+    `${symbol} in ${where} is ${/^[AEIOU]/.test(type) ? 'an' : 'a'} ${type} symbol (${kind}), not a function: ${role === 'function' ? 'a jump written over it would corrupt what it holds' : 'a patched function cannot jump to it'}`,
     { symbol, where, type },
   );
 }
