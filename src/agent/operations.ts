@@ -12,7 +12,7 @@ import { serviceAlive } from './services.js';
 import type { Session } from './session.js';
 import { beginOperation, endOperation, pendingOperation, transitionReboot } from './state.js';
 import { computeStatus, type StatusReport } from './status.js';
-import { storedManifest, storePackage } from './store.js';
+import { checkStorable, storedManifest, storePackage } from './store.js';
 
 export type InstallationState = 'Unknown' | 'Installed' | 'Failed' | 'Excluded' | 'NotSelected' | 'Pending';
 export type OperationStatus = 'Unknown' | 'InProgress' | 'Failed' | 'Succeeded' | 'CompletedWithWarnings';
@@ -93,6 +93,8 @@ export async function applyPackage(s: Session, file: string, o: ApplyOptions = {
   const m = pkg.manifest;
   s.log.info('package verified', { id: m.id, kb: m.kb, kind: m.kind, signer: pkg.signer?.keyId });
   try {
+    // An id already stored with other content is refused first, whatever the package would do.
+    checkStorable(s.home, pkg);
     return m.kind === 'baseline' ? await installBaseline(s, pkg as typeof pkg & { manifest: BaselineManifest }, start, activity) : await applyHotpatch(s, pkg as typeof pkg & { manifest: HotpatchManifest }, o, start, activity);
   } catch (e) {
     if (e instanceof HpError) {
@@ -123,7 +125,7 @@ async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPack
   if (s.state.enrollment !== 'Enabled') {
     throw new HpError('NOT_ENROLLED', `hotpatch enrollment is ${s.state.enrollment}: ${m.kb} can only be installed as part of the next baseline (reboot). Nothing was changed`);
   }
-  checkHotpatchFits(s.home, m, { activeBaseline: s.state.activeBaseline?.id, pendingBaseline: s.state.pendingBaseline?.id, current: s.state.hotpatch });
+  checkHotpatchFits(s.home, m, { activeBaseline: s.state.activeBaseline?.id, pendingBaseline: s.state.pendingBaseline?.id, current: s.state.hotpatch }, pkg.payload);
   await storePackage(s.home, pkg);
   s.state = await beginOperation(s.home, s.state, 'level', { baselineId: m.baselineId, packageId: m.id } satisfies LevelIntent);
   const current = s.state.hotpatch?.baselineId === m.baselineId ? levelManifest(s.home, s.state.hotpatch) : undefined;

@@ -31,7 +31,7 @@ export {
   type TrustedKey,
 } from './keys.js';
 export { openPackage, type OpenedPackage, type OpenPackageOptions } from './read.js';
-export { packBaseline, packHotpatch, type PackBaselineOptions, type PackHotpatchOptions, type PackResult } from './pack.js';
+export { describeHotpatchFunction, packBaseline, packHotpatch, type FunctionSource, type PackBaselineOptions, type PackHotpatchOptions, type PackResult } from './pack.js';
 export { writeFileAtomic } from '../agent/atomic.js';
 
 /** The trust store inside the agent's home directory. */

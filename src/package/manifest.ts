@@ -114,9 +114,20 @@ export const ServiceSchema = z.strictObject({
   args: z.array(z.string().max(4096).refine((a) => !a.includes('\0'), { error: 'must not contain NUL' })).max(256),
 });
 
+/**
+ * The largest function a hotpatch may describe (16 MiB): the agent reads every replaced
+ * function's bytes from each process to check their SHA-256, so the size is bounded here — and
+ * must equal the symbol's size in the object besides.
+ */
+export const MAX_FUNCTION_SIZE = 16 << 20;
+
 export const HotpatchFunctionSchema = z.strictObject({
   symbol,
-  size: z.number().int().min(1, { error: 'expected a function size of at least 1 byte' }).max(1 << 30),
+  size: z
+    .number()
+    .int({ error: 'expected a whole number of bytes' })
+    .min(1, { error: 'expected a function size of at least 1 byte' })
+    .max(MAX_FUNCTION_SIZE, { error: `expected a function size of at most ${MAX_FUNCTION_SIZE} bytes (16 MiB)` }),
   sha256,
   replacement: symbol,
 });

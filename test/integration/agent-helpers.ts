@@ -12,7 +12,8 @@ import { expect } from 'vitest';
 import { processesUnder } from '../../src/agent/discover.js';
 import { fixturePackage, demoPublicKey, productSpec } from '../../src/demo/fixture-packages.js';
 import { unixRequest } from '../../src/harness/index.js';
-import { buildArchive, readArchive } from '../../src/package/archive.js';
+import { buildArchive, MANIFEST_FILE, readArchive, sha256Hex, writePackageFile } from '../../src/package/archive.js';
+import { signManifest } from '../../src/package/keys.js';
 import { cliPath, entryBytes, patchMappings } from './helpers.js';
 
 export const BASELINE = '2026.10';
@@ -235,6 +236,27 @@ export async function editedPackage(source: string, out: string, edit: (files: M
   const { files } = await readArchive(fs.readFileSync(source));
   edit(files);
   fs.writeFileSync(out, buildArchive(files));
+  return out;
+}
+
+/**
+ * A copy of a package whose manifest (parsed) and files `edit` changed, signed again with the
+ * trusted demo key: a package the signature accepts, saying whatever the test wants it to say.
+ * Payload entries of the manifest are brought in line with the edited files (sha256, size).
+ */
+export async function resignedPackage(source: string, out: string, edit: (manifest: any, files: Map<string, Buffer>) => void): Promise<string> {
+  const { files } = await readArchive(fs.readFileSync(source));
+  const manifest = JSON.parse(files.get(MANIFEST_FILE)!.toString('utf8'));
+  const payload = new Map([...files].filter(([p]) => p.startsWith('payload/')));
+  edit(manifest, payload);
+  for (const p of manifest.payload) {
+    const data = payload.get(p.path)!;
+    p.sha256 = sha256Hex(data);
+    p.size = data.length;
+  }
+  const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n', 'utf8');
+  const signature = signManifest(manifestBytes, fs.readFileSync(path.join(path.dirname(demoPublicKey()), 'demo.key'), 'utf8'));
+  await writePackageFile(out, { manifestBytes, signature, payload });
   return out;
 }
 

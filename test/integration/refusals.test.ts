@@ -57,6 +57,40 @@ describe('refusals', () => {
     await expectUntouched(t, 'compute');
   });
 
+  it('a variable named as the function: SYMBOL_NOT_FUNCTION, its value unchanged', async () => {
+    const t = await spawnTarget(fixturePath('helper_global'));
+    expect(await t.request('helper')).toBe('82');
+    // helper_calls: a static unsigned long (8 bytes, room for a rel32 jump), counting helper's calls.
+    const before = await entryBytes(t.pid, 'helper_calls', 8);
+    expect(before.readBigUInt64LE(0)).toBe(1n);
+    const r = await hpAgent(['try', fixturePath('helper_global_fix.so'), '--pid', String(t.pid), '--function', 'helper_calls=compute_v2']);
+    expectRefused(r, 'SYMBOL_NOT_FUNCTION');
+    expect(r.json.error.message).toMatch(/helper_calls in .*helper_global is an OBJECT symbol \(a variable\), not a function/);
+    expect((await entryBytes(t.pid, 'helper_calls', 8)).equals(before)).toBe(true);
+    await expectUntouched(t, 'compute', '83');
+  });
+
+  it('an indirect function (GNU_IFUNC): SYMBOL_IS_IFUNC, its resolver untouched', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const libc = findObject(t.pid, 'libc.so.6');
+    const strlen = symbolAddress(libc, 'strlen');
+    expect(strlen.type).toBe('GNU_IFUNC');
+    const before = await native.readMemory(t.pid, strlen.address, 16);
+    const r = await hpAgent(['try', fixturePath('loop_fix.so'), '--pid', String(t.pid), '--object', 'libc.so.6', '--function', 'strlen=compute_v2']);
+    expectRefused(r, 'SYMBOL_IS_IFUNC');
+    expect(r.json.error.message).toMatch(/resolver/);
+    expect((await native.readMemory(t.pid, strlen.address, 16)).equals(before)).toBe(true);
+    await expectUntouched(t, 'compute');
+  });
+
+  it('a replacement that is a variable of the patch: SYMBOL_NOT_FUNCTION', async () => {
+    const t = await spawnTarget(fixturePath('spinentry'));
+    const r = await hpAgent(['try', fixturePath('spinentry_fix.so'), '--pid', String(t.pid), '--function', 'compute=stuck_v2_calls']);
+    expectRefused(r, 'SYMBOL_NOT_FUNCTION');
+    expect(r.json.error.message).toMatch(/stuck_v2_calls in spinentry_fix\.so is an OBJECT symbol/);
+    await expectUntouched(t, 'compute');
+  });
+
   it('a function too short for the jump', async () => {
     const t = await spawnTarget(fixturePath('short'));
     const r = await hpAgent(['try', fixturePath('short_fix.so'), '--pid', String(t.pid), '--function', 'tiny=tiny_v2']);
