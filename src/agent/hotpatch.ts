@@ -19,7 +19,8 @@ import { baselineDir } from './home.js';
 import type { AgentLogger } from './log.js';
 import { storedManifest, storedManifests, storedPayloadPath } from './store.js';
 
-export type ProcessOutcome = 'Patched' | 'AlreadyAtLevel' | 'Failed' | 'Skipped';
+/** Reverted: a revert changed the process (its functions went back a level). */
+export type ProcessOutcome = 'Patched' | 'Reverted' | 'AlreadyAtLevel' | 'Failed' | 'Skipped';
 
 export interface ProcessResult {
   pid: number;

@@ -75,6 +75,8 @@ function result(start: string, activity: string, rebootStatus: string, m: Manife
 export interface ApplyOptions {
   pids?: number[];
   allowUnsigned?: boolean;
+  /** Install a baseline released before the one running or installed (refused otherwise). */
+  allowDowngrade?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -95,7 +97,7 @@ export async function applyPackage(s: Session, file: string, o: ApplyOptions = {
   try {
     // An id already stored with other content is refused first, whatever the package would do.
     checkStorable(s.home, pkg);
-    return m.kind === 'baseline' ? await installBaseline(s, pkg as typeof pkg & { manifest: BaselineManifest }, start, activity) : await applyHotpatch(s, pkg as typeof pkg & { manifest: HotpatchManifest }, o, start, activity);
+    return m.kind === 'baseline' ? await installBaseline(s, pkg as typeof pkg & { manifest: BaselineManifest }, o, start, activity) : await applyHotpatch(s, pkg as typeof pkg & { manifest: HotpatchManifest }, o, start, activity);
   } catch (e) {
     if (e instanceof HpError) {
       await s.record({ action: 'refuse', packageId: m.id, kb: m.kb, result: 'Refused', detail: { code: e.code, message: e.message }, activityId: activity });
@@ -104,11 +106,12 @@ export async function applyPackage(s: Session, file: string, o: ApplyOptions = {
   }
 }
 
-async function installBaseline(s: Session, pkg: Awaited<ReturnType<typeof openPackage>> & { manifest: BaselineManifest }, start: string, activity: string): Promise<InstallResult> {
+async function installBaseline(s: Session, pkg: Awaited<ReturnType<typeof openPackage>> & { manifest: BaselineManifest }, o: ApplyOptions, start: string, activity: string): Promise<InstallResult> {
   const m = pkg.manifest;
   if (s.state.activeBaseline?.id === m.baselineId) {
     return result(start, activity, s.state.rebootStatus, m, 'Installed');
   }
+  if (!o.allowDowngrade) checkNotDowngrade(s, m);
   await storePackage(s.home, pkg);
   const { alreadyThere } = await stageBaseline(s.home, pkg);
   await writeBaselinePointer(s.home, 'pending', m.baselineId);
@@ -118,6 +121,24 @@ async function installBaseline(s: Session, pkg: Awaited<ReturnType<typeof openPa
   await s.record({ action: 'install', packageId: m.id, kb: m.kb, result: 'Succeeded', detail: { baselineId: m.baselineId, rebootRequired: true, staged: !alreadyThere }, activityId: activity });
   s.log.info('baseline staged; reboot required', { baselineId: m.baselineId });
   return result(start, activity, s.state.rebootStatus, m, 'Pending');
+}
+
+/**
+ * A baseline released before the one the machine runs (or has installed for the next reboot)
+ * would take the machine back at the next reboot, fixes and all: refused unless asked for with
+ * --allow-downgrade. (A hotpatch below the applied level is refused the same way, as superseded.)
+ */
+function checkNotDowngrade(s: Session, m: BaselineManifest): void {
+  for (const [ref, how] of [[s.state.pendingBaseline, 'is installed for the next reboot'], [s.state.activeBaseline, 'runs']] as const) {
+    if (!ref || ref.id === m.baselineId) continue;
+    const newer = installedBaselineManifest(s.home, ref.id);
+    if (!newer || newer.releaseDate <= m.releaseDate) continue;
+    throw new HpError(
+      'BASELINE_DOWNGRADE',
+      `baseline ${m.baselineId} (${m.kb}, released ${m.releaseDate}) is older than baseline ${ref.id} (${newer.kb}, released ${newer.releaseDate}), which this machine ${how}: installing it would downgrade the machine at the next reboot. Give --allow-downgrade to install it anyway. Nothing was changed`,
+      { baselineId: m.baselineId, newerBaseline: ref.id },
+    );
+  }
 }
 
 async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPackage>> & { manifest: HotpatchManifest }, o: ApplyOptions, start: string, activity: string): Promise<InstallResult> {
@@ -137,7 +158,8 @@ async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPack
   const anyGood = processes.length === 0 || failed.length < processes.length;
   if (anyGood) s.state.hotpatch = { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kb: m.kb, appliedAt: new Date().toISOString() };
   s.state = await endOperation(s.home, s.state);
-  const r = result(start, activity, s.state.rebootStatus, m, anyGood ? 'Installed' : 'Failed', processes);
+  // A hotpatch needs no reboot (Azure: NotNeeded); one still pending from a baseline stays Required.
+  const r = result(start, activity, s.state.rebootStatus === 'Required' ? 'Required' : 'NotNeeded', m, anyGood ? 'Installed' : 'Failed', processes);
   r.hotpatchLevel = anyGood ? { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id } : undefined;
   await s.record({ action: 'apply', packageId: m.id, kb: m.kb, result: historyResult(r.status), detail: { sequence: m.sequence, processes: processes.map((p) => ({ pid: p.pid, outcome: p.outcome, reason: p.reason, pauseUs: p.pauseUs })) }, activityId: activity });
   return r;
@@ -167,7 +189,9 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
   }
   const target = previousLevel(s.home, current.baselineId, current.sequence);
   s.state = await beginOperation(s.home, s.state, 'level', { baselineId: current.baselineId, packageId: target?.id } satisfies LevelIntent);
-  const processes = await applyLevel({ home: s.home, log: s.log, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids });
+  // A process whose functions went back a level was reverted (applyLevel says what it changed).
+  const processes = (await applyLevel({ home: s.home, log: s.log, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids }))
+    .map((p): ProcessResult => (p.outcome === 'Patched' ? { ...p, outcome: 'Reverted' } : p));
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
   const status: OperationStatus = failed === 0 ? 'Succeeded' : failed < processes.length ? 'CompletedWithWarnings' : 'Failed';
   if (status !== 'Failed') {

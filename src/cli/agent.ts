@@ -7,6 +7,8 @@ import { withSession } from '../agent/session.js';
 import type { ProcessResult } from '../agent/hotpatch.js';
 import type { StatusReport } from '../agent/status.js';
 import { EXIT, printer, table } from './output.js';
+import { statusProblems } from '../agent/status-check.js';
+import { existingFile, nonEmpty, pidValues, wholeNumber } from './usage.js';
 
 interface Common {
   json: boolean;
@@ -18,7 +20,10 @@ const common = (y: Argv) =>
   y
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON object (stable field names, Azure spellings)' })
     .option('verbose', { type: 'boolean', default: false, describe: 'mirror the log (JSON lines in $HP_AGENT_HOME/logs/agent.log) on stderr' })
-    .option('wait', { type: 'number', default: 30000, describe: 'ms to wait for another running agent to finish' });
+    .option('wait', { requiresArg: true, default: 30000, coerce: wholeNumber('--wait', 'milliseconds', 0), describe: 'ms to wait for another running agent to finish' });
+
+/** --pid of apply and revert: checked while parsing, like every other value. */
+const pidOption = { array: true, requiresArg: true, coerce: pidValues(), describe: 'only these processes (repeatable)' } as const;
 
 function processTable(ps: ProcessResult[]): string {
   if (ps.length === 0) return 'no running process maps the patched files (new processes get the level at start/boot)';
@@ -103,16 +108,17 @@ export function agentCommands(y: Argv): Argv {
       'Install a package: a baseline is staged (reboot required); a hotpatch is applied live',
       (c) =>
         common(c)
-          .positional('package', { type: 'string', demandOption: true, describe: 'a signed .hpkg file' })
-          .option('pid', { type: 'number', array: true, describe: 'only these processes (hotpatch)' })
-          .option('allow-unsigned', { type: 'boolean', default: false, describe: 'developer switch: accept an unsigned or untrusted package' }),
+          .positional('package', { type: 'string', demandOption: true, coerce: existingFile('package'), describe: 'a signed .hpkg file' })
+          .option('pid', { ...pidOption, describe: 'only these processes (hotpatch; repeatable)' })
+          .option('allow-unsigned', { type: 'boolean', default: false, describe: 'developer switch: accept an unsigned or untrusted package' })
+          .option('allow-downgrade', { type: 'boolean', default: false, describe: 'install a baseline released before the one running or installed (it takes effect at the next reboot)' }),
       async (a) => {
-        const args = a as unknown as Common & { package: string; pid?: number[]; allowUnsigned: boolean };
+        const args = a as unknown as Common & { package: string; pid?: number[]; allowUnsigned: boolean; allowDowngrade: boolean };
         const out = printer(args.json);
         const bar = progressBar(args.json);
         try {
           const r = await withSession({ command: `apply ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) =>
-            applyPackage(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, onProgress: bar.update }));
+            applyPackage(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update }));
           bar.stop();
           out.result(r, () => installHuman(r));
           process.exitCode = processExit(r.processes, r.status === 'Failed');
@@ -125,7 +131,7 @@ export function agentCommands(y: Argv): Argv {
     .command(
       'revert <package>',
       'Roll the applied hotpatch back live, to the previous level or to the plain baseline',
-      (c) => common(c).positional('package', { type: 'string', demandOption: true, describe: 'the applied hotpatch: package id or KB' }).option('pid', { type: 'number', array: true }),
+      (c) => common(c).positional('package', { type: 'string', demandOption: true, coerce: nonEmpty('package'), describe: 'the applied hotpatch: package id or KB' }).option('pid', pidOption),
       async (a) => {
         const args = a as unknown as Common & { package: string; pid?: number[] };
         const out = printer(args.json);
@@ -141,13 +147,25 @@ export function agentCommands(y: Argv): Argv {
     .command(
       'status',
       'What the machine really runs: baselines, reboot pending, hotpatch level per process (read from memory)',
-      (c) => common(c),
+      (c) =>
+        common(c).option('check', {
+          type: 'boolean',
+          default: false,
+          describe: `exit ${EXIT.refused} and say why when a process is not compliant, a service is not running, a reboot is pending or an operation was interrupted (for monitoring and CI)`,
+        }),
       async (a) => {
-        const args = a as unknown as Common;
+        const args = a as unknown as Common & { check: boolean };
         const out = printer(args.json);
         try {
           const r = await withSession({ command: 'status', verbose: args.verbose, readOnly: true }, (s) => status(s));
-          out.result(r, () => statusHuman(r));
+          if (!args.check) {
+            out.result(r, () => statusHuman(r));
+            return;
+          }
+          const problems = statusProblems(r);
+          out.result({ ...r, check: { healthy: problems.length === 0, problems } }, () =>
+            `${statusHuman(r)}\n\n${problems.length === 0 ? 'check: healthy' : ['check: NOT healthy', ...problems.map((p) => `  - ${p}`)].join('\n')}`);
+          process.exitCode = problems.length === 0 ? EXIT.ok : EXIT.refused;
         } catch (e) {
           process.exitCode = out.error(e);
         }
@@ -156,7 +174,7 @@ export function agentCommands(y: Argv): Argv {
     .command(
       'history',
       'Update history: what was installed, reverted, rebooted, when, with what result',
-      (c) => common(c).option('days', { type: 'number', default: 30, describe: 'how far back' }),
+      (c) => common(c).option('days', { requiresArg: true, default: 30, coerce: wholeNumber('--days', 'a number of days', 1, 36_500), describe: 'how far back, in days' }),
       async (a) => {
         const args = a as unknown as Common & { days: number };
         const out = printer(args.json);
@@ -204,9 +222,19 @@ export function agentCommands(y: Argv): Argv {
 function summarize(detail: Record<string, unknown>): string {
   const parts: string[] = [];
   for (const [k, v] of Object.entries(detail)) {
-    if (Array.isArray(v)) parts.push(`${k}: ${v.length}`);
+    if (Array.isArray(v)) parts.push(`${k}: ${v.length}${outcomes(v)}`);
     else if (v !== null && typeof v === 'object') continue;
     else parts.push(`${k}: ${String(v)}`);
   }
   return parts.join(', ').slice(0, 80);
+}
+
+/** " (1 Reverted, 2 Failed)": what became of the processes of an apply or revert row. */
+function outcomes(items: unknown[]): string {
+  const counts = new Map<string, number>();
+  for (const i of items) {
+    const o = (i as { outcome?: unknown } | null)?.outcome;
+    if (typeof o === 'string') counts.set(o, (counts.get(o) ?? 0) + 1);
+  }
+  return counts.size ? ` (${[...counts].map(([o, n]) => `${n} ${o}`).join(', ')})` : '';
 }

@@ -88,6 +88,11 @@ const releaseDate = z.string().superRefine((s, ctx) => {
   }
 });
 
+const kbId = z.string().regex(KB_RE, { error: 'expected "KB" and 6 to 8 digits, e.g. KB5046612' });
+
+/** Single fields an author types (pack's flags and --manifest-in check them with these too). */
+export const MANIFEST_FIELDS = { id: identifier, kb: kbId, releaseDate } as const;
+
 const byteCount = z.number().int({ error: 'expected a whole number of bytes' }).min(0).max(Number.MAX_SAFE_INTEGER);
 
 // ------------------------------------------------------------------------------------------------
@@ -143,7 +148,7 @@ export const HotpatchTargetSchema = z.strictObject({
 const common = {
   schemaVersion: z.literal(MANIFEST_SCHEMA_VERSION, { error: `expected ${MANIFEST_SCHEMA_VERSION}: this agent reads manifest schema version ${MANIFEST_SCHEMA_VERSION}` }),
   id: identifier,
-  kb: z.string().regex(KB_RE, { error: 'expected "KB" and 6 to 8 digits, e.g. KB5046612' }),
+  kb: kbId,
   title: z.string().min(1, { error: 'must not be empty' }).max(256),
   releaseDate,
   classification: z.enum(CLASSIFICATIONS, { error: `expected one of ${CLASSIFICATIONS.join(', ')}` }),
