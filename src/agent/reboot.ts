@@ -24,7 +24,7 @@ import { serviceSpecs } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
 import { applyLevel, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
 import { killPoint } from './kill-point.js';
-import { findServiceProcesses, startService, stopService, waitServiceReady, type ServiceRecord } from './services.js';
+import { findServiceProcesses, serviceAlive, startService, stopService, waitServiceReady, type ServiceRecord } from './services.js';
 import type { Session } from './session.js';
 import { beginOperation, endOperation, transitionReboot, type BaselineRef, type Operation } from './state.js';
 
@@ -133,7 +133,8 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
     stopped.push({ name: rec.name, pid: rec.pid, how: r.how });
     killPoint('reboot:stopped');
   }
-  s.state.services = s.state.services.filter((r) => !intent.stop.some((x) => same(x, r)));
+  // The state records what runs: not what was stopped, nor a service that died meanwhile.
+  s.state.services = s.state.services.filter((r) => !intent.stop.some((x) => same(x, r)) && serviceAlive(r));
   await s.save();
 
   // 2. Switch to the installed baseline.
