@@ -80,6 +80,7 @@ function statusHuman(s: StatusReport): string {
       ]],
     ),
   ];
+  if (s.runningOperation) lines.push('', `an agent (PID ${s.runningOperation.pid}, "${s.runningOperation.command}") is running "${s.runningOperation.kind}" (started ${s.runningOperation.startedAt})`);
   if (s.interruptedOperation) lines.push('', `an agent was interrupted during "${s.interruptedOperation.kind}" (started ${s.interruptedOperation.startedAt}); the next apply, revert, reboot or boot finishes it`);
   if (s.rebootPendingReasons.length) lines.push('', 'reboot pending because:', ...s.rebootPendingReasons.map((r) => `  - ${r}`));
   if (s.processes.length) {
@@ -95,10 +96,34 @@ function statusHuman(s: StatusReport): string {
 }
 
 function rebootHuman(r: RebootResult): string {
-  const lines = [`rebooted ${r.fromBaseline ?? '(nothing)'} → ${r.toBaseline ?? '(nothing)'}; rebootStatus ${r.rebootStatus}; downtime ${r.downtimeMs} ms`];
+  const lines: string[] = [];
+  if (r.repaired) lines.push(`finished the ${r.kind} an interrupted agent began at ${r.repaired.startedAt}`);
+  const list = (xs: { name: string; pid: number }[]) => xs.map((x) => `${x.name} (PID ${x.pid})`).join(', ');
+  if (r.kind === 'reboot') {
+    const to = r.toBaseline ?? '(no baseline)';
+    const what = r.fromBaseline && r.fromBaseline !== to ? `${r.fromBaseline} → ${to}` : to;
+    lines.push(`rebooted ${what}; rebootStatus ${r.rebootStatus}; downtime ${r.downtimeMs} ms`);
+  } else if (r.started.length === 0 && r.stopped.length === 0) {
+    lines.push(`already booted: baseline ${r.toBaseline ?? '(none)'}${r.kept.length ? `, ${list(r.kept)} running` : ''}; nothing was started`);
+  } else {
+    const switched = r.fromBaseline && r.fromBaseline !== r.toBaseline ? ` (was ${r.fromBaseline})` : '';
+    lines.push(`booted baseline ${r.toBaseline ?? '(none)'}${switched}; rebootStatus ${r.rebootStatus}`);
+  }
+  if (r.stopped.length) lines.push(`stopped: ${r.stopped.map((x) => `${x.name} (PID ${x.pid}, ${x.how}${x.why ? `: ${x.why}` : ''})`).join(', ')}`);
+  if (r.kept.some((k) => k.how === 'adopted')) lines.push(`adopted (started by the interrupted agent): ${list(r.kept.filter((k) => k.how === 'adopted'))}`);
   if (r.started.length) lines.push(table(['SERVICE', 'PID', 'READY ms'], r.started.map((s) => [s.name, String(s.pid), String(s.readyMs)])));
-  if (r.hotpatch) lines.push(`hotpatch level #${r.hotpatch.sequence} (${r.hotpatch.packageId}) re-applied at boot:`, processTable(r.hotpatch.processes));
+  if (r.hotpatch) {
+    const h = r.hotpatch;
+    const head = h.status === 'Succeeded' ? `hotpatch level #${h.sequence} (${h.packageId}) re-applied at boot:` : `hotpatch level #${h.sequence} (${h.packageId}) could NOT be re-applied at boot (${h.status}): the services run without it`;
+    lines.push(head, processTable(h.processes));
+  }
   return lines.join('\n');
+}
+
+/** 0; or, when the services run but the hotpatch level failed, 4 (in every process) or 5 (in some). */
+function rebootExit(r: RebootResult): number {
+  if (!r.hotpatch || r.hotpatch.status === 'Succeeded') return EXIT.ok;
+  return r.hotpatch.status === 'Failed' ? EXIT.failed : EXIT.partial;
 }
 
 export function agentCommands(y: Argv): Argv {
@@ -197,6 +222,7 @@ export function agentCommands(y: Argv): Argv {
         try {
           const r = await withSession({ command: 'reboot', verbose: args.verbose, wait: args.wait }, (s) => reboot(s));
           out.result(r, () => rebootHuman(r));
+          process.exitCode = rebootExit(r);
         } catch (e) {
           process.exitCode = out.error(e);
         }
@@ -212,6 +238,7 @@ export function agentCommands(y: Argv): Argv {
         try {
           const r = await withSession({ command: 'boot', verbose: args.verbose, wait: args.wait }, (s) => boot(s));
           out.result(r, () => rebootHuman(r));
+          process.exitCode = rebootExit(r);
         } catch (e) {
           process.exitCode = out.error(e);
         }

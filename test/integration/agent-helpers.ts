@@ -37,6 +37,8 @@ export interface AgentResult {
   stdout: string;
   stderr: string;
   json: any;
+  /** The signal that ended the agent, if one did (a test's kill point: SIGKILL). */
+  signal?: string;
 }
 
 export interface RunningAgent {
@@ -58,11 +60,11 @@ export function newHome(): string {
 }
 
 /** Start the CLI against `home`; the agent is a separate process, never the targets' parent. */
-export function startAgent(home: string, args: string[], opts: { json?: boolean } = {}): RunningAgent {
+export function startAgent(home: string, args: string[], opts: AgentOptions = {}): RunningAgent {
   const full = opts.json === false ? args : [...args, '--json'];
   let child!: ChildProcess;
   const done = new Promise<AgentResult>((resolve) => {
-    child = execFile(process.execPath, [cliPath, ...full], { timeout: 60_000, env: { ...process.env, HP_AGENT_HOME: home } }, (err, stdout, stderr) => {
+    child = execFile(process.execPath, [cliPath, ...full], { timeout: 60_000, env: { ...process.env, ...opts.env, HP_AGENT_HOME: home } }, (err, stdout, stderr) => {
       agents.delete(child);
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       let json: any;
@@ -71,14 +73,20 @@ export function startAgent(home: string, args: string[], opts: { json?: boolean 
       } catch {
         json = undefined;
       }
-      resolve({ code, stdout, stderr, json });
+      resolve({ code, stdout, stderr, json, signal: err?.signal ?? undefined });
     });
   });
   agents.add(child);
   return { pid: child.pid!, done, child };
 }
 
-export function agent(home: string, args: string[], opts: { json?: boolean } = {}): Promise<AgentResult> {
+/** `env`: extra environment, e.g. the test-only HP_AGENT_TEST_KILL_AT (src/agent/kill-point.ts). */
+export interface AgentOptions {
+  json?: boolean;
+  env?: Record<string, string>;
+}
+
+export function agent(home: string, args: string[], opts: AgentOptions = {}): Promise<AgentResult> {
   return startAgent(home, args, opts).done;
 }
 
