@@ -92,6 +92,7 @@ export function instructionText(code: Uint8Array, offset: number, address: numbe
   try {
     formatter.branchLeadingZeros = false;
     formatter.leadingZeros = false;
+    formatter.uppercaseHex = false;
     decoder.ip = BigInt(address + offset);
     const insn = decoder.decode();
     try {
@@ -133,8 +134,9 @@ const hex = (n: number): string => '0x' + n.toString(16);
 const plus = (n: number): string => `+${n}`;
 
 export interface OverwriteSite {
-  /** Function name and entry address (for the message). */
+  /** Function name and entry address (for the message), and the object it is in (for the details). */
   name: string;
+  object?: string;
   address: number;
   /** Offset of the first overwritten byte from the entry (0, or 4 after an endbr64). */
   start: number;
@@ -177,6 +179,7 @@ export function refuseLandingsInside(site: OverwriteSite, code: Uint8Array, tran
     `refusing to ${site.verb ?? 'patch'} ${where}: its own code resumes inside ${what} (${range}), where a thread would run the middle of the jump: ${shown}. ${next}. Nothing was changed`,
     {
       function: site.name,
+      ...(site.object !== undefined ? { object: site.object } : {}),
       address: site.address,
       form: site.form,
       overwritten: { start: site.address + site.start, length: site.length },
