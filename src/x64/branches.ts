@@ -12,7 +12,7 @@
  * anything is written: the check walks every instruction of the function from its symbol's start
  * to its size with a real decoder and looks at each direct branch (jmp, jcc, loop, jrcxz, call,
  * xbegin — any encoding length) and at the end of each call (direct or indirect: its return
- * address). A target exactly at the site is fine: it runs the jump, as a call of the function
+ * address; `syscall` counts as one, as the decoder says: a thread blocked in it resumes after it). A target exactly at the site is fine: it runs the jump, as a call of the function
  * does.
  *
  * What a static look cannot see: indirect jumps (jump tables, computed gotos) and code of OTHER
@@ -47,7 +47,7 @@ export interface ControlTransfer {
   length: number;
   /** Where a direct branch lands, as an offset from the function's start (may be outside it). */
   target?: number;
-  /** A call (direct or indirect): it returns to offset + length. */
+  /** A call (direct, indirect, or a syscall): it returns to offset + length. */
   call: boolean;
 }
 

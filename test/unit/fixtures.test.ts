@@ -71,7 +71,7 @@ async function readelf(file: string, ...flags: string[]): Promise<string> {
   return (await run('readelf', ['-W', ...flags, fixturePath(file)])).stdout;
 }
 
-const TARGETS = ['loop-pie', 'loop-nopie', 'endbr', 'service', 'uselib', 'blocked', 'helper_global', 'short', 'spinentry', 'backbranch'];
+const TARGETS = ['loop-pie', 'loop-nopie', 'endbr', 'service', 'uselib', 'blocked', 'helper_global', 'short', 'spinentry', 'backbranch', 'backbranch-zs'];
 
 /** Every patchable function: [file, symbol]; all must be >= 16 bytes. */
 const PATCHABLE: Array<[string, string]> = [

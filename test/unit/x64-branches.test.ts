@@ -64,6 +64,10 @@ describe('landingsInside', () => {
     expect(landingsInside(controlTransfers(CALL_ENDS_AT_3), 0, 5)).toEqual([{ offset: 1, how: 'return', lands: 3 }]);
   });
 
+  it('counts a syscall in the first bytes as a return into them (libc\'s __read_nocancel: xor %eax,%eax; syscall)', () => {
+    expect(landingsInside(controlTransfers(bytes(0x31, 0xc0, 0x0f, 0x05, 0xc3)), 0, 5)).toEqual([{ offset: 2, how: 'return', lands: 4 }]);
+  });
+
   it('lets a branch to the site itself and a return right after the bytes through', () => {
     // jmp back to the entry (a tail call to itself): it runs the jump, like any call
     expect(landingsInside(controlTransfers(bytes(0x48, 0xff, 0x07, 0xeb, 0xfb)), 0, 5)).toEqual([]);
