@@ -35,6 +35,7 @@ import {
   type PatchableEntry,
   type ZeroStopStep,
 } from '../x64/index.js';
+import { refuseBranchesIntoSite } from './branch-check.js';
 import { readEntries, type Entry, type FunctionState } from './entries.js';
 import { isPatchMapping, mapPatchAndSwitch, mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
@@ -412,6 +413,7 @@ function planRedirect(obj: LoadedObject, e: Entry, replacement: string, target: 
   const base = { ...reportBase(action, obj, e), replacement, target };
   if (paddingForm(e)) {
     const hot = e.hot!;
+    refuseBranchesIntoSite(obj, e, hot.siteAddress, hot.nop.length, 'padding');
     const jump = paddingJump(hot, target);
     const switched = switchedEntryBytes(hot);
     const record: SiteRecord = {
@@ -430,6 +432,7 @@ function planRedirect(obj: LoadedObject, e: Entry, replacement: string, target: 
   }
   // Plan against the file's bytes: the entry may hold an older jump now.
   const jump = planJumpSite({ name: e.state.function, address: e.state.functionAddress, size: e.size, entryBytes: e.fileBytes }, target);
+  refuseBranchesIntoSite(obj, e, jump.siteAddress, jump.bytes.length, 'entry');
   const { expect, write } = siteChange(e, jump.siteAddress, jump.bytes);
   return {
     record: { function: e.state.function, replacement, functionAddress: e.state.functionAddress, siteAddress: jump.siteAddress, kind: jump.kind, target, original: hex(jump.original), jump: hex(jump.bytes) },

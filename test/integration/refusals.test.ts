@@ -149,6 +149,27 @@ describe('refusals', () => {
     await expectUntouched(t, 'compute');
   });
 
+  it.each([
+    ['count_up', 'spin', 'stop', /^stopped \d+$/, /`jl 0x[0-9a-f]+` at 0x[0-9a-f]+ \(count_up\+9\) jumps to count_up\+2/],
+    ['call_via', 'wait', 'release', /^released 43$/, /`call \*%rsi` at 0x[0-9a-f]+ \(call_via\+1\) returns to call_via\+3/],
+  ])('a function whose own code lands inside the jump\'s bytes (%s)', async (fn, enter, leave, left, names) => {
+    // A thread is inside the function (its loop, or the call it made); patched in place, it would
+    // resume in the middle of the jump (SIGSEGV, SIGILL) once it loops or returns.
+    const t = await spawnTarget(fixturePath('backbranch'));
+    expect(await t.request(enter)).toMatch(/^(spinning|waiting)$/);
+    const before = await entryBytes(t.pid, fn, 18);
+    const r = await hpAgent(['try', fixturePath('backbranch_fix.so'), '--pid', String(t.pid), '--function', `${fn}=${fn}_v2`]);
+    expectRefused(r, 'BRANCH_INTO_JUMP');
+    expect(r.json.error.message).toMatch(names);
+    expect(r.json.error.message).toMatch(/-fpatchable-function-entry=7,5.*zero-stop/);
+    expect((await entryBytes(t.pid, fn, 18)).equals(before)).toBe(true);
+    expect(before.equals(fileEntryBytes(t.pid, fn, 18))).toBe(true);
+    expect(patchMappings(t.pid)).toEqual([]);
+    expect(await t.request(leave)).toMatch(left);
+    expect(await t.request(fn === 'count_up' ? 'count' : 'via')).toBe(fn === 'count_up' ? '41' : '43');
+    expect(t.alive()).toBe(true);
+  });
+
   it('a thread executing inside the bytes to overwrite', async () => {
     const t = await spawnTarget(fixturePath('spinentry'));
     expect(await t.request('enter')).toBe('entered');

@@ -533,6 +533,21 @@ describe('packing real ELF files', () => {
     expect(() => statSync(join(dir, 'bad.hpkg'))).toThrow();
   });
 
+  it('refuses a function whose own code lands inside the bytes the jump overwrites, but not through a hot-patchable entry', async () => {
+    const root = join(import.meta.dirname, '../..');
+    const pack = (file: string, symbol: string, out: string) =>
+      packHotpatch(hotpatchOpts(out, { targets: [{ path: 'bin/backbranch', baselineFile: join(root, 'fixtures/bin', file), patchObject: join(root, 'fixtures/bin/backbranch_fix.so'), functions: [{ symbol, replacement: `${symbol}_v2` }] }] }));
+    const loop = await refusal(() => pack('backbranch', 'count_up', 'bb.hpkg'));
+    expect(loop.code).toBe('BRANCH_INTO_JUMP');
+    expect(loop.message).toMatch(/^refusing to pack count_up at 0x[0-9a-f]+: .*`jl 0x[0-9a-f]+` at 0x[0-9a-f]+ \(count_up\+9\) jumps to count_up\+2/);
+    expect(loop.message).toContain('-fpatchable-function-entry=7,5');
+    expect((await refusal(() => pack('backbranch', 'call_via', 'bb.hpkg'))).message).toContain('returns to call_via+3');
+    expect(() => statSync(join(dir, 'bb.hpkg'))).toThrow();
+    // Built with hot-patchable entries, only the 2-byte NOP is overwritten: the loop head (+4) is past it.
+    const zs = await pack('backbranch-zs', 'count_up', 'bb-zs.hpkg');
+    expect(zs.manifest.targets[0].functions[0].symbol).toBe('count_up');
+  });
+
   it('validates the finished manifest before writing', async () => {
     const e = await refusal(() => packBaseline(baselineOpts('bad-base.hpkg', { kb: 'KB1', services: [{ name: 's', file: 'bin/nope' }] })));
     expect(e.code).toBe('PACKAGE_MANIFEST_INVALID');
