@@ -70,10 +70,29 @@ class RealtimeScope {
   sched_param param_{};
 };
 
+// Where a thread stopped on a direct `jmp` (EB rel8 or E9 rel32) goes next: executing it changes
+// nothing but rip, so moving rip there ourselves is the same step, taken without the CPU (a
+// tight loop whose jump back to the entry lies inside the overwritten bytes is caught there
+// nearly every time: the loop's work retires just before the interrupt). 0: not such a jump.
+static uint64_t DirectJumpTarget(pid_t pid, uint64_t pc) {
+  uint8_t insn[5] = {0, 0, 0, 0, 0};
+  CoreError ignored;
+  std::vector<Range> probe{{pc, insn, sizeof insn}};
+  if (!ReadRanges(pid, probe, ignored)) return 0;
+  if (insn[0] == 0xeb) return pc + 2 + uint64_t(int64_t(int8_t(insn[1])));
+  if (insn[0] == 0xe9) {
+    int32_t rel;
+    memcpy(&rel, insn + 1, 4);
+    return pc + 5 + uint64_t(int64_t(rel));
+  }
+  return 0;
+}
+
 // Reads every thread's registers (into `regs`, in the order of tracee.threads()) and finds one
 // executing inside the bytes to be replaced (or blocked in a call that would restart inside).
 // It is never single-stepped out: a tracer killed mid-step leaves the thread a SIGTRAP that
-// kills the program. Letting everyone run a little and stopping again moves it on as well.
+// kills the program. A thread on a direct jump is moved to its target (DirectJumpTarget); any
+// other is let run a little with everyone else, and stopped again.
 static bool CheckSites(Tracee& tracee, const std::vector<Site>& sites, std::vector<user_regs_struct>& regs,
                        std::string& blocker, CoreError& err) {
   // By index: the list may have grown by a clone event while we stopped the threads.
@@ -84,7 +103,15 @@ static bool CheckSites(Tracee& tracee, const std::vector<Site>& sites, std::vect
     if (t.gone) continue;
     if (!tracee.GetRegs(t, r, err)) return false;
     if (!blocker.empty()) continue;
-    if (const Site* s = ThreadInSite(sites, r))
+    const Site* s = ThreadInSite(sites, r);
+    for (int hops = 0; s && hops < 4 && !IsRestartingSyscall(r); hops++) {
+      uint64_t next = DirectJumpTarget(tracee.pid(), r.rip);
+      if (next == 0) break;
+      r.rip = next;
+      if (!tracee.SetRegs(t, r, err)) return false;
+      s = ThreadInSite(sites, r);
+    }
+    if (s)
       blocker = "thread " + std::to_string(t.tid) + " is executing inside the bytes at " + Hex(s->addr) + " (pc " + Hex(r.rip) + ")";
   }
   return blocker.empty();
