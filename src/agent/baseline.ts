@@ -24,12 +24,7 @@ export interface OpenedBaseline {
 export async function stageBaseline(home: string, pkg: OpenedBaseline): Promise<{ dir: string; alreadyThere: boolean }> {
   const m = pkg.manifest;
   const dir = baselineDir(home, m.baselineId);
-  const marker = path.join(dir, BASELINE_MANIFEST);
-  if (fs.existsSync(marker)) {
-    const existing = JSON.parse(fs.readFileSync(marker, 'utf8')) as BaselineManifest;
-    if (existing.id === m.id) return { dir, alreadyThere: true };
-    throw new HpError('BASELINE_CONFLICT', `baseline ${m.baselineId} is already installed from package ${existing.id}; refusing to overwrite it with ${m.id}. Nothing was changed`);
-  }
+  if (baselineStaged(home, m)) return { dir, alreadyThere: true };
   const staging = `${dir}.staging-${process.pid}`;
   await fs.promises.rm(staging, { recursive: true, force: true });
   try {
@@ -51,6 +46,17 @@ export async function stageBaseline(home: string, pkg: OpenedBaseline): Promise<
     throw e;
   }
   return { dir, alreadyThere: false };
+}
+
+/**
+ * Whether system/<baselineId>/ holds this package's baseline already (staging it again is a
+ * no-op); refuses one staged from another package (it is never overwritten). Reads only.
+ */
+export function baselineStaged(home: string, m: BaselineManifest): boolean {
+  const existing = installedBaselineManifest(home, m.baselineId);
+  if (!existing) return false;
+  if (existing.id === m.id) return true;
+  throw new HpError('BASELINE_CONFLICT', `baseline ${m.baselineId} is already installed from package ${existing.id}; refusing to overwrite it with ${m.id}. Nothing was changed`);
 }
 
 export function installedBaselineManifest(home: string, baselineId: string): BaselineManifest | undefined {

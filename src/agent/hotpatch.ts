@@ -11,6 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode } from '../engine/patch.js';
+import { changePlan, type ChangePlan } from '../engine/plan.js';
 import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { describeHotpatchFunction, type HotpatchManifest, type Manifest } from '../package/index.js';
@@ -19,8 +20,8 @@ import { baselineDir } from './home.js';
 import type { AgentLogger } from './log.js';
 import { storedManifest, storedManifests, storedPayloadPath } from './store.js';
 
-/** Reverted: a revert changed the process (its functions went back a level). */
-export type ProcessOutcome = 'Patched' | 'Reverted' | 'AlreadyAtLevel' | 'Failed' | 'Skipped';
+/** Reverted: a revert changed the process (its functions went back a level). Planned: a dry run would change it (see `plan`). */
+export type ProcessOutcome = 'Patched' | 'Reverted' | 'Planned' | 'AlreadyAtLevel' | 'Failed' | 'Skipped';
 
 export interface ProcessResult {
   pid: number;
@@ -33,6 +34,8 @@ export interface ProcessResult {
   pauseUs?: number;
   threads?: number;
   sites?: { object: string; function: string; action: string; kind: string; form: string }[];
+  /** A dry run: what the change would map and write in this process (nothing was). */
+  plan?: ChangePlan;
 }
 
 export interface LevelState {
@@ -119,8 +122,12 @@ function checkTargetFunctions(m: HotpatchManifest, t: HotpatchManifest['targets'
   }
 }
 
-/** What to change in one process to bring it to level `m` from level `prev`. */
-export function changesFor(home: string, proc: RunningProcess, root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): ObjectChange[] | { refuse: string } {
+/**
+ * What to change in one process to bring it to level `m` from level `prev`. `m`'s patch objects
+ * are in the store, or under `payloadDir` (a dry run of a package not stored yet: the store is
+ * not written).
+ */
+export function changesFor(home: string, proc: RunningProcess, root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined, payloadDir?: string): ObjectChange[] | { refuse: string } {
   const changes: ObjectChange[] = [];
   const paths = new Set([...(m?.targets ?? []).map((t) => t.path), ...(prev?.targets ?? []).map((t) => t.path)]);
   for (const rel of paths) {
@@ -134,7 +141,7 @@ export function changesFor(home: string, proc: RunningProcess, root: string, m: 
     }
     changes.push({
       object: file,
-      patchPath: target ? storedPayloadPath(home, m!.id, target.patchObject) : undefined,
+      patchPath: target ? (payloadDir ? path.join(payloadDir, target.patchObject) : storedPayloadPath(home, m!.id, target.patchObject)) : undefined,
       // The package's size and SHA-256 of each original: the engine checks the process's bytes.
       functions: (target?.functions ?? []).map((f) => ({ name: f.symbol, replacement: f.replacement, original: { size: f.size, sha256: f.sha256 } })),
       restore: (before?.functions ?? []).map((f) => f.symbol),
@@ -156,6 +163,10 @@ export interface ApplyLevelOptions {
   onProgress?: (done: number, total: number) => void;
   /** Where each thread's share is reported (and a worker thread that could not run, whose share this thread takes). */
   log?: AgentLogger;
+  /** Plan only (ChangeOptions.dryRun): each process's result says what would change; nothing is written. */
+  dryRun?: boolean;
+  /** Where `manifest`'s payload is when it is not in the store (see changesFor). */
+  payloadDir?: string;
 }
 
 /**
@@ -173,6 +184,8 @@ export interface LevelShare {
   /** The processes to bring to the level, found already; or the PIDs to look through first. */
   procs?: RunningProcess[];
   pids?: number[];
+  dryRun?: boolean;
+  payloadDir?: string;
 }
 
 /** Whether a process maps a file the level (or the one before) patches. */
@@ -246,7 +259,7 @@ function threadsFor(processes: number): number {
 export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]> {
   const root = baselineDir(o.home, o.baselineId);
   const label = o.manifest ? { packageId: o.manifest.id, kb: o.manifest.kb, baselineId: o.manifest.baselineId, sequence: o.manifest.sequence } : undefined;
-  const share = (concurrency: number, of: { procs?: RunningProcess[]; pids?: number[] }): LevelShare => ({ home: o.home, root, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, ...of });
+  const share = (concurrency: number, of: { procs?: RunningProcess[]; pids?: number[] }): LevelShare => ({ home: o.home, root, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, dryRun: o.dryRun, payloadDir: o.payloadDir, ...of });
   const concurrency = o.concurrency ?? 8;
   let done = 0;
   let total = 0;
@@ -317,20 +330,21 @@ function inWorker(share: LevelShare, on: ShareEvents): Promise<{ results: Proces
 async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<ProcessResult> {
   const { label } = o;
   const base = { pid: proc.pid, comm: proc.comm };
-  const changes = changesFor(o.home, proc, o.root, o.manifest, o.previous);
+  const changes = changesFor(o.home, proc, o.root, o.manifest, o.previous, o.payloadDir);
   if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD' };
   if (changes.length === 0) return { ...base, outcome: 'AlreadyAtLevel' };
   try {
     // A revert keeps the promise of the level it takes back.
     const consistency = (o.manifest ?? o.previous)?.consistency ?? 'entry';
-    const r: ChangeReport = await changeFunctions({ pid: proc.pid, changes, label, replace: true, mode: patchModeOf(o.manifest), consistency, maps: proc.maps, objects: proc.objects, timeoutMs: o.timeoutMs, realtime: true });
+    const r: ChangeReport = await changeFunctions({ pid: proc.pid, changes, label, replace: true, mode: patchModeOf(o.manifest), consistency, maps: proc.maps, objects: proc.objects, timeoutMs: o.timeoutMs, realtime: true, dryRun: o.dryRun });
     return {
       ...base,
-      outcome: r.changed ? 'Patched' : 'AlreadyAtLevel',
+      outcome: r.changed ? (r.dryRun ? 'Planned' : 'Patched') : 'AlreadyAtLevel',
       mode: r.mode,
       pauseUs: r.pauseUs,
       threads: r.threads,
       sites: r.sites.map((s) => ({ object: path.relative(o.root, s.object), function: s.function, action: s.action, kind: s.kind, form: s.form })),
+      ...(r.dryRun ? { plan: changePlan(r) } : {}),
     };
   } catch (e) {
     const err = e as HpError;

@@ -3,12 +3,15 @@
  * hotpatch level, reboot, boot, and report. Results use Azure's field names (DESIGN.md §8).
  */
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { HpError } from '../errors.js';
 import { openPackage, trustDir, type BaselineManifest, type HotpatchManifest, type Manifest } from '../package/index.js';
-import { installedBaselineManifest, stageBaseline } from './baseline.js';
+import { baselineStaged, installedBaselineManifest, stageBaseline } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
 import { killPoint } from './kill-point.js';
-import { planReboot, runReboot, savedIntent, startReboot, type RebootResult } from './reboot.js';
+import { planReboot, previewReboot, runReboot, savedIntent, startReboot, type RebootPlan, type RebootResult } from './reboot.js';
 import { applyLevel, checkHotpatchFits, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
 import { serviceAlive } from './services.js';
 import type { Session } from './session.js';
@@ -83,33 +86,120 @@ export interface ApplyOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-/** `hp-agent apply <package>`: a baseline is staged (reboot required); a hotpatch goes live. */
-export async function applyPackage(s: Session, file: string, o: ApplyOptions = {}): Promise<InstallResult> {
-  await repairInterrupted(s);
-  const start = new Date().toISOString();
-  const activity = randomUUID();
+type OpenedPackage = Awaited<ReturnType<typeof openPackage>>;
+type Opened<M> = OpenedPackage & { manifest: M };
+
+/**
+ * Opens and verifies the package and refuses an id stored with other content (first, whatever the
+ * package would do), then does `work`. A refusal is recorded in the history with `activity`
+ * (`record` false: a dry run, which records nothing).
+ */
+async function withVerifiedPackage<T>(s: Session, file: string, o: ApplyOptions, activity: string, record: boolean, work: (pkg: OpenedPackage, stored: boolean) => Promise<T>): Promise<T> {
   let pkg;
   try {
     pkg = await openPackage(file, { trustDir: trustDir(s.home), allowUnsigned: o.allowUnsigned });
   } catch (e) {
-    await s.record({ action: 'refuse', result: 'Refused', detail: { package: file, code: (e as HpError).code, message: (e as Error).message }, activityId: activity });
+    if (record) await s.record({ action: 'refuse', result: 'Refused', detail: { package: file, code: (e as HpError).code, message: (e as Error).message }, activityId: activity });
     throw e;
   }
   const m = pkg.manifest;
   s.log.info('package verified', { id: m.id, kb: m.kb, kind: m.kind, signer: pkg.signer?.keyId });
   try {
-    // An id already stored with other content is refused first, whatever the package would do.
-    checkStorable(s.home, pkg);
-    return m.kind === 'baseline' ? await installBaseline(s, pkg as typeof pkg & { manifest: BaselineManifest }, o, start, activity) : await applyHotpatch(s, pkg as typeof pkg & { manifest: HotpatchManifest }, o, start, activity);
+    const { stored } = checkStorable(s.home, pkg);
+    return await work(pkg, stored);
   } catch (e) {
-    if (e instanceof HpError) {
+    if (record && e instanceof HpError) {
       await s.record({ action: 'refuse', packageId: m.id, kb: m.kb, result: 'Refused', detail: { code: e.code, message: e.message }, activityId: activity });
     }
     throw e;
   }
 }
 
-async function installBaseline(s: Session, pkg: Awaited<ReturnType<typeof openPackage>> & { manifest: BaselineManifest }, o: ApplyOptions, start: string, activity: string): Promise<InstallResult> {
+/** `hp-agent apply <package>`: a baseline is staged (reboot required); a hotpatch goes live. */
+export async function applyPackage(s: Session, file: string, o: ApplyOptions = {}): Promise<InstallResult> {
+  await repairInterrupted(s);
+  const start = new Date().toISOString();
+  const activity = randomUUID();
+  return withVerifiedPackage(s, file, o, activity, true, (pkg) =>
+    pkg.manifest.kind === 'baseline' ? installBaseline(s, pkg as Opened<BaselineManifest>, o, start, activity) : applyHotpatch(s, pkg as Opened<HotpatchManifest>, o, start, activity));
+}
+
+/** `apply --dry-run`: what apply would do, refused as it would be. Nothing is written or recorded. */
+export interface ApplyPlan {
+  dryRun: true;
+  /** The package, in the installation state the apply would leave it. */
+  patches: PatchEntry[];
+  /** The reboot status the apply would leave. */
+  rebootStatus: string;
+  /** True for a baseline: it would be staged for the next reboot and nothing running would change. */
+  rebootRequired: boolean;
+  /** A baseline: whether its files are on disk already (`staged`), so only the pointer would change. */
+  baseline?: { baselineId: string; staged: boolean; alreadyRunning: boolean };
+  /** A hotpatch: the level the processes would be brought to, and from which. */
+  hotpatchLevel?: { baselineId: string; sequence: number; packageId: string; from?: { sequence: number; packageId: string } };
+  processes: ProcessResult[];
+  /** An interrupted operation the real run would finish first (the plan is of the machine as it is now). */
+  interruptedOperation?: { kind: string; startedAt: string };
+  runningOperation?: RunningOperation;
+}
+
+export async function planApply(s: Session, file: string, o: ApplyOptions = {}): Promise<ApplyPlan> {
+  return withVerifiedPackage(s, file, o, '', false, (pkg, stored) =>
+    pkg.manifest.kind === 'baseline' ? planBaseline(s, pkg as Opened<BaselineManifest>, o) : planHotpatch(s, pkg as Opened<HotpatchManifest>, o, stored));
+}
+
+function planBaseline(s: Session, pkg: Opened<BaselineManifest>, o: ApplyOptions): Promise<ApplyPlan> {
+  const m = pkg.manifest;
+  const running = s.state.activeBaseline?.id === m.baselineId;
+  if (!running && !o.allowDowngrade) checkNotDowngrade(s, m);
+  const staged = baselineStaged(s.home, m);
+  return Promise.resolve({
+    dryRun: true,
+    patches: [patchEntry(m, running ? 'Installed' : 'Pending')],
+    rebootStatus: running ? s.state.rebootStatus : 'Required',
+    rebootRequired: !running,
+    baseline: { baselineId: m.baselineId, staged, alreadyRunning: running },
+    processes: [],
+    ...operationNow(s),
+  });
+}
+
+async function planHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: ApplyOptions, stored: boolean): Promise<ApplyPlan> {
+  const { m, previous } = hotpatchLevelChange(s, pkg);
+  // The store is not written: a package not stored yet lends its patch objects from a
+  // temporary folder laid out as the store would hold them.
+  const payloadDir = stored ? undefined : await unpackPayload(pkg.payload);
+  let processes: ProcessResult[];
+  try {
+    processes = await applyLevel({ home: s.home, log: s.log, manifest: m, previous, baselineId: m.baselineId, pids: o.pids, dryRun: true, payloadDir });
+  } finally {
+    if (payloadDir) await fs.promises.rm(payloadDir, { recursive: true, force: true });
+  }
+  const anyGood = processes.length === 0 || processes.some((p) => p.outcome !== 'Failed' && p.outcome !== 'Skipped');
+  const from = s.state.hotpatch?.baselineId === m.baselineId ? { sequence: s.state.hotpatch.sequence, packageId: s.state.hotpatch.packageId } : undefined;
+  return {
+    dryRun: true,
+    patches: [patchEntry(m, anyGood ? 'Installed' : 'Failed')],
+    rebootStatus: s.state.rebootStatus === 'Required' ? 'Required' : 'NotNeeded',
+    rebootRequired: false,
+    hotpatchLevel: { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, ...(from ? { from } : {}) },
+    processes,
+    ...operationNow(s),
+  };
+}
+
+/** A verified package's payload files in a new temporary folder (outside the agent's home), by their payload paths. */
+async function unpackPayload(payload: ReadonlyMap<string, Buffer>): Promise<string> {
+  const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'hp-agent-plan-'));
+  for (const [name, data] of payload) {
+    const file = path.join(dir, name);
+    await fs.promises.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    await fs.promises.writeFile(file, data, { mode: 0o600 });
+  }
+  return dir;
+}
+
+async function installBaseline(s: Session, pkg: Opened<BaselineManifest>, o: ApplyOptions, start: string, activity: string): Promise<InstallResult> {
   const m = pkg.manifest;
   if (s.state.activeBaseline?.id === m.baselineId) {
     return result(start, activity, s.state.rebootStatus, m, 'Installed');
@@ -144,17 +234,25 @@ function checkNotDowngrade(s: Session, m: BaselineManifest): void {
   }
 }
 
-async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPackage>> & { manifest: HotpatchManifest }, o: ApplyOptions, start: string, activity: string): Promise<InstallResult> {
+/**
+ * The level change a hotpatch asks for, once everything installed has been checked (refused here
+ * the same way for an apply and its dry run): the level to go to and the one to come from.
+ */
+function hotpatchLevelChange(s: Session, pkg: Opened<HotpatchManifest>): { m: HotpatchManifest; previous: HotpatchManifest | undefined } {
   const m = pkg.manifest;
   if (s.state.enrollment !== 'Enabled') {
     throw new HpError('NOT_ENROLLED', `hotpatch enrollment is ${s.state.enrollment}: ${m.kb} can only be installed as part of the next baseline (reboot). Nothing was changed`);
   }
   checkHotpatchFits(s.home, m, { activeBaseline: s.state.activeBaseline?.id, pendingBaseline: s.state.pendingBaseline?.id, current: s.state.hotpatch }, pkg.payload);
-  await storePackage(s.home, pkg);
   const current = s.state.hotpatch?.baselineId === m.baselineId ? levelManifest(s.home, s.state.hotpatch) : undefined;
   // Processes may be at any lower level (one patched before, one started since): re-point from
   // whatever the previous level of this baseline was; the engine reads each process's truth.
-  const previous = current && current.id !== m.id ? current : previousLevel(s.home, m.baselineId, m.sequence);
+  return { m, previous: current && current.id !== m.id ? current : previousLevel(s.home, m.baselineId, m.sequence) };
+}
+
+async function applyHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: ApplyOptions, start: string, activity: string): Promise<InstallResult> {
+  const { m, previous } = hotpatchLevelChange(s, pkg);
+  await storePackage(s.home, pkg);
   const processes = await underLevelIntent(s, { baselineId: m.baselineId, packageId: m.id }, () =>
     applyLevel({ home: s.home, log: s.log, manifest: m, previous, baselineId: m.baselineId, pids: o.pids, onProgress: o.onProgress }));
   killPoint('level:after-processes');
@@ -177,21 +275,47 @@ export interface RevertResult {
   processes: ProcessResult[];
 }
 
+/** The applied level `id` names and the one a revert goes back to; refuses anything else. */
+function revertLevels(s: Session, id: string): { current: HotpatchManifest; target: HotpatchManifest | undefined } {
+  const current = levelManifest(s.home, s.state.hotpatch);
+  if (!s.state.hotpatch || !current) throw new HpError('NOTHING_TO_REVERT', `no hotpatch is applied; nothing was changed`);
+  if (current.id !== id && current.kb !== id) {
+    throw new HpError('NOT_CURRENT_LEVEL', `${id} is not the applied hotpatch (that is ${current.id}, ${current.kb}); only the current level can be reverted. Nothing was changed`);
+  }
+  return { current, target: previousLevel(s.home, current.baselineId, current.sequence) };
+}
+
+const levelRef = (m: HotpatchManifest) => ({ packageId: m.id, kb: m.kb, sequence: m.sequence });
+
+/** `revert --dry-run`: what revert would do, refused as it would be. Nothing is written or recorded. */
+export interface RevertPlan {
+  dryRun: true;
+  from: RevertResult['from'];
+  to: RevertResult['to'];
+  processes: ProcessResult[];
+  interruptedOperation?: { kind: string; startedAt: string };
+  runningOperation?: RunningOperation;
+}
+
+export async function planRevert(s: Session, id: string, o: { pids?: number[] } = {}): Promise<RevertPlan> {
+  const { current, target } = revertLevels(s, id);
+  const processes = await applyLevel({ home: s.home, log: s.log, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids, dryRun: true });
+  return { dryRun: true, from: levelRef(current), to: target ? levelRef(target) : { baseline: current.baselineId }, processes, ...operationNow(s) };
+}
+
 /** `hp-agent revert <package>`: live rollback to the previous level, or to the plain baseline. */
 export async function revertPackage(s: Session, id: string, o: { pids?: number[] } = {}): Promise<RevertResult> {
   await repairInterrupted(s);
   const activity = randomUUID();
-  const level = s.state.hotpatch;
-  const current = levelManifest(s.home, level);
-  const refuse = async (e: HpError) => {
-    await s.record({ action: 'refuse', result: 'Refused', detail: { command: `revert ${id}`, code: e.code, message: e.message }, activityId: activity });
-    return e;
-  };
-  if (!level || !current) throw await refuse(new HpError('NOTHING_TO_REVERT', `no hotpatch is applied; nothing was changed`));
-  if (current.id !== id && current.kb !== id) {
-    throw await refuse(new HpError('NOT_CURRENT_LEVEL', `${id} is not the applied hotpatch (that is ${current.id}, ${current.kb}); only the current level can be reverted. Nothing was changed`));
+  let levels;
+  try {
+    levels = revertLevels(s, id);
+  } catch (e) {
+    const err = e as HpError;
+    await s.record({ action: 'refuse', result: 'Refused', detail: { command: `revert ${id}`, code: err.code, message: err.message }, activityId: activity });
+    throw e;
   }
-  const target = previousLevel(s.home, current.baselineId, current.sequence);
+  const { current, target } = levels;
   // A process whose functions went back a level was reverted (applyLevel says what it changed).
   const processes = (
     await underLevelIntent(s, { baselineId: current.baselineId, packageId: target?.id }, () =>
@@ -208,8 +332,8 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
   return {
     status,
     activityId: activity,
-    from: { packageId: current.id, kb: current.kb, sequence: current.sequence },
-    to: target ? { packageId: target.id, kb: target.kb, sequence: target.sequence } : { baseline: current.baselineId },
+    from: levelRef(current),
+    to: target ? levelRef(target) : { baseline: current.baselineId },
     processes,
   };
 }
@@ -220,6 +344,17 @@ export async function reboot(s: Session): Promise<RebootResult> {
   // An interrupted reboot, now finished, is the reboot that was asked for.
   if (repaired?.reboot && repaired.reboot.kind === 'reboot') return { ...repaired.reboot, repaired: { kind: repaired.kind, startedAt: repaired.startedAt } };
   return startReboot(s, planReboot(s, 'reboot'));
+}
+
+/**
+ * `reboot --dry-run` / `boot --dry-run`: which services would be stopped and started, which
+ * baseline would run, which hotpatch level would be re-applied. An interrupted reboot is what the
+ * run would finish instead. Reads only.
+ */
+export function planRebootRun(s: Session, mode: 'reboot' | 'boot'): RebootPlan & ReturnType<typeof operationNow> {
+  const op = pendingOperation(s.state);
+  const plan = op?.kind === 'reboot' ? previewReboot(s, savedIntent(s, op), { startedAt: op.startedAt }) : previewReboot(s, planReboot(s, mode));
+  return { ...plan, ...operationNow(s) };
 }
 
 /** `hp-agent boot`: the machine powered on — start the installed baseline's services (the missing ones, if some run). */

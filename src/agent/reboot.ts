@@ -24,7 +24,7 @@ import { serviceSpecs } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
 import { applyLevel, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
 import { killPoint } from './kill-point.js';
-import { findServiceProcesses, serviceAlive, startService, stopService, waitServiceReady, type ServiceRecord } from './services.js';
+import { findServiceProcesses, serviceAlive, startService, stopService, waitServiceReady, type ServiceRecord, type ServiceSpec } from './services.js';
 import type { Session } from './session.js';
 import { beginOperation, endOperation, transitionReboot, type BaselineRef, type Operation } from './state.js';
 
@@ -116,6 +116,82 @@ export function savedIntent(s: Session, op: Operation): RebootIntent {
 
 const same = (a: { pid: number; startTime: number }, b: { pid: number; startTime: number }) => a.pid === b.pid && a.startTime === b.startTime;
 
+/** The services the state records once the intent's have been stopped: not those, nor one that died meanwhile. */
+function servicesLeft(services: ServiceRecord[], stop: ServiceRecord[]): ServiceRecord[] {
+  return services.filter((r) => !stop.some((x) => same(x, r)) && serviceAlive(r));
+}
+
+/**
+ * What becomes of one service of the baseline, from the processes that run it: the one the state
+ * records is kept; else one this reboot launched (an interrupted agent's) is adopted; every
+ * other is a duplicate to stop; with none kept, the service is started.
+ */
+function serviceDecision(spec: ServiceSpec, services: ServiceRecord[], intent: RebootIntent, running: { pid: number; startTime: number }[]) {
+  const recorded = services.find((r) => r.name === spec.name && r.baselineId === spec.baselineId && running.some((p) => same(p, r)));
+  const ours = recorded ? undefined : intent.launched.find((r) => r.name === spec.name && running.some((p) => same(p, r)));
+  const keep = recorded ?? ours;
+  return { recorded, ours, duplicates: running.filter((x) => !keep || !same(x, keep)) };
+}
+
+const DUPLICATE = 'ran the service but no record named it (left by an interrupted agent)';
+
+/** A dry run of a reboot or boot (`--dry-run`): what runReboot would do with `intent`. */
+export interface RebootPlan {
+  dryRun: true;
+  kind: RebootMode;
+  /** The interrupted reboot the run would finish (instead of starting a new one). */
+  finishes?: { startedAt: string };
+  fromBaseline?: string;
+  toBaseline?: string;
+  /** The reboot status the run would leave. */
+  rebootStatus: string;
+  /** Services that would be stopped (`running` false: already gone, nothing to signal). */
+  stop: { name: string; pid: number; running: boolean; why?: string }[];
+  /** Services that would be started (their processes get the hotpatch level). */
+  start: { name: string; baselineId: string; file: string }[];
+  /** Services that would keep running as they are (boot), or be adopted from an interrupted agent. */
+  keep: { name: string; pid: number; how: 'running' | 'adopted' }[];
+  /** The hotpatch level that would be re-applied to the services' processes. */
+  hotpatch?: { packageId: string; kbId: string; sequence: number };
+  /** The level of the old baseline, which a switch of baseline leaves behind (a new baseline starts at level 0). */
+  hotpatchDropped?: { packageId: string; kbId: string; sequence: number };
+}
+
+/** What runReboot would do with `intent`, decided the way it decides; reads only. */
+export function previewReboot(s: Session, intent: RebootIntent, finishes?: { startedAt: string }): RebootPlan {
+  const stop: RebootPlan['stop'] = intent.stop.map((r) => ({ name: r.name, pid: r.pid, running: serviceAlive(r) }));
+  const services = servicesLeft(s.state.services, intent.stop);
+  const to = intent.switchTo;
+  const active = to ?? s.state.activeBaseline;
+  const level = s.state.hotpatch;
+  const start: RebootPlan['start'] = [];
+  const keep: RebootPlan['keep'] = [];
+  for (const spec of active ? serviceSpecs(s.home, active.id) : []) {
+    // Step 1 would have stopped the intent's services before step 3 looks for running ones.
+    const running = findServiceProcesses(s.home, spec).filter((p) => !intent.stop.some((x) => same(x, p)));
+    const d = serviceDecision(spec, services, intent, running);
+    stop.push(...d.duplicates.map((p) => ({ name: spec.name, pid: p.pid, running: true, why: DUPLICATE })));
+    if (d.recorded) keep.push({ name: spec.name, pid: d.recorded.pid, how: 'running' });
+    else if (d.ours) keep.push({ name: spec.name, pid: d.ours.pid, how: 'adopted' });
+    else start.push({ name: spec.name, baselineId: spec.baselineId, file: spec.file });
+  }
+  const ref = (l: NonNullable<typeof level>) => ({ packageId: l.packageId, kbId: l.kb, sequence: l.sequence });
+  const st = s.state.rebootStatus;
+  return {
+    dryRun: true,
+    kind: intent.mode,
+    ...(finishes ? { finishes } : {}),
+    fromBaseline: intent.from,
+    toBaseline: active?.id,
+    rebootStatus: st === 'Required' || st === 'Started' ? 'Completed' : st,
+    stop,
+    start,
+    keep,
+    ...(level && level.baselineId === active?.id ? { hotpatch: ref(level) } : {}),
+    ...(level && active && level.baselineId !== active.id ? { hotpatchDropped: ref(level) } : {}),
+  };
+}
+
 /** Runs (or, for an intent found in the state, finishes) a reboot; clears the intent at the end. */
 export async function runReboot(s: Session, intent: RebootIntent): Promise<RebootResult> {
   const saveIntent = async () => {
@@ -134,7 +210,7 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
     killPoint('reboot:stopped');
   }
   // The state records what runs: not what was stopped, nor a service that died meanwhile.
-  s.state.services = s.state.services.filter((r) => !intent.stop.some((x) => same(x, r)) && serviceAlive(r));
+  s.state.services = servicesLeft(s.state.services, intent.stop);
   await s.save();
 
   // 2. Switch to the installed baseline.
@@ -154,14 +230,11 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
   const active = s.state.activeBaseline;
   try {
     for (const spec of active ? serviceSpecs(s.home, active.id) : []) {
-      const running = findServiceProcesses(s.home, spec);
-      const recorded = s.state.services.find((r) => r.name === spec.name && r.baselineId === spec.baselineId && running.some((p) => same(p, r)));
-      const ours = recorded ? undefined : intent.launched.find((r) => r.name === spec.name && running.some((p) => same(p, r)));
-      const keep = recorded ?? ours;
-      for (const p of running.filter((x) => !keep || !same(x, keep))) {
+      const { recorded, ours, duplicates } = serviceDecision(spec, s.state.services, intent, findServiceProcesses(s.home, spec));
+      for (const p of duplicates) {
         const rec: ServiceRecord = { name: spec.name, pid: p.pid, startTime: p.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: new Date().toISOString() };
         const r = await stopService(rec, { home: s.home });
-        stopped.push({ name: spec.name, pid: p.pid, how: r.how, why: 'ran the service but no record named it (left by an interrupted agent)' });
+        stopped.push({ name: spec.name, pid: p.pid, how: r.how, why: DUPLICATE });
       }
       if (recorded) {
         kept.push({ name: spec.name, pid: recorded.pid, how: 'running' });

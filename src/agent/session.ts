@@ -23,7 +23,7 @@ export interface SessionOptions {
   verbose?: boolean;
   /** Wait for another agent's lock (ms, or true for ever); default 30 s. */
   wait?: boolean | number;
-  /** Reading only: no lock (status, history). */
+  /** Reading only: no lock, and neither state nor history can be written (status, history, a dry run). */
   readOnly?: boolean;
   home?: string;
 }
@@ -56,6 +56,8 @@ export async function withSession<T>(opts: SessionOptions, work: (s: Session) =>
         await saveState(home, session.state);
       },
       record: async (entry) => {
+        // A read-only session (status, history, a dry run) leaves the history as it found it.
+        if (opts.readOnly) throw new HpError('INTERNAL', 'a read-only session cannot record history');
         await appendHistory(home, entry);
       },
     };

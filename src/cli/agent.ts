@@ -2,13 +2,14 @@
 import cliProgress from 'cli-progress';
 import type { Argv } from 'yargs';
 import { readHistory } from '../agent/history.js';
-import { applyPackage, boot, reboot, revertPackage, status, type InstallResult, type RebootResult, type RevertResult } from '../agent/operations.js';
+import { applyPackage, boot, planApply, planRebootRun, planRevert, reboot, revertPackage, status, type InstallResult, type RebootResult, type RevertResult } from '../agent/operations.js';
 import { withSession } from '../agent/session.js';
 import type { ProcessResult } from '../agent/hotpatch.js';
 import type { StatusReport } from '../agent/status.js';
 import { EXIT, printer, table } from './output.js';
 import { statusProblems } from '../agent/status-check.js';
 import { existingFile, nonEmpty, pidValues, wholeNumber } from './usage.js';
+import { applyPlanHuman, rebootPlanHuman, revertPlanHuman } from './plan.js';
 
 interface Common {
   json: boolean;
@@ -21,6 +22,13 @@ const common = (y: Argv) =>
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON object (stable field names, Azure spellings)' })
     .option('verbose', { type: 'boolean', default: false, describe: 'mirror the log (JSON lines in $HP_AGENT_HOME/logs/agent.log) on stderr' })
     .option('wait', { requiresArg: true, default: 30000, coerce: wholeNumber('--wait', 'milliseconds', 0), describe: 'ms to wait for another running agent to finish' });
+
+/**
+ * --dry-run: the plan, from the same checks and the same planner as the real run, and nothing
+ * written. It runs in a read-only session: no lock is taken, and neither the state nor the
+ * history can be written.
+ */
+const dryRunOption = { type: 'boolean', default: false, describe: 'print what would be done (processes, functions, sites, bytes; services; reboot) and change nothing' } as const;
 
 /** --pid of apply and revert: checked while parsing, like every other value. */
 const pidOption = { array: true, requiresArg: true, coerce: pidValues(), describe: 'only these processes (repeatable)' } as const;
@@ -136,10 +144,23 @@ export function agentCommands(y: Argv): Argv {
           .positional('package', { type: 'string', demandOption: true, coerce: existingFile('package'), describe: 'a signed .hpkg file' })
           .option('pid', { ...pidOption, describe: 'only these processes (hotpatch; repeatable)' })
           .option('allow-unsigned', { type: 'boolean', default: false, describe: 'developer switch: accept an unsigned or untrusted package' })
-          .option('allow-downgrade', { type: 'boolean', default: false, describe: 'install a baseline released before the one running or installed (it takes effect at the next reboot)' }),
+          .option('allow-downgrade', { type: 'boolean', default: false, describe: 'install a baseline released before the one running or installed (it takes effect at the next reboot)' })
+          .option('dry-run', dryRunOption),
       async (a) => {
-        const args = a as unknown as Common & { package: string; pid?: number[]; allowUnsigned: boolean; allowDowngrade: boolean };
+        const args = a as unknown as Common & { package: string; pid?: number[]; allowUnsigned: boolean; allowDowngrade: boolean; dryRun: boolean };
         const out = printer(args.json);
+        if (args.dryRun) {
+          try {
+            const p = await withSession({ command: `apply --dry-run ${args.package}`, verbose: args.verbose, readOnly: true }, (s) =>
+              planApply(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade }));
+            out.result(p, () => applyPlanHuman(p));
+            // The exit code the apply would end with (a dry run's own failure aside).
+            process.exitCode = processExit(p.processes, p.patches[0].installationState === 'Failed');
+          } catch (e) {
+            process.exitCode = out.error(e);
+          }
+          return;
+        }
         const bar = progressBar(args.json);
         try {
           const r = await withSession({ command: `apply ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) =>
@@ -156,10 +177,21 @@ export function agentCommands(y: Argv): Argv {
     .command(
       'revert <package>',
       'Roll the applied hotpatch back live, to the previous level or to the plain baseline',
-      (c) => common(c).positional('package', { type: 'string', demandOption: true, coerce: nonEmpty('package'), describe: 'the applied hotpatch: package id or KB' }).option('pid', pidOption),
+      (c) => common(c).positional('package', { type: 'string', demandOption: true, coerce: nonEmpty('package'), describe: 'the applied hotpatch: package id or KB' }).option('pid', pidOption).option('dry-run', dryRunOption),
       async (a) => {
-        const args = a as unknown as Common & { package: string; pid?: number[] };
+        const args = a as unknown as Common & { package: string; pid?: number[]; dryRun: boolean };
         const out = printer(args.json);
+        if (args.dryRun) {
+          try {
+            const p = await withSession({ command: `revert --dry-run ${args.package}`, verbose: args.verbose, readOnly: true }, (s) => planRevert(s, args.package, { pids: args.pid }));
+            out.result(p, () => revertPlanHuman(p));
+            const failed = p.processes.filter((x) => x.outcome === 'Failed' || x.outcome === 'Skipped').length;
+            process.exitCode = processExit(p.processes, failed > 0 && failed === p.processes.length);
+          } catch (e) {
+            process.exitCode = out.error(e);
+          }
+          return;
+        }
         try {
           const r: RevertResult = await withSession({ command: `revert ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) => revertPackage(s, args.package, { pids: args.pid }));
           out.result(r, () => `reverted ${r.from.kb} ${r.from.packageId} → ${'baseline' in r.to ? `plain baseline ${r.to.baseline}` : `${r.to.kb} ${r.to.packageId} (#${r.to.sequence})`}; status ${r.status}\n${processTable(r.processes)}`);
@@ -215,10 +247,19 @@ export function agentCommands(y: Argv): Argv {
     .command(
       'reboot',
       'Simulated reboot: stop the services, switch to the installed baseline, start them, report the downtime',
-      (c) => common(c),
+      (c) => common(c).option('dry-run', dryRunOption),
       async (a) => {
-        const args = a as unknown as Common;
+        const args = a as unknown as Common & { dryRun: boolean };
         const out = printer(args.json);
+        if (args.dryRun) {
+          try {
+            const p = await withSession({ command: 'reboot --dry-run', verbose: args.verbose, readOnly: true }, async (s) => planRebootRun(s, 'reboot'));
+            out.result(p, () => rebootPlanHuman(p));
+          } catch (e) {
+            process.exitCode = out.error(e);
+          }
+          return;
+        }
         try {
           const r = await withSession({ command: 'reboot', verbose: args.verbose, wait: args.wait }, (s) => reboot(s));
           out.result(r, () => rebootHuman(r));
@@ -231,10 +272,19 @@ export function agentCommands(y: Argv): Argv {
     .command(
       'boot',
       'The machine powered on: start the installed baseline\'s services (and its hotpatch level)',
-      (c) => common(c),
+      (c) => common(c).option('dry-run', dryRunOption),
       async (a) => {
-        const args = a as unknown as Common;
+        const args = a as unknown as Common & { dryRun: boolean };
         const out = printer(args.json);
+        if (args.dryRun) {
+          try {
+            const p = await withSession({ command: 'boot --dry-run', verbose: args.verbose, readOnly: true }, async (s) => planRebootRun(s, 'boot'));
+            out.result(p, () => rebootPlanHuman(p));
+          } catch (e) {
+            process.exitCode = out.error(e);
+          }
+          return;
+        }
         try {
           const r = await withSession({ command: 'boot', verbose: args.verbose, wait: args.wait }, (s) => boot(s));
           out.result(r, () => rebootHuman(r));

@@ -1,8 +1,10 @@
 /** `hp-agent try`: a patch author's command — redirect functions of one process, or revert them. */
 import type { Argv } from 'yargs';
 import { HpError } from '../errors.js';
-import { applyPatch, PATCH_MODES, revertFunctions, type ApplyReport, type FunctionSpec, type PatchMode, type RevertReport } from '../engine/patch.js';
-import { addr, EXIT, printer, spacedHex, table } from './output.js';
+import { applyPatch, PATCH_MODES, planPatch, planRevert, revertFunctions, type ApplyReport, type FunctionSpec, type PatchMode, type RevertReport } from '../engine/patch.js';
+import { changePlan } from '../engine/plan.js';
+import { addr, EXIT, printer } from './output.js';
+import { changePlanHuman, sitesTable } from './plan.js';
 import { existingFile, nonEmpty, pidValue, usage, wholeNumber } from './usage.js';
 
 interface TryArgs {
@@ -18,6 +20,7 @@ interface TryArgs {
   mode: PatchMode;
   consistency: 'entry' | 'function';
   replace: boolean;
+  dryRun: boolean;
 }
 
 export function parseFunctionSpec(spec: string): FunctionSpec {
@@ -26,21 +29,6 @@ export function parseFunctionSpec(spec: string): FunctionSpec {
     throw new HpError('USAGE', `--function expects NAME or NAME=REPLACEMENT, got "${spec}"`);
   }
   return replacement ? { name, replacement } : { name };
-}
-
-function sitesTable(report: ApplyReport | RevertReport): string {
-  return table(
-    ['FUNCTION', 'ADDRESS', 'SITE', 'JUMP', 'ENDBR64', 'BEFORE', 'AFTER'],
-    report.sites.map((s) => [
-      s.replacement && s.replacement !== s.function ? `${s.function} → ${s.replacement}` : s.function,
-      addr(s.functionAddress),
-      addr(s.siteAddress),
-      s.kind,
-      s.keptEndbr64 ? 'kept' : '-',
-      spacedHex(s.before) + (s.entry ? ` | entry ${spacedHex(s.entry.before)}` : ''),
-      spacedHex(s.after) + (s.entry ? ` | entry ${spacedHex(s.entry.after)}` : ''),
-    ]),
-  );
 }
 
 function pauseLine(r: ApplyReport | RevertReport): string {
@@ -73,6 +61,7 @@ export function tryCommand(y: Argv): Argv {
         .option('consistency', { type: 'string', choices: ['entry', 'function'], default: 'entry', describe: 'entry: threads already inside an old function finish it; function: wait until no thread runs the code being replaced or will return into it (needs a stop)' })
         .option('replace', { type: 'boolean', default: false, describe: 're-point functions this tool already patched instead of refusing them' })
         .option('far', { type: 'boolean', default: false, describe: 'map the patch out of rel32 reach, forcing the 14-byte absolute jump (for testing)' })
+        .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (sites, bytes before/after, jump, mode, where the patch would be mapped) and write nothing' })
         .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
         .example('$0 try fix.so --pid 1234 --function compute=compute_v2', 'patch compute() of PID 1234')
         .example('$0 try --revert --pid 1234 --function compute', 'put compute() back')
@@ -92,13 +81,22 @@ export function tryCommand(y: Argv): Argv {
       const a = argv as unknown as TryArgs;
       const out = printer(a.json);
       try {
+        if (a.dryRun) {
+          // The same planner as the change itself (the same refusals); nothing mapped or written.
+          const plan = changePlan(a.revert
+            ? await planRevert({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, consistency: a.consistency })
+            : await planPatch({ pid: a.pid, patchPath: a.patch!, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, consistency: a.consistency, replace: a.replace, placement: a.far ? 'far' : 'near' }));
+          out.result(plan, () => `dry run: nothing was written. ${a.revert ? 'try --revert' : 'try'} would change PID ${plan.pid} (${plan.objects[0]?.path ?? '-'})\n${changePlanHuman(plan)}`);
+          process.exitCode = EXIT.ok;
+          return;
+        }
         if (a.revert) {
           const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, consistency: a.consistency, timeoutMs: a.timeout, realtime: a.realtime });
-          out.result(report, () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report)}`);
+          out.result(report, () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report.sites)}`);
         } else {
           const report = await applyPatch({ pid: a.pid, patchPath: a.patch!, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, consistency: a.consistency, replace: a.replace, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near' });
           out.result(report, () =>
-            `patched ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) with ${report.patch.mapping} at ${addr(report.patch.base)} — ${pauseLine(report)}\n${sitesTable(report)}`);
+            `patched ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) with ${report.patch.mapping} at ${addr(report.patch.base)} — ${pauseLine(report)}\n${sitesTable(report.sites)}`);
         }
         process.exitCode = EXIT.ok;
       } catch (e) {

@@ -37,7 +37,7 @@ import {
 } from '../x64/index.js';
 import { refuseBranchesIntoSite } from './branch-check.js';
 import { readEntries, type Entry, type FunctionState } from './entries.js';
-import { isPatchMapping, mapPatchAndSwitch, mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
+import { isPatchMapping, mapPatchAndSwitch, mapPatchImage, memfdName, unmapPatch, type MappedPatch } from './loader.js';
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
 import { mappingExtent, ProcessView, whileAlive } from './view.js';
@@ -116,6 +116,12 @@ export interface ChangeOptions {
    * out of reach, so the 14-byte absolute jump is used (to test that path).
    */
   placement?: 'near' | 'far';
+  /**
+   * Plan only: every read and every check of a real change (so a change that would be refused is
+   * refused the same way), then the plan is returned instead of carried out — nothing is mapped
+   * in the target, no thread is borrowed or stopped, no byte is written.
+   */
+  dryRun?: boolean;
 }
 
 export type SiteAction = 'patch' | 'repoint' | 'restore';
@@ -162,8 +168,10 @@ export interface MappedPatchReport {
 
 export interface ChangeReport extends Partial<TransactionReport> {
   pid: number;
-  /** False when every function was already as asked: nothing was stopped or written. */
+  /** False when every function was already as asked: nothing was stopped or written. For a dry run: whether the change would write. */
   changed: boolean;
+  /** A plan (ChangeOptions.dryRun): `patches` and `sites` say what the change would map and write; nothing was. */
+  dryRun?: true;
   mode?: 'stop' | 'zero-stop';
   /** Zero-stop: first write → last write read back, pauses included (nothing stopped), µs. */
   switchUs?: number;
@@ -738,7 +746,7 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   const view = new ProcessView(pid, { maps: opts.maps, objects: opts.objects });
   const entries: ObjectEntries[] = [];
   for (const c of opts.changes) entries.push(await readObjectEntries(view, c));
-  const unchanged = (objects: LoadedObject[]): ChangeReport => ({ pid, changed: false, objects: objects.map((o) => ({ path: o.path, buildId: o.buildId })), patches: [], sites: [] });
+  const unchanged = (objects: LoadedObject[]): ChangeReport => ({ pid, changed: false, objects: objects.map((o) => ({ path: o.path, buildId: o.buildId })), patches: [], sites: [], ...(opts.dryRun ? { dryRun: true as const } : {}) });
   if (alreadyThere(entries, opts.label)) return unchanged(entries.map((e) => e.obj));
 
   const plan: Plan = { objects: [], patches: [], functions: [], replacedCode: [] };
@@ -746,10 +754,14 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   if (plan.functions.length === 0) return unchanged(plan.objects);
   const consistency = opts.consistency ?? 'entry';
   const mode = chooseMode(pid, plan, opts.mode ?? 'auto', consistency);
+  const mappingName = (p: PlannedPatch) => (opts.label ? `${opts.label.packageId}:${path.basename(p.patchPath)}` : path.basename(p.patchPath));
+  // The seam of a dry run: everything above only read the process; everything below writes.
+  if (opts.dryRun) {
+    return { ...changeReport(pid, mode, plan, (p) => p.reused ?? { base: p.base, size: p.image.length + p.trailer.length, name: memfdName(mappingName(p)) }), dryRun: true };
+  }
 
   const mapped: MappedPatch[] = [];
   let outcome: Pick<ChangeReport, keyof TransactionReport | 'switchUs'>;
-  const mappingName = (p: PlannedPatch) => (opts.label ? `${opts.label.packageId}:${path.basename(p.patchPath)}` : path.basename(p.patchPath));
   const fresh = plan.patches.filter((p) => !p.reused);
   try {
     if (mode === 'zero-stop') {
@@ -781,17 +793,21 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
     if (!(e instanceof HpError) || e.unchanged) for (const m of mapped) await unmapPatch(pid, m).catch(() => undefined);
     throw e;
   }
+  return { ...changeReport(pid, mode, plan, (p) => p.reused ?? mapped.find((x) => x.base === p.base)!), ...outcome };
+}
+
+/** What a change did (or, for a dry run, would do): `mappingOf` says where each patch is (or would be) mapped. */
+function changeReport(pid: number, mode: 'stop' | 'zero-stop', plan: Plan, mappingOf: (p: PlannedPatch) => MappedPatch): ChangeReport {
   return {
     pid,
     changed: true,
     mode,
     objects: plan.objects.map((o) => ({ path: o.path, buildId: o.buildId })),
     patches: plan.patches.map((p) => {
-      const m = p.reused ?? mapped.find((x) => x.base === p.base)!;
+      const m = mappingOf(p);
       return { object: p.obj.path, path: p.patchPath, buildId: p.patchBuildId, base: p.base, size: m.size, mapping: m.name, bindings: p.bindings, ...(p.reused ? { reused: true } : {}) };
     }),
     sites: plan.functions.map((f) => f.report),
-    ...outcome,
   };
 }
 
@@ -806,10 +822,31 @@ function stopFields(r: ChangeReport): TransactionReport & { mode: 'stop' | 'zero
   };
 }
 
+/** The change `hp-agent try` makes (or plans): one object's functions to one patch. */
+function patchChange(opts: ApplyOptions): ChangeOptions {
+  if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to patch was given');
+  return { ...opts, changes: [{ object: opts.object, patchPath: opts.patchPath, functions: opts.functions }] };
+}
+
+/** The change `hp-agent try --revert` makes (or plans): one object's functions back to their original bytes. */
+function revertChange(opts: RevertOptions): ChangeOptions {
+  if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to revert was given');
+  return { ...opts, changes: [{ object: opts.object, functions: [], restore: opts.functions }], requirePatched: true };
+}
+
+/** `hp-agent try --dry-run`: what applyPatch would do, refused as it would be; nothing written. */
+export function planPatch(opts: ApplyOptions): Promise<ChangeReport> {
+  return changeFunctions({ ...patchChange(opts), dryRun: true });
+}
+
+/** `hp-agent try --revert --dry-run`: what revertFunctions would do; nothing written. */
+export function planRevert(opts: RevertOptions): Promise<ChangeReport> {
+  return changeFunctions({ ...revertChange(opts), dryRun: true });
+}
+
 /** `hp-agent try`: redirect functions of one object to a patch; refuses functions already patched unless `replace`. */
 export async function applyPatch(opts: ApplyOptions): Promise<ApplyReport> {
-  if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to patch was given');
-  const r = await changeFunctions({ ...opts, changes: [{ object: opts.object, patchPath: opts.patchPath, functions: opts.functions }] });
+  const r = await changeFunctions(patchChange(opts));
   const p = r.patches[0];
   return {
     pid: r.pid,
@@ -823,7 +860,6 @@ export async function applyPatch(opts: ApplyOptions): Promise<ApplyReport> {
 
 /** Puts back the original entry bytes of each function, exactly. */
 export async function revertFunctions(opts: RevertOptions): Promise<RevertReport> {
-  if (opts.functions.length === 0) throw new HpError('NO_FUNCTIONS', 'no function to revert was given');
-  const r = await changeFunctions({ ...opts, changes: [{ object: opts.object, functions: [], restore: opts.functions }], requirePatched: true });
+  const r = await changeFunctions(revertChange(opts));
   return { pid: r.pid, object: r.objects[0], sites: r.sites, ...stopFields(r) };
 }
