@@ -18,7 +18,7 @@ import type { Session } from './session.js';
 import { beginOperation, endOperation, pendingOperation, transitionReboot } from './state.js';
 import { liveLockHolder } from './lock.js';
 import { computeStatus, type RunningOperation, type StatusReport } from './status.js';
-import { checkStorable, storedManifest, storePackage } from './store.js';
+import { checkStorable, storedManifest, storedPackageDir, storePackage } from './store.js';
 
 export type InstallationState = 'Unknown' | 'Installed' | 'Failed' | 'Excluded' | 'NotSelected' | 'Pending';
 export type OperationStatus = 'Unknown' | 'InProgress' | 'Failed' | 'Succeeded' | 'CompletedWithWarnings';
@@ -175,6 +175,8 @@ async function planHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: ApplyO
   } finally {
     if (payloadDir) await fs.promises.rm(payloadDir, { recursive: true, force: true });
   }
+  // Say where the patch objects will be (in the store), not the temporary copy, gone by now.
+  if (payloadDir) for (const p of processes) for (const patch of p.plan?.patches ?? []) patch.path = path.join(storedPackageDir(s.home, m.id), path.relative(payloadDir, patch.path));
   const anyGood = processes.length === 0 || processes.some((p) => p.outcome !== 'Failed' && p.outcome !== 'Skipped');
   const from = s.state.hotpatch?.baselineId === m.baselineId ? { sequence: s.state.hotpatch.sequence, packageId: s.state.hotpatch.packageId } : undefined;
   return {
