@@ -68,10 +68,11 @@ const packBaseline = () => ['pack', 'baseline', '--out', path.join(scratch, 'b.h
 
 describe('bad usage changes nothing, for every command', () => {
   it('apply, revert and try: an unknown option, a missing argument, a bad --pid — memory read back unchanged', async () => {
-    // Each of these patched or reverted the running daemon before the usage error was printed.
-    await expectUsage(['apply', pkg('2026.10-hp2'), '--dry-run'], /Unknown argument: dry-run$/m);
+    // Each of these patched or reverted the running daemon before the usage error was printed
+    // (then with --dry-run, which did not exist; now a misspelling of it).
+    await expectUsage(['apply', pkg('2026.10-hp2'), '--dryrun'], /Unknown argument: dryrun$/m);
     await expectUsage(['revert', 'KB5046101', '--pids', '123'], /Unknown argument: pids$/m);
-    await expectUsage(['try', ...tryArgs(), '--dry-run'], /Unknown argument: dry-run$/m);
+    await expectUsage(['try', ...tryArgs(), '--dryrun'], /Unknown argument: dryrun$/m);
     await expectUsage(['apply'], /Not enough non-option arguments/);
     await expectUsage(['revert'], /Not enough non-option arguments/);
     await expectUsage(['try', greetdFix(), '--function', 'add_numbers=add_numbers_v2'], /Missing required argument: pid/);
