@@ -230,6 +230,8 @@ struct TransactionOptions {
   const RemotePrelude* prelude = nullptr;
   uint64_t timeoutMs = 2000;  // retrying while a thread sits inside a site
   bool realtime = false;      // raise the calling thread to SCHED_FIFO during the stop
+  // Where stacks may be: in every consistency no word of a thread's stack may point strictly
+  // inside the bytes a site overwrites (RETURN_INTO_SITE after the timeout).
   // Function consistency: the code being replaced. No thread may run inside it nor have a
   // return address into it on its stack (the stack, from rsp to the end of the area of
   // `stackAreas` holding rsp, is scanned conservatively: any word in a range counts).

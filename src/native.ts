@@ -1,7 +1,7 @@
 /**
  * The native core (C++ N-API, native/): process control only. Every function returns a promise
  * and does its waiting off the JS thread. Failures reject with an HpError carrying the core's
- * stable code (PROCESS_NOT_FOUND, ALREADY_TRACED, PROCESS_EXITED, THREAD_IN_SITE, FUNCTION_ACTIVE,
+ * stable code (PROCESS_NOT_FOUND, ALREADY_TRACED, PROCESS_EXITED, THREAD_IN_SITE, RETURN_INTO_SITE, FUNCTION_ACTIVE,
  * ENTRY_MISMATCH, VERIFY_FAILED, ...).
  */
 import fs from 'node:fs';

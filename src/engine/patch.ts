@@ -758,7 +758,9 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
       outcome = { ...NOTHING_STOPPED, switchUs: sw.durationUs };
     } else {
       // Real-time priority by default: the tracer must not queue behind the target's busy threads.
-      const functionConsistency = consistency === 'function' ? { activeRanges: plan.replacedCode, stackAreas: stackAreas(view.maps) } : {};
+      // Every stop checks that no stack returns into the bytes a jump overwrites; function
+      // consistency also into the code being replaced.
+      const functionConsistency = consistency === 'function' ? { activeRanges: plan.replacedCode, stackAreas: stackAreas(view.maps) } : { stackAreas: stackAreas(view.maps) };
       const sites = plan.functions.flatMap((f) => f.sites);
       const txOptions = { timeoutMs: opts.timeoutMs, realtime: opts.realtime ?? true, ...functionConsistency };
       // The usual change maps one new patch: mapped and switched in one attach of the core (a

@@ -116,4 +116,20 @@ describe('threads at and inside the entry', () => {
     expect(escaped).toBe('2');
     expect(t.alive()).toBe(true);
   });
+
+  it('never writes a jump over bytes a thread will return into: a signal frame on its stack says entry+4', async () => {
+    const t = await spawnTarget(fixturePath('spinentry'));
+    expect(await t.request('trap')).toBe('held');
+    const before = await entryBytes(t.pid, 'trapping');
+    const r = await hpAgent(['try', fixturePath('spinentry_fix.so'), '--pid', String(t.pid), '--function', 'trapping=parked_v2', '--mode', 'stop', '--timeout', '300']);
+    expect(r.code, r.stdout + r.stderr).toBe(3);
+    expect(r.json.error.code).toBe('RETURN_INTO_SITE');
+    expect(r.json.error.message).toMatch(/on its stack/);
+    expect((await entryBytes(t.pid, 'trapping')).equals(before)).toBe(true);
+    expect(patchMappings(t.pid)).toEqual([]);
+    // Let go, the handler returns to entry+4 — the original bytes — and the thread leaves.
+    expect(await t.request('release')).toBe('released');
+    expect(await t.request('escaped')).toBe('1');
+    expect(t.alive()).toBe(true);
+  });
 });
