@@ -207,6 +207,7 @@ Napi::Object BatchResult(Napi::Env env, const hp::RemoteBatchResult& out) {
   r.Set("results", results);
   r.Set("tid", Napi::Number::New(env, out.tid));
   r.Set("interruptedSyscall", Napi::Boolean::New(env, out.interruptedSyscall));
+  r.Set("heldNs", Napi::Number::New(env, double(out.heldNs)));
   if (!out.fillError.empty()) r.Set("fillError", Napi::String::New(env, out.fillError));
   return r;
 }

@@ -187,6 +187,7 @@ struct RemoteBatchResult {
   bool interruptedSyscall = false;  // the hijacked thread had been blocked in a call, now restarted
   std::string fillError;            // the fill failed (the batch stopped after call `afterCall`)
   uint64_t stoppedAtNs = 0;         // when the borrowed thread was stopped (monotonic clock)
+  uint64_t heldNs = 0;              // stop → let go (RemoteSyscalls; a prelude's thread stays for the switch)
 };
 // Two instructions of the target's own code (found by the caller, checked here): `syscall; ret`
 // runs a call; `mov rax, 15; syscall` (the C library's signal-return trampoline) returns the

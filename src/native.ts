@@ -63,6 +63,8 @@ export interface RemoteBatchResult {
   results: number[];
   tid: number;
   interruptedSyscall: boolean;
+  /** How long the borrowed thread was held, stop → let go (0 in a transaction's prelude: part of its pause). */
+  heldNs?: number;
   /** Why the fill failed; the batch stopped right after the call it was to follow. */
   fillError?: string;
 }

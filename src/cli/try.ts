@@ -44,7 +44,12 @@ function sitesTable(report: ApplyReport | RevertReport): string {
 }
 
 function pauseLine(r: ApplyReport | RevertReport): string {
-  if (r.mode === 'zero-stop') return `zero-stop: no thread stopped, switched in ${r.switchUs} µs`;
+  if (r.mode === 'zero-stop') {
+    // The switch stops nobody; mapping a new patch borrowed a thread, and that is said too.
+    const borrowed = 'borrowed' in r && r.borrowed?.length ? r.borrowed : [];
+    const held = borrowed.map((b) => `thread ${b.tid} ${b.interruptedSyscall ? '(asleep in a call, restarted) ' : ''}held ${b.heldUs} µs to map the patch`);
+    return `zero-stop: no thread stopped for the switch (${r.switchUs} µs)` + (held.length ? `; ${held.join(', ')}` : '');
+  }
   return `pause ${r.pauseUs} µs, ${r.threads} thread${r.threads === 1 ? '' : 's'} stopped` +
     (r.attempts > 1 ? `, ${r.attempts} attempts` : '');
 }

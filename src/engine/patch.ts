@@ -40,6 +40,7 @@ import { readEntries, type Entry, type FunctionState } from './entries.js';
 import { isPatchMapping, mapPatchAndSwitch, mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
+import type { BorrowedThread } from './remote.js';
 import { mappingExtent, ProcessView, whileAlive } from './view.js';
 import { zeroStopSwitch } from './zerostop.js';
 
@@ -167,6 +168,11 @@ export interface ChangeReport extends Partial<TransactionReport> {
   mode?: 'stop' | 'zero-stop';
   /** Zero-stop: first write → last write read back, pauses included (nothing stopped), µs. */
   switchUs?: number;
+  /**
+   * Zero-stop: the threads stopped to map a new patch (one asleep in a call when there is one,
+   * its call restarted) and for how long — the switch itself stops none.
+   */
+  borrowed?: BorrowedThread[];
   objects: { path: string; buildId?: string }[];
   patches: MappedPatchReport[];
   sites: SiteReport[];
@@ -190,6 +196,8 @@ export interface ApplyReport extends TransactionReport {
   pid: number;
   mode: 'stop' | 'zero-stop';
   switchUs?: number;
+  /** Zero-stop with a new patch: the thread borrowed to map it (see ChangeReport.borrowed). */
+  borrowed?: BorrowedThread[];
   object: { path: string; buildId?: string };
   patch: { path: string; buildId?: string; base: number; size: number; mapping: string; reused?: boolean };
   bindings: { name: string; address: number; from: string }[];
@@ -748,14 +756,14 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   const mode = chooseMode(pid, plan, opts.mode ?? 'auto', consistency);
 
   const mapped: MappedPatch[] = [];
-  let outcome: Pick<ChangeReport, keyof TransactionReport | 'switchUs'>;
+  let outcome: Pick<ChangeReport, keyof TransactionReport | 'switchUs' | 'borrowed'>;
   const mappingName = (p: PlannedPatch) => (opts.label ? `${opts.label.packageId}:${path.basename(p.patchPath)}` : path.basename(p.patchPath));
   const fresh = plan.patches.filter((p) => !p.reused);
   try {
     if (mode === 'zero-stop') {
       for (const p of fresh) mapped.push(await mapPatchImage(pid, p.base, p.image, p.segments, p.trailer, mappingName(p), view.maps));
       const sw = await zeroStopSwitch(pid, rounds(plan.functions), { stepDelayMs: opts.stepDelayMs });
-      outcome = { ...NOTHING_STOPPED, switchUs: sw.durationUs };
+      outcome = { ...NOTHING_STOPPED, switchUs: sw.durationUs, borrowed: mapped.flatMap((m) => (m.borrowed ? [m.borrowed] : [])) };
     } else {
       // Real-time priority by default: the tracer must not queue behind the target's busy threads.
       // Every stop checks that no stack returns into the bytes a jump overwrites; function
@@ -797,10 +805,11 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   };
 }
 
-function stopFields(r: ChangeReport): TransactionReport & { mode: 'stop' | 'zero-stop'; switchUs?: number } {
+function stopFields(r: ChangeReport): TransactionReport & { mode: 'stop' | 'zero-stop'; switchUs?: number; borrowed?: BorrowedThread[] } {
   return {
     mode: r.mode ?? 'stop',
     ...(r.switchUs !== undefined ? { switchUs: r.switchUs } : {}),
+    ...(r.borrowed?.length ? { borrowed: r.borrowed } : {}),
     pauseUs: r.pauseUs ?? 0,
     threads: r.threads ?? 0,
     attempts: r.attempts ?? 0,

@@ -125,6 +125,11 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
     // sleeping thread (TracerPid shows it), never the spinner; the switch traces nobody.
     const sw = await observed(s, () => applyPatch({ pid, patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v2' }] }));
     expect(sw.result).toMatchObject({ mode: 'zero-stop', pauseUs: 0, threads: 0 });
+    // …and says so: which thread it borrowed (asleep in a call, never the spinner) and for how long.
+    expect(sw.result.borrowed).toHaveLength(1);
+    expect(sw.result.borrowed![0]).toMatchObject({ interruptedSyscall: true });
+    expect(sw.result.borrowed![0].tid).not.toBe(s.tid);
+    expect(sw.result.borrowed![0].heldUs).toBeGreaterThan(0);
     expect(sw.result.sites[0]).toMatchObject({ action: 'patch', form: 'padding', entry: { entryNop: 'two-90', before: '9090', after: 'ebf9' }, keptEndbr64: false });
     expect(sw.stops).toBe(0);
 
