@@ -85,7 +85,9 @@ export async function applyPackage(s: Session, file: string, o: ApplyOptions = {
   const activity = randomUUID();
   let pkg;
   try {
-    pkg = await openPackage(file, { trustDir: trustDir(s.home), allowUnsigned: o.allowUnsigned });
+    pkg = await openPackage(file, { trustDir: trustDir(s.home), allowUnsigned: o.allowUnsigned, signal: s.signal });
+    // The last point where a signal stops the command before it changes anything.
+    s.signal.throwIfAborted();
   } catch (e) {
     await s.record({ action: 'refuse', result: 'Refused', detail: { package: file, code: (e as HpError).code, message: (e as Error).message }, activityId: activity });
     throw e;
@@ -164,6 +166,7 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
     throw await refuse(new HpError('NOT_CURRENT_LEVEL', `${id} is not the applied hotpatch (that is ${current.id}, ${current.kb}); only the current level can be reverted. Nothing was changed`));
   }
   const target = previousLevel(s.home, current.baselineId, current.sequence);
+  s.signal.throwIfAborted();
   s.state = await beginOperation(s.home, s.state, 'level', { baselineId: current.baselineId, packageId: target?.id } satisfies LevelIntent);
   const processes = await applyLevel({ home: s.home, log: s.log, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids });
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
@@ -207,6 +210,7 @@ async function reapplyLevel(s: Session): Promise<RebootResult['hotpatch']> {
 /** `hp-agent reboot`: stop the services, switch to the installed baseline, start them again. */
 export async function reboot(s: Session): Promise<RebootResult> {
   await repairInterrupted(s);
+  s.signal.throwIfAborted();
   return doReboot(s);
 }
 
