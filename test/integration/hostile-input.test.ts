@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
+import { demoPublicKey } from '../../src/demo/fixture-packages.js';
 import { agent, cleanUp, history, newHome, pkg, startAgent } from './agent-helpers.js';
 
 afterEach(cleanUp);
@@ -87,5 +88,52 @@ describe('hostile input', () => {
       expect(r.code, file).toBe(2);
     }
     expectNothingWritten(home);
+  });
+
+  describe('a home or trust store someone else could have written to is refused, as ssh refuses such a ~/.ssh', () => {
+    const STRANGER = 4242;
+
+    /** A home with the demo key trusted (by the agent itself), then `spoil` applied to it. */
+    async function spoiledHome(spoil: (home: string, keyFile: string) => void): Promise<string> {
+      const home = newHome();
+      const trust = await agent(home, ['trust', 'add', demoPublicKey()]);
+      expect(trust.code, trust.stdout + trust.stderr).toBe(0);
+      const keys = path.join(home, 'trusted-keys');
+      spoil(home, path.join(keys, fs.readdirSync(keys)[0]));
+      return home;
+    }
+
+    const cases: [string, (home: string, key: string) => void, string, RegExp][] = [
+      ['a home of mode 0777', (home) => fs.chmodSync(home, 0o777), 'HOME_INSECURE', /writable by every user \(mode 0777\).*chmod go-w/],
+      ['a home writable by its group', (home) => fs.chmodSync(home, 0o770), 'HOME_INSECURE', /writable by its group/],
+      ['a home owned by another user', (home) => fs.chownSync(home, STRANGER, STRANGER), 'HOME_INSECURE', /belongs to user 4242.*chown/],
+      ['a trust store of mode 0777', (home) => fs.chmodSync(path.join(home, 'trusted-keys'), 0o777), 'TRUST_STORE_INSECURE', /trusted-keys is writable by every user/],
+      ['a key file owned by another user', (_home, key) => fs.chownSync(key, STRANGER, STRANGER), 'TRUST_STORE_INSECURE', /trusted key file .* belongs to user 4242/],
+      ['a key file writable by others', (_home, key) => fs.chmodSync(key, 0o666), 'TRUST_STORE_INSECURE', /trusted key file .* is writable/],
+    ];
+    for (const [what, spoil, code, words] of cases) {
+      it(`${what}: refused with the path and the fix, nothing written`, async () => {
+        const home = await spoiledHome(spoil);
+        const r = await agent(home, ['apply', pkg('2026.10')]);
+        expect(r.json?.error?.code, r.stdout + r.stderr).toBe(code);
+        expect(r.json.error.message).toMatch(words);
+        expect(r.json.error.message).toContain(home);
+        expect(r.code).toBe(3);
+        expect(fs.existsSync(path.join(home, 'state.json'))).toBe(false);
+        const store = path.join(home, 'packages');
+        expect(fs.existsSync(store) ? fs.readdirSync(store) : []).toEqual([]);
+      });
+    }
+
+    it('the trust store is refused by trust list too, and accepted again once fixed', async () => {
+      const home = await spoiledHome((h) => fs.chmodSync(path.join(h, 'trusted-keys'), 0o777));
+      const listed = await agent(home, ['trust', 'list']);
+      expect(listed.json?.error?.code).toBe('TRUST_STORE_INSECURE');
+      expect(listed.code).toBe(3);
+      fs.chmodSync(path.join(home, 'trusted-keys'), 0o755);
+      expect((await agent(home, ['trust', 'list'])).json.keys).toHaveLength(1);
+      const r = await agent(home, ['apply', pkg('2026.10')]);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+    });
   });
 });
