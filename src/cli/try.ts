@@ -17,6 +17,7 @@ interface TryArgs {
   mode: PatchMode;
   consistency: 'entry' | 'function';
   replace: boolean;
+  allowInit: boolean;
 }
 
 export function parseFunctionSpec(spec: string): FunctionSpec {
@@ -69,6 +70,7 @@ export function tryCommand(y: Argv): Argv {
         .option('mode', { type: 'string', choices: PATCH_MODES as unknown as string[], default: 'auto', describe: 'zero-stop (hot-patchable entries only, no thread stopped), stop (all threads stopped for the writes), or auto: zero-stop where possible' })
         .option('consistency', { type: 'string', choices: ['entry', 'function'], default: 'entry', describe: 'entry: threads already inside an old function finish it; function: wait until no thread runs the code being replaced or will return into it (needs a stop)' })
         .option('replace', { type: 'boolean', default: false, describe: 're-point functions this tool already patched instead of refusing them' })
+        .option('allow-init', { type: 'boolean', default: false, describe: 'also change the init (PID 1) of the machine or of a PID namespace (a container\'s init), whose death kills its whole namespace' })
         .option('far', { type: 'boolean', default: false, describe: 'map the patch out of rel32 reach, forcing the 14-byte absolute jump (for testing)' })
         .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
         .example('$0 try fix.so --pid 1234 --function compute=compute_v2', 'patch compute() of PID 1234')
@@ -79,11 +81,11 @@ export function tryCommand(y: Argv): Argv {
       try {
         if (!Number.isInteger(a.pid) || a.pid <= 0) throw new HpError('USAGE', `--pid expects a process ID, got "${String(a.pid)}"`);
         if (a.revert) {
-          const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, consistency: a.consistency, timeoutMs: a.timeout, realtime: a.realtime });
+          const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, consistency: a.consistency, timeoutMs: a.timeout, realtime: a.realtime, allowInit: a.allowInit });
           out.result(report, () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report)}`);
         } else {
           if (!a.patch) throw new HpError('USAGE', 'a patch object is required (or --revert)');
-          const report = await applyPatch({ pid: a.pid, patchPath: a.patch, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, consistency: a.consistency, replace: a.replace, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near' });
+          const report = await applyPatch({ pid: a.pid, patchPath: a.patch, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, consistency: a.consistency, replace: a.replace, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near', allowInit: a.allowInit });
           out.result(report, () =>
             `patched ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) with ${report.patch.mapping} at ${addr(report.patch.base)} — ${pauseLine(report)}\n${sitesTable(report)}`);
         }
