@@ -33,7 +33,7 @@ export interface SessionOptions {
 
 export async function withSession<T>(opts: SessionOptions, work: (s: Session) => Promise<T>): Promise<T> {
   // Reading only (status, history): nothing to leave half-done, so a signal ends it as usual.
-  const interrupts = opts.readOnly ? undeaf : watchSignals();
+  const interrupts = opts.readOnly ? unwatched : watchSignals();
   try {
     return await inSession(opts, interrupts, work);
   } finally {
@@ -41,7 +41,7 @@ export async function withSession<T>(opts: SessionOptions, work: (s: Session) =>
   }
 }
 
-const undeaf: Interrupts = { signal: new AbortController().signal, received: () => undefined, dispose: () => undefined };
+const unwatched: Interrupts = { signal: new AbortController().signal, received: () => undefined, dispose: () => undefined };
 
 async function inSession<T>(opts: SessionOptions, interrupts: Interrupts, work: (s: Session) => Promise<T>): Promise<T> {
   const home = opts.home ?? agentHome();
