@@ -7,6 +7,7 @@
         "native/ptrace_ops.cc",
         "native/memory.cc",
         "native/remote_syscall.cc",
+        "native/resume.cc",
         "native/transaction.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -211,19 +211,28 @@ Napi::Object BatchResult(Napi::Env env, const hp::RemoteBatchResult& out) {
   return r;
 }
 
-// remoteSyscalls(pid, { tid?, gadget, calls, fill? })
+// { syscallRet, sigreturn } → the two instructions a remote call runs through.
+hp::Gadgets GadgetPair(const Napi::Value& v) {
+  hp::Gadgets g;
+  Napi::Object o = v.As<Napi::Object>();
+  g.syscallRet = ToU64(o.Get("syscallRet"));
+  g.sigreturn = ToU64(o.Get("sigreturn"));
+  return g;
+}
+
+// remoteSyscalls(pid, { tid?, gadgets: { syscallRet, sigreturn }, calls, fill? })
 Napi::Value RemoteSyscalls(const Napi::CallbackInfo& info) {
-  if (!CheckArgs(info, 2, "remoteSyscalls(pid, { gadget, calls, tid? })")) return info.Env().Undefined();
+  if (!CheckArgs(info, 2, "remoteSyscalls(pid, { gadgets, calls, tid? })")) return info.Env().Undefined();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
   Napi::Object o = info[1].As<Napi::Object>();
   pid_t tid = pid_t(OptInt(o, "tid", 0));
-  uint64_t gadget = ToU64(o.Get("gadget"));
+  hp::Gadgets gadgets = GadgetPair(o.Get("gadgets"));
   auto calls = std::make_shared<std::vector<hp::RemoteCall>>(Calls(o.Get("calls").As<Napi::Array>()));
   auto fill = std::make_shared<hp::RemoteFill>();
   bool hasFill = Fill(Field(o, "fill"), *fill);
   auto out = std::make_shared<hp::RemoteBatchResult>();
   return Queue(
-      info.Env(), [=](CoreError& err) { return hp::RemoteSyscalls(pid, tid, gadget, *calls, hasFill ? fill.get() : nullptr, *out, err); },
+      info.Env(), [=](CoreError& err) { return hp::RemoteSyscalls(pid, tid, gadgets, *calls, hasFill ? fill.get() : nullptr, *out, err); },
       [=](Napi::Env env) { return BatchResult(env, *out); });
 }
 
@@ -265,16 +274,15 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
   if (info.Length() > 2 && info[2].IsObject()) {
     Napi::Object o = info[2].As<Napi::Object>();
     opts.timeoutMs = uint64_t(OptInt(o, "timeoutMs", int64_t(opts.timeoutMs)));
-    opts.maxSteps = int(OptInt(o, "maxSteps", opts.maxSteps));
     opts.realtime = OptBool(o, "realtime", opts.realtime);
     opts.activeRanges = Ranges(Field(o, "activeRanges"));
     opts.stackAreas = Ranges(Field(o, "stackAreas"));
-    // prelude: { gadget, tid?, calls, fill?, expect?: [callIndex, result, ...] }
+    // prelude: { gadgets, tid?, calls, fill?, expect?: [callIndex, result, ...] }
     Napi::Value p = Field(o, "prelude");
     if (p.IsObject()) {
       Napi::Object po = p.As<Napi::Object>();
       prelude = std::make_shared<hp::RemotePrelude>();
-      prelude->gadget = ToU64(po.Get("gadget"));
+      prelude->gadgets = GadgetPair(po.Get("gadgets"));
       prelude->tid = pid_t(OptInt(po, "tid", 0));
       prelude->calls = Calls(po.Get("calls").As<Napi::Array>());
       prelude->hasFill = Fill(Field(po, "fill"), prelude->fill);
@@ -301,7 +309,6 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
         r.Set("totalStoppedNs", Napi::Number::New(env, double(out->totalStoppedNs)));
         r.Set("attempts", Napi::Number::New(env, out->attempts));
         r.Set("threads", Napi::Number::New(env, out->threads));
-        r.Set("steppedThreads", Napi::Number::New(env, out->steppedThreads));
         r.Set("realtime", Napi::Boolean::New(env, out->realtime));
         return r;
       },

@@ -23,6 +23,8 @@ struct CoreError {
 };
 
 bool Fail(CoreError& err, const std::string& code, const std::string& message);
+// A step of the agent's work on a target (see HP_AGENT_KILL_AT_STEP in ptrace_ops.cc).
+void KillPoint();
 std::string ErrnoText(int e);
 uint64_t MonotonicNs();
 
@@ -59,7 +61,12 @@ struct TracedThread {
   pid_t tid = 0;
   bool stopped = false;
   bool gone = false;
-  std::vector<int> pendingSignals;  // signals that arrived while we held the thread; re-sent on detach
+  // Interrupted, and its registers not yet read and settled (see Tracee::Settle): a blocked call
+  // our interrupt made return EINTR would show it to the program if we died now.
+  bool unsettled = false;
+  // Its registers as of its current stop (read once per stop; SetRegs keeps them current).
+  mutable bool haveRegs = false;
+  mutable user_regs_struct regs{};
 };
 
 // All threads of one process, seized by the calling OS thread. ptrace ties a tracee to the
@@ -84,16 +91,26 @@ class Tracee {
   bool Stop(TracedThread& t, CoreError& err);
   // Resume every stopped thread but stay attached (used between retries).
   void ContinueAll();
-  // Detach every thread (resuming it), handing back any signal that arrived meanwhile.
+  // Detach every thread (resuming it).
   void DetachAll();
 
   bool GetRegs(const TracedThread& t, user_regs_struct& regs, CoreError& err);
   bool SetRegs(const TracedThread& t, const user_regs_struct& regs, CoreError& err);
-  // One instruction; waits for the trap. Signals arriving meanwhile are kept for detach.
-  bool SingleStep(TracedThread& t, CoreError& err);
+  // PTRACE_O_TRACESYSGOOD is always kept; `options` adds to it (e.g. PTRACE_O_TRACECLONE).
+  bool SetOptions(const TracedThread& t, long options, CoreError& err);
+  // The thread's XSAVE area as ptrace gives it (the layout a signal frame uses).
+  bool GetXState(const TracedThread& t, std::vector<uint8_t>& out, CoreError& err);
+  // Resumes `t` until it is in the syscall-entry (or exit) stop of a call made with the
+  // instruction pointer `ip` (just after the syscall instruction) and stack pointer `sp`;
+  // signals on the way are delivered and calls of the thread's own handlers let through.
+  // `result`: the call's return value (exit stops).
+  bool RunToSyscall(TracedThread& t, uint64_t ip, uint64_t sp, bool exit, int64_t& result, CoreError& err);
 
  private:
-  bool WaitForStop(TracedThread& t, bool wantStepTrap, CoreError& err);
+  bool WaitForStop(TracedThread& t, CoreError& err);
+  bool Vanished(TracedThread& t, CoreError& err);
+  bool Interrupt(TracedThread& t);
+  bool Settle(TracedThread& t, CoreError& err);
   bool Known(pid_t tid) const;
   void Detach(TracedThread& t);
   pid_t pid_;
@@ -117,12 +134,35 @@ bool CheckTraceable(pid_t pid, CoreError& err);
 pid_t ThreadToBorrow(pid_t pid);
 int TracerOf(pid_t pid);
 int TracerOfThread(pid_t pid, pid_t tid);
+// What a borrowed thread's signal frame needs from /proc: its blocked signals, and whether a
+// shadow stack would refuse our `ret` into the signal-return gadget.
+struct ThreadSafety {
+  uint64_t sigmask = 0;
+  bool shadowStack = false;
+};
+bool ReadThreadSafety(pid_t pid, pid_t tid, ThreadSafety& out);
 // The thread has exited (zombie or dead) or is gone from /proc.
 bool ThreadFinished(pid_t pid, pid_t tid);
 
-// A blocked system call interrupted by our stop shows one of these in rax; the kernel restarts it
-// on resume (rip -= 2) as long as orig_rax still holds the call number.
+// ---- resume.cc: how a stopped thread goes back to its work, with us or without us -----------
+// A blocked call interrupted by our stop shows -ERESTART* in rax; the kernel restarts it on
+// resume (rip -= 2) as long as orig_rax still holds the call number.
 bool IsRestartingSyscall(const user_regs_struct& regs);
+// A call our stop made return -EINTR (epoll_wait, sigtimedwait…) is made to restart instead,
+// as if the stop had never happened. True when `regs` changed (the caller writes them back).
+bool KeepCallRestartable(user_regs_struct& regs);
+// A call a stop makes return EINTR (rather than restart), whose thread is stopped on its own and
+// settled at once, so that our death can cost it an EINTR only within a few microseconds.
+bool RestartableAfterEintr(uint64_t nr);
+struct ResumeState {
+  user_regs_struct direct;  // set by us, in a syscall-exit stop (restart blocks kept)
+  user_regs_struct frame;   // through rt_sigreturn, if the agent dies (restart blocks cleared)
+};
+ResumeState Resume(const user_regs_struct& stopped);
+// The rt_sigframe that returns a thread to `regs` (see resume.cc).
+std::vector<uint8_t> SigFrame(const user_regs_struct& regs, uint64_t sigreturnGadget, uint64_t fpstate, uint64_t sigmask);
+// Checks the XSAVE area from ptrace carries the signal-frame markers and appends magic2.
+bool FrameXState(std::vector<uint8_t>& xstate, CoreError& err);
 
 // ---- remote_syscall.cc --------------------------------------------------------------------------
 struct RemoteArg {
@@ -148,13 +188,20 @@ struct RemoteBatchResult {
   std::string fillError;            // the fill failed (the batch stopped after call `afterCall`)
   uint64_t stoppedAtNs = 0;         // when the borrowed thread was stopped (monotonic clock)
 };
+// Two instructions of the target's own code (found by the caller, checked here): `syscall; ret`
+// runs a call; `mov rax, 15; syscall` (the C library's signal-return trampoline) returns the
+// borrowed thread to its own registers by itself (see resume.cc).
+struct Gadgets {
+  uint64_t syscallRet = 0;
+  uint64_t sigreturn = 0;
+};
 // tid 0: the core picks the thread (ThreadToBorrow). `fill` may be null.
-bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<RemoteCall>& calls,
+bool RemoteSyscalls(pid_t pid, pid_t tid, const Gadgets& gadgets, const std::vector<RemoteCall>& calls,
                     const RemoteFill* fill, RemoteBatchResult& out, CoreError& err);
 
 // A remote batch run by a transaction before its stop, in the same attach (see RunTransaction).
 struct RemotePrelude {
-  uint64_t gadget = 0;
+  Gadgets gadgets;
   pid_t tid = 0;  // 0: the core picks the thread
   std::vector<RemoteCall> calls;
   bool hasFill = false;
@@ -182,7 +229,6 @@ struct TransactionOptions {
   // sites will jump into): one seize, stop and resume of that thread fewer than two calls.
   const RemotePrelude* prelude = nullptr;
   uint64_t timeoutMs = 2000;  // retrying while a thread sits inside a site
-  int maxSteps = 32;          // single-steps to get one thread out of a site per attempt
   bool realtime = false;      // raise the calling thread to SCHED_FIFO during the stop
   // Function consistency: the code being replaced. No thread may run inside it nor have a
   // return address into it on its stack (the stack, from rsp to the end of the area of
@@ -204,7 +250,6 @@ struct TransactionResult {
   uint64_t totalStoppedNs = 0;  // summed over all attempts
   int attempts = 0;
   int threads = 0;
-  int steppedThreads = 0;
   bool realtime = false;
 };
 bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const TransactionOptions& opts,

@@ -48,6 +48,7 @@ bool MemFile::Read(uint64_t addr, void* out, size_t len, CoreError& err) {
 }
 
 bool MemFile::Write(uint64_t addr, const void* data, size_t len, CoreError& err) {
+  KillPoint();
   size_t done = 0;
   while (done < len) {
     ssize_t n = pwrite(fd_, (const char*)data + done, len - done, off_t(addr + done));

@@ -1,29 +1,75 @@
 // The one ptrace wrapper. Every ptrace request and every waitpid of hp-agent goes through here,
 // so the rules that keep a target safe live in one place:
 //  - seize, never attach: PTRACE_SEIZE does not send SIGSTOP, so the program never sees one;
-//  - a signal that arrives while we hold a thread is kept and handed back when we let go;
+//  - a signal that arrives while we hold a thread is handed straight back to it (it runs the
+//    handler's set-up and then stops for us): nothing is kept in the agent, so nothing is lost
+//    if the agent dies;
 //  - new threads created while we work are traced automatically (PTRACE_O_TRACECLONE) and
-//    stopped like the others, so no thread can run unseen during a transaction.
+//    stopped like the others, so no thread can run unseen during a transaction;
+//  - never single-step: a tracer that dies with a step armed leaves the thread a SIGTRAP that
+//    kills it. Syscall stops are reported with PTRACE_O_TRACESYSGOOD, whose stop code (0x85) is
+//    not a valid signal, so a thread left in one by a dead tracer is not sent SIGTRAP either.
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <elf.h>
 #include <sys/ptrace.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "core.h"
 
 namespace hp {
+
+// Test hook: HP_AGENT_KILL_AT_STEP=N makes the agent SIGKILL itself at its N-th step (a ptrace
+// request, a write into a target, a remote call), so a test can kill it at every point of a
+// change. Unset, it costs one relaxed load per step.
+static std::atomic<long> gSteps{0};
+static const long kKillAt = [] {
+  const char* v = getenv("HP_AGENT_KILL_AT_STEP");
+  return v ? atol(v) : 0L;
+}();
+
+// Threads interrupted whose registers are not yet settled (see Tracee::Settle), over every
+// Tracee of this process: HP_AGENT_KILL_REPORT=FILE gets the count at the kill, so a test can
+// tell the one window in which a SIGKILL can still cost a blocked call an EINTR.
+static std::atomic<long> gUnsettled{0};
+
+void KillPoint() {
+  if (kKillAt <= 0) return;
+  if (gSteps.fetch_add(1, std::memory_order_relaxed) + 1 != kKillAt) return;
+  if (const char* report = getenv("HP_AGENT_KILL_REPORT")) {
+    std::string line = "unsettled " + std::to_string(gUnsettled.load()) + "\n";
+    int fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      if (write(fd, line.data(), line.size()) < 0) {
+      }
+      close(fd);
+    }
+  }
+  kill(getpid(), SIGKILL);
+}
+
+// Every ptrace request of the agent.
+static long Ptrace(enum __ptrace_request req, pid_t tid, void* addr, void* data) {
+  KillPoint();
+  return ptrace(req, tid, addr, data);
+}
+
+static const long kSeizeOptions = PTRACE_O_TRACESYSGOOD;
 
 bool Fail(CoreError& err, const std::string& code, const std::string& message) {
   if (!err.set()) {
@@ -156,11 +202,28 @@ int TracerOfThread(pid_t pid, pid_t tid) {
   return 0;
 }
 
-bool IsRestartingSyscall(const user_regs_struct& regs) {
-  // ERESTARTSYS 512, ERESTARTNOINTR 513, ERESTARTNOHAND 514, ERESTART_RESTARTBLOCK 516
-  int64_t rax = int64_t(regs.rax);
-  return int64_t(regs.orig_rax) >= 0 &&
-         (rax == -512 || rax == -513 || rax == -514 || rax == -516);
+// /proc/PID/task/TID/status of one thread, whole (a few hundred bytes).
+static std::string ThreadStatus(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status");
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+static std::string StatusField(const std::string& status, const char* name) {
+  std::string key = std::string("\n") + name + ":";
+  size_t at = status.find(key);
+  if (at == std::string::npos) return "";
+  size_t from = status.find_first_not_of(" \t", at + key.size());
+  size_t to = status.find('\n', from);
+  return from == std::string::npos ? "" : status.substr(from, to == std::string::npos ? std::string::npos : to - from);
+}
+
+bool ReadThreadSafety(pid_t pid, pid_t tid, ThreadSafety& out) {
+  std::string status = ThreadStatus(pid, tid);
+  std::string blocked = StatusField(status, "SigBlk");
+  if (blocked.empty()) return false;
+  out.sigmask = strtoull(blocked.c_str(), nullptr, 16);
+  out.shadowStack = StatusField(status, "x86_Thread_features").find("shstk") != std::string::npos;
+  return true;
 }
 
 static bool SeizeError(pid_t pid, pid_t tid, int e, CoreError& err) {
@@ -191,7 +254,7 @@ bool Tracee::Known(pid_t tid) const {
 bool Tracee::SeizeOne(pid_t tid, CoreError& err) {
   // No TRACECLONE: the other threads run on untraced, so must any thread this one creates
   // before it stops (a traced child we never hear of would stay stopped until we exit).
-  if (ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0)
+  if (Ptrace(PTRACE_SEIZE, tid, nullptr, (void*)kSeizeOptions) != 0)
     return SeizeError(pid_, tid, errno, err);
   TracedThread t;
   t.tid = tid;
@@ -207,7 +270,7 @@ bool Tracee::SeizeAll(CoreError& err) {
     for (pid_t tid : ListThreads(pid_)) {
       if (Known(tid)) continue;
       found = true;
-      if (ptrace(PTRACE_SEIZE, tid, nullptr, (void*)(long)PTRACE_O_TRACECLONE) != 0) {
+      if (Ptrace(PTRACE_SEIZE, tid, nullptr, (void*)(kSeizeOptions | PTRACE_O_TRACECLONE)) != 0) {
         int e = errno;
         if (e == ESRCH && tid != pid_) continue;  // the thread exited meanwhile: fine
         // A thread created by one we already seized is traced by us automatically, before its
@@ -234,66 +297,107 @@ bool Tracee::SeizeAll(CoreError& err) {
               "process " + std::to_string(pid_) + " keeps creating threads faster than they can be seized");
 }
 
-// Waits until `t` is in a ptrace stop we asked for: the interrupt (PTRACE_EVENT_STOP), a clone
-// event, or (wantStepTrap) the SIGTRAP of a single-step. Other signals are recorded, suppressed
-// for now, and re-sent on detach, so the program still receives each of them.
-bool Tracee::WaitForStop(TracedThread& t, bool wantStepTrap, CoreError& err) {
+// A thread's wait ended without a stop: it or the whole process exited. Only the process's
+// end is an error; a thread that exits meanwhile has nothing left to stop.
+bool Tracee::Vanished(TracedThread& t, CoreError& err) {
+  if (t.unsettled) gUnsettled--;
+  t.unsettled = false;
+  t.gone = true;
+  t.stopped = false;
+  if (t.tid == pid_ || !ProcessAlive(pid_))
+    return Fail(err, "PROCESS_EXITED", "process " + std::to_string(pid_) + " exited while it was being patched");
+  return true;
+}
+
+// Waits until `t` is in the stop we asked for: the interrupt (PTRACE_EVENT_STOP) or a clone
+// event. A signal that arrives first is handed straight back (the thread sets up its handler
+// and then takes our stop), so the agent never holds a signal it could die with.
+bool Tracee::WaitForStop(TracedThread& t, CoreError& err) {
   for (;;) {
     int status = 0;
     pid_t r = waitpid(t.tid, &status, __WALL);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      t.gone = true;
-      if (t.tid == pid_ || !ProcessAlive(pid_))
-        return Fail(err, "PROCESS_EXITED",
-                    "process " + std::to_string(pid_) + " exited while it was being patched");
-      return true;  // a non-leader thread vanished: nothing left to stop
-    }
-    if (WIFEXITED(status) || WIFSIGNALED(status)) {
-      t.gone = true;
-      if (t.tid == pid_ || !ProcessAlive(pid_))
-        return Fail(err, "PROCESS_EXITED",
-                    "process " + std::to_string(pid_) + " exited while it was being patched");
-      return true;
-    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 || WIFEXITED(status) || WIFSIGNALED(status)) return Vanished(t, err);
     if (!WIFSTOPPED(status)) continue;
-    int sig = WSTOPSIG(status);
     int event = status >> 16;
     if (event == PTRACE_EVENT_STOP) {
       t.stopped = true;
-      return true;
+      return Settle(t, err);
     }
     if (event == PTRACE_EVENT_CLONE) {
       unsigned long child = 0;
-      ptrace(PTRACE_GETEVENTMSG, t.tid, nullptr, &child);
+      Ptrace(PTRACE_GETEVENTMSG, t.tid, nullptr, &child);
       if (child && !Known(pid_t(child))) {
         TracedThread n;
         n.tid = pid_t(child);
         threads_.push_back(n);  // it starts in PTRACE_EVENT_STOP; StopAll waits for it
       }
       t.stopped = true;
-      return true;
+      return Settle(t, err);
     }
-    if (event != 0) {  // an event we did not ask for; let it go on
-      ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
-      continue;
-    }
-    if (wantStepTrap && sig == SIGTRAP) {
-      t.stopped = true;
-      return true;
-    }
-    // Signal-delivery-stop: keep the signal, let the thread go on to our pending stop.
-    t.pendingSignals.push_back(sig);
-    if (ptrace(wantStepTrap ? PTRACE_SINGLESTEP : PTRACE_CONT, t.tid, nullptr, nullptr) != 0) {
-      t.gone = true;
-      return true;
-    }
+    // Another event, or a signal-delivery-stop: let it go on (with its signal); our interrupt
+    // is still pending and stops it next.
+    int sig = event == 0 ? WSTOPSIG(status) : 0;
+    if (Ptrace(PTRACE_CONT, t.tid, nullptr, (void*)(long)sig) != 0) return Vanished(t, err);
   }
 }
 
+// First thing at each stop: read the registers (kept for the caller) and, if our interrupt made
+// a blocked call return EINTR, make it restart instead (KeepCallRestartable). From the interrupt
+// to here is the one window where our death would still show a program an EINTR.
+bool Tracee::Settle(TracedThread& t, CoreError& err) {
+  t.haveRegs = false;
+  bool ok = GetRegs(t, t.regs, err);
+  if (ok) {
+    user_regs_struct fixed = t.regs;
+    if (KeepCallRestartable(fixed)) ok = SetRegs(t, fixed, err);
+  }
+  if (t.unsettled) gUnsettled--;
+  t.unsettled = false;
+  return ok;
+}
+
+bool Tracee::Interrupt(TracedThread& t) {
+  if (Ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr) != 0) return false;
+  if (!t.unsettled) gUnsettled++;
+  t.unsettled = true;
+  return true;
+}
+
+bool Tracee::RunToSyscall(TracedThread& t, uint64_t ip, uint64_t sp, bool exit, int64_t& result, CoreError& err) {
+  const uint8_t want = exit ? PTRACE_SYSCALL_INFO_EXIT : PTRACE_SYSCALL_INFO_ENTRY;
+  int sig = 0;
+  for (;;) {
+    if (Ptrace(PTRACE_SYSCALL, t.tid, nullptr, (void*)(long)sig) != 0) return Vanished(t, err);
+    t.stopped = false;
+    t.haveRegs = false;
+    sig = 0;
+    int status = 0;
+    pid_t r;
+    do r = waitpid(t.tid, &status, __WALL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 || WIFEXITED(status) || WIFSIGNALED(status)) return Vanished(t, err);
+    if (!WIFSTOPPED(status)) continue;
+    t.stopped = true;
+    if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
+      // A syscall stop: ours if made at the gadget with the stack we gave it. A signal handler
+      // running on top of the borrowed thread makes calls of its own (another stack), let through.
+      __ptrace_syscall_info info;
+      memset(&info, 0, sizeof info);
+      if (Ptrace(PTRACE_GET_SYSCALL_INFO, t.tid, (void*)sizeof info, &info) <= 0)
+        return Fail(err, "PTRACE_FAILED", "cannot read the system call of thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
+      if (info.op == want && info.instruction_pointer == ip && info.stack_pointer == sp) {
+        if (exit) result = info.exit.rval;
+        return true;
+      }
+      continue;
+    }
+    if ((status >> 16) == 0) sig = WSTOPSIG(status);  // a signal for the program: hand it back
+  }
+}
 bool Tracee::Stop(TracedThread& t, CoreError& err) {
   if (t.stopped || t.gone) return true;
-  if (ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr) != 0) {
+  if (!Interrupt(t)) {
     if (errno == ESRCH && t.tid != pid_ && ProcessAlive(pid_)) {
       t.gone = true;
       return true;
@@ -301,24 +405,48 @@ bool Tracee::Stop(TracedThread& t, CoreError& err) {
     return Fail(err, "PROCESS_EXITED",
                 "process " + std::to_string(pid_) + " exited while it was being stopped");
   }
-  return WaitForStop(t, false, err);
+  return WaitForStop(t, err);
+}
+
+// The call a thread is blocked in, from /proc/PID/task/TID/syscall ("232 0x… …"), or -1.
+static long BlockedCall(pid_t pid, pid_t tid) {
+  char path[96], buf[32] = {0};
+  snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", int(pid), int(tid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0 || buf[0] < '0' || buf[0] > '9') return -1;  // "running", "-1 …"
+  return strtol(buf, nullptr, 10);
 }
 
 bool Tracee::StopAll(CoreError& err) {
   // Interrupt everyone first, then collect the stops: the threads stop in parallel, and the
-  // pause is one stop latency, not the sum of them.
-  for (auto& t : threads_) {
+  // pause is one stop latency, not the sum of them. Except the threads asleep in a call our
+  // interrupt makes return EINTR (epoll_wait…): each is stopped and settled on its own, after
+  // the others were sent on their way, so the time in which our death would leave it an EINTR
+  // is one stop, not the whole collection.
+  std::vector<size_t> alone;
+  for (size_t i = 0; i < threads_.size(); i++) {
+    TracedThread& t = threads_[i];
     if (t.stopped || t.gone) continue;
-    if (ptrace(PTRACE_INTERRUPT, t.tid, nullptr, nullptr) != 0 && errno == ESRCH) {
+    long nr = BlockedCall(pid_, t.tid);
+    if (nr >= 0 && RestartableAfterEintr(uint64_t(nr))) {
+      alone.push_back(i);
+      continue;
+    }
+    if (!Interrupt(t) && errno == ESRCH) {
       if (t.tid == pid_ && !ProcessAlive(pid_))
         return Fail(err, "PROCESS_EXITED",
                     "process " + std::to_string(pid_) + " exited while it was being stopped");
     }
   }
+  for (size_t i : alone)
+    if (!Stop(threads_[i], err)) return false;
   // threads_ may grow (clone events) while we wait, so index rather than iterate.
   for (size_t i = 0; i < threads_.size(); i++) {
     if (threads_[i].stopped || threads_[i].gone) continue;
-    if (!WaitForStop(threads_[i], false, err)) return false;
+    if (!WaitForStop(threads_[i], err)) return false;
   }
   return true;
 }
@@ -326,8 +454,9 @@ bool Tracee::StopAll(CoreError& err) {
 void Tracee::ContinueAll() {
   for (auto& t : threads_) {
     if (!t.stopped || t.gone) continue;
-    ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
+    Ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
     t.stopped = false;
+    t.haveRegs = false;
   }
 }
 
@@ -338,11 +467,9 @@ void Tracee::Detach(TracedThread& t) {
     CoreError ignored;
     if (!Stop(t, ignored) || t.gone) return;
   }
-  int first = t.pendingSignals.empty() ? 0 : t.pendingSignals.front();
-  ptrace(PTRACE_DETACH, t.tid, nullptr, (void*)(long)first);
-  for (size_t i = 1; i < t.pendingSignals.size(); i++) syscall(SYS_tgkill, pid_, t.tid, t.pendingSignals[i]);
-  t.pendingSignals.clear();
+  Ptrace(PTRACE_DETACH, t.tid, nullptr, nullptr);
   t.stopped = false;
+  t.haveRegs = false;
   t.gone = true;
 }
 
@@ -352,22 +479,40 @@ void Tracee::DetachAll() {
 }
 
 bool Tracee::GetRegs(const TracedThread& t, user_regs_struct& regs, CoreError& err) {
-  if (ptrace(PTRACE_GETREGS, t.tid, nullptr, &regs) != 0)
+  if (t.haveRegs) {
+    regs = t.regs;
+    return true;
+  }
+  if (Ptrace(PTRACE_GETREGS, t.tid, nullptr, &regs) != 0)
     return Fail(err, "PTRACE_FAILED", "cannot read registers of thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
+  t.regs = regs;
+  t.haveRegs = true;
   return true;
 }
 
 bool Tracee::SetRegs(const TracedThread& t, const user_regs_struct& regs, CoreError& err) {
-  if (ptrace(PTRACE_SETREGS, t.tid, nullptr, &regs) != 0)
+  if (Ptrace(PTRACE_SETREGS, t.tid, nullptr, const_cast<user_regs_struct*>(&regs)) != 0) {
+    t.haveRegs = false;
     return Fail(err, "PTRACE_FAILED", "cannot set registers of thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
+  }
+  t.regs = regs;
+  t.haveRegs = true;
   return true;
 }
 
-bool Tracee::SingleStep(TracedThread& t, CoreError& err) {
-  if (ptrace(PTRACE_SINGLESTEP, t.tid, nullptr, nullptr) != 0)
-    return Fail(err, "PTRACE_FAILED", "cannot single-step thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
-  t.stopped = false;
-  return WaitForStop(t, true, err);
+bool Tracee::SetOptions(const TracedThread& t, long options, CoreError& err) {
+  if (Ptrace(PTRACE_SETOPTIONS, t.tid, nullptr, (void*)(kSeizeOptions | options)) != 0)
+    return Fail(err, "PTRACE_FAILED", "cannot set the trace options of thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
+  return true;
+}
+
+bool Tracee::GetXState(const TracedThread& t, std::vector<uint8_t>& out, CoreError& err) {
+  out.assign(64 * 1024, 0);  // larger than any XSAVE area; the kernel says how much it filled
+  iovec io = {out.data(), out.size()};
+  if (Ptrace(PTRACE_GETREGSET, t.tid, (void*)(long)NT_X86_XSTATE, &io) != 0)
+    return Fail(err, "PTRACE_FAILED", "cannot read the FPU state of thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));
+  out.resize(io.iov_len);
+  return true;
 }
 
 }  // namespace hp

@@ -1,24 +1,23 @@
-// Runs system calls inside the target, in one briefly hijacked thread, without calling any of
-// the target's code: the thread is pointed at a `syscall` instruction (the gadget, found by the
-// caller in the target's executable memory), stepped once per call, and put back exactly as it
-// was. A batch runs several calls in one hijack; an argument may be the result of an earlier
-// call of the batch, or a string the core places below the thread's stack red zone.
+// Runs system calls inside the target, in one briefly borrowed thread, without calling any of
+// the target's code and without ever leaving that thread in a state only the agent could undo.
 //
-// A thread we interrupt inside a blocking call (read, accept, nanosleep, futex wait...) shows
-// rax = -ERESTART* and orig_rax = the call number. We run our calls with orig_rax = -1 so the
-// kernel does not "restart" *our* call, then restore the saved registers and let go from the
-// single-step's signal stop: on its way back to user space the kernel sees orig_rax and the
-// restart code again and restarts the original call (ERESTART_RESTARTBLOCK resumes nanosleep
-// with the time that was left). The program never sees EINTR or a short sleep.
+// The thread is pointed at a `syscall; ret` gadget with the call's number and arguments, and its
+// stack pointer at a signal frame we wrote below its red zone: [frame] = the address of a
+// `mov rax, 15; syscall` gadget, then the thread's own registers (a blocked call already wound
+// back to restart), FPU state and signal mask (see resume.cc). We follow it through syscall
+// stops (PTRACE_SYSCALL, never a single-step): at the exit of our call we read the result and
+// either point it at the next call or give it its own registers back. If the agent dies at any
+// instant, the thread completes the call it was given, `ret`s into rt_sigreturn and is back
+// exactly where it was, its blocked call restarted: no signal, no EINTR, no lost registers.
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
-#include <sys/ptrace.h>
 
 #include <cstdio>
 #include <cstring>
 #include <memory>
 
+#include "arch_x86_64.h"
 #include "core.h"
 
 namespace hp {
@@ -29,56 +28,62 @@ static std::string Hex(uint64_t v) {
   return buf;
 }
 
-// The x86-64 SysV red zone: 128 bytes below rsp that leaf code may use without moving rsp.
-static const uint64_t kRedZone = 128;
-
-// Strings go below the red zone of the hijacked thread's stack; this puts back what was there.
-// One open /proc/PID/mem serves the save, the strings and the restore.
+// The borrowed thread's stack below its red zone, from the top: the strings some calls take,
+// the XSAVE area (64-byte aligned, as XRSTOR wants), the signal frame (where rsp points).
+// A signal handler that runs on the thread meanwhile builds its frame below rsp - 128, so it
+// cannot overwrite any of it. What was there is put back afterwards (it is dead stack anyway).
 class StackScratch {
  public:
-  StackScratch(pid_t pid, uint64_t rsp) : pid_(pid), top_((rsp - kRedZone) & ~uint64_t(15)) {}
+  StackScratch(pid_t pid, uint64_t rsp) : pid_(pid), top_(rsp - kRedZone) {}
   ~StackScratch() {
     if (saved_.empty() || !mem_) return;
     CoreError ignored;
-    mem_->Write(top_ - saved_.size(), saved_.data(), saved_.size(), ignored);
+    mem_->Write(low_, saved_.data(), saved_.size(), ignored);
   }
-  // Lays out every string (NUL-terminated, 16-byte aligned) and returns their addresses.
-  bool Place(const std::vector<RemoteCall>& calls, std::vector<std::vector<uint64_t>>& addrs, CoreError& err) {
+  uint64_t frame() const { return frame_; }
+  // Lays out and writes everything; `strings` gets the address of every String argument.
+  bool Place(const std::vector<RemoteCall>& calls, const user_regs_struct& resumeRegs, uint64_t sigreturnGadget,
+             const std::vector<uint8_t>& xstate, uint64_t sigmask, std::vector<std::vector<uint64_t>>& strings, CoreError& err) {
     size_t total = 0;
     for (auto& c : calls)
       for (auto& a : c.args)
         if (a.kind == RemoteArg::String) total += (a.bytes.size() + 1 + 15) & ~size_t(15);
-    addrs.assign(calls.size(), std::vector<uint64_t>(6, 0));
-    if (total == 0) return true;
     if (total > 64 * 1024) return Fail(err, "BAD_REMOTE_CALL", "strings for a remote call are too long");
+    uint64_t stringsAt = (top_ - total) & ~uint64_t(15);
+    uint64_t fpstate = (stringsAt - xstate.size()) & ~uint64_t(63);
+    frame_ = (fpstate - sizeof(RtSigFrame)) & ~uint64_t(15);
+    low_ = frame_;
     mem_ = std::make_unique<MemFile>(pid_, err);
     if (!mem_->ok()) {
       mem_.reset();
       return false;
     }
-    saved_.resize(total);
-    uint64_t base = top_ - total;
-    if (!mem_->Read(base, saved_.data(), total, err)) {
-      saved_.clear();
-      return false;
-    }
-    std::vector<uint8_t> image(total, 0);
-    size_t at = 0;
+    std::vector<uint8_t> saved(top_ - low_);
+    if (!mem_->Read(low_, saved.data(), saved.size(), err)) return false;
+    saved_ = std::move(saved);
+    std::vector<uint8_t> image(top_ - low_, 0);
+    strings.assign(calls.size(), std::vector<uint64_t>(6, 0));
+    size_t at = stringsAt - low_;
     for (size_t i = 0; i < calls.size(); i++) {
       for (size_t j = 0; j < calls[i].args.size() && j < 6; j++) {
         const RemoteArg& a = calls[i].args[j];
         if (a.kind != RemoteArg::String) continue;
         memcpy(image.data() + at, a.bytes.data(), a.bytes.size());
-        addrs[i][j] = base + at;
+        strings[i][j] = low_ + at;
         at += (a.bytes.size() + 1 + 15) & ~size_t(15);
       }
     }
-    return mem_->Write(base, image.data(), total, err);
+    memcpy(image.data() + (fpstate - low_), xstate.data(), xstate.size());
+    std::vector<uint8_t> frame = SigFrame(resumeRegs, sigreturnGadget, fpstate, sigmask);
+    memcpy(image.data() + (frame_ - low_), frame.data(), frame.size());
+    return mem_->Write(low_, image.data(), image.size(), err);
   }
 
  private:
   pid_t pid_;
   uint64_t top_;
+  uint64_t low_ = 0;
+  uint64_t frame_ = 0;
   std::vector<uint8_t> saved_;
   std::unique_ptr<MemFile> mem_;
 };
@@ -93,6 +98,7 @@ static bool FillFile(pid_t pid, int64_t fd, const RemoteFill& fill, CoreError& e
   for (const auto& chunk : fill.chunks) {
     size_t done = 0;
     while (ok && done < chunk.second.size()) {
+      KillPoint();
       ssize_t n = pwrite(file, chunk.second.data() + done, chunk.second.size() - done, off_t(chunk.first + done));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) ok = Fail(err, "REMOTE_FILL_FAILED", "cannot write " + path + ": " + ErrnoText(n < 0 ? errno : EIO));
@@ -103,34 +109,50 @@ static bool FillFile(pid_t pid, int64_t fd, const RemoteFill& fill, CoreError& e
   return ok;
 }
 
-// The caller may pass a gadget remembered from another process of the same program: make sure
-// these two bytes really are `syscall` here before pointing a thread at them.
-static bool CheckGadget(pid_t pid, uint64_t gadget, CoreError& err) {
-  uint8_t insn[2] = {0, 0};
-  std::vector<Range> probe{{gadget, insn, sizeof insn}};
-  if (!ReadRanges(pid, probe, err)) return false;
-  if (insn[0] != 0x0f || insn[1] != 0x05)
-    return Fail(err, "NO_SYSCALL_GADGET", "the bytes at " + Hex(gadget) + " in process " + std::to_string(pid) + " are not a syscall instruction");
+static bool Matches(pid_t pid, uint64_t addr, const std::vector<uint8_t>& want, CoreError& err) {
+  std::vector<uint8_t> got(want.size(), 0);
+  std::vector<Range> probe{{addr, got.data(), got.size()}};
+  return ReadRanges(pid, probe, err) && got == want;
+}
+
+// The caller may pass gadgets remembered from another process of the same program: make sure
+// the bytes really are these instructions here before pointing a thread at them.
+static bool CheckGadgets(pid_t pid, const Gadgets& g, CoreError& err) {
+  static const std::vector<uint8_t> kSyscallRet = {0x0f, 0x05, 0xc3};
+  static const std::vector<uint8_t> kSigreturn = {0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05};
+  if (!Matches(pid, g.syscallRet, kSyscallRet, err))
+    return Fail(err, "NO_SYSCALL_GADGET", "the bytes at " + Hex(g.syscallRet) + " in process " + std::to_string(pid) + " are not `syscall; ret`");
+  if (!Matches(pid, g.sigreturn, kSigreturn, err))
+    return Fail(err, "NO_SYSCALL_GADGET", "the bytes at " + Hex(g.sigreturn) + " in process " + std::to_string(pid) + " are not `mov rax, 15; syscall`");
   return true;
 }
 
 // Runs the calls in `t` (seized and stopped) and gives it its registers back. A call that fails
 // (-errno), a failed fill or a result other than `expect` says stops the batch there.
-static bool RunBatch(Tracee& tracee, TracedThread& t, uint64_t gadget, const std::vector<RemoteCall>& calls,
+static bool RunBatch(Tracee& tracee, TracedThread& t, const Gadgets& g, const std::vector<RemoteCall>& calls,
                      const RemoteFill* fill, const std::vector<std::pair<size_t, int64_t>>* expect,
                      RemoteBatchResult& out, CoreError& err) {
   pid_t pid = tracee.pid();
   pid_t tid = t.tid;
-  user_regs_struct saved;
-  if (!tracee.GetRegs(t, saved, err)) return false;
-  out.interruptedSyscall = IsRestartingSyscall(saved);
+  user_regs_struct stopped;
+  if (!tracee.GetRegs(t, stopped, err)) return false;  // as its stop settled them (no EINTR left)
+  out.interruptedSyscall = IsRestartingSyscall(stopped);
   out.tid = tid;
+  ThreadSafety safety;
+  if (!ReadThreadSafety(pid, tid, safety)) return Fail(err, "PROCESS_EXITED", "thread " + std::to_string(tid) + " exited before the remote call");
+  if (safety.shadowStack)
+    return Fail(err, "REMOTE_UNSAFE", "thread " + std::to_string(tid) + " of process " + std::to_string(pid) +
+                                          " has a shadow stack, which a borrowed thread's return path cannot pass; nothing was changed");
+  std::vector<uint8_t> xstate;
+  if (!tracee.GetXState(t, xstate, err) || !FrameXState(xstate, err)) return false;
+  ResumeState resume = Resume(stopped);
 
   bool ok = true;
+  bool ran = false;  // a call ran: the thread sits in its syscall-exit stop, not in our interrupt
   {
-    StackScratch scratch(pid, saved.rsp);
+    StackScratch scratch(pid, stopped.rsp);
     std::vector<std::vector<uint64_t>> strings;
-    ok = scratch.Place(calls, strings, err);
+    ok = scratch.Place(calls, resume.frame, g.sigreturn, xstate, safety.sigmask, strings, err);
     for (size_t i = 0; ok && i < calls.size(); i++) {
       uint64_t args[6] = {0, 0, 0, 0, 0, 0};
       for (size_t j = 0; j < calls[i].args.size() && j < 6; j++) {
@@ -146,26 +168,22 @@ static bool RunBatch(Tracee& tracee, TracedThread& t, uint64_t gadget, const std
         }
       }
       if (!ok) break;
-      user_regs_struct call = saved;
-      call.rip = gadget;
+      user_regs_struct call = stopped;
+      call.rip = g.syscallRet;
+      call.rsp = scratch.frame();
       call.rax = calls[i].nr;
-      call.orig_rax = uint64_t(-1);
+      call.orig_rax = uint64_t(-1);  // nothing for the kernel to restart: the frame has the thread's own call
       call.rdi = args[0];
       call.rsi = args[1];
       call.rdx = args[2];
       call.r10 = args[3];
       call.r8 = args[4];
       call.r9 = args[5];
-      user_regs_struct after;
-      ok = tracee.SetRegs(t, call, err) && tracee.SingleStep(t, err) && !t.gone && tracee.GetRegs(t, after, err);
+      int64_t ret = 0;
+      ok = tracee.SetRegs(t, call, err) && tracee.RunToSyscall(t, g.syscallRet + kSyscallInsnLen, scratch.frame(), true, ret, err);
+      if (ok && t.gone) ok = Fail(err, "PROCESS_EXITED", "thread " + std::to_string(tid) + " exited during a remote call");
       if (!ok) break;
-      if (after.rip != gadget + 2) {
-        ok = Fail(err, "REMOTE_SYSCALL_FAILED",
-                  "the remote system call did not complete in thread " + std::to_string(tid) + " (pc " + Hex(after.rip) +
-                      ", expected " + Hex(gadget + 2) + ")");
-        break;
-      }
-      int64_t ret = int64_t(after.rax);
+      ran = true;
       out.results.push_back(ret);
       if (ret < 0 && ret >= -4095) break;  // the caller sees which call failed and why
       if (expect) {
@@ -182,17 +200,18 @@ static bool RunBatch(Tracee& tracee, TracedThread& t, uint64_t gadget, const std
         }
       }
     }
-  }  // the stack scratch is restored here, while the thread is still ours
-  // Whatever happened, the thread gets its own registers back before we let go.
-  CoreError restoreErr;
-  if (!t.gone) tracee.SetRegs(t, saved, restoreErr);
-  if (!ok) return false;
-  if (restoreErr.set()) {
-    err = restoreErr;
-    err.unchanged = false;
-    return false;
+    // The thread gets its own registers back before the scratch goes: from then on it needs no
+    // frame. In a syscall-exit stop the kernel restarts nothing, so the restart is already in
+    // `direct`; in our interrupt stop the kernel does it itself.
+    CoreError restoreErr;
+    if (!t.gone) tracee.SetRegs(t, ran ? resume.direct : stopped, restoreErr);
+    if (ok && restoreErr.set()) {
+      err = restoreErr;
+      err.unchanged = false;
+      ok = false;
+    }
   }
-  return true;
+  return ok;
 }
 
 // Seizes the thread to borrow (tid 0: one asleep in a system call) and stops it.
@@ -209,15 +228,15 @@ static TracedThread* Borrow(Tracee& tracee, pid_t tid, RemoteBatchResult& out, C
   return &t;
 }
 
-bool RemoteSyscalls(pid_t pid, pid_t tid, uint64_t gadget, const std::vector<RemoteCall>& calls,
+bool RemoteSyscalls(pid_t pid, pid_t tid, const Gadgets& gadgets, const std::vector<RemoteCall>& calls,
                     const RemoteFill* fill, RemoteBatchResult& out, CoreError& err) {
   if (!CheckTraceable(pid, err)) return false;
   if (fill && (fill->fdCall > fill->afterCall || fill->afterCall >= calls.size()))
     return Fail(err, "BAD_REMOTE_CALL", "the fill names a call that is not in the batch");
-  if (!CheckGadget(pid, gadget, err)) return false;
+  if (!CheckGadgets(pid, gadgets, err)) return false;
   Tracee tracee(pid);  // its destructor detaches, handing back any signal that arrived meanwhile
   TracedThread* t = Borrow(tracee, tid, out, err);
-  return t && RunBatch(tracee, *t, gadget, calls, fill, nullptr, out, err);
+  return t && RunBatch(tracee, *t, gadgets, calls, fill, nullptr, out, err);
 }
 
 bool RunPrelude(Tracee& tracee, const RemotePrelude& prelude, RemoteBatchResult& out, bool& complete, CoreError& err) {
@@ -225,9 +244,9 @@ bool RunPrelude(Tracee& tracee, const RemotePrelude& prelude, RemoteBatchResult&
   const RemoteFill* fill = prelude.hasFill ? &prelude.fill : nullptr;
   if (fill && (fill->fdCall > fill->afterCall || fill->afterCall >= prelude.calls.size()))
     return Fail(err, "BAD_REMOTE_CALL", "the fill names a call that is not in the batch");
-  if (!CheckGadget(tracee.pid(), prelude.gadget, err)) return false;
+  if (!CheckGadgets(tracee.pid(), prelude.gadgets, err)) return false;
   TracedThread* t = Borrow(tracee, prelude.tid, out, err);
-  if (!t || !RunBatch(tracee, *t, prelude.gadget, prelude.calls, fill, &prelude.expect, out, err)) return false;
+  if (!t || !RunBatch(tracee, *t, prelude.gadgets, prelude.calls, fill, &prelude.expect, out, err)) return false;
   complete = out.results.size() == prelude.calls.size() && out.fillError.empty();
   if (complete && !out.results.empty()) {
     int64_t last = out.results.back();

@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
-#include <sys/ptrace.h>
+#include <sys/ptrace.h>  // PTRACE_O_TRACECLONE only: every request goes through Tracee
 #include <time.h>
 
 #include <algorithm>
@@ -70,40 +70,24 @@ class RealtimeScope {
   sched_param param_{};
 };
 
-// Tries to move every thread out of the sites by single-stepping it. Returns false with
-// `blocker` set when one is still inside (or blocked in a call that would restart inside).
-// `regs` gets every thread's registers as they are now (in the order of tracee.threads()).
-static bool StepOutOfSites(Tracee& tracee, const std::vector<Site>& sites, int maxSteps,
-                           TransactionResult& out, std::vector<user_regs_struct>& regs, std::string& blocker, CoreError& err) {
-  // By index: a step may report a new thread (a clone event), which is appended to the list.
-  regs.clear();
+// Reads every thread's registers (into `regs`, in the order of tracee.threads()) and finds one
+// executing inside the bytes to be replaced (or blocked in a call that would restart inside).
+// It is never single-stepped out: a tracer killed mid-step leaves the thread a SIGTRAP that
+// kills the program. Letting everyone run a little and stopping again moves it on as well.
+static bool CheckSites(Tracee& tracee, const std::vector<Site>& sites, std::vector<user_regs_struct>& regs,
+                       std::string& blocker, CoreError& err) {
+  // By index: the list may have grown by a clone event while we stopped the threads.
+  regs.assign(tracee.threads().size(), user_regs_struct{});
   for (size_t i = 0; i < tracee.threads().size(); i++) {
     TracedThread& t = tracee.threads()[i];
-    regs.resize(tracee.threads().size());
     user_regs_struct& r = regs[i];
     if (t.gone) continue;
     if (!tracee.GetRegs(t, r, err)) return false;
-    const Site* s = ThreadInSite(sites, r);
-    if (!s) continue;
-    // A thread that would restart a blocking call inside the site cannot be stepped out: the
-    // step would enter the call and block. Only time helps.
-    bool canStep = !IsRestartingSyscall(r);
-    int steps = 0;
-    while (s && canStep && steps < maxSteps) {
-      if (!tracee.SingleStep(t, err)) return false;
-      if (t.gone) break;
-      if (!tracee.GetRegs(t, r, err)) return false;
-      s = ThreadInSite(sites, r);
-      steps++;
-    }
-    if (steps > 0) out.steppedThreads++;
-    if (s && !t.gone) {
-      blocker = "thread " + std::to_string(t.tid) + " is executing inside the bytes at " + Hex(s->addr) +
-                " (pc " + Hex(r.rip) + ")";
-      return false;
-    }
+    if (!blocker.empty()) continue;
+    if (const Site* s = ThreadInSite(sites, r))
+      blocker = "thread " + std::to_string(t.tid) + " is executing inside the bytes at " + Hex(s->addr) + " (pc " + Hex(r.rip) + ")";
   }
-  return true;
+  return blocker.empty();
 }
 
 // `ranges` sorted by start and not overlapping (the caller merges them).
@@ -123,7 +107,7 @@ static const uint64_t kStackBatch = 16u << 20;
 // Function consistency: is any thread running the code being replaced, or about to return into
 // it? A conservative scan: every 8-byte word of the live stack that points into that code counts
 // as a return address (a stale value only delays the patch; a missed frame cannot happen).
-// `regs`: each thread's registers, as StepOutOfSites left them.
+// `regs`: each thread's registers, as CheckSites read them.
 static bool FindActiveCode(pid_t pid, Tracee& tracee, const std::vector<user_regs_struct>& regs, const TransactionOptions& opts,
                            std::string& blocker, CoreError& err) {
   if (opts.activeRanges.empty()) return true;
@@ -220,7 +204,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     // SeizeOne left out TRACECLONE (the other threads ran untraced); from here every thread is
     // ours, so a thread it creates while resumed between attempts must be traced too.
     for (auto& t : tracee.threads())
-      if (!t.gone) ptrace(PTRACE_SETOPTIONS, t.tid, nullptr, (void*)(long)PTRACE_O_TRACECLONE);
+      if (!t.gone && !tracee.SetOptions(t, PTRACE_O_TRACECLONE, err)) return false;
   }
   if (!PrefaultSites(pid, mem, sites, err)) return false;
   std::vector<std::vector<uint8_t>> now(sites.size());
@@ -232,7 +216,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
   if (!tracee.SeizeAll(err)) return false;
 
   uint64_t deadline = MonotonicNs() + opts.timeoutMs * 1000000ull;
-  uint64_t backoffUs = 200;
+  uint64_t backoffUs = 50;  // a thread inside a site leaves it within nanoseconds once let go
   for (;;) {
     out.attempts++;
     RealtimeScope rt(opts.realtime);
@@ -244,7 +228,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     std::string blocker;
     const char* blockedBy = "THREAD_IN_SITE";
     std::vector<user_regs_struct> regs;
-    bool clear = StepOutOfSites(tracee, sites, opts.maxSteps, out, regs, blocker, err);
+    bool clear = CheckSites(tracee, sites, regs, blocker, err);
     if (clear && !err.set()) {
       clear = FindActiveCode(pid, tracee, regs, opts, blocker, err);
       blockedBy = "FUNCTION_ACTIVE";

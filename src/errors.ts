@@ -15,3 +15,10 @@ export class HpError extends Error {
     this.name = 'HpError';
   }
 }
+
+/**
+ * A function's own code branches, or returns from a call, strictly inside the bytes a jump over
+ * its entry would overwrite (src/x64/branches.ts): patching it in place would make that thread
+ * run the middle of the jump. Refused before anything is written (and by `hp-agent pack`).
+ */
+export const BRANCH_INTO_JUMP = 'BRANCH_INTO_JUMP';

@@ -20,8 +20,6 @@ export interface TransactionSite {
 export interface TransactionOptions {
   /** How long to keep retrying while a thread executes inside a site (default 2000 ms). */
   timeoutMs?: number;
-  /** Single-steps allowed to move one thread out of a site per attempt (default 32). */
-  maxSteps?: number;
   /** Run the stop at SCHED_FIFO priority (the tracer is not queued behind busy target threads). */
   realtime?: boolean;
   /**
@@ -54,7 +52,6 @@ export interface TransactionResult {
   totalStoppedNs: number;
   attempts: number;
   threads: number;
-  steppedThreads: number;
   realtime: boolean;
 }
 
@@ -80,8 +77,18 @@ export interface RemoteFill {
   chunks: { offset: number; data: Buffer }[];
 }
 
+/**
+ * Two instructions of the target's own code a remote call runs through: `syscall; ret`, and the
+ * C library's signal-return trampoline `mov rax, 15; syscall`, which takes the borrowed thread
+ * back to its own registers by itself, should the agent die mid-call.
+ */
+export interface Gadgets {
+  syscallRet: number;
+  sigreturn: number;
+}
+
 export interface RemoteBatchOptions {
-  gadget: number;
+  gadgets: Gadgets;
   /** The thread to borrow; default: the core picks one asleep in a system call, else the main thread. */
   tid?: number;
   fill?: RemoteFill;
@@ -188,7 +195,9 @@ function checkRemoteArg(a: unknown, where: string): void {
 
 /** A batch of remote calls and its options (`where` prefixes the names in errors). */
 function checkBatch(calls: { nr: number; args: RemoteArg[] }[], opts: RemoteBatchOptions, where: string): void {
-  checkAddress(opts.gadget, `${where}gadget`);
+  if (typeof opts.gadgets !== 'object' || opts.gadgets === null) invalid(`${where}gadgets`, opts.gadgets);
+  checkAddress(opts.gadgets.syscallRet, `${where}gadgets.syscallRet`);
+  checkAddress(opts.gadgets.sigreturn, `${where}gadgets.sigreturn`);
   if (opts.tid !== undefined) checkPid(opts.tid);
   if (!Array.isArray(calls)) invalid(`${where}calls`, typeof calls);
   if (opts.fill !== undefined) {

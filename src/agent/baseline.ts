@@ -1,8 +1,8 @@
 /**
  * Baselines: installing one stages its files in a new system folder and makes a reboot
- * required — nothing running changes. The (simulated) reboot stops the services of the running
- * baseline, switches to the installed one, starts its services, and re-applies the hotpatch
- * level of the baseline it boots (as a real machine loads its installed hotpatches at boot).
+ * required — nothing running changes. The (simulated) reboot (reboot.ts) stops the services of
+ * the running baseline, switches to the installed one, starts its services, and re-applies the
+ * hotpatch level of the baseline it boots (as a real machine loads its installed hotpatches).
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -11,7 +11,7 @@ import { HpError } from '../errors.js';
 import type { BaselineManifest } from '../package/index.js';
 import { writeFileAtomic } from './atomic.js';
 import { baselineDir, writeBaselinePointer } from './home.js';
-import { serviceAlive, startService, stopService, type ServiceRecord } from './services.js';
+import type { ServiceSpec } from './services.js';
 
 const BASELINE_MANIFEST = '.baseline.json';
 
@@ -58,31 +58,11 @@ export function installedBaselineManifest(home: string, baselineId: string): Bas
   return fs.existsSync(marker) ? (JSON.parse(fs.readFileSync(marker, 'utf8')) as BaselineManifest) : undefined;
 }
 
-export interface ServicesResult {
-  started: (ServiceRecord & { readyMs: number })[];
-  stopped: { name: string; pid: number; how: string }[];
-}
-
-/** Stops every recorded service that still runs. */
-export async function stopServices(home: string, services: ServiceRecord[]): Promise<ServicesResult['stopped']> {
-  const out: ServicesResult['stopped'] = [];
-  for (const s of services) {
-    const r = await stopService(s, { home });
-    out.push({ name: s.name, pid: s.pid, how: r.how });
-  }
-  return out;
-}
-
-/** Starts the services of an installed baseline, skipping those already running. */
-export async function startServices(home: string, baselineId: string, running: ServiceRecord[]): Promise<(ServiceRecord & { readyMs: number })[]> {
+/** The services of an installed baseline, as they are started (absolute file, arguments). */
+export function serviceSpecs(home: string, baselineId: string): ServiceSpec[] {
   const m = installedBaselineManifest(home, baselineId);
   if (!m) throw new HpError('BASELINE_NOT_INSTALLED', `baseline ${baselineId} is not installed`);
-  const started: (ServiceRecord & { readyMs: number })[] = [];
-  for (const svc of m.services) {
-    if (running.some((r) => r.name === svc.name && r.baselineId === baselineId && serviceAlive(r))) continue;
-    started.push(await startService(home, { name: svc.name, file: path.join(baselineDir(home, baselineId), svc.file), args: svc.args, baselineId }));
-  }
-  return started;
+  return m.services.map((svc) => ({ name: svc.name, file: path.join(baselineDir(home, baselineId), svc.file), args: svc.args, baselineId }));
 }
 
 export { writeBaselinePointer };

@@ -13,13 +13,14 @@ import { Worker } from 'node:worker_threads';
 import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode } from '../engine/patch.js';
 import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
-import type { HotpatchManifest, Manifest } from '../package/index.js';
+import { describeHotpatchFunction, type HotpatchManifest, type Manifest } from '../package/index.js';
 import { allPids, processesUnder, searchProcesses, type RunningProcess } from './discover.js';
 import { baselineDir } from './home.js';
 import type { AgentLogger } from './log.js';
 import { storedManifest, storedManifests, storedPayloadPath } from './store.js';
 
-export type ProcessOutcome = 'Patched' | 'AlreadyAtLevel' | 'Failed' | 'Skipped';
+/** Reverted: a revert changed the process (its functions went back a level). */
+export type ProcessOutcome = 'Patched' | 'Reverted' | 'AlreadyAtLevel' | 'Failed' | 'Skipped';
 
 export interface ProcessResult {
   pid: number;
@@ -64,10 +65,11 @@ export interface Compatibility {
 }
 
 /**
- * Refuses a hotpatch that does not fit what is installed, saying what would be needed.
- * (Checks of the running processes come later, per process.)
+ * Refuses a hotpatch that does not fit what is installed, saying what would be needed; and one
+ * whose functions are not what the installed files hold (`payload`: the package's verified
+ * payload, for its patch objects). Checks of the running processes come later, per process.
  */
-export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatibility): void {
+export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatibility, payload: ReadonlyMap<string, Buffer>): void {
   if (m.baselineId !== c.activeBaseline && c.pendingBaseline === m.baselineId) {
     throw new HpError('REBOOT_REQUIRED', `${m.kb} (${m.id}) is for baseline ${m.baselineId}, which is installed but not running yet: reboot to start it, then apply the hotpatch. Nothing was changed`, { neededBaseline: m.baselineId });
   }
@@ -84,14 +86,37 @@ export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatib
   const root = baselineDir(home, m.baselineId);
   for (const t of m.targets) {
     const file = path.join(root, t.path);
-    let buildId: string | undefined;
+    let elf: ElfFile;
     try {
-      buildId = ElfFile.fromFile(file).buildId;
+      elf = ElfFile.fromFile(file);
     } catch {
       throw new HpError('BASELINE_FILE_MISSING', `${m.kb} patches ${t.path}, which baseline ${m.baselineId} does not have on disk (${file}). Nothing was changed`);
     }
-    if (buildId !== t.buildId) {
-      throw new HpError('BASELINE_FILE_MISMATCH', `${m.kb} was built for ${t.path} with build-id ${t.buildId}, but the installed file has ${buildId ?? 'none'}. Nothing was changed`);
+    if (elf.buildId !== t.buildId) {
+      throw new HpError('BASELINE_FILE_MISMATCH', `${m.kb} was built for ${t.path} with build-id ${t.buildId}, but the installed file has ${elf.buildId ?? 'none'}. Nothing was changed`);
+    }
+    checkTargetFunctions(m, t, elf, file, payload);
+  }
+}
+
+/**
+ * Every function a target names is what the installed file holds: a function symbol (not a
+ * variable, not an indirect function) long enough for the jump, with the manifest's size and
+ * the SHA-256 of its bytes; and every replacement is a function of the patch object. The
+ * signature only proves who wrote the manifest, not that it describes these files.
+ */
+function checkTargetFunctions(m: HotpatchManifest, t: HotpatchManifest['targets'][number], elf: ElfFile, file: string, payload: ReadonlyMap<string, Buffer>): void {
+  const data = payload.get(t.patchObject);
+  if (!data) throw new HpError('PACKAGE_TAMPERED', `${m.kb} (${m.id}) has no payload ${t.patchObject} for ${t.path}. Nothing was changed`);
+  const patch = ElfFile.fromBuffer(data, t.patchObject);
+  for (const f of t.functions) {
+    const from = { refusal: `${m.kb} (${m.id}) cannot patch ${f.symbol}`, target: t.path, baselineFile: file, patchObject: t.patchObject };
+    const actual = describeHotpatchFunction(elf, patch, f, from);
+    if (actual.size !== f.size) {
+      throw new HpError('FUNCTION_SIZE_MISMATCH', `${from.refusal}: the manifest says it is ${f.size} bytes long, but in the installed ${t.path} it is ${actual.size} bytes. Nothing was changed`, { target: t.path, function: f.symbol, expected: f.size, actual: actual.size });
+    }
+    if (actual.sha256 !== f.sha256) {
+      throw new HpError('ORIGINAL_BYTES_MISMATCH', `${from.refusal}: the manifest gives the SHA-256 of its original bytes as ${f.sha256}, but its ${actual.size} bytes in the installed ${t.path} hash to ${actual.sha256}; the package was not built for this code. Nothing was changed`, { target: t.path, function: f.symbol, expected: f.sha256, actual: actual.sha256 });
     }
   }
 }
@@ -112,7 +137,8 @@ export function changesFor(home: string, proc: RunningProcess, root: string, m: 
     changes.push({
       object: file,
       patchPath: target ? storedPayloadPath(home, m!.id, target.patchObject) : undefined,
-      functions: (target?.functions ?? []).map((f) => ({ name: f.symbol, replacement: f.replacement })),
+      // The package's size and SHA-256 of each original: the engine checks the process's bytes.
+      functions: (target?.functions ?? []).map((f) => ({ name: f.symbol, replacement: f.replacement, original: { size: f.size, sha256: f.sha256 } })),
       restore: (before?.functions ?? []).map((f) => f.symbol),
     });
   }

@@ -148,6 +148,16 @@ function staleness(read: LockRead): StaleReason | undefined {
   return undefined;
 }
 
+/**
+ * The agent that holds the lock of `home` now, if any: its lock file names a live process (the
+ * same PID and start time). A lock a killed agent left behind is not held by anybody.
+ */
+export function liveLockHolder(home: string): LockInfo | undefined {
+  const read = readLock(homeLayout(home).lock);
+  if (!read || staleness(read) !== undefined) return undefined;
+  return read.info;
+}
+
 type TakeOver = 'removed' | 'changed' | 'guard-busy';
 
 /**

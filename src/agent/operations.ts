@@ -5,14 +5,17 @@
 import { randomUUID } from 'node:crypto';
 import { HpError } from '../errors.js';
 import { openPackage, trustDir, type BaselineManifest, type HotpatchManifest, type Manifest } from '../package/index.js';
-import { installedBaselineManifest, stageBaseline, startServices, stopServices } from './baseline.js';
+import { installedBaselineManifest, stageBaseline } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
+import { killPoint } from './kill-point.js';
+import { planReboot, runReboot, savedIntent, startReboot, type RebootResult } from './reboot.js';
 import { applyLevel, checkHotpatchFits, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
 import { serviceAlive } from './services.js';
 import type { Session } from './session.js';
 import { beginOperation, endOperation, pendingOperation, transitionReboot } from './state.js';
-import { computeStatus, type StatusReport } from './status.js';
-import { storedManifest, storePackage } from './store.js';
+import { liveLockHolder } from './lock.js';
+import { computeStatus, type RunningOperation, type StatusReport } from './status.js';
+import { checkStorable, storedManifest, storePackage } from './store.js';
 
 export type InstallationState = 'Unknown' | 'Installed' | 'Failed' | 'Excluded' | 'NotSelected' | 'Pending';
 export type OperationStatus = 'Unknown' | 'InProgress' | 'Failed' | 'Succeeded' | 'CompletedWithWarnings';
@@ -75,6 +78,8 @@ function result(start: string, activity: string, rebootStatus: string, m: Manife
 export interface ApplyOptions {
   pids?: number[];
   allowUnsigned?: boolean;
+  /** Install a baseline released before the one running or installed (refused otherwise). */
+  allowDowngrade?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -95,7 +100,9 @@ export async function applyPackage(s: Session, file: string, o: ApplyOptions = {
   const m = pkg.manifest;
   s.log.info('package verified', { id: m.id, kb: m.kb, kind: m.kind, signer: pkg.signer?.keyId });
   try {
-    return m.kind === 'baseline' ? await installBaseline(s, pkg as typeof pkg & { manifest: BaselineManifest }, start, activity) : await applyHotpatch(s, pkg as typeof pkg & { manifest: HotpatchManifest }, o, start, activity);
+    // An id already stored with other content is refused first, whatever the package would do.
+    checkStorable(s.home, pkg);
+    return m.kind === 'baseline' ? await installBaseline(s, pkg as typeof pkg & { manifest: BaselineManifest }, o, start, activity) : await applyHotpatch(s, pkg as typeof pkg & { manifest: HotpatchManifest }, o, start, activity);
   } catch (e) {
     if (e instanceof HpError) {
       await s.record({ action: 'refuse', packageId: m.id, kb: m.kb, result: 'Refused', detail: { code: e.code, message: e.message }, activityId: activity });
@@ -104,11 +111,12 @@ export async function applyPackage(s: Session, file: string, o: ApplyOptions = {
   }
 }
 
-async function installBaseline(s: Session, pkg: Awaited<ReturnType<typeof openPackage>> & { manifest: BaselineManifest }, start: string, activity: string): Promise<InstallResult> {
+async function installBaseline(s: Session, pkg: Awaited<ReturnType<typeof openPackage>> & { manifest: BaselineManifest }, o: ApplyOptions, start: string, activity: string): Promise<InstallResult> {
   const m = pkg.manifest;
   if (s.state.activeBaseline?.id === m.baselineId) {
     return result(start, activity, s.state.rebootStatus, m, 'Installed');
   }
+  if (!o.allowDowngrade) checkNotDowngrade(s, m);
   await storePackage(s.home, pkg);
   const { alreadyThere } = await stageBaseline(s.home, pkg);
   await writeBaselinePointer(s.home, 'pending', m.baselineId);
@@ -120,24 +128,44 @@ async function installBaseline(s: Session, pkg: Awaited<ReturnType<typeof openPa
   return result(start, activity, s.state.rebootStatus, m, 'Pending');
 }
 
+/**
+ * A baseline released before the one the machine runs (or has installed for the next reboot)
+ * would take the machine back at the next reboot, fixes and all: refused unless asked for with
+ * --allow-downgrade. (A hotpatch below the applied level is refused the same way, as superseded.)
+ */
+function checkNotDowngrade(s: Session, m: BaselineManifest): void {
+  for (const [ref, how] of [[s.state.pendingBaseline, 'is installed for the next reboot'], [s.state.activeBaseline, 'runs']] as const) {
+    if (!ref || ref.id === m.baselineId) continue;
+    const newer = installedBaselineManifest(s.home, ref.id);
+    if (!newer || newer.releaseDate <= m.releaseDate) continue;
+    throw new HpError(
+      'BASELINE_DOWNGRADE',
+      `baseline ${m.baselineId} (${m.kb}, released ${m.releaseDate}) is older than baseline ${ref.id} (${newer.kb}, released ${newer.releaseDate}), which this machine ${how}: installing it would downgrade the machine at the next reboot. Give --allow-downgrade to install it anyway. Nothing was changed`,
+      { baselineId: m.baselineId, newerBaseline: ref.id },
+    );
+  }
+}
+
 async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPackage>> & { manifest: HotpatchManifest }, o: ApplyOptions, start: string, activity: string): Promise<InstallResult> {
   const m = pkg.manifest;
   if (s.state.enrollment !== 'Enabled') {
     throw new HpError('NOT_ENROLLED', `hotpatch enrollment is ${s.state.enrollment}: ${m.kb} can only be installed as part of the next baseline (reboot). Nothing was changed`);
   }
-  checkHotpatchFits(s.home, m, { activeBaseline: s.state.activeBaseline?.id, pendingBaseline: s.state.pendingBaseline?.id, current: s.state.hotpatch });
+  checkHotpatchFits(s.home, m, { activeBaseline: s.state.activeBaseline?.id, pendingBaseline: s.state.pendingBaseline?.id, current: s.state.hotpatch }, pkg.payload);
   await storePackage(s.home, pkg);
-  s.state = await beginOperation(s.home, s.state, 'level', { baselineId: m.baselineId, packageId: m.id } satisfies LevelIntent);
   const current = s.state.hotpatch?.baselineId === m.baselineId ? levelManifest(s.home, s.state.hotpatch) : undefined;
   // Processes may be at any lower level (one patched before, one started since): re-point from
   // whatever the previous level of this baseline was; the engine reads each process's truth.
   const previous = current && current.id !== m.id ? current : previousLevel(s.home, m.baselineId, m.sequence);
-  const processes = await applyLevel({ home: s.home, log: s.log, manifest: m, previous, baselineId: m.baselineId, pids: o.pids, onProgress: o.onProgress });
+  const processes = await underLevelIntent(s, { baselineId: m.baselineId, packageId: m.id }, () =>
+    applyLevel({ home: s.home, log: s.log, manifest: m, previous, baselineId: m.baselineId, pids: o.pids, onProgress: o.onProgress }));
+  killPoint('level:after-processes');
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped');
   const anyGood = processes.length === 0 || failed.length < processes.length;
   if (anyGood) s.state.hotpatch = { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kb: m.kb, appliedAt: new Date().toISOString() };
   s.state = await endOperation(s.home, s.state);
-  const r = result(start, activity, s.state.rebootStatus, m, anyGood ? 'Installed' : 'Failed', processes);
+  // A hotpatch needs no reboot (Azure: NotNeeded); one still pending from a baseline stays Required.
+  const r = result(start, activity, s.state.rebootStatus === 'Required' ? 'Required' : 'NotNeeded', m, anyGood ? 'Installed' : 'Failed', processes);
   r.hotpatchLevel = anyGood ? { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id } : undefined;
   await s.record({ action: 'apply', packageId: m.id, kb: m.kb, result: historyResult(r.status), detail: { sequence: m.sequence, processes: processes.map((p) => ({ pid: p.pid, outcome: p.outcome, reason: p.reason, pauseUs: p.pauseUs })) }, activityId: activity });
   return r;
@@ -167,8 +195,12 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
   }
   const target = previousLevel(s.home, current.baselineId, current.sequence);
   s.signal.throwIfAborted();
-  s.state = await beginOperation(s.home, s.state, 'level', { baselineId: current.baselineId, packageId: target?.id } satisfies LevelIntent);
-  const processes = await applyLevel({ home: s.home, log: s.log, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids });
+  // A process whose functions went back a level was reverted (applyLevel says what it changed).
+  const processes = (
+    await underLevelIntent(s, { baselineId: current.baselineId, packageId: target?.id }, () =>
+      applyLevel({ home: s.home, log: s.log, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids }))
+  ).map((p): ProcessResult => (p.outcome === 'Patched' ? { ...p, outcome: 'Reverted' } : p));
+  killPoint('level:after-processes');
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
   const status: OperationStatus = failed === 0 ? 'Succeeded' : failed < processes.length ? 'CompletedWithWarnings' : 'Failed';
   if (status !== 'Failed') {
@@ -185,92 +217,21 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
   };
 }
 
-export interface RebootResult {
-  rebootStatus: string;
-  activityId: string;
-  fromBaseline?: string;
-  toBaseline?: string;
-  stopped: { name: string; pid: number; how: string }[];
-  started: { name: string; pid: number; readyMs: number }[];
-  /** First service stopped → last service ready. */
-  downtimeMs: number;
-  hotpatch?: { packageId: string; sequence: number; processes: ProcessResult[] };
-}
-
-/** After services start on a baseline, bring them to that baseline's installed hotpatch level. */
-async function reapplyLevel(s: Session): Promise<RebootResult['hotpatch']> {
-  const level = s.state.hotpatch;
-  if (!level || level.baselineId !== s.state.activeBaseline?.id) return undefined;
-  const m = levelManifest(s.home, level);
-  if (!m) return undefined;
-  const processes = await applyLevel({ home: s.home, log: s.log, manifest: m, previous: previousLevel(s.home, m.baselineId, m.sequence), baselineId: m.baselineId });
-  return { packageId: m.id, sequence: m.sequence, processes };
-}
-
 /** `hp-agent reboot`: stop the services, switch to the installed baseline, start them again. */
 export async function reboot(s: Session): Promise<RebootResult> {
-  await repairInterrupted(s);
+  const repaired = await repairInterrupted(s);
+  // An interrupted reboot, now finished, is the reboot that was asked for.
+  if (repaired?.reboot && repaired.reboot.kind === 'reboot') return { ...repaired.reboot, repaired: { kind: repaired.kind, startedAt: repaired.startedAt } };
   s.signal.throwIfAborted();
-  return doReboot(s);
+  return startReboot(s, planReboot(s, 'reboot'));
 }
 
-async function doReboot(s: Session): Promise<RebootResult> {
-  const activity = randomUUID();
-  const from = s.state.activeBaseline?.id;
-  const pending = s.state.pendingBaseline;
-  if (s.state.rebootStatus === 'Required') s.state = transitionReboot(s.state, 'Started');
-  s.state = await beginOperation(s.home, s.state, 'reboot');
-  const t0 = performance.now();
-  const stopped = await stopServices(s.home, s.state.services);
-  s.state.services = [];
-  if (pending) {
-    s.state.activeBaseline = pending;
-    s.state.pendingBaseline = undefined;
-    await writeBaselinePointer(s.home, 'active', pending.id);
-    await writeBaselinePointer(s.home, 'pending', undefined);
-    // A hotpatch is for one baseline: a new baseline starts at level 0.
-    if (s.state.hotpatch && s.state.hotpatch.baselineId !== pending.id) s.state.hotpatch = undefined;
-  }
-  await s.save();
-  let started: Awaited<ReturnType<typeof startServices>> = [];
-  try {
-    if (s.state.activeBaseline) started = await startServices(s.home, s.state.activeBaseline.id, []);
-  } catch (e) {
-    if (s.state.rebootStatus === 'Started') s.state = transitionReboot(s.state, 'Failed');
-    s.state = await endOperation(s.home, s.state);
-    await s.record({ action: 'reboot', result: 'Failed', detail: { message: (e as Error).message }, activityId: activity });
-    throw e;
-  }
-  const downtimeMs = Math.round(performance.now() - t0);
-  s.state.services = started.map(({ readyMs: _r, ...rec }) => rec);
-  if (s.state.rebootStatus === 'Started') s.state = transitionReboot(s.state, 'Completed');
-  s.state = await endOperation(s.home, s.state);
-  const hotpatch = await reapplyLevel(s);
-  await s.record({ action: 'reboot', result: 'Succeeded', detail: { from, to: s.state.activeBaseline?.id, downtimeMs }, activityId: activity });
-  return {
-    rebootStatus: s.state.rebootStatus,
-    activityId: activity,
-    fromBaseline: from,
-    toBaseline: s.state.activeBaseline?.id,
-    stopped,
-    started: started.map((x) => ({ name: x.name, pid: x.pid, readyMs: x.readyMs })),
-    downtimeMs,
-    hotpatch,
-  };
-}
-
-/** `hp-agent boot`: the machine powered on — start the installed baseline's services. */
+/** `hp-agent boot`: the machine powered on — start the installed baseline's services (the missing ones, if some run). */
 export async function boot(s: Session): Promise<RebootResult> {
-  await repairInterrupted(s);
-  const alive = s.state.services.filter((r) => serviceAlive(r));
-  if (alive.length > 0 && !s.state.pendingBaseline) {
-    // Already up: starting missing services only.
-    const started = s.state.activeBaseline ? await startServices(s.home, s.state.activeBaseline.id, alive) : [];
-    s.state.services = [...alive, ...started.map(({ readyMs: _r, ...rec }) => rec)];
-    await s.save();
-    return { rebootStatus: s.state.rebootStatus, activityId: randomUUID(), toBaseline: s.state.activeBaseline?.id, stopped: [], started: started.map((x) => ({ name: x.name, pid: x.pid, readyMs: x.readyMs })), downtimeMs: 0, hotpatch: await reapplyLevel(s) };
-  }
-  return doReboot(s);
+  const repaired = await repairInterrupted(s);
+  // A finished interrupted reboot or boot started every service already.
+  if (repaired?.reboot) return { ...repaired.reboot, repaired: { kind: repaired.kind, startedAt: repaired.startedAt } };
+  return startReboot(s, planReboot(s, 'boot'));
 }
 
 /** What a level change set out to do, recorded before it starts (for repair). */
@@ -284,19 +245,23 @@ export interface RepairResult {
   kind: string;
   startedAt: string;
   processes?: ProcessResult[];
+  /** The finished reboot, for an interrupted reboot or boot. */
+  reboot?: RebootResult;
 }
 
 /**
  * A previous run was killed in the middle of an operation (its intent is still in the state):
  * finish it. Level changes and reboots are idempotent — every process is brought to the
- * intended level from whatever its memory shows — so finishing is doing it again.
+ * intended level from whatever its memory shows, every service found by its executable — so
+ * finishing is doing it again. The intent stays recorded until the work is done: a repair that
+ * is killed too leaves it for the next run.
  */
 export async function repairInterrupted(s: Session): Promise<RepairResult | undefined> {
   const op = pendingOperation(s.state);
   if (!op) return undefined;
   s.log.warn('repairing an interrupted operation', { operation: op });
-  s.state = await endOperation(s.home, s.state);
   const out: RepairResult = { kind: op.kind, startedAt: op.startedAt };
+  killPoint('repair:before-work');
   if (op.kind === 'level') {
     const intent = op.detail as LevelIntent;
     const target = intent.packageId ? storedManifest(s.home, intent.packageId) : undefined;
@@ -306,13 +271,31 @@ export async function repairInterrupted(s: Session): Promise<RepairResult | unde
     const recorded = levelManifest(s.home, s.state.hotpatch);
     const previous = recorded && recorded.id !== manifest?.id ? recorded : manifest ? previousLevel(s.home, manifest.baselineId, manifest.sequence) : undefined;
     out.processes = await applyLevel({ home: s.home, log: s.log, manifest, previous, baselineId: intent.baselineId });
+    killPoint('repair:after-processes');
     s.state.hotpatch = manifest ? { baselineId: manifest.baselineId, sequence: manifest.sequence, packageId: manifest.id, kb: manifest.kb, appliedAt: new Date().toISOString() } : undefined;
-    await s.save();
+    s.state = await endOperation(s.home, s.state);
   } else if (op.kind === 'reboot') {
-    await doReboot(s);
+    out.reboot = await runReboot(s, savedIntent(s, op));
+  } else {
+    s.state = await endOperation(s.home, s.state);
   }
   await s.record({ action: 'repair', result: 'Succeeded', detail: { operation: op.kind, startedAt: op.startedAt } });
   return out;
+}
+
+/**
+ * Records the intent of a level change, then does `work`. A refusal (nothing was changed) clears
+ * the intent again: no interrupted operation is left behind where none was started. Any other
+ * failure leaves it for the next run to finish.
+ */
+async function underLevelIntent<T>(s: Session, intent: LevelIntent, work: () => Promise<T>): Promise<T> {
+  s.state = await beginOperation(s.home, s.state, 'level', intent);
+  try {
+    return await work();
+  } catch (e) {
+    if (e instanceof HpError && e.unchanged) s.state = await endOperation(s.home, s.state);
+    throw e;
+  }
 }
 
 /** `hp-agent status`, from ground truth. */
@@ -327,8 +310,21 @@ export async function status(s: Session): Promise<StatusReport> {
     pendingBaseline: kb(st.pendingBaseline),
     hotpatch: st.hotpatch,
     services: st.services.map((r) => ({ name: r.name, pid: r.pid, baselineId: r.baselineId, alive: serviceAlive(r) })),
-    interruptedOperation: st.operation && { kind: st.operation.kind, startedAt: st.operation.startedAt },
+    ...operationNow(s),
   });
 }
 
+/**
+ * The recorded operation is under way if the agent holding the lock is alive (it is doing it, or
+ * will repair it first thing); with no live holder, the agent that recorded it was interrupted.
+ */
+function operationNow(s: Session): { interruptedOperation?: { kind: string; startedAt: string }; runningOperation?: RunningOperation } {
+  const op = s.state.operation;
+  const holder = liveLockHolder(s.home);
+  if (!op) return {};
+  const at = { kind: op.kind, startedAt: op.startedAt };
+  return holder ? { runningOperation: { ...at, pid: holder.pid, command: holder.command } } : { interruptedOperation: at };
+}
+
 export { installedBaselineManifest, storedManifest };
+export type { RebootResult } from './reboot.js';

@@ -36,6 +36,7 @@ import path from 'node:path';
 import { HpError } from '../errors.js';
 import { readJsonSync, writeJsonAtomic } from './atomic.js';
 import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
+import { killPoint } from './kill-point.js';
 
 export interface ServiceSpec {
   name: string;
@@ -60,6 +61,13 @@ export interface ServiceRecord {
 export interface StartServiceOptions {
   /** How long the service may take to write READY; default 10000 ms. */
   readyTimeoutMs?: number;
+  /**
+   * Called before the launcher runs, with the log's offset from which READY is awaited: a caller
+   * that records it can later adopt a service a killed agent launched (waitServiceReady).
+   */
+  beforeLaunch?: (logOffset: number) => Promise<void>;
+  /** Called as soon as the service's PID is known, before READY is awaited (record it now). */
+  launched?: (record: ServiceRecord, logOffset: number) => Promise<void>;
 }
 
 export interface StopServiceOptions {
@@ -206,6 +214,9 @@ function runLauncher(config: object, env: NodeJS.ProcessEnv): Promise<LauncherAn
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    // The window in which a killed agent leaves a service nobody knows the PID of (the launcher
+    // still starts it): repair finds such a service by its executable and arguments.
+    killPoint('service:launcher-spawned');
     let out = '';
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
@@ -299,6 +310,37 @@ class ReadyScanner {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** The service's arguments as it is started: every `${HP_RUN}` replaced by the home's run directory. */
+function expandArgs(home: string, spec: ServiceSpec): string[] {
+  const run = homeLayout(home).run;
+  return spec.args.map((arg) => arg.split('${HP_RUN}').join(run));
+}
+
+/**
+ * Every live process that runs this service: its executable is the spec's file and its arguments
+ * are the spec's. This finds a service whatever recorded it, or if nothing did (an agent killed
+ * between the launch and learning the PID), so a repair never leaves a duplicate running.
+ */
+export function findServiceProcesses(home: string, spec: ServiceSpec): { pid: number; startTime: number }[] {
+  const want = [spec.file, ...expandArgs(home, spec)].join('\0');
+  const out: { pid: number; startTime: number }[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    try {
+      const exe = fs.readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, '');
+      if (exe !== spec.file) continue;
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0$/, '').split('\0');
+      if ([exe, ...argv.slice(1)].join('\0') !== want) continue;
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    const startTime = processStartTime(pid);
+    if (startTime !== undefined) out.push({ pid, startTime });
+  }
+  return out;
+}
+
 /**
  * Start a service as a detached, long-lived grandchild (see the top of this file) and wait until
  * it writes READY. Refuses SERVICE_ALREADY_RUNNING, SERVICE_FILE_NOT_EXECUTABLE, and fails with
@@ -350,11 +392,12 @@ export async function startService(
     });
   }
 
-  const args = spec.args.map((arg) => arg.split('${HP_RUN}').join(layout.run));
+  const args = expandArgs(home, spec);
   const env: NodeJS.ProcessEnv = { ...process.env, HP_RUN: layout.run };
   // The launcher is a plain Node: keep the agent's own Node options (loaders, inspector) out of it.
   delete env.NODE_OPTIONS;
   const offset = await logSize(log);
+  await options.beforeLaunch?.(offset);
   const began = performance.now();
   const startedAt = new Date().toISOString();
   let answer: LauncherAnswer;
@@ -385,6 +428,8 @@ export async function startService(
   }
   const record: ServiceRecord = { name: spec.name, pid, startTime, file: spec.file, baselineId: spec.baselineId, startedAt };
   try {
+    await options.launched?.(record, offset);
+    killPoint('service:launched');
     await writeJsonAtomic(servicePidFile(home, spec.name), record);
   } catch (error) {
     // Never leave a service running that nothing records.
@@ -394,19 +439,34 @@ export async function startService(
       pid,
     });
   }
+  killPoint('service:pid-file-written');
+  const readyMs = await waitServiceReady(home, record, { logOffset: offset, readyTimeoutMs, began });
+  return { ...record, readyMs };
+}
 
-  // Wait for a READY line written after `offset`.
+/**
+ * Waits until the service writes a line READY in its log after `logOffset`; returns the ms since
+ * `began` (default: now). For a service just started, and for one a killed agent started whose
+ * log offset it had recorded. Fails with SERVICE_EXITED (died before READY; its pid file is
+ * removed) or SERVICE_NOT_READY (timed out; the service is stopped then).
+ */
+export async function waitServiceReady(home: string, record: ServiceRecord, o: { logOffset: number; readyTimeoutMs?: number; began?: number }): Promise<number> {
+  const readyTimeoutMs = o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
+  const began = o.began ?? performance.now();
+  const { pid, name } = record;
+  const log = serviceLogPath(home, name);
+  const offset = o.logOffset;
   const deadline = began + readyTimeoutMs;
   const scanner = new ReadyScanner(log, offset);
   for (;;) {
-    if (await scanner.sawReady()) return { ...record, readyMs: Math.round(performance.now() - began) };
+    if (await scanner.sawReady()) return Math.round(performance.now() - began);
     if (!serviceAlive(record)) {
       // It may have written READY and exited between our read and this check: one last look.
-      if (await scanner.sawReady()) return { ...record, readyMs: Math.round(performance.now() - began) };
-      await fsp.rm(servicePidFile(home, spec.name), { force: true });
+      if (await scanner.sawReady()) return Math.round(performance.now() - began);
+      await fsp.rm(servicePidFile(home, name), { force: true });
       const tail = await logTail(log, offset);
-      throw new HpError('SERVICE_EXITED', `service ${spec.name} (PID ${pid}) exited before it was ready${tail ? `; its log ends with: ${tail}` : ''}`, {
-        service: spec.name,
+      throw new HpError('SERVICE_EXITED', `service ${name} (PID ${pid}) exited before it was ready${tail ? `; its log ends with: ${tail}` : ''}`, {
+        service: name,
         pid,
         log,
       });
@@ -416,8 +476,8 @@ export async function startService(
       const tail = await logTail(log, offset);
       throw new HpError(
         'SERVICE_NOT_READY',
-        `service ${spec.name} (PID ${pid}) did not write READY within ${readyTimeoutMs} ms; it was stopped (${stop.how})${tail ? `; its log ends with: ${tail}` : ''}`,
-        { service: spec.name, pid, log, stop },
+        `service ${name} (PID ${pid}) did not write READY within ${readyTimeoutMs} ms; it was stopped (${stop.how})${tail ? `; its log ends with: ${tail}` : ''}`,
+        { service: name, pid, log, stop },
       );
     }
     await sleep(POLL_MS);

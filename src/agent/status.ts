@@ -46,6 +46,15 @@ export interface StatusInput {
   hotpatch?: LevelState & { appliedAt?: string };
   services: { name: string; pid: number; baselineId: string; alive: boolean }[];
   interruptedOperation?: { kind: string; startedAt: string };
+  runningOperation?: RunningOperation;
+}
+
+/** An operation another agent is doing right now (it holds the lock). */
+export interface RunningOperation {
+  kind: string;
+  startedAt: string;
+  pid: number;
+  command: string;
 }
 
 export interface StatusReport {
@@ -62,6 +71,8 @@ export interface StatusReport {
   services: StatusInput['services'];
   /** An operation a killed agent left half-done; the next agent command finishes it. */
   interruptedOperation?: { kind: string; startedAt: string };
+  /** An operation under way in another agent, alive and holding the lock (not interrupted). */
+  runningOperation?: RunningOperation;
 }
 
 function baselineOf(system: string, proc: RunningProcess): string {
@@ -149,5 +160,6 @@ export async function computeStatus(s: StatusInput): Promise<StatusReport> {
     processes,
     services: s.services,
     interruptedOperation: s.interruptedOperation,
+    runningOperation: s.runningOperation,
   };
 }

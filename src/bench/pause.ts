@@ -79,7 +79,6 @@ export interface PauseCase extends PauseConfig {
   revertRatio?: number;
   /** Most transaction attempts one apply needed, and most threads single-stepped out of a site. */
   maxAttempts?: number;
-  maxSteppedThreads?: number;
   /**
    * Times the gap recorder was stopped during the counted applies and reverts: the growth of its
    * voluntary_ctxt_switches (a ptrace stop is one; the spinning recorder never blocks by itself).
@@ -172,7 +171,6 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
     const noise: number[] = [];
     const cpuNoise: number[] = [];
     let maxAttempts = 0;
-    let maxStepped = 0;
     let stopped = 0;
     const maxFailures = Math.max(5, opts.runs >> 2);
 
@@ -230,7 +228,6 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
       applyWall.push(a.ms);
       revertWall.push(r.ms);
       maxAttempts = Math.max(maxAttempts, a.value.attempts, r.value.attempts);
-      maxStepped = Math.max(maxStepped, a.value.steppedThreads, r.value.steppedThreads);
       out.runs++;
     }
     // The patch must still work after all these cycles.
@@ -251,7 +248,6 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
       floorPauseUs: us(floorPause),
       floorTotalUs: us(floorTotal),
       maxAttempts,
-      maxSteppedThreads: maxStepped,
       ...(out.runs > 0 ? { stopped } : {}),
     });
     out.ratio = ratio(summarize(applyPause)?.median, summarize(floorPause)?.median);

@@ -318,7 +318,6 @@ export function renderMarkdown(r: BenchReport): string {
           c.durationS !== undefined ? num(c.durationS) : '–',
           [
             c.realtime ? 'realtime' : '',
-            c.maxSteppedThreads ? `stepped ≤${c.maxSteppedThreads}` : '',
             c.maxAttempts && c.maxAttempts > 1 ? `attempts ≤${c.maxAttempts}` : '',
             c.failures ? `${c.failures} failure(s): ${(c.errors[0] ?? '').slice(0, 120)}` : '',
           ]

@@ -301,7 +301,7 @@ async function agentPoint(m: AgentMachine, holder: Holder, pids: number[]): Prom
     out.revertPerProcessMs = round3(revert.wallMs / n);
     out.revertExitCode = revert.code;
     const back = outcomes(revert).filter((p) => ours.has(p.pid));
-    out.reverted = back.filter((p) => p.outcome === 'Patched').length;
+    out.reverted = back.filter((p) => p.outcome === 'Reverted').length;
     out.revertFailed = n - out.reverted;
     if (revert.code !== 0) out.error ??= `revert: ${cliProblem(revert)}`;
     else if (out.revertFailed) out.error ??= `revert: ${out.revertFailed} not changed back${back.find((p) => p.reason) ? ` (${back.find((p) => p.reason)!.reason})` : ''}`;

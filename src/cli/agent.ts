@@ -7,6 +7,8 @@ import { withSession } from '../agent/session.js';
 import type { ProcessResult } from '../agent/hotpatch.js';
 import type { StatusReport } from '../agent/status.js';
 import { EXIT, printer, table } from './output.js';
+import { statusProblems } from '../agent/status-check.js';
+import { existingFile, nonEmpty, pidValues, wholeNumber } from './usage.js';
 
 interface Common {
   json: boolean;
@@ -18,7 +20,10 @@ const common = (y: Argv) =>
   y
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON object (stable field names, Azure spellings)' })
     .option('verbose', { type: 'boolean', default: false, describe: 'mirror the log (JSON lines in $HP_AGENT_HOME/logs/agent.log) on stderr' })
-    .option('wait', { type: 'number', default: 30000, describe: 'ms to wait for another running agent to finish' });
+    .option('wait', { requiresArg: true, default: 30000, coerce: wholeNumber('--wait', 'milliseconds', 0), describe: 'ms to wait for another running agent to finish' });
+
+/** --pid of apply and revert: checked while parsing, like every other value. */
+const pidOption = { array: true, requiresArg: true, coerce: pidValues(), describe: 'only these processes (repeatable)' } as const;
 
 function processTable(ps: ProcessResult[]): string {
   if (ps.length === 0) return 'no running process maps the patched files (new processes get the level at start/boot)';
@@ -80,6 +85,7 @@ function statusHuman(s: StatusReport): string {
       ]],
     ),
   ];
+  if (s.runningOperation) lines.push('', `an agent (PID ${s.runningOperation.pid}, "${s.runningOperation.command}") is running "${s.runningOperation.kind}" (started ${s.runningOperation.startedAt})`);
   if (s.interruptedOperation) lines.push('', `an agent was interrupted during "${s.interruptedOperation.kind}" (started ${s.interruptedOperation.startedAt}); the next apply, revert, reboot or boot finishes it`);
   if (s.rebootPendingReasons.length) lines.push('', 'reboot pending because:', ...s.rebootPendingReasons.map((r) => `  - ${r}`));
   if (s.processes.length) {
@@ -95,10 +101,34 @@ function statusHuman(s: StatusReport): string {
 }
 
 function rebootHuman(r: RebootResult): string {
-  const lines = [`rebooted ${r.fromBaseline ?? '(nothing)'} → ${r.toBaseline ?? '(nothing)'}; rebootStatus ${r.rebootStatus}; downtime ${r.downtimeMs} ms`];
+  const lines: string[] = [];
+  if (r.repaired) lines.push(`finished the ${r.kind} an interrupted agent began at ${r.repaired.startedAt}`);
+  const list = (xs: { name: string; pid: number }[]) => xs.map((x) => `${x.name} (PID ${x.pid})`).join(', ');
+  if (r.kind === 'reboot') {
+    const to = r.toBaseline ?? '(no baseline)';
+    const what = r.fromBaseline && r.fromBaseline !== to ? `${r.fromBaseline} → ${to}` : to;
+    lines.push(`rebooted ${what}; rebootStatus ${r.rebootStatus}; downtime ${r.downtimeMs} ms`);
+  } else if (r.started.length === 0 && r.stopped.length === 0) {
+    lines.push(`already booted: baseline ${r.toBaseline ?? '(none)'}${r.kept.length ? `, ${list(r.kept)} running` : ''}; nothing was started`);
+  } else {
+    const switched = r.fromBaseline && r.fromBaseline !== r.toBaseline ? ` (was ${r.fromBaseline})` : '';
+    lines.push(`booted baseline ${r.toBaseline ?? '(none)'}${switched}; rebootStatus ${r.rebootStatus}`);
+  }
+  if (r.stopped.length) lines.push(`stopped: ${r.stopped.map((x) => `${x.name} (PID ${x.pid}, ${x.how}${x.why ? `: ${x.why}` : ''})`).join(', ')}`);
+  if (r.kept.some((k) => k.how === 'adopted')) lines.push(`adopted (started by the interrupted agent): ${list(r.kept.filter((k) => k.how === 'adopted'))}`);
   if (r.started.length) lines.push(table(['SERVICE', 'PID', 'READY ms'], r.started.map((s) => [s.name, String(s.pid), String(s.readyMs)])));
-  if (r.hotpatch) lines.push(`hotpatch level #${r.hotpatch.sequence} (${r.hotpatch.packageId}) re-applied at boot:`, processTable(r.hotpatch.processes));
+  if (r.hotpatch) {
+    const h = r.hotpatch;
+    const head = h.status === 'Succeeded' ? `hotpatch level #${h.sequence} (${h.packageId}) re-applied at boot:` : `hotpatch level #${h.sequence} (${h.packageId}) could NOT be re-applied at boot (${h.status}): the services run without it`;
+    lines.push(head, processTable(h.processes));
+  }
   return lines.join('\n');
+}
+
+/** 0; or, when the services run but the hotpatch level failed, 4 (in every process) or 5 (in some). */
+function rebootExit(r: RebootResult): number {
+  if (!r.hotpatch || r.hotpatch.status === 'Succeeded') return EXIT.ok;
+  return r.hotpatch.status === 'Failed' ? EXIT.failed : EXIT.partial;
 }
 
 export function agentCommands(y: Argv): Argv {
@@ -108,16 +138,17 @@ export function agentCommands(y: Argv): Argv {
       'Install a package: a baseline is staged (reboot required); a hotpatch is applied live',
       (c) =>
         common(c)
-          .positional('package', { type: 'string', demandOption: true, describe: 'a signed .hpkg file' })
-          .option('pid', { type: 'number', array: true, describe: 'only these processes (hotpatch)' })
-          .option('allow-unsigned', { type: 'boolean', default: false, describe: 'developer switch: accept an unsigned or untrusted package' }),
+          .positional('package', { type: 'string', demandOption: true, coerce: existingFile('package'), describe: 'a signed .hpkg file' })
+          .option('pid', { ...pidOption, describe: 'only these processes (hotpatch; repeatable)' })
+          .option('allow-unsigned', { type: 'boolean', default: false, describe: 'developer switch: accept an unsigned or untrusted package' })
+          .option('allow-downgrade', { type: 'boolean', default: false, describe: 'install a baseline released before the one running or installed (it takes effect at the next reboot)' }),
       async (a) => {
-        const args = a as unknown as Common & { package: string; pid?: number[]; allowUnsigned: boolean };
+        const args = a as unknown as Common & { package: string; pid?: number[]; allowUnsigned: boolean; allowDowngrade: boolean };
         const out = printer(args.json);
         const bar = progressBar(args.json);
         try {
           const r = await withSession({ command: `apply ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) =>
-            applyPackage(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, onProgress: bar.update }));
+            applyPackage(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update }));
           bar.stop();
           out.result(r, () => installHuman(r));
           process.exitCode = processExit(r.processes, r.status === 'Failed');
@@ -130,7 +161,7 @@ export function agentCommands(y: Argv): Argv {
     .command(
       'revert <package>',
       'Roll the applied hotpatch back live, to the previous level or to the plain baseline',
-      (c) => common(c).positional('package', { type: 'string', demandOption: true, describe: 'the applied hotpatch: package id or KB' }).option('pid', { type: 'number', array: true }),
+      (c) => common(c).positional('package', { type: 'string', demandOption: true, coerce: nonEmpty('package'), describe: 'the applied hotpatch: package id or KB' }).option('pid', pidOption),
       async (a) => {
         const args = a as unknown as Common & { package: string; pid?: number[] };
         const out = printer(args.json);
@@ -146,13 +177,25 @@ export function agentCommands(y: Argv): Argv {
     .command(
       'status',
       'What the machine really runs: baselines, reboot pending, hotpatch level per process (read from memory)',
-      (c) => common(c),
+      (c) =>
+        common(c).option('check', {
+          type: 'boolean',
+          default: false,
+          describe: `exit ${EXIT.refused} and say why when a process is not compliant, a service is not running, a reboot is pending or an operation was interrupted (for monitoring and CI)`,
+        }),
       async (a) => {
-        const args = a as unknown as Common;
+        const args = a as unknown as Common & { check: boolean };
         const out = printer(args.json);
         try {
           const r = await withSession({ command: 'status', verbose: args.verbose, readOnly: true }, (s) => status(s));
-          out.result(r, () => statusHuman(r));
+          if (!args.check) {
+            out.result(r, () => statusHuman(r));
+            return;
+          }
+          const problems = statusProblems(r);
+          out.result({ ...r, check: { healthy: problems.length === 0, problems } }, () =>
+            `${statusHuman(r)}\n\n${problems.length === 0 ? 'check: healthy' : ['check: NOT healthy', ...problems.map((p) => `  - ${p}`)].join('\n')}`);
+          process.exitCode = problems.length === 0 ? EXIT.ok : EXIT.refused;
         } catch (e) {
           process.exitCode = out.error(e);
         }
@@ -161,7 +204,7 @@ export function agentCommands(y: Argv): Argv {
     .command(
       'history',
       'Update history: what was installed, reverted, rebooted, when, with what result',
-      (c) => common(c).option('days', { type: 'number', default: 30, describe: 'how far back' }),
+      (c) => common(c).option('days', { requiresArg: true, default: 30, coerce: wholeNumber('--days', 'a number of days', 1, 36_500), describe: 'how far back, in days' }),
       async (a) => {
         const args = a as unknown as Common & { days: number };
         const out = printer(args.json);
@@ -184,6 +227,7 @@ export function agentCommands(y: Argv): Argv {
         try {
           const r = await withSession({ command: 'reboot', verbose: args.verbose, wait: args.wait }, (s) => reboot(s));
           out.result(r, () => rebootHuman(r));
+          process.exitCode = rebootExit(r);
         } catch (e) {
           process.exitCode = out.error(e);
         }
@@ -199,6 +243,7 @@ export function agentCommands(y: Argv): Argv {
         try {
           const r = await withSession({ command: 'boot', verbose: args.verbose, wait: args.wait }, (s) => boot(s));
           out.result(r, () => rebootHuman(r));
+          process.exitCode = rebootExit(r);
         } catch (e) {
           process.exitCode = out.error(e);
         }
@@ -209,9 +254,19 @@ export function agentCommands(y: Argv): Argv {
 function summarize(detail: Record<string, unknown>): string {
   const parts: string[] = [];
   for (const [k, v] of Object.entries(detail)) {
-    if (Array.isArray(v)) parts.push(`${k}: ${v.length}`);
+    if (Array.isArray(v)) parts.push(`${k}: ${v.length}${outcomes(v)}`);
     else if (v !== null && typeof v === 'object') continue;
     else parts.push(`${k}: ${String(v)}`);
   }
   return parts.join(', ').slice(0, 80);
+}
+
+/** " (1 Reverted, 2 Failed)": what became of the processes of an apply or revert row. */
+function outcomes(items: unknown[]): string {
+  const counts = new Map<string, number>();
+  for (const i of items) {
+    const o = (i as { outcome?: unknown } | null)?.outcome;
+    if (typeof o === 'string') counts.set(o, (counts.get(o) ?? 0) + 1);
+  }
+  return counts.size ? ` (${[...counts].map(([o, n]) => `${n} ${o}`).join(', ')})` : '';
 }

@@ -31,14 +31,17 @@ export function demoCommand(y: Argv): Argv {
       const env = { ...process.env, HP_AGENT_HOME: home };
       const say = (s: string) => process.stdout.write(s + '\n');
       const indent = (s: string) => s.trimEnd().split('\n').map((l) => '    ' + l).join('\n');
+      // show = false: the demo reads the output itself (--json) — then it prints neither the
+      // command nor its output, unless it fails.
       const agent = async (args: string[], show = true): Promise<string> => {
-        say(`  $ hp-agent ${args.join(' ')}`);
+        if (show) say(`  $ hp-agent ${args.join(' ')}`);
         try {
           const { stdout } = await run(process.execPath, [cli, ...args], { env });
           if (show) say(indent(stdout));
           return stdout;
         } catch (e) {
           const err = e as { stdout?: string; stderr?: string; code?: number };
+          if (!show) say(`  $ hp-agent ${args.join(' ')}`);
           say(indent(`${err.stdout ?? ''}${err.stderr ?? ''}`));
           throw new Error(`hp-agent ${args[0]} failed (exit ${err.code})`);
         }

@@ -1,10 +1,13 @@
 /** `hp-agent keygen` and `hp-agent trust`: package signing keys and the agent's trust store. */
+import { readFileSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
 import type { Argv } from 'yargs';
 import { HpError } from '../errors.js';
-import { generateKeyPair, loadTrusted, trustAdd, trustDir, writeFileAtomic } from '../package/index.js';
+import { generateKeyPair, KEY_ID_RE, loadTrusted, parsePublicKey, trustAdd, trustDir, trustRemove, writeFileAtomic } from '../package/index.js';
 import { agentHome } from '../agent/home.js';
 import { EXIT, printer, table } from './output.js';
+import { existingFile, nonEmpty, usage } from './usage.js';
 
 
 async function exists(p: string): Promise<boolean> {
@@ -30,7 +33,7 @@ export function keygenCommand(y: Argv): Argv {
     'Make an ed25519 key pair for signing packages',
     (c) =>
       c
-        .option('out', { type: 'string', demandOption: true, describe: 'PREFIX: writes PREFIX.key (private, mode 0600) and PREFIX.pub' })
+        .option('out', { type: 'string', demandOption: true, requiresArg: true, coerce: nonEmpty('--out'), describe: 'PREFIX: writes PREFIX.key (private, mode 0600) and PREFIX.pub' })
         .option('force', { type: 'boolean', default: false, describe: 'replace existing key files' })
         .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
         .example('$0 keygen --out release', 'write release.key and release.pub'),
@@ -38,7 +41,6 @@ export function keygenCommand(y: Argv): Argv {
       const a = argv as unknown as { out: string; force: boolean; json: boolean };
       const out = printer(a.json);
       try {
-        if (!a.out) throw new HpError('USAGE', '--out expects a file name prefix');
         const privateKey = `${a.out}.key`;
         const publicKey = `${a.out}.pub`;
         for (const f of [privateKey, publicKey]) {
@@ -69,8 +71,8 @@ export function trustCommand(y: Argv): Argv {
         'Trust an ed25519 public key (PEM)',
         (d) =>
           d
-            .positional('key', { type: 'string', demandOption: true, describe: 'public key file (.pub)' })
-            .option('name', { type: 'string', describe: 'who the key belongs to' })
+            .positional('key', { type: 'string', demandOption: true, coerce: existingFile('public key'), describe: 'public key file (.pub)' })
+            .option('name', { type: 'string', requiresArg: true, describe: 'who the key belongs to' })
             .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }),
         async (argv) => {
           const a = argv as unknown as { key: string; name?: string; json: boolean };
@@ -103,8 +105,53 @@ export function trustCommand(y: Argv): Argv {
           }
         },
       )
-      .demandCommand(1, 'name a trust command: add or list'),
+      .command(
+        'remove <key>',
+        'Stop trusting a key: by its key id (as trust list shows it), its file in the trust store (<id>.pub), or its public key file',
+        (d) =>
+          d
+            .positional('key', { type: 'string', demandOption: true, coerce: keyIdOfArgument, describe: 'key id, <id>.pub, or a public key file' })
+            .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }),
+        async (argv) => {
+          const a = argv as unknown as { key: string; json: boolean };
+          const out = printer(a.json);
+          try {
+            const key = await trustRemove(trustDir(agentHome()), a.key);
+            out.result({ keyId: key.keyId, name: key.name ?? null, removed: true }, () => `removed key ${key.keyId}${key.name ? ` (${key.name})` : ''}: packages it signs are refused from now on`);
+            process.exitCode = EXIT.ok;
+          } catch (e) {
+            process.exitCode = out.error(e);
+          }
+        },
+      )
+      .demandCommand(1, 'name a trust command: add, list or remove'),
   );
+}
+
+/**
+ * The key id `trust remove` means: a key id, the trust store's file name for it (<id>.pub), or a
+ * public key file (the one given to `trust add`). Anything else is bad usage.
+ */
+function keyIdOfArgument(v: unknown): string {
+  const text = String(nonEmpty('key')(v));
+  if (fileExists(text)) {
+    try {
+      return parsePublicKey(readFileSync(text, 'utf8'), `public key ${text}`).keyId;
+    } catch (e) {
+      throw usage((e as Error).message);
+    }
+  }
+  const id = /^([0-9a-f]{16})(?:\.pub)?$/.exec(basename(text))?.[1];
+  if (id && KEY_ID_RE.test(id)) return id;
+  throw usage(`trust remove expects a key id (16 hex digits, see hp-agent trust list), <id>.pub, or a public key file; "${text}" is none of these`);
+}
+
+function fileExists(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** keygen and trust together. */

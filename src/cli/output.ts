@@ -59,7 +59,7 @@ export function printer(json: boolean): Printer {
         if (usage) {
           process.stderr.write(`hp-agent: ${message}\nRun "hp-agent --help" for usage.\n`);
         } else {
-          process.stderr.write(`hp-agent: ${err ? `${err.code === 'INTERRUPTED' ? 'interrupted' : 'refused'} (${err.code})` : 'error'}: ${message}\n`);
+          process.stderr.write(`hp-agent: ${err ? `${err.code === 'INTERRUPTED' ? 'interrupted' : err.unchanged ? 'refused' : 'failed'} (${err.code})` : 'error'}: ${message}\n`);
           if (err && err.unchanged && !/nothing was changed/i.test(message)) process.stderr.write('hp-agent: nothing was changed.\n');
         }
       }

@@ -2,12 +2,12 @@
 import { dirname, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { z } from 'zod';
-import { HpError } from '../errors.js';
 import {
   CLASSIFICATIONS,
   CONSISTENCY_LEVELS,
   PATCH_MODES,
   formatFieldPath,
+  MANIFEST_FIELDS,
   keyIdOfPrivateKey,
   packBaseline,
   packHotpatch,
@@ -21,6 +21,7 @@ import {
   type PackResult,
 } from '../package/index.js';
 import { readTextInput } from './keys.js';
+import { existingFile, nonEmpty, schemaValue, usage, wholeNumber } from './usage.js';
 import { EXIT, printer, table } from './output.js';
 
 interface CommonArgs {
@@ -53,7 +54,6 @@ interface HotpatchArgs extends CommonArgs {
   function?: string[];
 }
 
-const usage = (message: string) => new HpError('USAGE', message);
 
 // ------------------------------------------------------------------------------------------------
 // --manifest-in: the same inputs as the flags, as JSON; relative paths are relative to that file.
@@ -61,10 +61,10 @@ const usage = (message: string) => new HpError('USAGE', message);
 const mode = z.union([z.number().int(), z.string().regex(/^(0o)?[0-7]{1,4}$/).transform((s) => parseInt(s.replace(/^0o/, ''), 8))]);
 const commonIn = {
   out: z.string().optional(),
-  id: z.string().optional(),
-  kb: z.string().optional(),
+  id: MANIFEST_FIELDS.id.optional(),
+  kb: MANIFEST_FIELDS.kb.optional(),
   title: z.string().optional(),
-  releaseDate: z.string().optional(),
+  releaseDate: MANIFEST_FIELDS.releaseDate.optional(),
   classification: z.string().optional(),
   gzip: z.boolean().optional(),
 };
@@ -72,14 +72,14 @@ const BaselineIn = z.strictObject({
   ...commonIn,
   kind: z.literal('baseline').optional(),
   planned: z.boolean().optional(),
-  baselineId: z.string().optional(),
+  baselineId: MANIFEST_FIELDS.id.optional(),
   files: z.array(z.strictObject({ path: z.string(), source: z.string(), mode: mode.optional() })).optional(),
   services: z.array(z.strictObject({ name: z.string(), file: z.string(), args: z.array(z.string()).optional() })).optional(),
 });
 const HotpatchIn = z.strictObject({
   ...commonIn,
   kind: z.literal('hotpatch').optional(),
-  baselineId: z.string().optional(),
+  baselineId: MANIFEST_FIELDS.id.optional(),
   sequence: z.number().optional(),
   consistency: z.string().optional(),
   patchMode: z.string().optional(),
@@ -160,6 +160,13 @@ function classification(v: string | undefined): Classification {
   return c as Classification;
 }
 
+/** Conflicting options: checked on the flags while parsing, and again with --manifest-in's values. */
+function checkModeFits(consistency: string | undefined, patchMode: string | undefined): void {
+  if (consistency === 'function' && patchMode === 'zero-stop') {
+    throw usage('--patch-mode zero-stop cannot give --consistency function: proving no thread is inside an old function needs every thread stopped');
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // Building the options
 
@@ -221,6 +228,7 @@ export async function hotpatchOptions(a: HotpatchArgs, privateKeyPem: string): P
   if (!(CONSISTENCY_LEVELS as readonly string[]).includes(consistency)) throw usage(`--consistency expects entry or function, got "${consistency}"`);
   const patchMode = a.patchMode ?? j?.patchMode;
   if (patchMode !== undefined && !(PATCH_MODES as readonly string[]).includes(patchMode)) throw usage(`--patch-mode expects ${PATCH_MODES.join(', ')}, got "${patchMode}"`);
+  checkModeFits(consistency, patchMode);
   const sequence = required(a.sequence ?? j?.sequence, '--sequence');
   if (!Number.isInteger(sequence) || sequence < 1) throw usage(`--sequence expects a whole number of 1 or more, got "${String(sequence)}"`);
   return {
@@ -273,14 +281,14 @@ function hotpatchSummary(r: PackResult<HotpatchManifest>, keyId: string): string
 
 function commonOptions(c: Argv): Argv {
   return c
-    .option('out', { type: 'string', describe: 'the package file to write (.hpkg)' })
-    .option('id', { type: 'string', describe: 'package id: 1-64 of A-Z a-z 0-9 . _ -' })
-    .option('kb', { type: 'string', describe: 'KB article id, e.g. KB5046612' })
-    .option('title', { type: 'string', describe: 'one-line title' })
-    .option('release-date', { type: 'string', describe: 'YYYY-MM-DD' })
+    .option('out', { type: 'string', requiresArg: true, coerce: nonEmpty('--out'), describe: 'the package file to write (.hpkg)' })
+    .option('id', { type: 'string', requiresArg: true, coerce: schemaValue('--id', MANIFEST_FIELDS.id), describe: 'package id: 1-64 of A-Z a-z 0-9 . _ -' })
+    .option('kb', { type: 'string', requiresArg: true, coerce: schemaValue('--kb', MANIFEST_FIELDS.kb), describe: 'KB article id, e.g. KB5046612' })
+    .option('title', { type: 'string', requiresArg: true, coerce: nonEmpty('--title'), describe: 'one-line title' })
+    .option('release-date', { type: 'string', requiresArg: true, coerce: schemaValue('--release-date', MANIFEST_FIELDS.releaseDate), describe: 'YYYY-MM-DD' })
     .option('classification', { type: 'string', choices: CLASSIFICATIONS as unknown as string[], describe: 'update classification' })
-    .option('key', { type: 'string', demandOption: true, describe: 'ed25519 private key (PEM) to sign with (hp-agent keygen)' })
-    .option('manifest-in', { type: 'string', describe: 'JSON file with the same inputs (for many files or targets); flags override it' })
+    .option('key', { type: 'string', demandOption: true, requiresArg: true, coerce: existingFile('signing key'), describe: 'ed25519 private key (PEM) to sign with (hp-agent keygen)' })
+    .option('manifest-in', { type: 'string', requiresArg: true, coerce: existingFile('--manifest-in file'), describe: 'JSON file with the same inputs (for many files or targets); flags override it' })
     .option('gzip', { type: 'boolean', describe: 'gzip the archive (default: plain tar)' })
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' });
 }
@@ -307,7 +315,7 @@ export function packCommand(y: Argv): Argv {
         (d) =>
           commonOptions(d)
             .option('planned', { type: 'boolean', describe: 'a planned (quarterly) baseline; default: unplanned' })
-            .option('baseline-id', { type: 'string', describe: 'baseline id (default: --id)' })
+            .option('baseline-id', { type: 'string', requiresArg: true, coerce: schemaValue('--baseline-id', MANIFEST_FIELDS.id), describe: 'baseline id (default: --id)' })
             .option('file', { type: 'string', array: true, describe: 'INSTALL/PATH=SOURCE[:MODE] (mode octal, default: the source\'s); repeatable' })
             .option('service', { type: 'string', array: true, describe: 'NAME=FILE[:ARG,ARG...] (FILE: an install path; ${HP_RUN}: the agent\'s runtime dir); repeatable' })
             .epilogue(
@@ -327,13 +335,17 @@ export function packCommand(y: Argv): Argv {
         'Pack replacement functions for one baseline, applied live',
         (d) =>
           commonOptions(d)
-            .option('baseline-id', { type: 'string', describe: 'the baseline this hotpatch builds on' })
-            .option('sequence', { type: 'number', describe: 'hotpatch number within the baseline (1, 2, ...)' })
+            .option('baseline-id', { type: 'string', requiresArg: true, coerce: schemaValue('--baseline-id', MANIFEST_FIELDS.id), describe: 'the baseline this hotpatch builds on' })
+            .option('sequence', { requiresArg: true, coerce: wholeNumber('--sequence', 'the hotpatch number within the baseline', 1, 1_000_000), describe: 'hotpatch number within the baseline (1, 2, ...)' })
             .option('consistency', { type: 'string', choices: CONSISTENCY_LEVELS as unknown as string[], describe: 'entry (default) or function' })
             .option('patch-mode', { type: 'string', choices: PATCH_MODES as unknown as string[], describe: 'auto (default: zero-stop where the objects allow it), stop or zero-stop' })
             .option('target', { type: 'string', array: true, describe: 'INSTALL/PATH=BASELINE/FILE: an object of the baseline, and its file on disk; repeatable' })
             .option('patch-object', { type: 'string', array: true, describe: 'the patch (.so, -fPIC -shared): one for all targets, or one per --target' })
             .option('function', { type: 'string', array: true, describe: '[TARGET:]SYMBOL[=REPLACEMENT] (default replacement: SYMBOL); repeatable' })
+            .check((a) => {
+              checkModeFits(a.consistency as string | undefined, a.patchMode as string | undefined);
+              return true;
+            })
             .epilogue(
               [
                 'Example:',

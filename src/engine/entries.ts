@@ -49,29 +49,36 @@ export interface Entry {
   hot?: PatchableEntry;
   /** Padding + entry bytes in the target now (HOTPATCH_PROBE_SIZE from the padding), with `hot`. */
   hotMemory?: Buffer;
+  /** All `size` bytes of the function in the target now, when the caller asked for them. */
+  body?: Buffer;
 }
 
 const hex = (b: Buffer) => b.toString('hex');
 
-/** Reads and decodes the entries of `names` in `obj`. */
-export async function readEntries(view: ProcessView, obj: LoadedObject, names: string[]): Promise<Entry[]> {
+/**
+ * Reads and decodes the entries of `names` in `obj`; of the names in `whole`, the whole body too
+ * (the caller bounds their sizes: each is read from the process).
+ */
+export async function readEntries(view: ProcessView, obj: LoadedObject, names: string[], whole: ReadonlySet<string> = new Set()): Promise<Entry[]> {
   const table = await view.hotPatchTable(obj);
   const probes = names.map((name) => {
     const sym = symbolAddress(obj, name);
     const length = Math.max(0, Math.min(sym.size, ENTRY_PEEK));
     const listed = table?.has(sym.address - HOTPATCH_PADDING_SIZE) ?? false;
-    return { name, sym, length, listed };
+    return { name, sym, length, listed, body: whole.has(name) };
   });
-  // One read for all: the padding and entry of hot-patchable functions, the entry of the others.
+  // One read for all: the padding and entry of hot-patchable functions, the entry (or the whole
+  // body, which starts with it) of the others.
   const ranges = probes.flatMap((p) => [
-    { addr: p.sym.address, length: p.length },
+    { addr: p.sym.address, length: p.body ? p.sym.size : p.length },
     ...(p.listed ? [{ addr: p.sym.address - HOTPATCH_PADDING_SIZE, length: HOTPATCH_PROBE_SIZE }] : []),
   ]);
   const bytes = await native.readRanges(view.pid, ranges);
   let next = 0;
   const out: Entry[] = [];
   for (const p of probes) {
-    const memoryBytes = bytes[next++];
+    const read = bytes[next++];
+    const memoryBytes = read.subarray(0, p.length);
     const hotMemory = p.listed ? bytes[next++] : undefined;
     const fileBytes = p.length ? obj.elf.readVirtual(p.sym.address - obj.bias, p.length) : Buffer.alloc(0);
     let hot: PatchableEntry | undefined;
@@ -83,7 +90,8 @@ export async function readEntries(view: ProcessView, obj: LoadedObject, names: s
       }
       if (hot && p.sym.size < hot.siteAddress - p.sym.address + 2) hot = undefined;
     }
-    out.push(await decodeEntry(view, obj, p.name, p.sym.address, p.sym.size, fileBytes, memoryBytes, hot, hot ? hotMemory : undefined));
+    const e = await decodeEntry(view, obj, p.name, p.sym.address, p.sym.size, fileBytes, memoryBytes, hot, hot ? hotMemory : undefined);
+    out.push(p.body ? { ...e, body: read } : e);
   }
   return out;
 }

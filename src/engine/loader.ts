@@ -124,7 +124,7 @@ export async function mapPatchAndSwitch(
   const remote = new RemoteProcess(pid, maps);
   let tx: TransactionResult;
   try {
-    tx = await remote.withGadget((gadget) => native.transaction(pid, sites, { ...options, prelude: { gadget, calls: nativeCalls(calls), fill, expect: [1, base] } }));
+    tx = await remote.withGadgets((gadgets) => native.transaction(pid, sites, { ...options, prelude: { gadgets, calls: nativeCalls(calls), fill, expect: [1, base] } }));
   } catch (e) {
     // Unmapped only when nothing leads into it (a switch that could not undo every write may have).
     if (e instanceof HpError && e.details?.preludeComplete && e.unchanged) await remote.syscall('munmap', base, size).catch(() => undefined);

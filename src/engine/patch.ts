@@ -15,13 +15,14 @@
  * one rollback path (the transaction's own or the switch's undo, then unmapping the new
  * patches), so a refused or failed change leaves the target exactly as it was.
  */
+import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import type { ElfFile } from '../elf/index.js';
+import { notAFunction, type ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { linkPatch, layoutPatch } from '../link/index.js';
 import { native, type TransactionResult, type TransactionSite } from '../native.js';
-import { findFreeRegionNear, isNamespaceInit, readElfFile, type LoadedObject, type MapEntry } from '../proc/index.js';
+import { findFreeRegionNear, isNamespaceInit, readElfFile, symbolAddress, type LoadedObject, type MapEntry } from '../proc/index.js';
 import {
   paddingJump,
   planJumpSite,
@@ -34,6 +35,7 @@ import {
   type PatchableEntry,
   type ZeroStopStep,
 } from '../x64/index.js';
+import { refuseBranchesIntoSite } from './branch-check.js';
 import { readEntries, type Entry, type FunctionState } from './entries.js';
 import { isPatchMapping, mapPatchAndSwitch, mapPatchImage, unmapPatch, type MappedPatch } from './loader.js';
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
@@ -59,6 +61,13 @@ export interface FunctionSpec {
   name: string;
   /** The function of the patch that replaces it (default: the same name). */
   replacement?: string;
+  /**
+   * What the function's original bytes must be (a hotpatch manifest says it): its size, equal to
+   * the symbol's, and the SHA-256 of its bytes. Checked against the process's memory before
+   * anything is written (with the original bytes an earlier patch's record keeps where its jump
+   * sits now).
+   */
+  original?: { size: number; sha256: string };
 }
 
 /** What one object of the process should look like after the change. */
@@ -141,7 +150,6 @@ export interface TransactionReport {
   /** Threads stopped (0 in zero-stop mode). */
   threads: number;
   attempts: number;
-  steppedThreads: number;
   realtime: boolean;
 }
 
@@ -221,12 +229,11 @@ function transactionReport(t: TransactionResult): TransactionReport {
     pauseUs: Math.round(t.pauseNs / 100) / 10,
     threads: t.threads,
     attempts: t.attempts,
-    steppedThreads: t.steppedThreads,
     realtime: t.realtime,
   };
 }
 
-const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, threads: 0, attempts: 0, steppedThreads: 0, realtime: false };
+const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, threads: 0, attempts: 0, realtime: false };
 
 /** What each function's entry holds now, read from the process (never from our own files). */
 export async function inspectFunctions(pid: number, names: string[], object?: string): Promise<FunctionState[]> {
@@ -413,6 +420,7 @@ function planRedirect(obj: LoadedObject, e: Entry, replacement: string, target: 
   const base = { ...reportBase(action, obj, e), replacement, target };
   if (paddingForm(e)) {
     const hot = e.hot!;
+    refuseBranchesIntoSite(obj, e, hot.siteAddress, hot.nop.length, 'padding');
     const jump = paddingJump(hot, target);
     const switched = switchedEntryBytes(hot);
     const record: SiteRecord = {
@@ -431,6 +439,7 @@ function planRedirect(obj: LoadedObject, e: Entry, replacement: string, target: 
   }
   // Plan against the file's bytes: the entry may hold an older jump now.
   const jump = planJumpSite({ name: e.state.function, address: e.state.functionAddress, size: e.size, entryBytes: e.fileBytes }, target);
+  refuseBranchesIntoSite(obj, e, jump.siteAddress, jump.bytes.length, 'entry');
   const { expect, write } = siteChange(e, jump.siteAddress, jump.bytes);
   return {
     record: { function: e.state.function, replacement, functionAddress: e.state.functionAddress, siteAddress: jump.siteAddress, kind: jump.kind, target, original: hex(jump.original), jump: hex(jump.bytes) },
@@ -466,9 +475,60 @@ interface ObjectEntries {
 
 async function readObjectEntries(view: ProcessView, change: ObjectChange): Promise<ObjectEntries> {
   const obj = view.object(change.object);
+  for (const f of change.functions) checkFunctionSymbol(view.pid, obj, f);
   const restoreNames = (change.restore ?? []).filter((name) => !change.functions.some((f) => f.name === name));
-  const all = await readEntries(view, obj, [...change.functions.map((f) => f.name), ...restoreNames]);
+  // The functions whose original bytes are to be checked are read whole, in the same read.
+  const whole = new Set(change.functions.filter((f) => f.original).map((f) => f.name));
+  const all = await readEntries(view, obj, [...change.functions.map((f) => f.name), ...restoreNames], whole);
   return { change, obj, functions: all.slice(0, change.functions.length), restore: all.slice(change.functions.length) };
+}
+
+/**
+ * Only a function may be redirected: a jump written over a variable corrupts it, and an indirect
+ * function's symbol is its resolver, which nothing calls after load. A size given for its
+ * original bytes must be the symbol's (and so bounds what is read of it).
+ */
+function checkFunctionSymbol(pid: number, obj: LoadedObject, f: FunctionSpec): void {
+  const sym = symbolAddress(obj, f.name);
+  const refusal = notAFunction(f.name, sym.type, obj.path);
+  if (refusal) throw new HpError(refusal.code, `${refusal.message}. Nothing was changed`, { ...refusal.details, pid });
+  if (f.original && f.original.size !== sym.size) {
+    throw new HpError('FUNCTION_SIZE_MISMATCH', `${f.name} is ${sym.size} bytes long in ${obj.path} (process ${pid}), but the patch was built for a ${f.original.size}-byte original; nothing was changed`, { function: f.name, expected: f.original.size, actual: sym.size, pid });
+  }
+}
+
+/**
+ * The function's bytes as they were before any hp-agent jump: what the process holds now, with
+ * the original bytes the record of the patch it runs keeps put back where that patch's jump (and,
+ * for a hot-patchable entry, the switched entry NOP) sits.
+ */
+function originalBody(e: Entry): Buffer {
+  const body = Buffer.from(e.body!);
+  const record = e.state.state === 'patched' ? e.state.record : undefined;
+  const putBack = (at: number, hexBytes: string) => {
+    const bytes = Buffer.from(hexBytes, 'hex');
+    for (let i = 0; i < bytes.length; i++) {
+      const o = at - e.state.functionAddress + i;
+      if (o >= 0 && o < body.length) body[o] = bytes[i];
+    }
+  };
+  if (record) {
+    putBack(record.siteAddress, record.original);
+    if (record.zeroStop) putBack(record.zeroStop.siteAddress, record.zeroStop.original);
+  }
+  return body;
+}
+
+/** Refuses a function whose bytes in the process are not the original the patch was built for. */
+function checkOriginalBytes(pid: number, e: Entry, original: { size: number; sha256: string }): void {
+  const actual = createHash('sha256').update(originalBody(e)).digest('hex');
+  if (actual !== original.sha256) {
+    throw new HpError(
+      'ORIGINAL_BYTES_MISMATCH',
+      `the ${e.size} bytes of ${e.state.function} in process ${pid} (at 0x${e.state.functionAddress.toString(16)} in ${e.state.object}) hash to ${actual}, not to the ${original.sha256} the patch was built for: this process does not run the code the patch replaces. Nothing was changed`,
+      { function: e.state.function, pid, expected: original.sha256, actual },
+    );
+  }
 }
 
 /** True when every function already runs the labelled package's code and nothing needs restoring. */
@@ -571,7 +631,11 @@ async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptio
   const { pid } = view;
   const { change, obj } = o;
   plan.objects.push(obj);
-  for (const e of o.functions) refuseState(pid, e, opts.replace ?? false);
+  for (const [i, e] of o.functions.entries()) {
+    refuseState(pid, e, opts.replace ?? false);
+    const original = change.functions[i].original;
+    if (original) checkOriginalBytes(pid, e, original);
+  }
   for (const e of o.restore) {
     if (e.state.state === 'original') {
       if (opts.requirePatched) throw new HpError('NOT_PATCHED', `${e.state.function} in process ${pid} is not patched; nothing was changed`, { function: e.state.function });
@@ -588,6 +652,12 @@ async function planObject(view: ProcessView, o: ObjectEntries, opts: ChangeOptio
   if (!change.patchPath) throw new HpError('USAGE', `functions of ${obj.path} to patch but no patch object`);
 
   const { patch, layout, undefinedNames } = openPatch(change.patchPath);
+  for (const f of change.functions) {
+    const replacement = f.replacement ?? f.name;
+    const sym = patch.findSymbol(replacement);
+    const refusal = sym && notAFunction(replacement, sym.type, path.basename(change.patchPath), 'replacement');
+    if (refusal) throw new HpError(refusal.code, `${refusal.message}. Nothing was changed`, refusal.details);
+  }
   const bindings = await bindSymbols(pid, obj, () => view.loaded(), undefinedNames);
   const placeAt = (at: number | undefined, reserve: number) => placeAndPlan(view, obj, o, change, opts, patch, layout, bindings, reserve, at);
   // ('far' asks for a mapping out of rel32 reach on purpose: always a new one.)
@@ -751,7 +821,6 @@ function stopFields(r: ChangeReport): TransactionReport & { mode: 'stop' | 'zero
     pauseUs: r.pauseUs ?? 0,
     threads: r.threads ?? 0,
     attempts: r.attempts ?? 0,
-    steppedThreads: r.steppedThreads ?? 0,
     realtime: r.realtime ?? false,
   };
 }

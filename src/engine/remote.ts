@@ -5,16 +5,16 @@
  */
 import os from 'node:os';
 import { HpError } from '../errors.js';
-import { native, type RemoteArg, type RemoteBatchResult, type RemoteFill } from '../native.js';
+import { native, type Gadgets, type RemoteArg, type RemoteBatchResult, type RemoteFill } from '../native.js';
 import { readMaps, type MapEntry } from '../proc/index.js';
-import { SYS, SYSCALL_INSN } from '../x64/syscalls.js';
+import { SIGRETURN_TRAMPOLINE, SYS, SYSCALL_RET } from '../x64/syscalls.js';
 
-const gadgets = new Map<number, { start: number; addr: number }>();
-/** Where a gadget was found inside a given file's mapping: the same in every process mapping it. */
+const gadgetsByPid = new Map<number, Gadgets>();
+/** Where each gadget was found inside a given file's mapping: the same in every process mapping it. */
 const gadgetOffsets = new Map<string, number>();
 /**
  * A long-lived user of the engine meets ever new PIDs (and files): the caches keep the most
- * recent entries only. A stale entry costs nothing but a search: the core checks the two bytes.
+ * recent entries only. A stale entry costs nothing but a search: the core checks the bytes.
  */
 const GADGET_CACHE_LIMIT = 4096;
 
@@ -25,36 +25,47 @@ export function remember<K, V>(cache: Map<K, V>, key: K, value: V, limit = GADGE
   while (cache.size > limit) cache.delete(cache.keys().next().value as K);
 }
 
-const mappingKey = (m: MapEntry) => `${m.path}:${m.inode}:${m.offset}:${m.end - m.start}`;
+const mappingKey = (m: MapEntry, kind: GadgetKind) => `${kind}:${m.path}:${m.inode}:${m.offset}:${m.end - m.start}`;
 
-interface Gadget {
-  addr: number;
-  /** Taken from another process of the same program, not read here: the core checks it. */
+type GadgetKind = keyof Gadgets;
+const GADGET_BYTES: Record<GadgetKind, Buffer> = { syscallRet: SYSCALL_RET, sigreturn: SIGRETURN_TRAMPOLINE };
+
+interface FoundGadgets {
+  gadgets: Gadgets;
+  /** Taken from another process of the same program, not read here: the core checks them. */
   remembered: boolean;
 }
 
 /**
- * The address of a `syscall` instruction in the target's executable memory. Any occurrence of
- * the two bytes will do: the CPU decodes from wherever we point it. The offset found in one
- * process is used directly in the next one that maps the same file (the native core checks the
- * two bytes before pointing a thread at them), since patching many processes of one program is
- * the common case. `skipRemembered` forces a search.
+ * The addresses of the two instructions a remote call runs through (see Gadgets), in the
+ * target's executable memory. Any occurrence of the bytes will do: the CPU decodes from wherever
+ * we point it. The offsets found in one process are used directly in the next one that maps the
+ * same file (the native core checks the bytes before pointing a thread at them), since patching
+ * many processes of one program is the common case. `skipRemembered` forces a search.
  */
-async function findGadget(pid: number, known?: MapEntry[], skipRemembered = false): Promise<Gadget> {
+async function findGadgets(pid: number, known?: MapEntry[], skipRemembered = false): Promise<FoundGadgets> {
   const maps = known ?? readMaps(pid);
-  const cached = gadgets.get(pid);
-  if (!skipRemembered && cached && maps.some((m) => m.exec && m.start <= cached.addr && cached.addr + 2 <= m.end)) return { addr: cached.addr, remembered: true };
-  // vdso first (small, always there), then the C library, then anything executable.
-  const candidates = maps
-    .filter((m) => m.exec && m.read)
-    .sort((a, b) => rank(a.path) - rank(b.path));
+  const inExec = (addr: number, len: number) => maps.some((m) => m.exec && m.start <= addr && addr + len <= m.end);
+  const cached = gadgetsByPid.get(pid);
+  if (!skipRemembered && cached && inExec(cached.syscallRet, 3) && inExec(cached.sigreturn, 9)) return { gadgets: cached, remembered: true };
+  // The C library first (it has both: every syscall wrapper, and __restore_rt), then anything executable.
+  const candidates = maps.filter((m) => m.exec && m.read).sort((a, b) => rank(a.path) - rank(b.path));
+  const found: Partial<Gadgets> = {};
+  let remembered = false;
   if (!skipRemembered) {
-    for (const m of candidates) {
-      const offset = gadgetOffsets.get(mappingKey(m));
-      if (offset !== undefined && offset + 2 <= m.end - m.start) return { addr: m.start + offset, remembered: true };
+    for (const kind of Object.keys(GADGET_BYTES) as GadgetKind[]) {
+      for (const m of candidates) {
+        const offset = gadgetOffsets.get(mappingKey(m, kind));
+        if (offset === undefined || offset + GADGET_BYTES[kind].length > m.end - m.start) continue;
+        found[kind] = m.start + offset;
+        remembered = true;
+        break;
+      }
     }
   }
   for (const m of candidates) {
+    const missing = (Object.keys(GADGET_BYTES) as GadgetKind[]).filter((k) => found[k] === undefined);
+    if (missing.length === 0) break;
     const length = Math.min(m.end - m.start, 4 << 20);
     let bytes: Buffer;
     try {
@@ -62,20 +73,31 @@ async function findGadget(pid: number, known?: MapEntry[], skipRemembered = fals
     } catch {
       continue;
     }
-    const at = bytes.indexOf(SYSCALL_INSN);
-    if (at >= 0) {
-      remember(gadgets, pid, { start: m.start, addr: m.start + at });
-      remember(gadgetOffsets, mappingKey(m), at);
-      return { addr: m.start + at, remembered: false };
+    for (const kind of missing) {
+      const at = bytes.indexOf(GADGET_BYTES[kind]);
+      if (at < 0) continue;
+      found[kind] = m.start + at;
+      remember(gadgetOffsets, mappingKey(m, kind), at);
     }
   }
-  throw new HpError('NO_SYSCALL_GADGET', `process ${pid} has no executable "syscall" instruction hp-agent could borrow; nothing was changed`);
+  if (found.syscallRet === undefined || found.sigreturn === undefined) {
+    const what = found.syscallRet === undefined ? '"syscall; ret"' : 'signal-return ("mov rax, 15; syscall")';
+    throw new HpError('NO_SYSCALL_GADGET', `process ${pid} has no executable ${what} instruction hp-agent could borrow; nothing was changed`);
+  }
+  const gadgets = { syscallRet: found.syscallRet, sigreturn: found.sigreturn };
+  remember(gadgetsByPid, pid, gadgets);
+  return { gadgets, remembered };
+}
+
+/** The gadgets a remote call in `pid` would use (searched for, or remembered). */
+export async function targetGadgets(pid: number): Promise<Gadgets> {
+  return (await findGadgets(pid)).gadgets;
 }
 
 function rank(path: string): number {
-  if (path === '[vdso]') return 0;
-  if (/\/libc[.-]/.test(path)) return 1;
-  return 2;
+  if (/\/libc[.-]/.test(path)) return 0;
+  if (path === '[vdso]') return 2;
+  return 1;
 }
 
 export interface RemoteCall {
@@ -102,22 +124,22 @@ export class RemoteProcess {
    * (so the caller can undo what succeeded).
    */
   async batch(calls: RemoteCall[], fill?: RemoteFill): Promise<number[]> {
-    const ran = await this.withGadget((gadget) => native.remoteSyscalls(this.pid, nativeCalls(calls), { gadget, fill }));
+    const ran = await this.withGadgets((gadgets) => native.remoteSyscalls(this.pid, nativeCalls(calls), { gadgets, fill }));
     return this.results(calls, ran);
   }
 
   /**
-   * Runs `run` with the address of a `syscall` instruction of the target. A remembered gadget
-   * that is not one here (another build of the file?) is searched for in this process, once.
+   * Runs `run` with the target's gadgets. Remembered ones that are not the right bytes here
+   * (another build of the file?) are searched for in this process, once.
    */
-  async withGadget<T>(run: (gadget: number) => Promise<T>): Promise<T> {
-    const gadget = await findGadget(this.pid, this.maps);
+  async withGadgets<T>(run: (gadgets: Gadgets) => Promise<T>): Promise<T> {
+    const found = await findGadgets(this.pid, this.maps);
     try {
-      return await run(gadget.addr);
+      return await run(found.gadgets);
     } catch (e) {
-      if (!(gadget.remembered && e instanceof HpError && e.code === 'NO_SYSCALL_GADGET')) throw e;
-      gadgets.delete(this.pid);
-      return run((await findGadget(this.pid, this.maps, true)).addr);
+      if (!(found.remembered && e instanceof HpError && e.code === 'NO_SYSCALL_GADGET')) throw e;
+      gadgetsByPid.delete(this.pid);
+      return run((await findGadgets(this.pid, this.maps, true)).gadgets);
     }
   }
 

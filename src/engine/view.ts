@@ -7,11 +7,9 @@
 import { HpError } from '../errors.js';
 import { native } from '../native.js';
 import { findObject, loadedObjects, processExists, readMaps, type LoadedObject, type MapEntry } from '../proc/index.js';
+import { HOTPATCH_ENTRY_TABLE } from '../x64/index.js';
 import { isPatchMapping } from './loader.js';
 import { decodeRecord, recordLength, RECORD_TRAILER_SIZE, type PatchRecord } from './record.js';
-
-/** The section gcc and clang fill with the address of every patchable entry's padding. */
-export const ENTRY_TABLE = '__patchable_function_entries';
 
 export class ProcessView {
   readonly maps: MapEntry[];
@@ -105,7 +103,7 @@ async function readRecord(pid: number, mapping: MapEntry[]): Promise<PatchRecord
 }
 
 async function readEntryTable(pid: number, obj: LoadedObject): Promise<Set<number> | undefined> {
-  const sec = obj.elf.section(ENTRY_TABLE);
+  const sec = obj.elf.section(HOTPATCH_ENTRY_TABLE);
   if (!sec || sec.size < 8 || sec.addr === 0) return undefined;
   const bytes = await native.readMemory(pid, obj.bias + sec.addr, sec.size - (sec.size % 8));
   const out = new Set<number>();

@@ -24,14 +24,16 @@ export {
   loadTrusted,
   parsePublicKey,
   signManifest,
+  KEY_ID_RE,
   trustAdd,
   trustList,
+  trustRemove,
   verifyManifest,
   type KeyPair,
   type TrustedKey,
 } from './keys.js';
 export { openPackage, type OpenedPackage, type OpenPackageOptions } from './read.js';
-export { packBaseline, packHotpatch, type PackBaselineOptions, type PackHotpatchOptions, type PackResult } from './pack.js';
+export { describeHotpatchFunction, packBaseline, packHotpatch, type FunctionSource, type PackBaselineOptions, type PackHotpatchOptions, type PackResult } from './pack.js';
 export { writeFileAtomic } from '../agent/atomic.js';
 
 /** The trust store inside the agent's home directory. */

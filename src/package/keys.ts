@@ -15,7 +15,7 @@
  * holding the key's name and when it was added (PEM allows text before the BEGIN line).
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HpError } from '../errors.js';
 import { writeFileAtomic } from '../agent/atomic.js';
@@ -128,7 +128,7 @@ export function verifyManifest(bytes: Uint8Array, sigBase64: string, trusted: re
     const signature = raw.subarray(SIGNATURE_TAG.length + KEY_ID_BYTES);
     const key = trusted.find((k) => k.keyId === keyId);
     if (!key) {
-      throw new HpError('PACKAGE_UNTRUSTED', `the package is signed by key ${keyId}, which is not in the trust store: the signer is unknown`, { keyId });
+      throw new HpError('PACKAGE_UNTRUSTED', `the package is signed by key ${keyId}, which is not in the trust store: the signer is unknown (if you trust it, add its public key with: hp-agent trust add KEY.pub)`, { keyId });
     }
     if (!check(key, signature)) {
       throw new HpError(
@@ -143,7 +143,7 @@ export function verifyManifest(bytes: Uint8Array, sigBase64: string, trusted: re
   if (!key) {
     throw new HpError(
       'PACKAGE_UNTRUSTED',
-      `the package's signature names no key and verifies under none of the ${trusted.length} trusted key(s): the signer is unknown (or the manifest was changed)`,
+      `the package's signature names no key and verifies under none of the ${trusted.length} trusted key(s): the signer is unknown (or the manifest was changed); if you trust the signer, add its public key with: hp-agent trust add KEY.pub`,
     );
   }
   return key;
@@ -231,6 +231,24 @@ export async function trustAdd(dir: string, publicKeyPem: string, name?: string)
     await writeFileAtomic(join(dir, `${keyId}.pub`), text, 0o644);
   } catch (e) {
     throw new HpError('TRUST_STORE_WRITE_FAILED', `cannot add key ${keyId} to the trust store: ${(e as Error).message}`, { keyId });
+  }
+  return key;
+}
+
+/** A key id as the trust store names it: 16 lowercase hex digits. */
+export const KEY_ID_RE = /^[0-9a-f]{16}$/;
+
+/**
+ * Stop trusting a key: remove `<keyId>.pub`. Returns the key removed; KEY_NOT_TRUSTED (nothing
+ * changed) when the store has no such key.
+ */
+export async function trustRemove(dir: string, keyId: string): Promise<TrustedKey> {
+  const key = (await loadTrusted(dir)).find((k) => k.keyId === keyId);
+  if (!key) throw new HpError('KEY_NOT_TRUSTED', `key ${keyId} is not in the trust store (see hp-agent trust list). Nothing was changed`, { keyId });
+  try {
+    await unlink(join(dir, `${keyId}.pub`));
+  } catch (e) {
+    throw new HpError('TRUST_STORE_WRITE_FAILED', `cannot remove key ${keyId} from the trust store: ${(e as Error).message}`, { keyId });
   }
   return key;
 }

@@ -88,6 +88,11 @@ const releaseDate = z.string().superRefine((s, ctx) => {
   }
 });
 
+const kbId = z.string().regex(KB_RE, { error: 'expected "KB" and 6 to 8 digits, e.g. KB5046612' });
+
+/** Single fields an author types (pack's flags and --manifest-in check them with these too). */
+export const MANIFEST_FIELDS = { id: identifier, kb: kbId, releaseDate } as const;
+
 const byteCount = z.number().int({ error: 'expected a whole number of bytes' }).min(0).max(Number.MAX_SAFE_INTEGER);
 
 // ------------------------------------------------------------------------------------------------
@@ -114,9 +119,20 @@ export const ServiceSchema = z.strictObject({
   args: z.array(z.string().max(4096).refine((a) => !a.includes('\0'), { error: 'must not contain NUL' })).max(256),
 });
 
+/**
+ * The largest function a hotpatch may describe (16 MiB): the agent reads every replaced
+ * function's bytes from each process to check their SHA-256, so the size is bounded here — and
+ * must equal the symbol's size in the object besides.
+ */
+export const MAX_FUNCTION_SIZE = 16 << 20;
+
 export const HotpatchFunctionSchema = z.strictObject({
   symbol,
-  size: z.number().int().min(1, { error: 'expected a function size of at least 1 byte' }).max(1 << 30),
+  size: z
+    .number()
+    .int({ error: 'expected a whole number of bytes' })
+    .min(1, { error: 'expected a function size of at least 1 byte' })
+    .max(MAX_FUNCTION_SIZE, { error: `expected a function size of at most ${MAX_FUNCTION_SIZE} bytes (16 MiB)` }),
   sha256,
   replacement: symbol,
 });
@@ -132,7 +148,7 @@ export const HotpatchTargetSchema = z.strictObject({
 const common = {
   schemaVersion: z.literal(MANIFEST_SCHEMA_VERSION, { error: `expected ${MANIFEST_SCHEMA_VERSION}: this agent reads manifest schema version ${MANIFEST_SCHEMA_VERSION}` }),
   id: identifier,
-  kb: z.string().regex(KB_RE, { error: 'expected "KB" and 6 to 8 digits, e.g. KB5046612' }),
+  kb: kbId,
   title: z.string().min(1, { error: 'must not be empty' }).max(256),
   releaseDate,
   classification: z.enum(CLASSIFICATIONS, { error: `expected one of ${CLASSIFICATIONS.join(', ')}` }),

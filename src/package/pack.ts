@@ -5,14 +5,26 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { ElfFile } from '../elf/index.js';
+import { ElfFile, notAFunction } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { layoutPatch } from '../link/index.js';
-import { ENDBR64_SIZE, hasEndbr64, REL32_JUMP_SIZE } from '../x64/index.js';
+import {
+  controlTransfers,
+  detectPatchableEntry,
+  ENDBR64_SIZE,
+  hasEndbr64,
+  HOTPATCH_ENTRY_TABLE,
+  HOTPATCH_PADDING_SIZE,
+  HOTPATCH_PROBE_SIZE,
+  REL32_JUMP_SIZE,
+  refuseLandingsInside,
+  type PatchableEntry,
+} from '../x64/index.js';
 import { PAYLOAD_DIR, sha256Hex, writePackageFile } from './archive.js';
 import { signManifest } from './keys.js';
 import {
   MANIFEST_SCHEMA_VERSION,
+  MAX_FUNCTION_SIZE,
   serializeManifest,
   validateManifest,
   type BaselineManifest,
@@ -134,41 +146,98 @@ function minimumSize(entry: Buffer): number {
   return REL32_JUMP_SIZE + (hasEndbr64(entry) ? ENDBR64_SIZE : 0);
 }
 
-function describeFunction(target: string, baselineFile: string, patchObject: string, elf: ElfFile, patch: ElfFile, f: { symbol: string; replacement?: string }): HotpatchFunction {
+/** R_X86_64_RELATIVE: the slot holds load bias + addend. */
+const R_X86_64_RELATIVE = 8;
+
+/**
+ * The link-time addresses (of the padding) the object lists as hot-patchable entries, read from
+ * its file: the engine reads the relocated table from the process, pack has only the file.
+ */
+function listedPatchableEntries(elf: ElfFile): Set<number> {
+  const out = new Set<number>();
+  const sec = elf.section(HOTPATCH_ENTRY_TABLE);
+  if (!sec || sec.addr === 0 || sec.size < 8) return out;
+  const relative = new Map(elf.dynamicRelocations.filter((r) => r.type === R_X86_64_RELATIVE).map((r) => [r.offset, r.addend]));
+  const words = elf.readVirtual(sec.addr, sec.size - (sec.size % 8));
+  for (let i = 0; i < words.length; i += 8) out.add(relative.get(sec.addr + i) ?? Number(words.readBigUInt64LE(i)));
+  return out;
+}
+
+const hotEntries = new WeakMap<ElfFile, Set<number>>();
+
+/**
+ * Refuses now what the engine would refuse at apply (BRANCH_INTO_JUMP): the function's own code
+ * landing inside the bytes it will overwrite — the 2-byte NOP of a hot-patchable entry, else the
+ * 5-byte rel32 jump after an optional endbr64 (the engine's usual jump; a patch mapped out of
+ * reach needs 14 bytes, and the engine checks that case when it happens).
+ */
+function refuseBranchesIntoJump(elf: ElfFile, name: string, address: number, code: Buffer): void {
+  let listed = hotEntries.get(elf);
+  if (!listed) hotEntries.set(elf, (listed = listedPatchableEntries(elf)));
+  let hot: PatchableEntry | undefined;
+  if (listed.has(address - HOTPATCH_PADDING_SIZE)) {
+    try {
+      hot = detectPatchableEntry(address, elf.readVirtual(address - HOTPATCH_PADDING_SIZE, HOTPATCH_PROBE_SIZE));
+    } catch {
+      hot = undefined; // the padding is not in the file: an ordinary entry, as for the engine
+    }
+  }
+  const site = hot
+    ? { start: hot.siteAddress - address, length: hot.nop.length, form: 'padding' as const }
+    : { start: hasEndbr64(code) ? ENDBR64_SIZE : 0, length: REL32_JUMP_SIZE, form: 'entry' as const };
+  refuseLandingsInside({ name, address, verb: 'pack', ...site }, code, controlTransfers(code));
+}
+
+/** Where a function of a hotpatch comes from, for messages: the target's install path and the two files' names. */
+export interface FunctionSource {
+  /** What refuses: "cannot pack format_greeting", "KB5046101 (2026.10-hp1) cannot patch format_greeting". */
+  refusal: string;
+  target: string;
+  baselineFile: string;
+  patchObject: string;
+}
+
+/**
+ * A hotpatch function as the files show it: the symbol must be a function (not a variable, not
+ * an indirect function's resolver) long enough for the jump, its size and the SHA-256 of its
+ * bytes read from the baseline file, and the replacement a function of the patch object. Packing
+ * writes this into the manifest; the agent computes it again from the installed file and refuses
+ * a manifest that says otherwise.
+ */
+export function describeHotpatchFunction(elf: ElfFile, patch: ElfFile, f: { symbol: string; replacement?: string }, from: FunctionSource): HotpatchFunction {
+  const { refusal, target } = from;
   const sym = elf.findSymbol(f.symbol);
   if (!sym) {
-    throw new HpError('SYMBOL_NOT_FOUND', `cannot pack ${f.symbol}: the baseline file ${basename(baselineFile)} (${target}) has no symbol ${f.symbol}`, { target, symbol: f.symbol });
+    throw new HpError('SYMBOL_NOT_FOUND', `${refusal}: the baseline file ${basename(from.baselineFile)} (${target}) has no symbol ${f.symbol}`, { target, symbol: f.symbol });
   }
-  if (sym.type !== 'FUNC') {
-    throw new HpError('SYMBOL_NOT_FUNCTION', `cannot pack ${f.symbol}: in ${target} it is a ${sym.type} symbol, not a function`, { target, symbol: f.symbol, type: sym.type });
-  }
+  const notFunction = notAFunction(f.symbol, sym.type, target);
+  if (notFunction) throw new HpError(notFunction.code, `${refusal}: ${notFunction.message}`, { target, ...notFunction.details });
   const original = elf.readVirtual(sym.value, sym.size);
   const min = minimumSize(original);
   if (sym.size < min) {
     throw new HpError(
       'FUNCTION_TOO_SHORT',
       sym.size === 0
-        ? `cannot pack ${f.symbol}: ${target} gives it no size (an assembly symbol without .size?), so its bytes cannot be checked`
-        : `cannot pack ${f.symbol}: it is ${sym.size} bytes long in ${target}, shorter than the ${min}-byte jump that would redirect it`,
+        ? `${refusal}: ${target} gives it no size (an assembly symbol without .size?), so its bytes cannot be checked`
+        : `${refusal}: it is ${sym.size} bytes long in ${target}, shorter than the ${min}-byte jump that would redirect it`,
       { target, symbol: f.symbol, size: sym.size, minimum: min },
     );
   }
+  if (sym.size > MAX_FUNCTION_SIZE) {
+    throw new HpError('FUNCTION_TOO_LONG', `${refusal}: it is ${sym.size} bytes long in ${target}, more than the ${MAX_FUNCTION_SIZE} bytes a manifest may describe`, { target, symbol: f.symbol, size: sym.size });
+  }
+  refuseBranchesIntoJump(elf, f.symbol, sym.value, original);
   const replacement = f.replacement ?? f.symbol;
   const rep = patch.findSymbol(replacement);
   if (!rep) {
-    throw new HpError('SYMBOL_NOT_FOUND', `cannot pack ${f.symbol}: the patch object ${basename(patchObject)} does not define the replacement ${replacement}`, {
+    throw new HpError('SYMBOL_NOT_FOUND', `${refusal}: the patch object ${basename(from.patchObject)} does not define the replacement ${replacement}`, {
       target,
       symbol: f.symbol,
       replacement,
     });
   }
-  if (rep.type !== 'FUNC') {
-    throw new HpError('SYMBOL_NOT_FUNCTION', `cannot pack ${f.symbol}: its replacement ${replacement} is a ${rep.type} symbol in ${basename(patchObject)}, not a function`, {
-      target,
-      replacement,
-      type: rep.type,
-    });
-  }
+  const repNotFunction = notAFunction(replacement, rep.type, basename(from.patchObject), 'replacement');
+  if (repNotFunction) throw new HpError(repNotFunction.code, `${refusal}: ${repNotFunction.message}`, { target, replacement, ...repNotFunction.details });
   return { symbol: f.symbol, size: sym.size, sha256: sha256Hex(original), replacement };
 }
 
@@ -204,7 +273,7 @@ export async function packHotpatch(opts: PackHotpatchOptions): Promise<PackResul
       buildId: elf.buildId,
       patchObject: payloadPath,
       ...(patch.buildId ? { patchBuildId: patch.buildId } : {}),
-      functions: t.functions.map((f) => describeFunction(t.path, t.baselineFile, t.patchObject, elf, patch, f)),
+      functions: t.functions.map((f) => describeHotpatchFunction(elf, patch, f, { refusal: `cannot pack ${f.symbol}`, target: t.path, baselineFile: t.baselineFile, patchObject: t.patchObject })),
     });
   }
   const draft: HotpatchManifest = {

@@ -18,3 +18,5 @@ export {
 } from './jump.js';
 export type { JumpKind, JumpSite } from './jump.js';
 export * from './zerostop.js';
+export { controlTransfers, instructionText, landingsInside, refuseLandingsInside } from './branches.js';
+export type { ControlTransfer, LandingInside, OverwriteSite } from './branches.js';

@@ -18,5 +18,7 @@ export const MAP_FIXED_NOREPLACE = 0x100000;
 export const MFD_CLOEXEC = 1;
 export { PAGE_SIZE } from './jump.js';
 
-/** The two bytes of the `syscall` instruction: a remote call points a thread at them. */
-export const SYSCALL_INSN = Buffer.from([0x0f, 0x05]);
+/** `syscall; ret`: a remote call runs here, and the `ret` takes it to the signal-return trampoline. */
+export const SYSCALL_RET = Buffer.from([0x0f, 0x05, 0xc3]);
+/** `mov rax, 15 (rt_sigreturn); syscall`: the C library's __restore_rt, as every signal handler returns. */
+export const SIGRETURN_TRAMPOLINE = Buffer.from([0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05]);

@@ -47,6 +47,8 @@
 import { HpError } from '../errors.js';
 import { ENDBR64_SIZE, REL32_JUMP_SIZE, encodeJump, hasEndbr64, rel32Reaches } from './jump.js';
 
+/** The section gcc and clang fill with the address of every patchable entry's padding (8 bytes each). */
+export const HOTPATCH_ENTRY_TABLE = '__patchable_function_entries';
 /** NOP bytes before the entry that hold the 5-byte jump. */
 export const HOTPATCH_PADDING_SIZE = 5;
 /** The NOP at the entry (after an endbr64) that becomes `jmp rel8` back to the padding. */

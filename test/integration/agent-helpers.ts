@@ -12,7 +12,8 @@ import { expect } from 'vitest';
 import { processesUnder } from '../../src/agent/discover.js';
 import { fixturePackage, demoPublicKey, productSpec } from '../../src/demo/fixture-packages.js';
 import { unixRequest } from '../../src/harness/index.js';
-import { buildArchive, readArchive } from '../../src/package/archive.js';
+import { buildArchive, MANIFEST_FILE, readArchive, sha256Hex, writePackageFile } from '../../src/package/archive.js';
+import { signManifest } from '../../src/package/keys.js';
 import { cliPath, entryBytes, patchMappings } from './helpers.js';
 
 export const BASELINE = '2026.10';
@@ -36,6 +37,8 @@ export interface AgentResult {
   stdout: string;
   stderr: string;
   json: any;
+  /** The signal that ended the agent, if one did (a test's kill point: SIGKILL). */
+  signal?: string;
 }
 
 export interface RunningAgent {
@@ -57,11 +60,11 @@ export function newHome(): string {
 }
 
 /** Start the CLI against `home`; the agent is a separate process, never the targets' parent. */
-export function startAgent(home: string, args: string[], opts: { json?: boolean } = {}): RunningAgent {
+export function startAgent(home: string, args: string[], opts: AgentOptions = {}): RunningAgent {
   const full = opts.json === false ? args : [...args, '--json'];
   let child!: ChildProcess;
   const done = new Promise<AgentResult>((resolve) => {
-    child = execFile(process.execPath, [cliPath, ...full], { timeout: 60_000, env: { ...process.env, HP_AGENT_HOME: home } }, (err, stdout, stderr) => {
+    child = execFile(process.execPath, [cliPath, ...full], { timeout: 60_000, env: { ...process.env, ...opts.env, HP_AGENT_HOME: home } }, (err, stdout, stderr) => {
       agents.delete(child);
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       let json: any;
@@ -70,14 +73,20 @@ export function startAgent(home: string, args: string[], opts: { json?: boolean 
       } catch {
         json = undefined;
       }
-      resolve({ code, stdout, stderr, json });
+      resolve({ code, stdout, stderr, json, signal: err?.signal ?? undefined });
     });
   });
   agents.add(child);
   return { pid: child.pid!, done, child };
 }
 
-export function agent(home: string, args: string[], opts: { json?: boolean } = {}): Promise<AgentResult> {
+/** `env`: extra environment, e.g. the test-only HP_AGENT_TEST_KILL_AT (src/agent/kill-point.ts). */
+export interface AgentOptions {
+  json?: boolean;
+  env?: Record<string, string>;
+}
+
+export function agent(home: string, args: string[], opts: AgentOptions = {}): Promise<AgentResult> {
   return startAgent(home, args, opts).done;
 }
 
@@ -235,6 +244,27 @@ export async function editedPackage(source: string, out: string, edit: (files: M
   const { files } = await readArchive(fs.readFileSync(source));
   edit(files);
   fs.writeFileSync(out, buildArchive(files));
+  return out;
+}
+
+/**
+ * A copy of a package whose manifest (parsed) and files `edit` changed, signed again with the
+ * trusted demo key: a package the signature accepts, saying whatever the test wants it to say.
+ * Payload entries of the manifest are brought in line with the edited files (sha256, size).
+ */
+export async function resignedPackage(source: string, out: string, edit: (manifest: any, files: Map<string, Buffer>) => void): Promise<string> {
+  const { files } = await readArchive(fs.readFileSync(source));
+  const manifest = JSON.parse(files.get(MANIFEST_FILE)!.toString('utf8'));
+  const payload = new Map([...files].filter(([p]) => p.startsWith('payload/')));
+  edit(manifest, payload);
+  for (const p of manifest.payload) {
+    const data = payload.get(p.path)!;
+    p.sha256 = sha256Hex(data);
+    p.size = data.length;
+  }
+  const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n', 'utf8');
+  const signature = signManifest(manifestBytes, fs.readFileSync(path.join(path.dirname(demoPublicKey()), 'demo.key'), 'utf8'));
+  await writePackageFile(out, { manifestBytes, signature, payload });
   return out;
 }
 

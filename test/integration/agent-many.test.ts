@@ -48,7 +48,7 @@ describe('hp-agent apply on many processes', () => {
 
     const reverted = await runCli(machine.home, ['revert', machine.hotpatchId, '--json']);
     expect(reverted.code, reverted.stderr).toBe(0);
-    expect(reverted.json.processes.map((p: { pid: number; outcome: string }) => [p.pid, p.outcome])).toEqual(pids.map((pid) => [pid, 'Patched']));
+    expect(reverted.json.processes.map((p: { pid: number; outcome: string }) => [p.pid, p.outcome])).toEqual(pids.map((pid) => [pid, 'Reverted']));
     for (const t of targets) {
       expect(await t.request('call 0')).toBe(unpatchedAnswer(0));
       expect(t.alive()).toBe(true);

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/native.js';
 import { findObject, readMaps, symbolAddress } from '../../src/proc/index.js';
+import { fixturePath, spawnTarget, type Target } from '../../src/harness/index.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const cliPath = path.join(root, 'bin/hp-agent.js');
@@ -56,3 +57,32 @@ export function patchMappings(pid: number): string[] {
 export function threadCount(pid: number): number {
   return fs.readdirSync(`/proc/${pid}/task`).length;
 }
+
+/** The waiters fixture's threads besides the main one: one per kind of blocking call. */
+export const WAITERS = 14;
+
+export function threadStates(pid: number): Map<number, string> {
+  const states = new Map<number, string>();
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`).map(Number)) {
+    const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    states.set(tid, stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
+  }
+  return states;
+}
+
+/** Spawns the fixture and waits until every thread is asleep in its call. */
+export async function spawnWaiters(): Promise<Target> {
+  const t = await spawnTarget(fixturePath('waiters'));
+  for (let i = 0; i < 200; i++) {
+    const states = [...threadStates(t.pid).values()];
+    if (states.length === WAITERS + 1 && states.every((s) => s === 'S')) break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return t;
+}
+
+/** The fixture's counts: "eintr 0 early 0 rounds N" when nothing was disturbed. */
+export async function disturbances(t: Target): Promise<string> {
+  return (await t.request('stats')).replace(/ rounds \d+/, '');
+}
+

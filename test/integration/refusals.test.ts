@@ -57,6 +57,40 @@ describe('refusals', () => {
     await expectUntouched(t, 'compute');
   });
 
+  it('a variable named as the function: SYMBOL_NOT_FUNCTION, its value unchanged', async () => {
+    const t = await spawnTarget(fixturePath('helper_global'));
+    expect(await t.request('helper')).toBe('82');
+    // helper_calls: a static unsigned long (8 bytes, room for a rel32 jump), counting helper's calls.
+    const before = await entryBytes(t.pid, 'helper_calls', 8);
+    expect(before.readBigUInt64LE(0)).toBe(1n);
+    const r = await hpAgent(['try', fixturePath('helper_global_fix.so'), '--pid', String(t.pid), '--function', 'helper_calls=compute_v2']);
+    expectRefused(r, 'SYMBOL_NOT_FUNCTION');
+    expect(r.json.error.message).toMatch(/helper_calls in .*helper_global is an OBJECT symbol \(a variable\), not a function/);
+    expect((await entryBytes(t.pid, 'helper_calls', 8)).equals(before)).toBe(true);
+    await expectUntouched(t, 'compute', '83');
+  });
+
+  it('an indirect function (GNU_IFUNC): SYMBOL_IS_IFUNC, its resolver untouched', async () => {
+    const t = await spawnTarget(fixturePath('loop-pie'));
+    const libc = findObject(t.pid, 'libc.so.6');
+    const strlen = symbolAddress(libc, 'strlen');
+    expect(strlen.type).toBe('GNU_IFUNC');
+    const before = await native.readMemory(t.pid, strlen.address, 16);
+    const r = await hpAgent(['try', fixturePath('loop_fix.so'), '--pid', String(t.pid), '--object', 'libc.so.6', '--function', 'strlen=compute_v2']);
+    expectRefused(r, 'SYMBOL_IS_IFUNC');
+    expect(r.json.error.message).toMatch(/resolver/);
+    expect((await native.readMemory(t.pid, strlen.address, 16)).equals(before)).toBe(true);
+    await expectUntouched(t, 'compute');
+  });
+
+  it('a replacement that is a variable of the patch: SYMBOL_NOT_FUNCTION', async () => {
+    const t = await spawnTarget(fixturePath('spinentry'));
+    const r = await hpAgent(['try', fixturePath('spinentry_fix.so'), '--pid', String(t.pid), '--function', 'compute=stuck_v2_calls']);
+    expectRefused(r, 'SYMBOL_NOT_FUNCTION');
+    expect(r.json.error.message).toMatch(/stuck_v2_calls in spinentry_fix\.so is an OBJECT symbol/);
+    await expectUntouched(t, 'compute');
+  });
+
   it('a function too short for the jump', async () => {
     const t = await spawnTarget(fixturePath('short'));
     const r = await hpAgent(['try', fixturePath('short_fix.so'), '--pid', String(t.pid), '--function', 'tiny=tiny_v2']);
@@ -113,6 +147,27 @@ describe('refusals', () => {
       await new Promise((r) => strace.once('exit', r));
     }
     await expectUntouched(t, 'compute');
+  });
+
+  it.each([
+    ['count_up', 'spin', 'stop', /^stopped \d+$/, /`jl 0x[0-9a-f]+` at 0x[0-9a-f]+ \(count_up\+9\) jumps to count_up\+2/],
+    ['call_via', 'wait', 'release', /^released 43$/, /`call \*%rsi` at 0x[0-9a-f]+ \(call_via\+1\) returns to call_via\+3/],
+  ])('a function whose own code lands inside the jump\'s bytes (%s)', async (fn, enter, leave, left, names) => {
+    // A thread is inside the function (its loop, or the call it made); patched in place, it would
+    // resume in the middle of the jump (SIGSEGV, SIGILL) once it loops or returns.
+    const t = await spawnTarget(fixturePath('backbranch'));
+    expect(await t.request(enter)).toMatch(/^(spinning|waiting)$/);
+    const before = await entryBytes(t.pid, fn, 18);
+    const r = await hpAgent(['try', fixturePath('backbranch_fix.so'), '--pid', String(t.pid), '--function', `${fn}=${fn}_v2`]);
+    expectRefused(r, 'BRANCH_INTO_JUMP');
+    expect(r.json.error.message).toMatch(names);
+    expect(r.json.error.message).toMatch(/-fpatchable-function-entry=7,5.*zero-stop/);
+    expect((await entryBytes(t.pid, fn, 18)).equals(before)).toBe(true);
+    expect(before.equals(fileEntryBytes(t.pid, fn, 18))).toBe(true);
+    expect(patchMappings(t.pid)).toEqual([]);
+    expect(await t.request(leave)).toMatch(left);
+    expect(await t.request(fn === 'count_up' ? 'count' : 'via')).toBe(fn === 'count_up' ? '41' : '43');
+    expect(t.alive()).toBe(true);
   });
 
   it('a thread executing inside the bytes to overwrite', async () => {

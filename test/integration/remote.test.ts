@@ -5,11 +5,11 @@ import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HpError } from '../../src/errors.js';
 import { mapPatchImage, unmapPatch } from '../../src/engine/loader.js';
-import { RemoteProcess } from '../../src/engine/remote.js';
+import { RemoteProcess, targetGadgets } from '../../src/engine/remote.js';
 import { native } from '../../src/native.js';
 import { findFreeRegionNear, readMaps } from '../../src/proc/index.js';
 import { fixturePath, killTargetsAfterEach, spawnTarget } from '../../src/harness/index.js';
-import { MFD_CLOEXEC, PAGE_SIZE, PROT_EXEC, PROT_READ, SYSCALL_INSN } from '../../src/x64/syscalls.js';
+import { MFD_CLOEXEC, PAGE_SIZE, PROT_EXEC, PROT_READ } from '../../src/x64/syscalls.js';
 
 killTargetsAfterEach(afterEach);
 
@@ -60,9 +60,8 @@ describe('remote calls', () => {
     // READY comes before every thread has reached its blocking call (on a loaded machine, well before).
     const tids = () => fs.readdirSync(`/proc/${t.pid}/task`).map(Number);
     for (let i = 0; i < 100 && !(tids().length === 3 && tids().every((tid) => threadState(t.pid, tid) === 'S')); i++) await new Promise((resolve) => setTimeout(resolve, 10));
-    const vdso = readMaps(t.pid).find((m) => m.path === '[vdso]')!;
-    const gadget = vdso.start + (await native.readMemory(t.pid, vdso.start, vdso.end - vdso.start)).indexOf(SYSCALL_INSN);
-    const r = await native.remoteSyscalls(t.pid, [{ nr: SYS_GETPID, args: [] }], { gadget });
+    const gadgets = await targetGadgets(t.pid);
+    const r = await native.remoteSyscalls(t.pid, [{ nr: SYS_GETPID, args: [] }], { gadgets });
     expect(r.results).toEqual([t.pid]);
     expect(r.interruptedSyscall).toBe(true);
     // Back asleep in its restarted call (just after being let go it may still be running into it).
@@ -75,15 +74,14 @@ describe('remote calls', () => {
 
   it('stops the batch when the fill fails, reporting what ran so it can be undone', async () => {
     const t = await spawnTarget(fixturePath('loop-pie'));
-    const vdso = readMaps(t.pid).find((m) => m.path === '[vdso]')!;
-    const gadget = vdso.start + (await native.readMemory(t.pid, vdso.start, vdso.end - vdso.start)).indexOf(SYSCALL_INSN);
+    const gadgets = await targetGadgets(t.pid);
     // The "descriptor" to fill is getpid()'s result: no such descriptor, so the fill fails.
     const calls = [
       { nr: 319, args: [{ string: Buffer.from('hp-agent:fill-test') }, MFD_CLOEXEC] },
       { nr: SYS_GETPID, args: [] },
       { nr: SYS_GETPID, args: [] },
     ];
-    const r = await native.remoteSyscalls(t.pid, calls, { gadget, fill: { fdCall: 1, afterCall: 1, chunks: [{ offset: 0, data: Buffer.from('x') }] } });
+    const r = await native.remoteSyscalls(t.pid, calls, { gadgets, fill: { fdCall: 1, afterCall: 1, chunks: [{ offset: 0, data: Buffer.from('x') }] } });
     expect(r.fillError).toMatch(/cannot open/);
     expect(r.results).toHaveLength(2);
     expect(r.results[1]).toBe(t.pid);
@@ -104,18 +102,17 @@ describe('remote calls', () => {
   describe('a batch run by the transaction before its stop, in the same attach', () => {
     async function setUp() {
       const t = await spawnTarget(fixturePath('loop-pie'));
-      const vdso = readMaps(t.pid).find((m) => m.path === '[vdso]')!;
-      const gadget = vdso.start + (await native.readMemory(t.pid, vdso.start, vdso.end - vdso.start)).indexOf(SYSCALL_INSN);
+      const gadgets = await targetGadgets(t.pid);
       // A site that the switch rewrites with the bytes already there: the transaction runs in
       // full, and reading it back tells whether anything else was written.
       const exe = readMaps(t.pid).find((m) => m.exec && m.path.endsWith('loop-pie'))!;
       const before = await native.readMemory(t.pid, exe.start, 8);
-      return { t, gadget, site: { addr: exe.start, expect: before, write: Buffer.from(before) }, before };
+      return { t, gadgets, site: { addr: exe.start, expect: before, write: Buffer.from(before) }, before };
     }
 
     it('runs the calls in a borrowed thread, then switches', async () => {
-      const { t, gadget, site } = await setUp();
-      const r = await native.transaction(t.pid, [site], { prelude: { gadget, calls: [{ nr: SYS_GETPID, args: [] }], expect: [0, t.pid] } });
+      const { t, gadgets, site } = await setUp();
+      const r = await native.transaction(t.pid, [site], { prelude: { gadgets, calls: [{ nr: SYS_GETPID, args: [] }], expect: [0, t.pid] } });
       expect(r.switched).toBe(true);
       expect(r.prelude?.results).toEqual([t.pid]);
       expect(r.threads).toBeGreaterThanOrEqual(1);
@@ -124,14 +121,14 @@ describe('remote calls', () => {
     });
 
     it('switches nothing when a call fails or a result is not the expected one, and says how far it got', async () => {
-      const { t, gadget, before } = await setUp();
+      const { t, gadgets, before } = await setUp();
       // Sites whose expected bytes are wrong: had the switch run, it would have refused them loudly.
       const exe = readMaps(t.pid).find((m) => m.exec && m.path.endsWith('loop-pie'))!;
       const wrong = { addr: exe.start, expect: Buffer.alloc(8, 0xcc), write: Buffer.alloc(8, 0x90) };
-      const failing = await native.transaction(t.pid, [wrong], { prelude: { gadget, calls: [{ nr: SYS_GETPID, args: [] }, { nr: SYS_CLOSE, args: [-1] }, { nr: SYS_GETPID, args: [] }] } });
+      const failing = await native.transaction(t.pid, [wrong], { prelude: { gadgets, calls: [{ nr: SYS_GETPID, args: [] }, { nr: SYS_CLOSE, args: [-1] }, { nr: SYS_GETPID, args: [] }] } });
       expect(failing.switched).toBe(false);
       expect(failing.prelude?.results).toEqual([t.pid, -9]); // EBADF; the third call never ran
-      const unexpected = await native.transaction(t.pid, [wrong], { prelude: { gadget, calls: [{ nr: SYS_GETPID, args: [] }, { nr: SYS_GETPID, args: [] }], expect: [0, 1] } });
+      const unexpected = await native.transaction(t.pid, [wrong], { prelude: { gadgets, calls: [{ nr: SYS_GETPID, args: [] }, { nr: SYS_GETPID, args: [] }], expect: [0, 1] } });
       expect(unexpected.switched).toBe(false);
       expect(unexpected.prelude?.results).toEqual([t.pid]);
       expect((await native.readMemory(t.pid, exe.start, 8)).equals(before)).toBe(true);
@@ -152,25 +149,24 @@ describe('remote calls', () => {
       for (let i = 0; i < 200 && cpu(busiest()) < 3; i++) await new Promise((resolve) => setTimeout(resolve, 10));
       const running = busiest();
       expect(cpu(running)).toBeGreaterThanOrEqual(3);
-      const vdso = readMaps(t.pid).find((m) => m.path === '[vdso]')!;
-      const gadget = vdso.start + (await native.readMemory(t.pid, vdso.start, vdso.end - vdso.start)).indexOf(SYSCALL_INSN);
+      const gadgets = await targetGadgets(t.pid);
       const exe = readMaps(t.pid).find((m) => m.exec && m.path.endsWith('spinentry'))!;
       const bytes = await native.readMemory(t.pid, exe.start, 8);
       const calls = Array.from({ length: 300 }, () => ({ nr: SYS_GETPID, args: [] }));
-      const r = await native.transaction(t.pid, [{ addr: exe.start, expect: bytes, write: Buffer.from(bytes) }], { prelude: { gadget, tid: running, calls } });
+      const r = await native.transaction(t.pid, [{ addr: exe.start, expect: bytes, write: Buffer.from(bytes) }], { prelude: { gadgets, tid: running, calls } });
       expect(r.switched).toBe(true);
       expect(r.prelude?.interruptedSyscall).toBe(false);
-      // 300 single-steps, each a stop and a resume of the thread, took well over 1 µs each.
+      // 300 calls, each two syscall stops of the thread, took well over 1 µs each.
       expect(r.pauseNs).toBeGreaterThan(300_000);
       expect(await t.request('escaped')).toBe('0'); // still spinning where it was
     });
 
     it('a switch refused after the calls ran says so (the caller undoes what they made)', async () => {
-      const { t, gadget, before } = await setUp();
+      const { t, gadgets, before } = await setUp();
       const exe = readMaps(t.pid).find((m) => m.exec && m.path.endsWith('loop-pie'))!;
       const wrong = { addr: exe.start, expect: Buffer.alloc(8, 0xcc), write: Buffer.alloc(8, 0x90) };
       const e = await native
-        .transaction(t.pid, [wrong], { prelude: { gadget, calls: [{ nr: SYS_GETPID, args: [] }] } })
+        .transaction(t.pid, [wrong], { prelude: { gadgets, calls: [{ nr: SYS_GETPID, args: [] }] } })
         .then(() => expect.unreachable('the switch must be refused'), (err: unknown) => err as HpError);
       expect(e.code).toBe('ENTRY_MISMATCH');
       expect(e.unchanged).toBe(true);

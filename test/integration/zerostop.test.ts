@@ -212,6 +212,23 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
   });
 });
 
+describe('a loop head right after the entry', () => {
+  it('is refused over the entry but switched through a hot-patchable entry, the thread in its loop unharmed', async () => {
+    // backbranch-zs: count_up is 90 90 (entry NOP), xor, then the loop head at +4 — past the
+    // only bytes the padding form overwrites. (backbranch, without the NOP, is refused: refusals.test.ts)
+    const t = await spawnTarget(fixturePath('backbranch-zs'));
+    expect(await t.request('spin')).toBe('spinning');
+    const r = await applyPatch({ pid: t.pid, patchPath: fixturePath('backbranch_fix.so'), functions: [{ name: 'count_up', replacement: 'count_up_v2' }] });
+    expect(r.mode).toBe('zero-stop');
+    expect(r.sites[0].form).toBe('padding');
+    // The spinning thread keeps looping in the old code, and leaves it normally.
+    await sleep(50);
+    expect(await t.request('stop')).toMatch(/^stopped [1-9]\d*$/);
+    expect(await t.request('count')).toBe('1041');
+    expect(t.alive()).toBe(true);
+  });
+});
+
 describe('zero-stop on many functions', () => {
   it('switches all 256 functions of benchd-zs in one change and takes them back, every answer right', async () => {
     const b = await Benchd.start({ threads: 1, mode: 'busy', functions: 256, zeroStop: true });

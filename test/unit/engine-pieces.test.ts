@@ -24,22 +24,23 @@ describe('native core arguments', () => {
   });
 
   it('checks every site of a transaction and every argument of a remote call', async () => {
+    const G = { syscallRet: 0x1000, sigreturn: 0x2000 };
     expect(await refused(() => native.transaction(1, [{ addr: 0x1000, expect: Buffer.from([1]), write: Buffer.from([1, 2]) }]))).toContain('length differs');
     expect(await refused(() => native.transaction(1, [{ addr: 0x1000, write: Buffer.from([1]) } as never]))).toContain('sites[0].expect');
     expect(await refused(() => native.transaction(1, 'sites' as never))).toContain('sites');
     expect(await refused(() => native.transaction(1, [], { activeRanges: [0x1000] }))).toContain('activeRanges');
     expect(await refused(() => native.transaction(1, [], { stackAreas: [0x1000, -1] }))).toContain('stackAreas[1]');
     expect(await refused(() => native.floor(1, [{ addr: undefined as never, write: Buffer.alloc(1) }]))).toContain('sites[0].addr');
-    expect(await refused(() => native.remoteSyscalls(1, [{ nr: 9, args: [{}] as never }], { gadget: 0x1000 }))).toContain('calls[0].args[0]');
-    expect(await refused(() => native.remoteSyscalls(1, [{ nr: 9, args: [1, 2, 3, 4, 5, 6, 7] }], { gadget: 0x1000 }))).toContain('calls[0].args');
-    expect(await refused(() => native.remoteSyscalls(1, [], { gadget: 'x' as never }))).toContain('gadget');
-    const fill = (f: object) => native.remoteSyscalls(1, [{ nr: 319, args: [] }, { nr: 77, args: [] }], { gadget: 0x1000, fill: { fdCall: 0, afterCall: 1, chunks: [], ...f } });
+    expect(await refused(() => native.remoteSyscalls(1, [{ nr: 9, args: [{}] as never }], { gadgets: G }))).toContain('calls[0].args[0]');
+    expect(await refused(() => native.remoteSyscalls(1, [{ nr: 9, args: [1, 2, 3, 4, 5, 6, 7] }], { gadgets: G }))).toContain('calls[0].args');
+    expect(await refused(() => native.remoteSyscalls(1, [], { gadgets: { syscallRet: 'x' as never, sigreturn: 0x1000 } }))).toContain('gadget');
+    const fill = (f: object) => native.remoteSyscalls(1, [{ nr: 319, args: [] }, { nr: 77, args: [] }], { gadgets: G, fill: { fdCall: 0, afterCall: 1, chunks: [], ...f } });
     expect(await refused(() => fill({ afterCall: 2 }))).toContain('fill.afterCall');
     expect(await refused(() => fill({ fdCall: 1, afterCall: 0 }))).toContain('fill.afterCall');
     expect(await refused(() => fill({ chunks: [{ offset: 0, data: 'x' }] }))).toContain('fill.chunks[0].data');
     // The batch a transaction runs first is checked the same way, named as its part.
-    const prelude = (p: object) => native.transaction(1, [], { prelude: { gadget: 0x1000, calls: [{ nr: 39, args: [] }], ...p } });
-    expect(await refused(() => prelude({ gadget: -1 }))).toContain('prelude.gadget');
+    const prelude = (p: object) => native.transaction(1, [], { prelude: { gadgets: G, calls: [{ nr: 39, args: [] }], ...p } });
+    expect(await refused(() => prelude({ gadgets: { syscallRet: -1, sigreturn: 0x1000 } }))).toContain('prelude.gadgets.syscallRet');
     expect(await refused(() => prelude({ calls: [{ nr: 9, args: [{}] }] }))).toContain('prelude.calls[0].args[0]');
     expect(await refused(() => prelude({ fill: { fdCall: 0, afterCall: 3, chunks: [] } }))).toContain('prelude.fill.afterCall');
     expect(await refused(() => prelude({ expect: [0] }))).toContain('prelude.expect');

@@ -71,7 +71,7 @@ async function readelf(file: string, ...flags: string[]): Promise<string> {
   return (await run('readelf', ['-W', ...flags, fixturePath(file)])).stdout;
 }
 
-const TARGETS = ['loop-pie', 'loop-nopie', 'endbr', 'service', 'uselib', 'blocked', 'helper_global', 'short', 'spinentry'];
+const TARGETS = ['loop-pie', 'loop-nopie', 'endbr', 'service', 'uselib', 'blocked', 'helper_global', 'short', 'spinentry', 'backbranch', 'backbranch-zs'];
 
 /** Every patchable function: [file, symbol]; all must be >= 16 bytes. */
 const PATCHABLE: Array<[string, string]> = [
@@ -86,6 +86,8 @@ const PATCHABLE: Array<[string, string]> = [
   ['short', 'compute'],
   ['spinentry', 'compute'],
   ['spinentry', 'stuck'],
+  ['backbranch', 'count_up'],
+  ['backbranch', 'call_via'],
 ];
 
 /** Every patch: [file, replacement functions]. */
@@ -98,6 +100,7 @@ const PATCHES: Array<[string, string[]]> = [
   ['short_fix.so', ['tiny_v2']],
   ['spinentry_fix.so', ['stuck_v2']],
   ['blocked_fix.so', ['sleeper_v2']],
+  ['backbranch_fix.so', ['count_up_v2', 'call_via_v2']],
   ['patch_tls.so', ['compute_v2']],
   ['patch_ctor.so', ['compute_v2']],
 ];
@@ -154,9 +157,16 @@ describe('fixture binaries', () => {
 
   it('spinentry: the loop of stuck lies within its first 5 bytes and avoids the entry', async () => {
     const insns = await disassemble('spinentry', 'stuck');
-    expect(insns.slice(0, 3)).toEqual(['nop', 'incq (%rdi)', expect.stringMatching(/^jmp [0-9a-f]+ <stuck\+0x1>$/)]);
+    expect(insns.slice(0, 3)).toEqual(['nop', 'incq (%rdi)', 'jmp *%rsi']);
     expect(insns.slice(3).every((insn) => insn === 'nop')).toBe(true);
     expect((await symbol('spinentry', 'stuck')).size).toBe(16);
+  });
+
+  it('backbranch: count_up loops back to +2, call_via\'s call returns to +3', async () => {
+    const count = await disassemble('backbranch', 'count_up');
+    expect(count.slice(0, 5)).toEqual(['xor %eax,%eax', 'add $0x1,%rax', 'cmp (%rdi),%rax', expect.stringMatching(/^jl [0-9a-f]+ <count_up\+0x2>$/), 'ret']);
+    const via = await run('objdump', ['-d', '--disassemble=call_via', fixturePath('backbranch')]);
+    expect(via.stdout).toMatch(/^\s+[0-9a-f]+:\t53 \s+\tpush\s+%rbx\n\s+[0-9a-f]+:\tff d6 \s+\tcall\s+\*%rsi\n\s+[0-9a-f]+:\t5b /m);
   });
 
   it('uselib takes greet from libgreet.so through rpath $ORIGIN', async () => {
@@ -324,6 +334,19 @@ describe('fixture protocol', () => {
     const target = await spawnTarget(fixturePath('short'));
     expect(await target.request('tiny')).toBe('0');
     expect(await target.request('after')).toBe('99');
+    expect(await target.request('call')).toBe('42');
+  });
+
+  it('backbranch: count, via, a spinning and a waiting thread, call', async () => {
+    const target = await spawnTarget(fixturePath('backbranch'));
+    expect(await target.request('count')).toBe('41');
+    expect(await target.request('via')).toBe('43');
+    expect(await target.request('spin')).toBe('spinning');
+    expect(await target.request('threads')).toBe('2');
+    expect(await target.request('stop')).toMatch(/^stopped [1-9]\d*$/);
+    expect(await target.request('wait')).toBe('waiting');
+    expect(await target.request('release')).toBe('released 43');
+    expect(await target.request('threads')).toBe('1');
     expect(await target.request('call')).toBe('42');
   });
 

@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import yargs from 'yargs';
 import { keysCommand } from '../../src/cli/keys.js';
+import { failUsage } from '../../src/cli/usage.js';
+import { HpError } from '../../src/errors.js';
 import { packCommand, parseFileSpec, parseServiceSpec, parseTargetFunctionSpec } from '../../src/cli/pack.js';
 import { openPackage, trustDir, type HotpatchManifest } from '../../src/package/index.js';
 
@@ -24,14 +26,16 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
   process.exitCode = 0;
   let usage = false;
   try {
+    // As main.ts: a usage error ends the parse (failUsage throws), so no handler runs after it.
     await packCommand(keysCommand(yargs(args)))
       .strict()
       .exitProcess(false)
-      .fail((msg, e) => {
-        usage = true;
-        err.push(msg ?? e?.message ?? '');
-      })
+      .fail(failUsage)
       .parseAsync();
+  } catch (e) {
+    if (!(e instanceof HpError) || e.code !== 'USAGE') throw e;
+    usage = true;
+    err.push(e.message);
   } finally {
     so.mockRestore();
     se.mockRestore();
@@ -154,8 +158,9 @@ describe('hp-agent keygen, trust, pack', () => {
     expect(missing.code).toBe(3);
     expect(missing.stderr).toContain('refused (SYMBOL_NOT_FOUND)');
     const badDate = await cli([...base.map((a) => (a === '2025-01-14' ? '2025-13-01' : a)), '--target', `bin/service=${service}`, '--patch-object', serviceFix, '--function', 'handle_request=handle_request_v2']);
-    expect(badDate.code).toBe(3);
-    expect(badDate.stderr).toContain('releaseDate: expected a calendar date');
+    // A malformed date is bad usage (2), found before anything is packed.
+    expect(badDate.code).toBe(2);
+    expect(badDate.stderr).toContain('--release-date: expected a calendar date YYYY-MM-DD, got "2025-13-01"');
     expect(() => statSync(join(dir, 'x.hpkg'))).toThrow();
   });
 });

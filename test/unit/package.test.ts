@@ -155,6 +155,8 @@ function fileBytesAt(file: string, vaddr: number, size: number): Buffer {
   throw new Error(`no LOAD segment holds 0x${vaddr.toString(16)} in ${file}`);
 }
 
+/** The C library this process runs (it has indirect functions: strlen, memcpy...). */
+const LIBC = readFileSync('/proc/self/maps', 'utf8').split('\n').map((l) => l.trim().split(/\s+/)[5]).find((p) => p && /\/libc\.so\.6$/.test(p))!;
 const readelfBuildId = (file: string) => /Build ID: ([0-9a-f]+)/.exec(sh('readelf', ['-n', file]))?.[1];
 
 // ------------------------------------------------------------------------------------------------
@@ -300,6 +302,16 @@ describe('manifest schema', () => {
     expect(schemaError(sampleBaseline(), (m) => (m.files[0].mode = 0o4755))).toContain('files[0].mode: expected permission bits');
     expect(schemaError(sampleBaseline(), (m) => Object.assign(m, { extra: 1 }))).toContain('(manifest): unknown field "extra"');
     expect(schemaError(sampleBaseline(), (m) => delete (m as Partial<BaselineManifest>).title)).toContain('title: missing (required)');
+  });
+
+  it('bounds the size of the original bytes of a function (the agent reads them from each process)', () => {
+    // A manifest once said 2^30 and was accepted: the agent would read a GiB per function.
+    expect(schemaError(sampleHotpatch(), (m) => (m.targets[0].functions[0].size = 2 ** 30))).toContain('targets[0].functions[0].size: expected a function size of at most 16777216 bytes');
+    expect(schemaError(sampleHotpatch(), (m) => (m.targets[0].functions[0].size = 16 * 2 ** 20 + 1))).toContain('targets[0].functions[0].size');
+    expect(schemaError(sampleHotpatch(), (m) => (m.targets[0].functions[0].size = 1.5))).toContain('targets[0].functions[0].size: expected a whole number of bytes');
+    const largest = structuredClone(sampleHotpatch());
+    largest.targets[0].functions[0].size = 16 * 2 ** 20;
+    expect(validateManifest(largest).kind).toBe('hotpatch');
   });
 
   it('refuses unsafe paths', () => {
@@ -505,6 +517,10 @@ describe('packing real ELF files', () => {
     expect(noReplacement.message).toContain('does not define the replacement compute');
     expect((await one({ symbol: 'counter', replacement: 'compute_v2' })).code).toBe('SYMBOL_NOT_FUNCTION');
     expect((await one({ symbol: 'compute', replacement: 'not_a_function' })).code).toBe('SYMBOL_NOT_FUNCTION');
+    // An indirect function's symbol is its resolver, not the code calls reach: its own refusal.
+    const ifunc = await one({ symbol: 'strlen', replacement: 'compute_v2' }, LIBC);
+    expect(ifunc.code).toBe('SYMBOL_IS_IFUNC');
+    expect(ifunc.message).toMatch(/cannot pack strlen: strlen in bin\/target is an indirect function \(GNU_IFUNC\)/);
     const short = await one({ symbol: 'tiny', replacement: 'compute_v2' });
     expect(short.code).toBe('FUNCTION_TOO_SHORT');
     expect(short.details).toMatchObject({ size: readelfSymbol(target, 'tiny').size, minimum: 5 });
@@ -515,6 +531,21 @@ describe('packing real ELF files', () => {
     expect((await one({ symbol: 'compute', replacement: 'compute_v2' }, targetNoBuildId)).code).toBe('BUILD_ID_MISSING');
     // nothing was written
     expect(() => statSync(join(dir, 'bad.hpkg'))).toThrow();
+  });
+
+  it('refuses a function whose own code lands inside the bytes the jump overwrites, but not through a hot-patchable entry', async () => {
+    const root = join(import.meta.dirname, '../..');
+    const pack = (file: string, symbol: string, out: string) =>
+      packHotpatch(hotpatchOpts(out, { targets: [{ path: 'bin/backbranch', baselineFile: join(root, 'fixtures/bin', file), patchObject: join(root, 'fixtures/bin/backbranch_fix.so'), functions: [{ symbol, replacement: `${symbol}_v2` }] }] }));
+    const loop = await refusal(() => pack('backbranch', 'count_up', 'bb.hpkg'));
+    expect(loop.code).toBe('BRANCH_INTO_JUMP');
+    expect(loop.message).toMatch(/^refusing to pack count_up at 0x[0-9a-f]+: .*`jl 0x[0-9a-f]+` at 0x[0-9a-f]+ \(count_up\+9\) jumps to count_up\+2/);
+    expect(loop.message).toContain('-fpatchable-function-entry=7,5');
+    expect((await refusal(() => pack('backbranch', 'call_via', 'bb.hpkg'))).message).toContain('returns to call_via+3');
+    expect(() => statSync(join(dir, 'bb.hpkg'))).toThrow();
+    // Built with hot-patchable entries, only the 2-byte NOP is overwritten: the loop head (+4) is past it.
+    const zs = await pack('backbranch-zs', 'count_up', 'bb-zs.hpkg');
+    expect(zs.manifest.targets[0].functions[0].symbol).toBe('count_up');
   });
 
   it('validates the finished manifest before writing', async () => {

@@ -1,0 +1,269 @@
+/**
+ * The (simulated) reboot and boot: stop the recorded services, switch to the installed baseline,
+ * start its services, bring them to the baseline's installed hotpatch level.
+ *
+ * Every step is repairable (issue 11 §2). The intent — which services are stopped, which baseline
+ * is switched to, and each service launched, recorded as soon as its PID is known together with
+ * the log offset from which it must write READY — is saved in state.operation before the step
+ * acts, and cleared only once the whole reboot, the level re-apply included, is done. A run that
+ * finds the intent (repairInterrupted) calls runReboot with it again, and every step is written so
+ * that doing it twice is doing it once:
+ *
+ * - a service to stop is identified by PID + start time: one already gone is not signalled again;
+ * - the baseline pointers are switched only if they are not switched yet;
+ * - before a service is started, every live process running its executable with its arguments is
+ *   looked for (services.findServiceProcesses): the one recorded (in state.services, or launched
+ *   by this reboot with its PID) is kept — adopted, after waiting for its READY from the recorded
+ *   log offset — and any other is a duplicate nobody would stop (a killed agent's launch whose PID
+ *   it never learnt), so it is stopped before anything is started;
+ * - the hotpatch level is re-applied from what each process's memory shows.
+ */
+import { randomUUID } from 'node:crypto';
+import { HpError } from '../errors.js';
+import { serviceSpecs } from './baseline.js';
+import { writeBaselinePointer } from './home.js';
+import { applyLevel, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
+import { killPoint } from './kill-point.js';
+import { findServiceProcesses, serviceAlive, startService, stopService, waitServiceReady, type ServiceRecord } from './services.js';
+import type { Session } from './session.js';
+import { beginOperation, endOperation, transitionReboot, type BaselineRef, type Operation } from './state.js';
+
+export type RebootMode = 'reboot' | 'boot';
+
+/** What a reboot set out to do; state.operation.detail of kind "reboot". */
+export interface RebootIntent {
+  mode: RebootMode;
+  activityId: string;
+  /** The baseline that ran before. */
+  from?: string;
+  /** The installed baseline to switch to; undefined: stay on the active one. */
+  switchTo?: BaselineRef;
+  /** The services to stop, as recorded when the reboot began. */
+  stop: ServiceRecord[];
+  /** Every service this reboot launched, as soon as its PID was known. */
+  launched: (ServiceRecord & { logOffset: number })[];
+}
+
+export interface StoppedService {
+  name: string;
+  pid: number;
+  how: string;
+  /** Set for a process that ran a service but that no record named (a duplicate). */
+  why?: string;
+}
+
+export interface LevelReapply {
+  packageId: string;
+  sequence: number;
+  /** Succeeded, CompletedWithWarnings (some processes failed) or Failed (every one failed). */
+  status: 'Succeeded' | 'CompletedWithWarnings' | 'Failed';
+  processes: ProcessResult[];
+}
+
+export interface RebootResult {
+  /** 'boot' that found every service running changed nothing but the missing ones. */
+  kind: RebootMode;
+  /** Succeeded; CompletedWithWarnings when the services run but the hotpatch level could not be re-applied everywhere. */
+  status: 'Succeeded' | 'CompletedWithWarnings';
+  rebootStatus: string;
+  activityId: string;
+  fromBaseline?: string;
+  toBaseline?: string;
+  stopped: StoppedService[];
+  started: { name: string; pid: number; readyMs: number }[];
+  /** Services that were already running and were kept (boot), or that an interrupted agent had launched (adopted). */
+  kept: { name: string; pid: number; how: 'running' | 'adopted' }[];
+  /** First service stopped → last service ready (0 when nothing was stopped or started). */
+  downtimeMs: number;
+  hotpatch?: LevelReapply;
+  /** This run finished a reboot an interrupted agent had begun. */
+  repaired?: { kind: string; startedAt: string };
+}
+
+/** The intent of a new reboot (`reboot`) or boot (`boot`) from the current state. */
+export function planReboot(s: Session, mode: RebootMode): RebootIntent {
+  const pending = s.state.pendingBaseline;
+  // A boot with no new baseline keeps what runs and starts what is missing; anything else
+  // stops every recorded service first.
+  const stop = mode === 'reboot' || pending ? s.state.services : [];
+  return { mode, activityId: randomUUID(), from: s.state.activeBaseline?.id, switchTo: pending, stop, launched: [] };
+}
+
+/** Records the intent and runs it. */
+export async function startReboot(s: Session, intent: RebootIntent): Promise<RebootResult> {
+  let next = s.state;
+  if (next.rebootStatus === 'Required') next = transitionReboot(next, 'Started');
+  s.state = await beginOperation(s.home, next, 'reboot', intent);
+  killPoint('reboot:intent-saved');
+  return runReboot(s, intent);
+}
+
+/**
+ * The intent of an interrupted reboot, as saved; one saved by an older agent (no `stop` list)
+ * is completed as a reboot of everything recorded.
+ */
+export function savedIntent(s: Session, op: Operation): RebootIntent {
+  const d = (op.detail ?? {}) as Partial<RebootIntent>;
+  return {
+    mode: d.mode === 'boot' ? 'boot' : 'reboot',
+    activityId: d.activityId ?? randomUUID(),
+    from: d.from,
+    switchTo: d.switchTo ?? s.state.pendingBaseline,
+    stop: Array.isArray(d.stop) ? d.stop : s.state.services,
+    launched: Array.isArray(d.launched) ? d.launched : [],
+  };
+}
+
+const same = (a: { pid: number; startTime: number }, b: { pid: number; startTime: number }) => a.pid === b.pid && a.startTime === b.startTime;
+
+/** Runs (or, for an intent found in the state, finishes) a reboot; clears the intent at the end. */
+export async function runReboot(s: Session, intent: RebootIntent): Promise<RebootResult> {
+  const saveIntent = async () => {
+    s.state.operation = { ...s.state.operation!, detail: intent };
+    await s.save();
+  };
+  const t0 = performance.now();
+  const stopped: StoppedService[] = [];
+  const started: RebootResult['started'] = [];
+  const kept: RebootResult['kept'] = [];
+
+  // 1. Stop the recorded services (PID + start time: one already gone is not signalled).
+  for (const rec of intent.stop) {
+    const r = await stopService(rec, { home: s.home });
+    stopped.push({ name: rec.name, pid: rec.pid, how: r.how });
+    killPoint('reboot:stopped');
+  }
+  // The state records what runs: not what was stopped, nor a service that died meanwhile.
+  s.state.services = s.state.services.filter((r) => !intent.stop.some((x) => same(x, r)) && serviceAlive(r));
+  await s.save();
+
+  // 2. Switch to the installed baseline.
+  const to = intent.switchTo;
+  if (to && s.state.activeBaseline?.id !== to.id) {
+    s.state.activeBaseline = to;
+    if (s.state.pendingBaseline?.id === to.id) s.state.pendingBaseline = undefined;
+    await writeBaselinePointer(s.home, 'active', to.id);
+    await writeBaselinePointer(s.home, 'pending', undefined);
+    // A hotpatch is for one baseline: a new baseline starts at level 0.
+    if (s.state.hotpatch && s.state.hotpatch.baselineId !== to.id) s.state.hotpatch = undefined;
+    await s.save();
+  }
+  killPoint('reboot:switched');
+
+  // 3. Start its services: keep the recorded one, adopt ours, stop any duplicate, start the rest.
+  const active = s.state.activeBaseline;
+  try {
+    for (const spec of active ? serviceSpecs(s.home, active.id) : []) {
+      const running = findServiceProcesses(s.home, spec);
+      const recorded = s.state.services.find((r) => r.name === spec.name && r.baselineId === spec.baselineId && running.some((p) => same(p, r)));
+      const ours = recorded ? undefined : intent.launched.find((r) => r.name === spec.name && running.some((p) => same(p, r)));
+      const keep = recorded ?? ours;
+      for (const p of running.filter((x) => !keep || !same(x, keep))) {
+        const rec: ServiceRecord = { name: spec.name, pid: p.pid, startTime: p.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: new Date().toISOString() };
+        const r = await stopService(rec, { home: s.home });
+        stopped.push({ name: spec.name, pid: p.pid, how: r.how, why: 'ran the service but no record named it (left by an interrupted agent)' });
+      }
+      if (recorded) {
+        kept.push({ name: spec.name, pid: recorded.pid, how: 'running' });
+        continue;
+      }
+      if (ours) {
+        const { logOffset: _o, ...rec } = ours;
+        await waitServiceReady(s.home, rec, { logOffset: ours.logOffset });
+        s.state.services = [...s.state.services, rec];
+        await s.save();
+        kept.push({ name: spec.name, pid: rec.pid, how: 'adopted' });
+        continue;
+      }
+      killPoint('reboot:before-launch');
+      const r = await startService(s.home, spec, {
+        launched: async (rec, logOffset) => {
+          intent.launched = [...intent.launched, { ...rec, logOffset }];
+          await saveIntent();
+          killPoint('reboot:launched');
+        },
+      });
+      killPoint('reboot:ready');
+      const { readyMs, ...rec } = r;
+      s.state.services = [...s.state.services, rec];
+      await s.save();
+      started.push({ name: rec.name, pid: rec.pid, readyMs });
+    }
+  } catch (e) {
+    if (!(e instanceof HpError)) throw e; // unexpected: the intent stays for the next run to repair
+    throw await failReboot(s, intent, e, { stopped, started, kept });
+  }
+  const downtimeMs = stopped.length + started.length > 0 ? Math.round(performance.now() - t0) : 0;
+
+  // 4. The baseline's installed hotpatch level, still under the intent: a kill here is repaired too.
+  killPoint('reboot:before-level');
+  const hotpatch = await reapplyLevel(s);
+  killPoint('reboot:after-level');
+
+  if (s.state.rebootStatus === 'Started') s.state = transitionReboot(s.state, 'Completed');
+  s.state = await endOperation(s.home, s.state);
+  const status = hotpatch && hotpatch.status !== 'Succeeded' ? 'CompletedWithWarnings' : 'Succeeded';
+  if (stopped.length + started.length > 0 || intent.mode === 'reboot' || (hotpatch && hotpatch.status !== 'Succeeded')) {
+    await s.record({
+      action: 'reboot',
+      result: status,
+      activityId: intent.activityId,
+      detail: {
+        mode: intent.mode,
+        from: intent.from,
+        to: s.state.activeBaseline?.id,
+        downtimeMs,
+        stopped: stopped.map((x) => `${x.name} ${x.pid}`),
+        started: started.map((x) => `${x.name} ${x.pid}`),
+        ...(hotpatch && { hotpatch: hotpatch.packageId, hotpatchResult: hotpatch.status, processes: hotpatch.processes.map((p) => ({ pid: p.pid, outcome: p.outcome, reason: p.reason })) }),
+      },
+    });
+  }
+  return {
+    kind: intent.mode,
+    status,
+    rebootStatus: s.state.rebootStatus,
+    activityId: intent.activityId,
+    fromBaseline: intent.from,
+    toBaseline: s.state.activeBaseline?.id,
+    stopped,
+    started,
+    kept,
+    downtimeMs,
+    hotpatch,
+  };
+}
+
+/** Brings the services just started to their baseline's installed hotpatch level. */
+async function reapplyLevel(s: Session): Promise<LevelReapply | undefined> {
+  const level = s.state.hotpatch;
+  if (!level || level.baselineId !== s.state.activeBaseline?.id) return undefined;
+  const m = levelManifest(s.home, level);
+  if (!m) return { packageId: level.packageId, sequence: level.sequence, status: 'Failed', processes: [] };
+  const processes = await applyLevel({ home: s.home, log: s.log, manifest: m, previous: previousLevel(s.home, m.baselineId, m.sequence), baselineId: m.baselineId });
+  const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
+  const status = failed === 0 ? 'Succeeded' : failed < processes.length ? 'CompletedWithWarnings' : 'Failed';
+  if (status !== 'Succeeded') s.log.error('the hotpatch level could not be re-applied at boot', { packageId: m.id, processes });
+  return { packageId: m.id, sequence: m.sequence, status, processes };
+}
+
+/**
+ * A service did not start: the reboot ends here, Failed. Services already stopped stay stopped,
+ * those started stay running and recorded; the error says all of it (it is not a refusal: the
+ * machine changed), and the intent is cleared, as nothing is left to finish.
+ */
+async function failReboot(s: Session, intent: RebootIntent, e: HpError, done: { stopped: StoppedService[]; started: RebootResult['started']; kept: RebootResult['kept'] }): Promise<HpError> {
+  if (s.state.rebootStatus === 'Started') s.state = transitionReboot(s.state, 'Failed');
+  s.state = await endOperation(s.home, s.state);
+  const list = (xs: { name: string; pid: number }[]) => (xs.length ? xs.map((x) => `${x.name} (PID ${x.pid})`).join(', ') : 'none');
+  const running = s.state.services;
+  const what = [
+    `stopped: ${list(done.stopped)}`,
+    `started: ${list(done.started)}`,
+    `running now: ${list(running)}`,
+    `baseline ${s.state.activeBaseline?.id ?? '(none)'} is active, rebootStatus ${s.state.rebootStatus}`,
+  ].join('; ');
+  const message = `${intent.mode} failed: ${e.message}. ${what}`;
+  await s.record({ action: 'reboot', result: 'Failed', activityId: intent.activityId, detail: { mode: intent.mode, code: e.code, message } });
+  return new HpError(e.code, message, { ...e.details, stopped: done.stopped, started: done.started, running: running.map((r) => ({ name: r.name, pid: r.pid })), rebootStatus: s.state.rebootStatus }, false);
+}
