@@ -76,17 +76,18 @@ function openError(path: string, e: unknown): HpError {
   return new HpError('PACKAGE_READ_FAILED', `cannot open package ${path}: ${err.message}`, { path, errno: err.code });
 }
 
-function describeFileType(st: Stats): string {
+/** What a path that is not a regular file is, for a message (a FIFO would block whoever opened it). */
+export function fileKind(st: Stats): string {
   if (st.isDirectory()) return 'a directory';
   if (st.isFIFO()) return 'a FIFO (named pipe)';
   if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
   if (st.isSocket()) return 'a socket';
-  return 'not a regular file';
+  return 'a special file';
 }
 
 /** Bad usage (exit 2): a package is read from a regular file only. */
 function notRegular(path: string, st: Stats): HpError {
-  return new HpError('PACKAGE_NOT_A_FILE', `package ${path} was refused: it is ${describeFileType(st)}; give the path of a regular .hpkg file (to read a package from a pipe, save it to a file first)`, {
+  return new HpError('PACKAGE_NOT_A_FILE', `package ${path} was refused: it is ${fileKind(st)}; give the path of a regular .hpkg file (to read a package from a pipe, save it to a file first)`, {
     path,
   });
 }

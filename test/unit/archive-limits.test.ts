@@ -2,12 +2,16 @@
 // limit (never all of it), data after the end of the archive is refused, and a reading in
 // progress stops when asked. Each bomb is built here, in memory, from gzip members that each
 // inflate to 8 MiB: a few MB of package that would inflate to gigabytes.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { HpError } from '../../src/errors.js';
 import { fixturePackage } from '../../src/demo/fixture-packages.js';
 import { buildArchive, DEFAULT_ARCHIVE_LIMITS, RATIO_FLOOR, readArchive } from '../../src/package/archive.js';
+import { openPackage } from '../../src/package/read.js';
 
 const MiB = 1024 * 1024;
 
@@ -103,5 +107,21 @@ describe('archive limits', () => {
     const reading = readArchive(bomb, {}, 'the package', { signal: controller.signal });
     setImmediate(() => controller.abort(reason));
     expect(await refusal(() => reading)).toBe(reason);
+  });
+
+  it('openPackage reads only a regular file: a FIFO is refused without blocking (no writer ever comes), and a device', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-fifo-'));
+    try {
+      const fifo = path.join(dir, 'pkg.fifo');
+      execFileSync('mkfifo', [fifo]);
+      for (const [file, words] of [[fifo, /a FIFO/], ['/dev/zero', /a device/], [dir, /a directory/]] as const) {
+        const e = await refusal(() => openPackage(file, { trustDir: path.join(dir, 'keys') }));
+        expect(e.code).toBe('PACKAGE_NOT_A_FILE');
+        expect(e.message).toMatch(words);
+      }
+      expect((await refusal(() => openPackage(path.join(dir, 'absent'), { trustDir: dir }))).code).toBe('PACKAGE_NOT_FOUND');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
