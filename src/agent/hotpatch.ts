@@ -28,6 +28,8 @@ export interface ProcessResult {
   outcome: ProcessOutcome;
   reason?: string;
   errorCode?: string;
+  /** Failed or Skipped: whether the process was left exactly as it was (a refusal before any write, or a rollback that undid it all). */
+  unchanged?: boolean;
   /** How the process was switched: 'zero-stop' stopped no thread (pauseUs 0). */
   mode?: 'stop' | 'zero-stop';
   pauseUs?: number;
@@ -318,7 +320,7 @@ async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<Proc
   const { label } = o;
   const base = { pid: proc.pid, comm: proc.comm };
   const changes = changesFor(o.home, proc, o.root, o.manifest, o.previous);
-  if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD' };
+  if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD', unchanged: true };
   if (changes.length === 0) return { ...base, outcome: 'AlreadyAtLevel' };
   try {
     // A revert keeps the promise of the level it takes back.
@@ -334,7 +336,7 @@ async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<Proc
     };
   } catch (e) {
     const err = e as HpError;
-    return { ...base, outcome: 'Failed', reason: err.message, errorCode: err.code ?? 'INTERNAL' };
+    return { ...base, outcome: 'Failed', reason: err.message, errorCode: err.code ?? 'INTERNAL', unchanged: e instanceof HpError && e.unchanged };
   }
 }
 

@@ -90,7 +90,9 @@ export async function applyPackage(s: Session, file: string, o: ApplyOptions = {
   const activity = randomUUID();
   let pkg;
   try {
-    pkg = await openPackage(file, { trustDir: trustDir(s.home), allowUnsigned: o.allowUnsigned });
+    pkg = await openPackage(file, { trustDir: trustDir(s.home), allowUnsigned: o.allowUnsigned, signal: s.signal });
+    // The last point where a signal stops the command before it changes anything.
+    s.signal.throwIfAborted();
   } catch (e) {
     await s.record({ action: 'refuse', result: 'Refused', detail: { package: file, code: (e as HpError).code, message: (e as Error).message }, activityId: activity });
     throw e;
@@ -192,6 +194,7 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
     throw await refuse(new HpError('NOT_CURRENT_LEVEL', `${id} is not the applied hotpatch (that is ${current.id}, ${current.kb}); only the current level can be reverted. Nothing was changed`));
   }
   const target = previousLevel(s.home, current.baselineId, current.sequence);
+  s.signal.throwIfAborted();
   // A process whose functions went back a level was reverted (applyLevel says what it changed).
   const processes = (
     await underLevelIntent(s, { baselineId: current.baselineId, packageId: target?.id }, () =>
@@ -219,6 +222,7 @@ export async function reboot(s: Session): Promise<RebootResult> {
   const repaired = await repairInterrupted(s);
   // An interrupted reboot, now finished, is the reboot that was asked for.
   if (repaired?.reboot && repaired.reboot.kind === 'reboot') return { ...repaired.reboot, repaired: { kind: repaired.kind, startedAt: repaired.startedAt } };
+  s.signal.throwIfAborted();
   return startReboot(s, planReboot(s, 'reboot'));
 }
 

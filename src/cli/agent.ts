@@ -33,8 +33,13 @@ function processTable(ps: ProcessResult[]): string {
   );
 }
 
+/**
+ * Failed everywhere is "refused" (3) when every process was left exactly as it was (the patch is
+ * not an ELF, names a symbol the process lacks, uses TLS…: refused before a byte was written),
+ * and "failed" (4) only when some process may have been changed.
+ */
 function processExit(ps: ProcessResult[], failedOverall: boolean): number {
-  if (failedOverall) return EXIT.failed;
+  if (failedOverall) return ps.every((p) => p.outcome !== 'Patched' && p.unchanged !== false) ? EXIT.refused : EXIT.failed;
   return ps.some((p) => p.outcome === 'Failed' || p.outcome === 'Skipped') ? EXIT.partial : EXIT.ok;
 }
 

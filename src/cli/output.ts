@@ -1,7 +1,8 @@
 /** Shared output helpers of the command line: tables for people, one JSON object for programs. */
+import { signalExitCode } from '../agent/interrupt.js';
 import { HpError } from '../errors.js';
 
-/** Exit codes: documented in the README and in `hp-agent --help`. */
+/** Exit codes: documented in the README and in `hp-agent --help` (and 128 + N after signal N: see interrupt.ts). */
 export const EXIT = {
   ok: 0,
   internal: 1,
@@ -13,6 +14,17 @@ export const EXIT = {
   /** Done for some processes, failed for others (install status CompletedWithWarnings). */
   partial: 5,
 } as const;
+
+/** Refusals that are the caller's mistake, not the input's: bad usage (exit 2). */
+const USAGE_CODES = new Set(['USAGE', 'PACKAGE_NOT_FOUND', 'PACKAGE_NOT_A_FILE']);
+
+/** The exit code for an error: usage, interrupted by a signal, refused (nothing changed), failed, internal. */
+export function exitCodeOf(e: unknown): number {
+  if (!(e instanceof HpError)) return EXIT.internal;
+  if (USAGE_CODES.has(e.code)) return EXIT.usage;
+  if (e.code === 'INTERRUPTED' && typeof e.details.signal === 'string') return signalExitCode(e.details.signal);
+  return e.unchanged ? EXIT.refused : EXIT.failed;
+}
 
 export const addr = (n: number) => '0x' + n.toString(16);
 export const spacedHex = (hex: string) => hex.replace(/(..)(?!$)/g, '$1 ');
@@ -38,7 +50,7 @@ export function printer(json: boolean): Printer {
     error(e) {
       const err = e instanceof HpError ? e : undefined;
       const usage = err?.code === 'USAGE';
-      const code = usage ? EXIT.usage : err ? (err.unchanged ? EXIT.refused : EXIT.failed) : EXIT.internal;
+      const code = exitCodeOf(e);
       const message = e instanceof Error ? e.message : String(e);
       if (json) {
         const body = { error: { code: err?.code ?? 'INTERNAL', message, unchanged: err?.unchanged ?? false, ...(err?.details ?? {}) } };
@@ -47,7 +59,7 @@ export function printer(json: boolean): Printer {
         if (usage) {
           process.stderr.write(`hp-agent: ${message}\nRun "hp-agent --help" for usage.\n`);
         } else {
-          process.stderr.write(`hp-agent: ${err ? `${err.unchanged ? 'refused' : 'failed'} (${err.code})` : 'error'}: ${message}\n`);
+          process.stderr.write(`hp-agent: ${err ? `${err.code === 'INTERRUPTED' ? 'interrupted' : err.unchanged ? 'refused' : 'failed'} (${err.code})` : 'error'}: ${message}\n`);
           if (err && err.unchanged && !/nothing was changed/i.test(message)) process.stderr.write('hp-agent: nothing was changed.\n');
         }
       }

@@ -18,6 +18,7 @@ interface TryArgs {
   mode: PatchMode;
   consistency: 'entry' | 'function';
   replace: boolean;
+  allowInit: boolean;
 }
 
 export function parseFunctionSpec(spec: string): FunctionSpec {
@@ -77,6 +78,7 @@ export function tryCommand(y: Argv): Argv {
         .option('mode', { type: 'string', choices: PATCH_MODES as unknown as string[], default: 'auto', describe: 'zero-stop (hot-patchable entries only, no thread stopped), stop (all threads stopped for the writes), or auto: zero-stop where possible' })
         .option('consistency', { type: 'string', choices: ['entry', 'function'], default: 'entry', describe: 'entry: threads already inside an old function finish it; function: wait until no thread runs the code being replaced or will return into it (needs a stop)' })
         .option('replace', { type: 'boolean', default: false, describe: 're-point functions this tool already patched instead of refusing them' })
+        .option('allow-init', { type: 'boolean', default: false, describe: 'also change the init (PID 1) of the machine or of a PID namespace (a container\'s init), whose death kills its whole namespace' })
         .option('far', { type: 'boolean', default: false, describe: 'map the patch out of rel32 reach, forcing the 14-byte absolute jump (for testing)' })
         .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
         .example('$0 try fix.so --pid 1234 --function compute=compute_v2', 'patch compute() of PID 1234')
@@ -98,10 +100,10 @@ export function tryCommand(y: Argv): Argv {
       const out = printer(a.json);
       try {
         if (a.revert) {
-          const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, consistency: a.consistency, timeoutMs: a.timeout, realtime: a.realtime });
+          const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, consistency: a.consistency, timeoutMs: a.timeout, realtime: a.realtime, allowInit: a.allowInit });
           out.result(report, () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report)}`);
         } else {
-          const report = await applyPatch({ pid: a.pid, patchPath: a.patch!, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, consistency: a.consistency, replace: a.replace, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near' });
+          const report = await applyPatch({ pid: a.pid, patchPath: a.patch!, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, consistency: a.consistency, replace: a.replace, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near', allowInit: a.allowInit });
           out.result(report, () =>
             `patched ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) with ${report.patch.mapping} at ${addr(report.patch.base)} — ${pauseLine(report)}\n${sitesTable(report)}`);
         }

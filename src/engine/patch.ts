@@ -22,7 +22,7 @@ import { notAFunction, type ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { linkPatch, layoutPatch } from '../link/index.js';
 import { native, type TransactionResult, type TransactionSite } from '../native.js';
-import { findFreeRegionNear, readElfFile, symbolAddress, type LoadedObject, type MapEntry } from '../proc/index.js';
+import { findFreeRegionNear, isNamespaceInit, readElfFile, symbolAddress, type LoadedObject, type MapEntry } from '../proc/index.js';
 import {
   paddingJump,
   planJumpSite,
@@ -117,6 +117,11 @@ export interface ChangeOptions {
    * out of reach, so the 14-byte absolute jump is used (to test that path).
    */
   placement?: 'near' | 'far';
+  /**
+   * Change the init (pid 1) of a PID namespace too: the machine's init or a container's, whose
+   * death takes every process of its namespace with it. Refused (TARGET_IS_INIT) unless set.
+   */
+  allowInit?: boolean;
 }
 
 export type SiteAction = 'patch' | 'repoint' | 'restore';
@@ -190,6 +195,7 @@ export interface ApplyOptions {
   realtime?: boolean;
   stepDelayMs?: number;
   placement?: 'near' | 'far';
+  allowInit?: boolean;
 }
 
 export interface ApplyReport extends TransactionReport {
@@ -213,6 +219,7 @@ export interface RevertOptions {
   timeoutMs?: number;
   realtime?: boolean;
   stepDelayMs?: number;
+  allowInit?: boolean;
 }
 
 export interface RevertReport extends TransactionReport {
@@ -733,6 +740,17 @@ export function changeFunctions(opts: ChangeOptions): Promise<ChangeReport> {
   });
 }
 
+/**
+ * The machine's init and a container's init (pid 1 of its PID namespace, as NSpid tells) are
+ * refused unless asked for: if one of them dies of a bad patch, the kernel kills every process
+ * of its namespace with it.
+ */
+function refuseNamespaceInit(pid: number): void {
+  if (!isNamespaceInit(pid)) return;
+  const where = pid === 1 ? 'the init of this machine (PID 1)' : `the init of a PID namespace (PID 1 inside it: a container's init, PID ${pid} here)`;
+  throw new HpError('TARGET_IS_INIT', `process ${pid} is ${where}: if it died of a patch, every process of its namespace would die with it. Nothing was changed; to patch it anyway, ask explicitly (hp-agent try --allow-init)`, { pid });
+}
+
 async function change(opts: ChangeOptions): Promise<ChangeReport> {
   const { pid } = opts;
   if (opts.changes.every((c) => c.functions.length === 0 && (c.restore ?? []).length === 0)) {
@@ -741,6 +759,7 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   if (opts.mode !== undefined && !(PATCH_MODES as readonly string[]).includes(opts.mode)) {
     throw new HpError('USAGE', `unknown patch mode "${String(opts.mode)}": expected ${PATCH_MODES.join(', ')}`);
   }
+  if (!opts.allowInit) refuseNamespaceInit(pid);
   // A process that cannot be traced (gone, a zombie, our child, traced by another tool) is
   // refused by the core before its first ptrace request; reading it first does no harm.
   const view = new ProcessView(pid, { maps: opts.maps, objects: opts.objects });
