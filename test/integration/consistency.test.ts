@@ -17,7 +17,7 @@ const COMPUTE = { patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'co
 async function stillWorks(t: Target, answer: string): Promise<void> {
   expect(await t.request('call')).toBe(answer);
   expect(await t.request('sleep 20')).toBe('sleeping');
-  expect(await t.request('slept')).toMatch(/^slept 2\d 0 0$/);
+  expect(await t.request('slept')).toMatch(/^slept (2\d|[3-9]\d|[1-9]\d\d) 0 0$/); // never short, never EINTR; late only under load
 }
 
 describe('function consistency', () => {
