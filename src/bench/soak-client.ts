@@ -24,8 +24,11 @@ export interface SoakClientReport {
   samples: string[];
   /** Longest time between two consecutive answers on one connection (from connect to the first). */
   maxStallMs: number;
-  /** When the longest stall ended, in ms since the loop started (to match it with an agent run). */
-  maxStallAtMs: number;
+  /**
+   * The longest stalls (at most TOP_STALLS, longest first) with the wall-clock time (Date.now())
+   * each ended, so the test can tell the ones during an agent run from the machine's own noise.
+   */
+  stalls: { ms: number; endedAt: number }[];
   /** How long the loop ran. */
   durationMs: number;
 }
@@ -33,12 +36,13 @@ export interface SoakClientReport {
 /** Requests not answered within this count as failed (the connection is then opened again). */
 const REQUEST_TIMEOUT_MS = 5_000;
 const MAX_SAMPLES = 10;
+const TOP_STALLS = 20;
 
 async function main(): Promise<void> {
   const [socket, connections, allowedJson] = process.argv.slice(2);
   const allowed = JSON.parse(allowedJson) as Record<string, string[]>;
   const requests = Object.keys(allowed);
-  const report: SoakClientReport = { served: 0, failed: 0, wrong: 0, samples: [], maxStallMs: 0, maxStallAtMs: 0, durationMs: 0 };
+  const report: SoakClientReport = { served: 0, failed: 0, wrong: 0, samples: [], maxStallMs: 0, stalls: [], durationMs: 0 };
   const note = (s: string) => report.samples.length < MAX_SAMPLES && report.samples.push(s);
   const start = performance.now();
   let running = true;
@@ -52,9 +56,11 @@ async function main(): Promise<void> {
         client ??= await UnixClient.connect(socket, REQUEST_TIMEOUT_MS);
         const answer = await client.request(req, REQUEST_TIMEOUT_MS);
         const now = performance.now();
-        if (now - last > report.maxStallMs) {
-          report.maxStallMs = now - last;
-          report.maxStallAtMs = now - start;
+        const gap = now - last;
+        if (gap > report.maxStallMs) report.maxStallMs = gap;
+        if (report.stalls.length < TOP_STALLS || gap > report.stalls[TOP_STALLS - 1].ms) {
+          report.stalls.push({ ms: gap, endedAt: Date.now() });
+          report.stalls.sort((a, b) => b.ms - a.ms).splice(TOP_STALLS);
         }
         last = now;
         report.served++;
