@@ -299,7 +299,7 @@ describe('manifest schema', () => {
     expect(schemaError(sampleBaseline(), (m) => (m.id = 'has space'))).toContain('id: expected 1 to 64 characters');
     expect(schemaError(sampleHotpatch(), (m) => (m.sequence = 0))).toContain('sequence: expected a sequence number of 1 or more');
     expect(schemaError(sampleBaseline(), (m) => ((m as { schemaVersion: number }).schemaVersion = 2))).toContain('schemaVersion: expected 1');
-    expect(schemaError(sampleBaseline(), (m) => (m.files[0].mode = 0o4755))).toContain('files[0].mode: expected permission bits');
+    expect(schemaError(sampleBaseline(), (m: any) => (m.files[0].mode = 0o4755))).toContain('files[0].mode: expected permission bits');
     expect(schemaError(sampleBaseline(), (m) => Object.assign(m, { extra: 1 }))).toContain('(manifest): unknown field "extra"');
     expect(schemaError(sampleBaseline(), (m) => delete (m as Partial<BaselineManifest>).title)).toContain('title: missing (required)');
   });
@@ -328,7 +328,7 @@ describe('manifest schema', () => {
   });
 
   it('checks fields against each other', () => {
-    expect(schemaError(sampleBaseline(), (m) => (m.files[0].payload = 'payload/other'))).toContain('files[0].payload: "payload/other" is not listed in payload[]');
+    expect(schemaError(sampleBaseline(), (m: any) => (m.files[0].payload = 'payload/other'))).toContain('files[0].payload: "payload/other" is not listed in payload[]');
     expect(schemaError(sampleBaseline(), (m) => (m.files[0].sha256 = 'cd'.repeat(32)))).toContain('files[0].sha256: differs from the sha256 of its payload');
     expect(schemaError(sampleBaseline(), (m) => (m.services[0].file = 'bin/other'))).toContain('services[0].file: "bin/other" is not one of the baseline\'s files');
     expect(schemaError(sampleBaseline(), (m) => m.services.push({ ...m.services[0] }))).toContain('services[1].name: duplicate service name "svc"');
