@@ -341,6 +341,22 @@ describe('manifest schema', () => {
     expect(schemaError(sampleHotpatch(), zeroStopFunction)).toContain('patchMode: "zero-stop" cannot give "function" consistency');
   });
 
+  it('describes installed files (not shipped) and externally managed services', () => {
+    const ext = (m: any) => {
+      m.files.push({ path: 'bin/other', external: true, installedAt: '/usr/sbin/other', sha256: 'ab'.repeat(32), buildId: 'cd'.repeat(20) });
+      m.services.push({ name: 'other', file: 'bin/other', args: [], managedBy: 'external', restart: ['systemctl', 'restart', 'other'] });
+    };
+    const good = structuredClone(sampleBaseline());
+    ext(good);
+    expect(() => validateManifest(good)).not.toThrow();
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), (m.files[1].installedAt = 'usr/sbin/other')))).toContain('files[1].installedAt: must be an absolute path');
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), (m.files[1].installedAt = '/usr/../etc/x')))).toContain('files[1].installedAt: must be a normalised absolute path');
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), delete m.files[1].buildId))).toContain('files[1].buildId');
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), delete m.services[1].restart))).toContain('services[1].restart: an externally managed service needs the command');
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), delete m.services[1].managedBy))).toContain('services[1].restart: only an externally managed service');
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), m.files.push({ ...m.files[1], path: 'bin/again' })))).toContain('files[2].installedAt: duplicate installed file "/usr/sbin/other"');
+  });
+
   it('takes an optional patch mode: auto, stop or zero-stop', () => {
     for (const patchMode of ['auto', 'stop', 'zero-stop'] as const) expect(validateManifest({ ...sampleHotpatch(), patchMode })).toMatchObject({ patchMode });
     expect(validateManifest(sampleHotpatch())).not.toHaveProperty('patchMode');
