@@ -14,8 +14,8 @@ import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode }
 import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { describeHotpatchFunction, type HotpatchManifest, type Manifest } from '../package/index.js';
+import { baselineFiles, baselinePathOf, filePath, searchScope, type BaselineFiles } from './baseline.js';
 import { allPids, processesUnder, searchProcesses, type RunningProcess } from './discover.js';
-import { baselineDir } from './home.js';
 import type { AgentLogger } from './log.js';
 import { storedManifest, storedManifests, storedPayloadPath } from './store.js';
 
@@ -82,10 +82,10 @@ export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatib
   if (c.current && c.current.baselineId === m.baselineId && c.current.sequence > m.sequence) {
     throw new HpError('HOTPATCH_SUPERSEDED', `${m.kb} (${m.id}, level ${m.sequence}) is superseded: level ${c.current.sequence} (${c.current.kb}) of baseline ${m.baselineId} is already applied and contains its fixes. Nothing was changed`, { appliedSequence: c.current.sequence });
   }
-  // The installed files must be the ones the hotpatch was built against.
-  const root = baselineDir(home, m.baselineId);
+  // The installed files must be the ones the hotpatch was built against (shipped or described).
+  const files = baselineFiles(home, m.baselineId);
   for (const t of m.targets) {
-    const file = path.join(root, t.path);
+    const file = filePath(files, t.path);
     let elf: ElfFile;
     try {
       elf = ElfFile.fromFile(file);
@@ -122,13 +122,14 @@ function checkTargetFunctions(m: HotpatchManifest, t: HotpatchManifest['targets'
 }
 
 /** What to change in one process to bring it to level `m` from level `prev`. */
-export function changesFor(home: string, proc: RunningProcess, root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): ObjectChange[] | { refuse: string } {
+export function changesFor(home: string, proc: RunningProcess, files: BaselineFiles, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): ObjectChange[] | { refuse: string } {
   const changes: ObjectChange[] = [];
   const paths = new Set([...(m?.targets ?? []).map((t) => t.path), ...(prev?.targets ?? []).map((t) => t.path)]);
   for (const rel of paths) {
-    const file = path.join(root, rel);
-    const mapped = proc.files.find((f) => f.path === file);
+    // The file as this process mapped it: under the system folder, or an installed file by its build-id.
+    const mapped = proc.files.find((f) => baselinePathOf(files, f) === rel);
     if (!mapped) continue;
+    const file = mapped.path;
     const target = m?.targets.find((t) => t.path === rel);
     const before = prev?.targets.find((t) => t.path === rel);
     if (target && mapped.buildId !== target.buildId) {
@@ -166,7 +167,7 @@ export interface ApplyLevelOptions {
  */
 export interface LevelShare {
   home: string;
-  root: string;
+  files: BaselineFiles;
   manifest: HotpatchManifest | undefined;
   previous: HotpatchManifest | undefined;
   label: ChangeReportLabel;
@@ -178,9 +179,9 @@ export interface LevelShare {
 }
 
 /** Whether a process maps a file the level (or the one before) patches. */
-function runsLevelFiles(root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): (p: RunningProcess) => boolean {
-  const paths = new Set([...(m?.targets ?? []), ...(prev?.targets ?? [])].map((t) => path.join(root, t.path)));
-  return (p) => p.files.some((f) => paths.has(f.path));
+function runsLevelFiles(files: BaselineFiles, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): (p: RunningProcess) => boolean {
+  const paths = new Set([...(m?.targets ?? []), ...(prev?.targets ?? [])].map((t) => t.path));
+  return (p) => p.files.some((f) => paths.has(baselinePathOf(files, f) ?? ''));
 }
 
 export interface ShareEvents {
@@ -201,8 +202,8 @@ export async function applyShare(share: LevelShare, on: ShareEvents = {}): Promi
     source = share.procs.values();
     on.found?.(share.procs.length);
   } else {
-    const relevant = runsLevelFiles(share.root, share.manifest, share.previous);
-    const search = searchProcesses(share.root, share.pids ?? []);
+    const relevant = runsLevelFiles(share.files, share.manifest, share.previous);
+    const search = searchProcesses(searchScope(share.files.root, [share.files]), share.pids ?? []);
     source = {
       next: () => {
         for (let r = search.next(); !r.done; r = search.next()) {
@@ -246,9 +247,9 @@ function threadsFor(processes: number): number {
 
 /** Brings every process that runs the baseline's target files to a level; one result per process. */
 export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]> {
-  const root = baselineDir(o.home, o.baselineId);
+  const files = baselineFiles(o.home, o.baselineId);
   const label = o.manifest ? { packageId: o.manifest.id, kb: o.manifest.kb, baselineId: o.manifest.baselineId, sequence: o.manifest.sequence } : undefined;
-  const share = (concurrency: number, of: { procs?: RunningProcess[]; pids?: number[] }): LevelShare => ({ home: o.home, root, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, ...of });
+  const share = (concurrency: number, of: { procs?: RunningProcess[]; pids?: number[] }): LevelShare => ({ home: o.home, files, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, ...of });
   const concurrency = o.concurrency ?? 8;
   let done = 0;
   let total = 0;
@@ -259,11 +260,11 @@ export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]>
 
   if (o.pids) {
     // Named processes: every one must run the baseline, checked before any is changed.
-    const procs = processesUnder(root, o.pids);
+    const procs = processesUnder(searchScope(files.root, [files]), o.pids);
     for (const pid of o.pids) {
       if (!procs.some((p) => p.pid === pid)) throw new HpError('PROCESS_NOT_RUNNING_BASELINE', `process ${pid} does not run any file of baseline ${o.baselineId}. Nothing was changed`);
     }
-    return applyShare(share(concurrency, { procs: procs.filter(runsLevelFiles(root, o.manifest, o.previous)) }), events);
+    return applyShare(share(concurrency, { procs: procs.filter(runsLevelFiles(files, o.manifest, o.previous)) }), events);
   }
   const pids = allPids();
   const threads = threadsFor(pids.length);
@@ -319,7 +320,7 @@ function inWorker(share: LevelShare, on: ShareEvents): Promise<{ results: Proces
 async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<ProcessResult> {
   const { label } = o;
   const base = { pid: proc.pid, comm: proc.comm };
-  const changes = changesFor(o.home, proc, o.root, o.manifest, o.previous);
+  const changes = changesFor(o.home, proc, o.files, o.manifest, o.previous);
   if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD', unchanged: true };
   if (changes.length === 0) return { ...base, outcome: 'AlreadyAtLevel' };
   try {
@@ -332,7 +333,7 @@ async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<Proc
       mode: r.mode,
       pauseUs: r.pauseUs,
       threads: r.threads,
-      sites: r.sites.map((s) => ({ object: path.relative(o.root, s.object), function: s.function, action: s.action, kind: s.kind, form: s.form })),
+      sites: r.sites.map((s) => ({ object: baselinePathOf(o.files, { path: s.object, buildId: proc.files.find((f) => f.path === s.object)?.buildId }) ?? s.object, function: s.function, action: s.action, kind: s.kind, form: s.form })),
     };
   } catch (e) {
     const err = e as HpError;

@@ -24,7 +24,7 @@ import { serviceSpecs } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
 import { applyLevel, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
 import { killPoint } from './kill-point.js';
-import { findServiceProcesses, serviceAlive, startService, stopService, waitServiceReady, type ServiceRecord } from './services.js';
+import { findExternalServiceProcesses, findServiceProcesses, restartExternalService, serviceAlive, startService, stopService, waitServiceReady, type ServiceRecord, type ServiceSpec } from './services.js';
 import type { Session } from './session.js';
 import { beginOperation, endOperation, transitionReboot, type BaselineRef, type Operation } from './state.js';
 
@@ -129,12 +129,14 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
 
   // 1. Stop the recorded services (PID + start time: one already gone is not signalled).
   for (const rec of intent.stop) {
+    // A service something else manages is never signalled: its restart command restarts it (step 3).
+    if (rec.managedBy === 'external') continue;
     const r = await stopService(rec, { home: s.home });
     stopped.push({ name: rec.name, pid: rec.pid, how: r.how });
     killPoint('reboot:stopped');
   }
   // The state records what runs: not what was stopped, nor a service that died meanwhile.
-  s.state.services = s.state.services.filter((r) => !intent.stop.some((x) => same(x, r)) && serviceAlive(r));
+  s.state.services = s.state.services.filter((r) => (r.managedBy === 'external' || !intent.stop.some((x) => same(x, r))) && serviceAlive(r));
   await s.save();
 
   // 2. Switch to the installed baseline.
@@ -154,6 +156,10 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
   const active = s.state.activeBaseline;
   try {
     for (const spec of active ? serviceSpecs(s.home, active.id) : []) {
+      if (spec.managedBy === 'external') {
+        await externalService(s, spec, intent, { stopped, started, kept });
+        continue;
+      }
       const running = findServiceProcesses(s.home, spec);
       const recorded = s.state.services.find((r) => r.name === spec.name && r.baselineId === spec.baselineId && running.some((p) => same(p, r)));
       const ours = recorded ? undefined : intent.launched.find((r) => r.name === spec.name && running.some((p) => same(p, r)));
@@ -232,6 +238,34 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
     downtimeMs,
     hotpatch,
   };
+}
+
+/**
+ * A service something else starts and stops: at a reboot its restart command runs and its new
+ * process is recorded; at a boot it is never started — the process running its file, if any, is
+ * recorded (kept). Either way the hotpatch level is then re-applied to it with the rest.
+ */
+async function externalService(s: Session, spec: ServiceSpec, intent: RebootIntent, done: { stopped: StoppedService[]; started: RebootResult['started']; kept: RebootResult['kept'] }): Promise<void> {
+  const others = s.state.services.filter((r) => r.name !== spec.name);
+  if (intent.mode === 'reboot') {
+    const r = await restartExternalService(spec);
+    for (const p of r.before) done.stopped.push({ name: spec.name, pid: p.pid, how: `restart command: ${spec.restart!.join(' ')}` });
+    s.state.services = [...others, r.record];
+    await s.save();
+    done.started.push({ name: spec.name, pid: r.record.pid, readyMs: r.readyMs });
+    return;
+  }
+  const recorded = s.state.services.find((r) => r.name === spec.name && r.baselineId === spec.baselineId && serviceAlive(r));
+  const running = recorded ?? findExternalServiceProcesses(spec)[0];
+  if (!running) {
+    s.log.info('an externally managed service is not running; the agent does not start it', { service: spec.name });
+    return;
+  }
+  if (!recorded) {
+    s.state.services = [...others, { name: spec.name, pid: running.pid, startTime: running.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: new Date().toISOString(), managedBy: 'external' }];
+    await s.save();
+  }
+  done.kept.push({ name: spec.name, pid: running.pid, how: 'running' });
 }
 
 /** Brings the services just started to their baseline's installed hotpatch level. */

@@ -33,6 +33,7 @@
 import { execFile, spawn } from 'node:child_process';
 import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { peekBuildId } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { readJsonSync, writeJsonAtomic } from './atomic.js';
 import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
@@ -45,6 +46,11 @@ export interface ServiceSpec {
   /** Arguments; every `${HP_RUN}` in them is replaced by the home's run directory. */
   args: string[];
   baselineId: string;
+  /** 'external': something else starts and stops it; the agent runs `restart` at a reboot and finds its new process. */
+  managedBy?: 'external';
+  restart?: string[];
+  /** The build-id of its file: how its process is recognised whatever path it runs the file from. */
+  buildId?: string;
 }
 
 /** A running service, as recorded in state.services. */
@@ -56,6 +62,8 @@ export interface ServiceRecord {
   file: string;
   baselineId: string;
   startedAt: string;
+  /** Started by something else (found, not launched): a reboot restarts it with its command, never by a signal. */
+  managedBy?: 'external';
 }
 
 export interface StartServiceOptions {
@@ -535,4 +543,69 @@ export async function stopService(record: ServiceRecord, options: StopServiceOpt
     }
   }
   return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services something else starts and stops (managedBy "external")
+
+/**
+ * Every live process that runs an external service's file as its executable: by path, or by the
+ * build-id of its executable whatever its path (the service manager may run it from elsewhere).
+ */
+export function findExternalServiceProcesses(spec: ServiceSpec): { pid: number; startTime: number }[] {
+  const out: { pid: number; startTime: number }[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    const pid = Number(name);
+    let runs = false;
+    try {
+      runs = fs.readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, '') === spec.file;
+      if (!runs && spec.buildId) {
+        const fd = fs.openSync(`/proc/${pid}/exe`, 'r');
+        try {
+          runs = peekBuildId(fd) === spec.buildId;
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+    } catch {
+      continue; // gone, a kernel thread, or not ours to read
+    }
+    const startTime = runs ? processStartTime(pid) : undefined;
+    if (startTime !== undefined) out.push({ pid, startTime });
+  }
+  return out;
+}
+
+const RESTART_TIMEOUT_MS = 60_000;
+
+/**
+ * Restarts an external service with its own command (no shell) and finds its new process: one
+ * that runs its file and did not run before the command. SERVICE_RESTART_FAILED if the command
+ * fails; SERVICE_NOT_READY if no new process shows within `readyTimeoutMs`.
+ */
+export async function restartExternalService(spec: ServiceSpec, o: { readyTimeoutMs?: number } = {}): Promise<{ before: { pid: number; startTime: number }[]; record: ServiceRecord; readyMs: number }> {
+  const [program, ...args] = spec.restart ?? [];
+  if (!program) throw new HpError('SERVICE_RESTART_FAILED', `service ${spec.name} is managed externally but has no restart command`, { service: spec.name });
+  const before = findExternalServiceProcesses(spec);
+  const began = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    execFile(program, args, { timeout: RESTART_TIMEOUT_MS }, (error, _stdout, stderr) => {
+      if (!error) return resolve();
+      reject(new HpError('SERVICE_RESTART_FAILED', `the restart command of service ${spec.name} (${spec.restart!.join(' ')}) failed: ${String(stderr).trim() || error.message}`, { service: spec.name, command: spec.restart }));
+    });
+  });
+  const deadline = began + (o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+  for (;;) {
+    const fresh = findExternalServiceProcesses(spec).filter((p) => !before.some((b) => b.pid === p.pid && b.startTime === p.startTime));
+    if (fresh.length > 0) {
+      const p = fresh[0];
+      const record: ServiceRecord = { name: spec.name, pid: p.pid, startTime: p.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: new Date().toISOString(), managedBy: 'external' };
+      return { before, record, readyMs: Math.round(performance.now() - began) };
+    }
+    if (performance.now() >= deadline) {
+      throw new HpError('SERVICE_NOT_READY', `service ${spec.name}: its restart command (${spec.restart!.join(' ')}) succeeded, but no new process running ${spec.file} appeared within ${o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS} ms`, { service: spec.name });
+    }
+    await sleep(POLL_MS);
+  }
 }

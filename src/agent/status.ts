@@ -8,6 +8,7 @@
 import path from 'node:path';
 import { inspectFunctions } from '../engine/patch.js';
 import type { HotpatchManifest } from '../package/index.js';
+import { baselineFiles, baselinePathOf, installedBaselines, searchScope, type BaselineFiles } from './baseline.js';
 import { processesUnder, type RunningProcess } from './discover.js';
 import { homeLayout } from './home.js';
 import { levelManifest, type LevelState } from './hotpatch.js';
@@ -75,19 +76,30 @@ export interface StatusReport {
   runningOperation?: RunningOperation;
 }
 
-function baselineOf(system: string, proc: RunningProcess): string {
-  const ids = new Set(proc.files.map((f) => path.relative(system, f.path).split(path.sep)[0]));
+/**
+ * The baseline whose files the process mapped: by folder for shipped files; for an installed
+ * file, the baselines that describe it (the active one first, when several describe the same build).
+ */
+function baselineOf(system: string, proc: RunningProcess, installed: BaselineFiles[], active: string | undefined): string {
+  const ids = new Set<string>();
+  for (const f of proc.files) {
+    if (f.path.startsWith(system + path.sep)) {
+      ids.add(path.relative(system, f.path).split(path.sep)[0]);
+      continue;
+    }
+    const claim = installed.filter((b) => baselinePathOf(b, f) !== undefined).map((b) => b.baselineId);
+    if (claim.length) ids.add(active !== undefined && claim.includes(active) ? active : claim[0]);
+  }
   return [...ids].join('+') || 'unknown';
 }
 
-async function processStatus(s: StatusInput, system: string, proc: RunningProcess, level: HotpatchManifest | undefined, others: HotpatchManifest[]): Promise<ProcessStatus> {
-  const baseline = baselineOf(system, proc);
+async function processStatus(s: StatusInput, system: string, proc: RunningProcess, baseline: string, level: HotpatchManifest | undefined, others: HotpatchManifest[]): Promise<ProcessStatus> {
   const reasons: string[] = [];
   const functions: FunctionStatus[] = [];
   if (baseline !== s.activeBaseline?.id) {
     reasons.push(`runs baseline ${baseline}, not the installed ${s.activeBaseline?.id ?? '(none)'}: it needs a restart (reboot)`);
   }
-  const root = path.join(system, baseline);
+  const files = baselineFiles(s.home, baseline);
   // Every function any level of this baseline touches: the current level's must carry its code,
   // the others must be original.
   const expected = new Map<string, Map<string, string | undefined>>();
@@ -99,8 +111,9 @@ async function processStatus(s: StatusInput, system: string, proc: RunningProces
     }
   }
   for (const [rel, fns] of expected) {
-    const file = path.join(root, rel);
-    if (!proc.files.some((f) => f.path === file)) continue;
+    // As the process mapped it: under the system folder, or an installed file found by its build-id.
+    const file = proc.files.find((f) => baselinePathOf(files, f) === rel)?.path;
+    if (!file) continue;
     let states;
     try {
       states = await inspectFunctions(proc.pid, [...fns.keys()], file);
@@ -126,7 +139,7 @@ async function processStatus(s: StatusInput, system: string, proc: RunningProces
     hotpatchSequence: level && patchedBy.has(level.id) ? level.sequence : 0,
     compliant: reasons.length === 0,
     reasons,
-    files: proc.files.map((f) => ({ path: path.relative(system, f.path), buildId: f.buildId, deleted: f.deleted })),
+    files: proc.files.map((f) => ({ path: f.path.startsWith(system + path.sep) ? path.relative(system, f.path) : f.path, buildId: f.buildId, deleted: f.deleted })),
     functions,
   };
 }
@@ -136,10 +149,12 @@ export async function computeStatus(s: StatusInput): Promise<StatusReport> {
   const level = s.hotpatch && s.hotpatch.baselineId === s.activeBaseline?.id ? levelManifest(s.home, s.hotpatch) : undefined;
   const all = storedManifests(s.home).filter((m): m is HotpatchManifest => m.kind === 'hotpatch');
   const processes: ProcessStatus[] = [];
-  for (const proc of processesUnder(system)) {
-    const baseline = baselineOf(system, proc);
+  // Installed baselines that describe files installed elsewhere: their processes are found by build-id.
+  const installed = installedBaselines(s.home).map((id) => baselineFiles(s.home, id)).filter((b) => b.installed.length > 0);
+  for (const proc of processesUnder(searchScope(system, installed))) {
+    const baseline = baselineOf(system, proc, installed, s.activeBaseline?.id);
     const others = all.filter((m) => m.baselineId === baseline && m.id !== level?.id);
-    processes.push(await processStatus(s, system, proc, baseline === s.activeBaseline?.id ? level : undefined, others));
+    processes.push(await processStatus(s, system, proc, baseline, baseline === s.activeBaseline?.id ? level : undefined, others));
   }
   const runningBaselines = [...new Set(processes.map((p) => p.baseline))].sort();
   const reasons: string[] = [];

@@ -7,6 +7,7 @@ import {
   CONSISTENCY_LEVELS,
   PATCH_MODES,
   formatFieldPath,
+  isExternalFile,
   MANIFEST_FIELDS,
   keyIdOfPrivateKey,
   packBaseline,
@@ -41,7 +42,9 @@ interface BaselineArgs extends CommonArgs {
   planned?: boolean;
   baselineId?: string;
   file?: string[];
+  installed?: string[];
   service?: string[];
+  externalService?: string[];
 }
 
 interface HotpatchArgs extends CommonArgs {
@@ -73,8 +76,12 @@ const BaselineIn = z.strictObject({
   kind: z.literal('baseline').optional(),
   planned: z.boolean().optional(),
   baselineId: MANIFEST_FIELDS.id.optional(),
-  files: z.array(z.strictObject({ path: z.string(), source: z.string(), mode: mode.optional() })).optional(),
-  services: z.array(z.strictObject({ name: z.string(), file: z.string(), args: z.array(z.string()).optional() })).optional(),
+  files: z
+    .array(z.union([z.strictObject({ path: z.string(), source: z.string(), mode: mode.optional() }), z.strictObject({ path: z.string(), installedAt: z.string() })]))
+    .optional(),
+  services: z
+    .array(z.strictObject({ name: z.string(), file: z.string(), args: z.array(z.string()).optional(), managedBy: z.enum(['agent', 'external']).optional(), restart: z.array(z.string()).optional() }))
+    .optional(),
 });
 const HotpatchIn = z.strictObject({
   ...commonIn,
@@ -127,6 +134,20 @@ export function parseFileSpec(spec: string): { path: string; source: string; mod
   return m ? { path, source: m[1], mode: parseInt(m[2], 8) } : { path, source: rest };
 }
 
+/** install/path=/absolute/installed/path: a file already on the machine, described but not shipped */
+export function parseInstalledSpec(spec: string): { path: string; installedAt: string } {
+  const [path, installedAt] = splitAssignment('--installed', spec, 'INSTALL/PATH=/ABSOLUTE/PATH');
+  if (!installedAt.startsWith('/')) throw usage(`--installed expects INSTALL/PATH=/ABSOLUTE/PATH (where the file is installed), got "${spec}"`);
+  return { path, installedAt };
+}
+
+/** name=file:command,arg...: a service something else runs, and the command that restarts it */
+export function parseExternalServiceSpec(spec: string): { name: string; file: string; args: string[]; managedBy: 'external'; restart: string[] } {
+  const s = parseServiceSpec(spec);
+  if (s.args.length === 0) throw usage(`--external-service expects NAME=FILE:RESTART-COMMAND[,ARG...], got "${spec}"`);
+  return { name: s.name, file: s.file, args: [], managedBy: 'external', restart: s.args };
+}
+
 /** name=file[:arg,arg...] */
 export function parseServiceSpec(spec: string): { name: string; file: string; args: string[] } {
   const [name, rest] = splitAssignment('--service', spec, 'NAME=FILE[:ARG,ARG...]');
@@ -173,12 +194,17 @@ function checkModeFits(consistency: string | undefined, patchMode: string | unde
 export async function baselineOptions(a: BaselineArgs, privateKeyPem: string): Promise<PackBaselineOptions> {
   const { value: j, base } = await readInput(a.manifestIn, BaselineIn);
   const fromJson = (p: string) => resolve(base, p);
-  const files = [
-    ...(j?.files ?? []).map((f) => ({ path: f.path, source: fromJson(f.source), ...(f.mode !== undefined ? { mode: f.mode } : {}) })),
+  const files: PackBaselineOptions['files'] = [
+    ...(j?.files ?? []).map((f) => ('installedAt' in f ? { path: f.path, installedAt: f.installedAt } : { path: f.path, source: fromJson(f.source), ...(f.mode !== undefined ? { mode: f.mode } : {}) })),
     ...(a.file ?? []).map(parseFileSpec),
+    ...(a.installed ?? []).map(parseInstalledSpec),
   ];
-  const services = [...(j?.services ?? []).map((s) => ({ name: s.name, file: s.file, args: s.args ?? [] })), ...(a.service ?? []).map(parseServiceSpec)];
-  if (files.length === 0) throw usage('a baseline needs at least one --file INSTALL/PATH=SOURCE[:MODE]');
+  const services = [
+    ...(j?.services ?? []).map((s) => ({ name: s.name, file: s.file, args: s.args ?? [], ...(s.managedBy ? { managedBy: s.managedBy } : {}), ...(s.restart ? { restart: s.restart } : {}) })),
+    ...(a.service ?? []).map(parseServiceSpec),
+    ...(a.externalService ?? []).map(parseExternalServiceSpec),
+  ];
+  if (files.length === 0) throw usage('a baseline needs at least one --file INSTALL/PATH=SOURCE[:MODE] or --installed INSTALL/PATH=/ABSOLUTE/PATH');
   const baselineId = a.baselineId ?? j?.baselineId;
   return {
     out: required(a.out ?? (j?.out !== undefined ? fromJson(j.out) : undefined), '--out'),
@@ -263,8 +289,13 @@ function baselineSummary(r: PackResult<BaselineManifest>, keyId: string): string
   const m = r.manifest;
   const size = new Map(m.payload.map((p) => [p.path, p.size]));
   let s = header(r, keyId) + '\n\n' +
-    table(['FILE', 'MODE', 'SIZE', 'BUILD-ID', 'SHA-256'], m.files.map((f) => [f.path, f.mode.toString(8).padStart(4, '0'), String(size.get(f.payload) ?? 0), short(f.buildId, 40), short(f.sha256)]));
-  if (m.services.length) s += '\n\n' + table(['SERVICE', 'FILE', 'ARGS'], m.services.map((v) => [v.name, v.file, v.args.join(' ')]));
+    table(['FILE', 'MODE', 'SIZE', 'BUILD-ID', 'SHA-256'], m.files.map((f) =>
+      isExternalFile(f)
+        ? [`${f.path} (installed: ${f.installedAt})`, '-', '-', short(f.buildId, 40), short(f.sha256)]
+        : [f.path, f.mode.toString(8).padStart(4, '0'), String(size.get(f.payload) ?? 0), short(f.buildId, 40), short(f.sha256)]));
+  if (m.services.length) {
+    s += '\n\n' + table(['SERVICE', 'FILE', 'ARGS', 'MANAGED BY'], m.services.map((v) => [v.name, v.file, v.args.join(' '), v.managedBy === 'external' ? `external (restart: ${v.restart!.join(' ')})` : 'agent']));
+  }
   return s;
 }
 
@@ -317,7 +348,9 @@ export function packCommand(y: Argv): Argv {
             .option('planned', { type: 'boolean', describe: 'a planned (quarterly) baseline; default: unplanned' })
             .option('baseline-id', { type: 'string', requiresArg: true, coerce: schemaValue('--baseline-id', MANIFEST_FIELDS.id), describe: 'baseline id (default: --id)' })
             .option('file', { type: 'string', array: true, describe: 'INSTALL/PATH=SOURCE[:MODE] (mode octal, default: the source\'s); repeatable' })
+            .option('installed', { type: 'string', array: true, describe: 'INSTALL/PATH=/ABSOLUTE/PATH: a file already installed on the machine, described (SHA-256, build-id) but not shipped; repeatable' })
             .option('service', { type: 'string', array: true, describe: 'NAME=FILE[:ARG,ARG...] (FILE: an install path; ${HP_RUN}: the agent\'s runtime dir); repeatable' })
+            .option('external-service', { type: 'string', array: true, describe: 'NAME=FILE:COMMAND[,ARG...]: a service something else starts (systemd...); the agent runs COMMAND to restart it at a reboot; repeatable' })
             .epilogue(
               [
                 'Example:',

@@ -1,5 +1,8 @@
 /** `hp-agent try`: a patch author's command — redirect functions of one process, or revert them. */
+import fs from 'node:fs';
 import type { Argv } from 'yargs';
+import { appendHistory } from '../agent/history.js';
+import { agentHome } from '../agent/home.js';
 import { HpError } from '../errors.js';
 import { applyPatch, PATCH_MODES, revertFunctions, type ApplyReport, type FunctionSpec, type PatchMode, type RevertReport } from '../engine/patch.js';
 import { addr, EXIT, printer, spacedHex, table } from './output.js';
@@ -55,6 +58,28 @@ function pauseLine(r: ApplyReport | RevertReport): string {
     (r.attempts > 1 ? `, ${r.attempts} attempts` : '');
 }
 
+/**
+ * A change `try` made (or refused, or failed to make) goes into the agent's history when there is
+ * an agent home (HP_AGENT_HOME, or the default): an unsigned change of a running process is the
+ * change an operator most needs to find afterwards. No home: nothing is created.
+ */
+async function recordTry(a: TryArgs, outcome: { report?: ApplyReport | RevertReport; error?: unknown }): Promise<void> {
+  const home = agentHome();
+  if (!fs.statSync(home, { throwIfNoEntry: false })?.isDirectory()) return;
+  const e = outcome.error as HpError | undefined;
+  const r = outcome.report;
+  const detail = {
+    pid: a.pid,
+    ...(a.patch ? { patch: a.patch } : {}),
+    object: r?.object.path ?? a.object ?? '(the executable)',
+    functions: a.function,
+    ...(r ? { mode: r.mode, pauseUs: r.pauseUs } : {}),
+    ...(e ? { code: e.code ?? 'INTERNAL', message: e.message } : {}),
+  };
+  const result = !e ? 'Succeeded' : e instanceof HpError && e.unchanged ? 'Refused' : 'Failed';
+  await appendHistory(home, { action: a.revert ? 'try-revert' : 'try', result, detail }).catch(() => undefined);
+}
+
 export function tryCommand(y: Argv): Argv {
   return y.command(
     'try [patch]',
@@ -101,14 +126,17 @@ export function tryCommand(y: Argv): Argv {
       try {
         if (a.revert) {
           const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, consistency: a.consistency, timeoutMs: a.timeout, realtime: a.realtime, allowInit: a.allowInit });
+          await recordTry(a, { report });
           out.result(report, () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report)}`);
         } else {
           const report = await applyPatch({ pid: a.pid, patchPath: a.patch!, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, consistency: a.consistency, replace: a.replace, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near', allowInit: a.allowInit });
+          await recordTry(a, { report });
           out.result(report, () =>
             `patched ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) with ${report.patch.mapping} at ${addr(report.patch.base)} — ${pauseLine(report)}\n${sitesTable(report)}`);
         }
         process.exitCode = EXIT.ok;
       } catch (e) {
+        await recordTry(a, { error: e });
         process.exitCode = out.error(e);
       }
     },

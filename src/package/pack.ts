@@ -36,6 +36,7 @@ import {
   type HotpatchTarget,
   type Manifest,
   type PayloadEntry,
+  type ServiceManager,
 } from './manifest.js';
 
 interface CommonPackOptions {
@@ -55,8 +56,12 @@ export interface PackBaselineOptions extends CommonPackOptions {
   planned: boolean;
   /** Default: id. */
   baselineId?: string;
-  files: { path: string; source: string; mode?: number }[];
-  services: { name: string; file: string; args?: string[] }[];
+  /**
+   * Shipped files (`source`: the file to pack) and files already installed on the machine
+   * (`installedAt`: an absolute path, read for its SHA-256 and build-id, not shipped).
+   */
+  files: ({ path: string; source: string; mode?: number } | { path: string; installedAt: string })[];
+  services: { name: string; file: string; args?: string[]; managedBy?: ServiceManager; restart?: string[] }[];
 }
 
 export interface PackHotpatchOptions extends CommonPackOptions {
@@ -113,6 +118,16 @@ export async function packBaseline(opts: PackBaselineOptions): Promise<PackResul
   const entries: PayloadEntry[] = [];
   const files: BaselineManifest['files'] = [];
   for (const f of opts.files) {
+    if ('installedAt' in f) {
+      // Described, not shipped: the agent checks the installed file against these at install.
+      const data = await readSource(f.installedAt, `the installed file of ${f.path}`);
+      const buildId = data.subarray(0, 4).equals(ELF_MAGIC) ? ElfFile.fromBuffer(data, f.installedAt).buildId : undefined;
+      if (!buildId) {
+        throw new HpError('BUILD_ID_MISSING', `cannot pack ${f.path}: the installed file ${f.installedAt} has no GNU build-id, so the agent could not tell which processes run it`, { file: f.installedAt });
+      }
+      files.push({ path: f.path, external: true, installedAt: f.installedAt, sha256: sha256Hex(data), buildId });
+      continue;
+    }
     const data = await readSource(f.source, `the source of ${f.path}`);
     const mode = f.mode ?? (await stat(f.source)).mode & 0o777;
     // Only ELF objects carry a build-id; a baseline may also ship plain files (configuration).
@@ -136,7 +151,13 @@ export async function packBaseline(opts: PackBaselineOptions): Promise<PackResul
     planned: opts.planned,
     payload: entries,
     files,
-    services: opts.services.map((s) => ({ name: s.name, file: s.file, args: s.args ?? [] })),
+    services: opts.services.map((s) => ({
+      name: s.name,
+      file: s.file,
+      args: s.args ?? [],
+      ...(s.managedBy ? { managedBy: s.managedBy } : {}),
+      ...(s.restart ? { restart: s.restart } : {}),
+    })),
   };
   return finish(opts, draft, payload);
 }
