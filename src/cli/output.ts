@@ -1,5 +1,6 @@
 /** Shared output helpers of the command line: tables for people, one JSON object for programs. */
 import { HpError } from '../errors.js';
+import type { Output } from '../contract/index.js';
 
 /** Exit codes: documented in the README and in `hp-agent --help`. */
 export const EXIT = {
@@ -41,7 +42,9 @@ export function printer(json: boolean): Printer {
       const code = usage ? EXIT.usage : err ? (err.unchanged ? EXIT.refused : EXIT.failed) : EXIT.internal;
       const message = e instanceof Error ? e.message : String(e);
       if (json) {
-        const body = { error: { code: err?.code ?? 'INTERNAL', message, unchanged: err?.unchanged ?? false, ...(err?.details ?? {}) } };
+        // The error's own details first: a detail that happens to be called `code` (an errno, say)
+        // must not hide the error's code.
+        const body: Output<'error'> = { error: { ...(err?.details ?? {}), code: err?.code ?? 'INTERNAL', message, unchanged: err?.unchanged ?? false } };
         process.stdout.write(JSON.stringify(body, null, 2) + '\n');
       } else {
         if (usage) {
