@@ -11,8 +11,9 @@ import { OUTPUT_SCHEMAS, type OutputCommand } from '../src/contract/index.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ajv = new Ajv2020({ allErrors: true, strict: false });
-// ajv-formats is CommonJS: its function is the default export, or that export's default.
-((addFormats as unknown as { default?: typeof addFormats }).default ?? addFormats)(ajv);
+// ajv-formats is CommonJS: its function is the default export, or (as Node's ESM sees it) that export's default.
+const formats = addFormats as unknown as ((a: Ajv2020) => void) & { default?: (a: Ajv2020) => void };
+(formats.default ?? formats)(ajv);
 
 /** The shipped JSON Schema of a command's output, compiled once. */
 const compiled = new Map<OutputCommand, ReturnType<typeof ajv.compile>>();

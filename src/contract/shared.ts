@@ -16,8 +16,8 @@ import { CLASSIFICATIONS, REBOOT_BEHAVIORS } from '../package/manifest.js';
 
 /** A memory address: lower-case hex with a 0x prefix. */
 export const address = z.string().regex(/^0x[0-9a-f]+$/).describe('a memory address, "0x" and lower-case hex');
-/** An ISO 8601 date-time (UTC, as Date.toISOString() writes it). */
-export const dateTime = z.iso.datetime().describe('ISO 8601 date-time, UTC');
+/** An ISO 8601 date-time: the agent writes UTC (Date.toISOString()); a history line may carry an offset. */
+export const dateTime = z.iso.datetime({ offset: true }).describe('ISO 8601 date-time (the agent writes UTC)');
 export const kbId = z.string().describe('KB article id, e.g. KB5046101');
 export const packageId = z.string().describe("a package's id (its manifest id)");
 export const baselineId = z.string().describe("a baseline's id, e.g. 2026.10");
