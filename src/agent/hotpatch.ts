@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode } from '../engine/patch.js';
+import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode, type SiteAction } from '../engine/patch.js';
+import type { JumpKind } from '../x64/jump.js';
 import { ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { describeHotpatchFunction, type HotpatchManifest, type Manifest } from '../package/index.js';
@@ -34,7 +35,7 @@ export interface ProcessResult {
   mode?: 'stop' | 'zero-stop';
   pauseUs?: number;
   threads?: number;
-  sites?: { object: string; function: string; action: string; kind: string; form: string }[];
+  sites?: { object: string; function: string; action: SiteAction; kind: JumpKind; form: 'entry' | 'padding' }[];
 }
 
 export interface LevelState {

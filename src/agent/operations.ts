@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { HpError } from '../errors.js';
-import { openPackage, trustDir, type BaselineManifest, type HotpatchManifest, type Manifest } from '../package/index.js';
+import { openPackage, trustDir, type BaselineManifest, type Classification, type RebootBehavior, type HotpatchManifest, type Manifest } from '../package/index.js';
 import { installedBaselineManifest, stageBaseline } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
 import { killPoint } from './kill-point.js';
@@ -12,9 +12,9 @@ import { planReboot, runReboot, savedIntent, startReboot, type RebootResult } fr
 import { applyLevel, checkHotpatchFits, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
 import { serviceAlive } from './services.js';
 import type { Session } from './session.js';
-import { beginOperation, endOperation, pendingOperation, transitionReboot } from './state.js';
+import { beginOperation, endOperation, pendingOperation, transitionReboot, type RebootStatus } from './state.js';
 import { liveLockHolder } from './lock.js';
-import { computeStatus, type RunningOperation, type StatusReport } from './status.js';
+import { computeStatus, levelOutput, type LevelOutput, type RunningOperation, type StatusReport } from './status.js';
 import { checkStorable, storedManifest, storePackage } from './store.js';
 
 export type InstallationState = 'Unknown' | 'Installed' | 'Failed' | 'Excluded' | 'NotSelected' | 'Pending';
@@ -24,15 +24,17 @@ export interface PatchEntry {
   patchId: string;
   name: string;
   kbId: string;
-  classifications: string[];
-  rebootBehavior: string;
+  classifications: Classification[];
+  rebootBehavior: RebootBehavior;
   installationState: InstallationState;
 }
 
 export interface InstallResult {
   status: OperationStatus;
+  /** Azure's name for the operation's id: the same value as activityId, which every command (and history) uses. */
   installationActivityId: string;
-  rebootStatus: string;
+  activityId: string;
+  rebootStatus: RebootStatus;
   maintenanceWindowExceeded: boolean;
   excludedPatchCount: number;
   notSelectedPatchCount: number;
@@ -43,8 +45,8 @@ export interface InstallResult {
   startDateTime: string;
   /** hp-agent's own detail: what happened in each process (hotpatches). */
   processes: ProcessResult[];
-  /** Hotpatch level reached: baseline id and sequence. */
-  hotpatchLevel?: { baselineId: string; sequence: number; packageId: string };
+  /** Hotpatch level reached. */
+  hotpatchLevel?: LevelOutput;
   error?: { code: string; message: string };
 }
 
@@ -56,12 +58,13 @@ function patchEntry(m: Manifest, state: InstallationState): PatchEntry {
   return { patchId: m.id, name: m.title, kbId: m.kb, classifications: [m.classification], rebootBehavior: m.rebootBehavior, installationState: state };
 }
 
-function result(start: string, activity: string, rebootStatus: string, m: Manifest, state: InstallationState, processes: ProcessResult[] = []): InstallResult {
+function result(start: string, activity: string, rebootStatus: RebootStatus, m: Manifest, state: InstallationState, processes: ProcessResult[] = []): InstallResult {
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
   const status: OperationStatus = state === 'Failed' ? 'Failed' : failed > 0 ? 'CompletedWithWarnings' : 'Succeeded';
   return {
     status,
     installationActivityId: activity,
+    activityId: activity,
     rebootStatus,
     maintenanceWindowExceeded: false,
     excludedPatchCount: 0,
@@ -166,7 +169,7 @@ async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPack
   s.state = await endOperation(s.home, s.state);
   // A hotpatch needs no reboot (Azure: NotNeeded); one still pending from a baseline stays Required.
   const r = result(start, activity, s.state.rebootStatus === 'Required' ? 'Required' : 'NotNeeded', m, anyGood ? 'Installed' : 'Failed', processes);
-  r.hotpatchLevel = anyGood ? { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id } : undefined;
+  if (anyGood) r.hotpatchLevel = { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kbId: m.kb };
   await s.record({ action: 'apply', packageId: m.id, kb: m.kb, result: historyResult(r.status), detail: { sequence: m.sequence, processes: processes.map((p) => ({ pid: p.pid, outcome: p.outcome, reason: p.reason, pauseUs: p.pauseUs })) }, activityId: activity });
   return r;
 }
@@ -174,8 +177,9 @@ async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPack
 export interface RevertResult {
   status: OperationStatus;
   activityId: string;
-  from: { packageId: string; kb: string; sequence: number };
-  to: { packageId: string; kb: string; sequence: number } | { baseline: string };
+  from: LevelOutput;
+  /** The previous level, or the plain baseline (sequence 0). */
+  to: LevelOutput | { baselineId: string; sequence: 0 };
   processes: ProcessResult[];
 }
 
@@ -211,8 +215,8 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
   return {
     status,
     activityId: activity,
-    from: { packageId: current.id, kb: current.kb, sequence: current.sequence },
-    to: target ? { packageId: target.id, kb: target.kb, sequence: target.sequence } : { baseline: current.baselineId },
+    from: levelOutput({ baselineId: current.baselineId, sequence: current.sequence, packageId: current.id, kb: current.kb }),
+    to: target ? levelOutput({ baselineId: target.baselineId, sequence: target.sequence, packageId: target.id, kb: target.kb }) : { baselineId: current.baselineId, sequence: 0 },
     processes,
   };
 }

@@ -26,7 +26,8 @@ import { applyLevel, levelManifest, previousLevel, type ProcessResult } from './
 import { killPoint } from './kill-point.js';
 import { findExternalServiceProcesses, findServiceProcesses, restartExternalService, serviceAlive, startService, stopService, waitServiceReady, type ServiceRecord, type ServiceSpec } from './services.js';
 import type { Session } from './session.js';
-import { beginOperation, endOperation, transitionReboot, type BaselineRef, type Operation } from './state.js';
+import { beginOperation, endOperation, transitionReboot, type BaselineRef, type Operation, type RebootStatus } from './state.js';
+import { levelOutput, type LevelOutput } from './status.js';
 
 export type RebootMode = 'reboot' | 'boot';
 
@@ -52,9 +53,7 @@ export interface StoppedService {
   why?: string;
 }
 
-export interface LevelReapply {
-  packageId: string;
-  sequence: number;
+export interface LevelReapply extends LevelOutput {
   /** Succeeded, CompletedWithWarnings (some processes failed) or Failed (every one failed). */
   status: 'Succeeded' | 'CompletedWithWarnings' | 'Failed';
   processes: ProcessResult[];
@@ -65,10 +64,10 @@ export interface RebootResult {
   kind: RebootMode;
   /** Succeeded; CompletedWithWarnings when the services run but the hotpatch level could not be re-applied everywhere. */
   status: 'Succeeded' | 'CompletedWithWarnings';
-  rebootStatus: string;
+  rebootStatus: RebootStatus;
   activityId: string;
-  fromBaseline?: string;
-  toBaseline?: string;
+  fromBaselineId?: string;
+  toBaselineId?: string;
   stopped: StoppedService[];
   started: { name: string; pid: number; readyMs: number }[];
   /** Services that were already running and were kept (boot), or that an interrupted agent had launched (adopted). */
@@ -230,8 +229,8 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
     status,
     rebootStatus: s.state.rebootStatus,
     activityId: intent.activityId,
-    fromBaseline: intent.from,
-    toBaseline: s.state.activeBaseline?.id,
+    fromBaselineId: intent.from,
+    toBaselineId: s.state.activeBaseline?.id,
     stopped,
     started,
     kept,
@@ -273,12 +272,12 @@ async function reapplyLevel(s: Session): Promise<LevelReapply | undefined> {
   const level = s.state.hotpatch;
   if (!level || level.baselineId !== s.state.activeBaseline?.id) return undefined;
   const m = levelManifest(s.home, level);
-  if (!m) return { packageId: level.packageId, sequence: level.sequence, status: 'Failed', processes: [] };
+  if (!m) return { ...levelOutput(level), status: 'Failed', processes: [] };
   const processes = await applyLevel({ home: s.home, log: s.log, manifest: m, previous: previousLevel(s.home, m.baselineId, m.sequence), baselineId: m.baselineId });
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
   const status = failed === 0 ? 'Succeeded' : failed < processes.length ? 'CompletedWithWarnings' : 'Failed';
   if (status !== 'Succeeded') s.log.error('the hotpatch level could not be re-applied at boot', { packageId: m.id, processes });
-  return { packageId: m.id, sequence: m.sequence, status, processes };
+  return { ...levelOutput(level), status, processes };
 }
 
 /**

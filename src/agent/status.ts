@@ -7,18 +7,20 @@
  */
 import path from 'node:path';
 import { inspectFunctions } from '../engine/patch.js';
+import type { FunctionState } from '../engine/entries.js';
 import type { HotpatchManifest } from '../package/index.js';
 import { baselineFiles, baselinePathOf, installedBaselines, searchScope, type BaselineFiles } from './baseline.js';
 import { processesUnder, type RunningProcess } from './discover.js';
 import { homeLayout } from './home.js';
 import { levelManifest, type LevelState } from './hotpatch.js';
+import type { Enrollment, RebootStatus } from './state.js';
 import { storedManifests } from './store.js';
 
 export interface FunctionStatus {
   object: string;
   function: string;
   /** original | patched | foreign | modified, from the process's memory. */
-  state: string;
+  state: FunctionState['state'];
   /** 'padding': a hot-patchable entry, switched (or switchable) without stopping the process. */
   form: 'entry' | 'padding';
   /** The package whose code the function runs now (patched functions). */
@@ -30,7 +32,7 @@ export interface ProcessStatus {
   pid: number;
   comm: string;
   /** The baseline whose files the process mapped (from the paths and build-ids it runs). */
-  baseline: string;
+  baselineId: string;
   hotpatchSequence: number;
   compliant: boolean;
   reasons: string[];
@@ -40,8 +42,8 @@ export interface ProcessStatus {
 
 export interface StatusInput {
   home: string;
-  enrollment: string;
-  rebootStatus: string;
+  enrollment: Enrollment;
+  rebootStatus: RebootStatus;
   activeBaseline?: { id: string; kb: string };
   pendingBaseline?: { id: string; kb: string };
   hotpatch?: LevelState & { appliedAt?: string };
@@ -58,15 +60,34 @@ export interface RunningOperation {
   command: string;
 }
 
+/** A baseline, as every command's output names it. */
+export interface BaselineOutput {
+  baselineId: string;
+  kbId: string;
+}
+
+/** A hotpatch level, as every command's output names it. */
+export interface LevelOutput {
+  baselineId: string;
+  sequence: number;
+  packageId: string;
+  kbId: string;
+}
+
+/** The output's name for a level recorded in the state (which spells its KB `kb`). */
+export function levelOutput(l: LevelState): LevelOutput {
+  return { baselineId: l.baselineId, sequence: l.sequence, packageId: l.packageId, kbId: l.kb };
+}
+
 export interface StatusReport {
-  enrollment: string;
-  installedBaseline?: { id: string; kb: string };
-  pendingBaseline?: { id: string; kb: string };
+  enrollment: Enrollment;
+  installedBaseline?: BaselineOutput;
+  pendingBaseline?: BaselineOutput;
   runningBaselines: string[];
   rebootPending: boolean;
   rebootPendingReasons: string[];
-  rebootStatus: string;
-  hotpatch?: LevelState & { appliedAt?: string };
+  rebootStatus: RebootStatus;
+  hotpatch?: LevelOutput & { appliedAt?: string };
   compliant: boolean;
   processes: ProcessStatus[];
   services: StatusInput['services'];
@@ -135,7 +156,7 @@ async function processStatus(s: StatusInput, system: string, proc: RunningProces
   return {
     pid: proc.pid,
     comm: proc.comm,
-    baseline,
+    baselineId: baseline,
     hotpatchSequence: level && patchedBy.has(level.id) ? level.sequence : 0,
     compliant: reasons.length === 0,
     reasons,
@@ -156,21 +177,21 @@ export async function computeStatus(s: StatusInput): Promise<StatusReport> {
     const others = all.filter((m) => m.baselineId === baseline && m.id !== level?.id);
     processes.push(await processStatus(s, system, proc, baseline, baseline === s.activeBaseline?.id ? level : undefined, others));
   }
-  const runningBaselines = [...new Set(processes.map((p) => p.baseline))].sort();
+  const runningBaselines = [...new Set(processes.map((p) => p.baselineId))].sort();
   const reasons: string[] = [];
   if (s.pendingBaseline) reasons.push(`baseline ${s.pendingBaseline.id} (${s.pendingBaseline.kb}) is installed and takes effect at the next reboot`);
   for (const p of processes) {
-    if (p.baseline !== s.activeBaseline?.id) reasons.push(`process ${p.pid} (${p.comm}) still runs baseline ${p.baseline}`);
+    if (p.baselineId !== s.activeBaseline?.id) reasons.push(`process ${p.pid} (${p.comm}) still runs baseline ${p.baselineId}`);
   }
   return {
     enrollment: s.enrollment,
-    installedBaseline: s.activeBaseline,
-    pendingBaseline: s.pendingBaseline,
+    installedBaseline: s.activeBaseline && { baselineId: s.activeBaseline.id, kbId: s.activeBaseline.kb },
+    pendingBaseline: s.pendingBaseline && { baselineId: s.pendingBaseline.id, kbId: s.pendingBaseline.kb },
     runningBaselines,
     rebootPending: reasons.length > 0,
     rebootPendingReasons: reasons,
     rebootStatus: s.rebootStatus,
-    hotpatch: s.hotpatch,
+    hotpatch: s.hotpatch && { ...levelOutput(s.hotpatch), ...(s.hotpatch.appliedAt ? { appliedAt: s.hotpatch.appliedAt } : {}) },
     compliant: processes.every((p) => p.compliant),
     processes,
     services: s.services,

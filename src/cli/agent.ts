@@ -1,7 +1,8 @@
 /** The agent's commands: apply, revert, status, history, reboot, boot. */
 import cliProgress from 'cli-progress';
 import type { Argv } from 'yargs';
-import { readHistory } from '../agent/history.js';
+import { readHistory, type HistoryRead } from '../agent/history.js';
+import type { Output } from '../contract/index.js';
 import { applyPackage, boot, reboot, revertPackage, status, type InstallResult, type RebootResult, type RevertResult } from '../agent/operations.js';
 import { withSession } from '../agent/session.js';
 import type { ProcessResult } from '../agent/hotpatch.js';
@@ -76,10 +77,10 @@ function statusHuman(s: StatusReport): string {
       ['ENROLLMENT', 'INSTALLED BASELINE', 'RUNNING', 'PENDING', 'HOTPATCH', 'REBOOT PENDING', 'REBOOT STATUS'],
       [[
         s.enrollment,
-        s.installedBaseline ? `${s.installedBaseline.id} (${s.installedBaseline.kb})` : '-',
+        s.installedBaseline ? `${s.installedBaseline.baselineId} (${s.installedBaseline.kbId})` : '-',
         s.runningBaselines.join(', ') || '-',
-        s.pendingBaseline ? `${s.pendingBaseline.id} (${s.pendingBaseline.kb})` : '-',
-        s.hotpatch ? `#${s.hotpatch.sequence} ${s.hotpatch.packageId} (${s.hotpatch.kb})` : '-',
+        s.pendingBaseline ? `${s.pendingBaseline.baselineId} (${s.pendingBaseline.kbId})` : '-',
+        s.hotpatch ? `#${s.hotpatch.sequence} ${s.hotpatch.packageId} (${s.hotpatch.kbId})` : '-',
         s.rebootPending ? 'yes' : 'no',
         s.rebootStatus,
       ]],
@@ -91,7 +92,7 @@ function statusHuman(s: StatusReport): string {
   if (s.processes.length) {
     lines.push('', table(
       ['PID', 'PROCESS', 'BASELINE', 'LEVEL', 'COMPLIANT', 'FUNCTIONS (from memory)'],
-      s.processes.map((p) => [String(p.pid), p.comm, p.baseline, String(p.hotpatchSequence), p.compliant ? 'yes' : 'NO', p.functions.map((f) => `${f.function}=${f.state === 'patched' ? f.packageId : f.state}`).join(' ') || '-']),
+      s.processes.map((p) => [String(p.pid), p.comm, p.baselineId, String(p.hotpatchSequence), p.compliant ? 'yes' : 'NO', p.functions.map((f) => `${f.function}=${f.state === 'patched' ? f.packageId : f.state}`).join(' ') || '-']),
     ));
     for (const p of s.processes.filter((x) => !x.compliant)) lines.push(...p.reasons.map((r) => `  ${p.pid}: ${r}`));
   } else {
@@ -105,14 +106,14 @@ function rebootHuman(r: RebootResult): string {
   if (r.repaired) lines.push(`finished the ${r.kind} an interrupted agent began at ${r.repaired.startedAt}`);
   const list = (xs: { name: string; pid: number }[]) => xs.map((x) => `${x.name} (PID ${x.pid})`).join(', ');
   if (r.kind === 'reboot') {
-    const to = r.toBaseline ?? '(no baseline)';
-    const what = r.fromBaseline && r.fromBaseline !== to ? `${r.fromBaseline} → ${to}` : to;
+    const to = r.toBaselineId ?? '(no baseline)';
+    const what = r.fromBaselineId && r.fromBaselineId !== to ? `${r.fromBaselineId} → ${to}` : to;
     lines.push(`rebooted ${what}; rebootStatus ${r.rebootStatus}; downtime ${r.downtimeMs} ms`);
   } else if (r.started.length === 0 && r.stopped.length === 0) {
-    lines.push(`already booted: baseline ${r.toBaseline ?? '(none)'}${r.kept.length ? `, ${list(r.kept)} running` : ''}; nothing was started`);
+    lines.push(`already booted: baseline ${r.toBaselineId ?? '(none)'}${r.kept.length ? `, ${list(r.kept)} running` : ''}; nothing was started`);
   } else {
-    const switched = r.fromBaseline && r.fromBaseline !== r.toBaseline ? ` (was ${r.fromBaseline})` : '';
-    lines.push(`booted baseline ${r.toBaseline ?? '(none)'}${switched}; rebootStatus ${r.rebootStatus}`);
+    const switched = r.fromBaselineId && r.fromBaselineId !== r.toBaselineId ? ` (was ${r.fromBaselineId})` : '';
+    lines.push(`booted baseline ${r.toBaselineId ?? '(none)'}${switched}; rebootStatus ${r.rebootStatus}`);
   }
   if (r.stopped.length) lines.push(`stopped: ${r.stopped.map((x) => `${x.name} (PID ${x.pid}, ${x.how}${x.why ? `: ${x.why}` : ''})`).join(', ')}`);
   if (r.kept.some((k) => k.how === 'adopted')) lines.push(`adopted (started by the interrupted agent): ${list(r.kept.filter((k) => k.how === 'adopted'))}`);
@@ -150,7 +151,8 @@ export function agentCommands(y: Argv): Argv {
           const r = await withSession({ command: `apply ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) =>
             applyPackage(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update }));
           bar.stop();
-          out.result(r, () => installHuman(r));
+          const body: Output<'apply'> = r;
+          out.result(body, () => installHuman(r));
           process.exitCode = processExit(r.processes, r.status === 'Failed');
         } catch (e) {
           bar.stop();
@@ -167,7 +169,8 @@ export function agentCommands(y: Argv): Argv {
         const out = printer(args.json);
         try {
           const r: RevertResult = await withSession({ command: `revert ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) => revertPackage(s, args.package, { pids: args.pid }));
-          out.result(r, () => `reverted ${r.from.kb} ${r.from.packageId} → ${'baseline' in r.to ? `plain baseline ${r.to.baseline}` : `${r.to.kb} ${r.to.packageId} (#${r.to.sequence})`}; status ${r.status}\n${processTable(r.processes)}`);
+          const body: Output<'revert'> = r;
+          out.result(body, () => `reverted ${r.from.kbId} ${r.from.packageId} → ${'packageId' in r.to ? `${r.to.kbId} ${r.to.packageId} (#${r.to.sequence})` : `plain baseline ${r.to.baselineId}`}; status ${r.status}\n${processTable(r.processes)}`);
           process.exitCode = processExit(r.processes, r.status === 'Failed');
         } catch (e) {
           process.exitCode = out.error(e);
@@ -189,11 +192,13 @@ export function agentCommands(y: Argv): Argv {
         try {
           const r = await withSession({ command: 'status', verbose: args.verbose, readOnly: true }, (s) => status(s));
           if (!args.check) {
-            out.result(r, () => statusHuman(r));
+            const body: Output<'status'> = r;
+            out.result(body, () => statusHuman(r));
             return;
           }
           const problems = statusProblems(r);
-          out.result({ ...r, check: { healthy: problems.length === 0, problems } }, () =>
+          const body: Output<'status'> = { ...r, check: { healthy: problems.length === 0, problems } };
+          out.result(body, () =>
             `${statusHuman(r)}\n\n${problems.length === 0 ? 'check: healthy' : ['check: NOT healthy', ...problems.map((p) => `  - ${p}`)].join('\n')}`);
           process.exitCode = problems.length === 0 ? EXIT.ok : EXIT.refused;
         } catch (e) {
@@ -209,9 +214,9 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common & { days: number };
         const out = printer(args.json);
         try {
-          const r = await withSession({ command: 'history', verbose: args.verbose, readOnly: true }, (s) => readHistory(s.home, { sinceDays: args.days }));
+          const r = historyOutput(await withSession({ command: 'history', verbose: args.verbose, readOnly: true }, (s) => readHistory(s.home, { sinceDays: args.days })));
           out.result(r, () =>
-            r.entries.length === 0 ? `no updates in the last ${args.days} days` : table(['TIME', 'ACTION', 'KB', 'PACKAGE', 'RESULT', 'DETAIL'], r.entries.map((e) => [e.time, e.action, e.kb ?? '-', e.packageId ?? '-', e.result, e.detail ? summarize(e.detail) : ''])));
+            r.entries.length === 0 ? `no updates in the last ${args.days} days` : table(['TIME', 'ACTION', 'KB', 'PACKAGE', 'RESULT', 'DETAIL'], r.entries.map((e) => [e.time, e.action, e.kbId ?? '-', e.packageId ?? '-', e.result, e.detail ? summarize(e.detail) : ''])));
         } catch (e) {
           process.exitCode = out.error(e);
         }
@@ -226,7 +231,8 @@ export function agentCommands(y: Argv): Argv {
         const out = printer(args.json);
         try {
           const r = await withSession({ command: 'reboot', verbose: args.verbose, wait: args.wait }, (s) => reboot(s));
-          out.result(r, () => rebootHuman(r));
+          const body: Output<'reboot'> = r;
+          out.result(body, () => rebootHuman(r));
           process.exitCode = rebootExit(r);
         } catch (e) {
           process.exitCode = out.error(e);
@@ -242,13 +248,33 @@ export function agentCommands(y: Argv): Argv {
         const out = printer(args.json);
         try {
           const r = await withSession({ command: 'boot', verbose: args.verbose, wait: args.wait }, (s) => boot(s));
-          out.result(r, () => rebootHuman(r));
+          const body: Output<'reboot'> = r;
+          out.result(body, () => rebootHuman(r));
           process.exitCode = rebootExit(r);
         } catch (e) {
           process.exitCode = out.error(e);
         }
       },
     );
+}
+
+/**
+ * The history as the output contract names it: the history file keeps each entry as it was
+ * written (`kb`), the output says `kbId` as every other command does.
+ */
+function historyOutput(r: HistoryRead): Output<'history'> {
+  return {
+    entries: r.entries.map(({ time, action, packageId, kb, result, detail, activityId }) => ({
+      time,
+      action,
+      ...(packageId !== undefined ? { packageId } : {}),
+      ...(kb !== undefined ? { kbId: kb } : {}),
+      result,
+      ...(detail !== undefined ? { detail } : {}),
+      activityId,
+    })),
+    corruptLines: r.corruptLines,
+  };
 }
 
 function summarize(detail: Record<string, unknown>): string {

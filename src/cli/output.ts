@@ -1,6 +1,7 @@
 /** Shared output helpers of the command line: tables for people, one JSON object for programs. */
 import { signalExitCode } from '../agent/interrupt.js';
 import { HpError } from '../errors.js';
+import type { Output } from '../contract/index.js';
 
 /** Exit codes: documented in the README and in `hp-agent --help` (and 128 + N after signal N: see interrupt.ts). */
 export const EXIT = {
@@ -53,7 +54,9 @@ export function printer(json: boolean): Printer {
       const code = exitCodeOf(e);
       const message = e instanceof Error ? e.message : String(e);
       if (json) {
-        const body = { error: { code: err?.code ?? 'INTERNAL', message, unchanged: err?.unchanged ?? false, ...(err?.details ?? {}) } };
+        // The error's own details first: a detail that happens to be called `code` (an errno, say)
+        // must not hide the error's code.
+        const body: Output<'error'> = { error: { ...(err?.details ?? {}), code: err?.code ?? 'INTERNAL', message, unchanged: err?.unchanged ?? false } };
         process.stdout.write(JSON.stringify(body, null, 2) + '\n');
       } else {
         if (usage) {

@@ -24,6 +24,7 @@ import {
 import { readTextInput } from './keys.js';
 import { existingFile, nonEmpty, schemaValue, usage, wholeNumber } from './usage.js';
 import { EXIT, printer, table } from './output.js';
+import type { Output } from '../contract/index.js';
 
 interface CommonArgs {
   out?: string;
@@ -330,7 +331,8 @@ async function runPack<A extends CommonArgs>(a: A, build: (a: A, key: string) =>
     const privateKeyPem = await readTextInput(a.key, 'signing key');
     const keyId = keyIdOfPrivateKey(privateKeyPem);
     const r = await build(a, privateKeyPem);
-    out.result({ path: r.path, sha256: r.sha256, size: r.size, keyId, manifest: r.manifest }, () => summary(r, keyId));
+    const body: Output<'pack'> = { path: r.path, sha256: r.sha256, size: r.size, keyId, manifest: r.manifest };
+    out.result(body, () => summary(r, keyId));
     process.exitCode = EXIT.ok;
   } catch (e) {
     process.exitCode = out.error(e);

@@ -4,9 +4,10 @@ import type { Argv } from 'yargs';
 import { appendHistory } from '../agent/history.js';
 import { agentHome } from '../agent/home.js';
 import { HpError } from '../errors.js';
-import { applyPatch, PATCH_MODES, revertFunctions, type ApplyReport, type FunctionSpec, type PatchMode, type RevertReport } from '../engine/patch.js';
+import { applyPatch, PATCH_MODES, revertFunctions, type ApplyReport, type FunctionSpec, type PatchMode, type RevertReport, type SiteReport } from '../engine/patch.js';
 import { addr, EXIT, printer, spacedHex, table } from './output.js';
 import { existingFile, nonEmpty, pidValue, usage, wholeNumber } from './usage.js';
+import type { Output } from '../contract/index.js';
 
 interface TryArgs {
   patch?: string;
@@ -30,6 +31,25 @@ export function parseFunctionSpec(spec: string): FunctionSpec {
     throw new HpError('USAGE', `--function expects NAME or NAME=REPLACEMENT, got "${spec}"`);
   }
   return replacement ? { name, replacement } : { name };
+}
+
+/** The engine's sites with their addresses as the output contract writes them: 0x… strings. */
+function sitesOutput(sites: SiteReport[]) {
+  return sites.map(({ functionAddress, siteAddress, target, entry, ...s }) => ({
+    ...s,
+    functionAddress: addr(functionAddress),
+    siteAddress: addr(siteAddress),
+    ...(target !== undefined ? { target: addr(target) } : {}),
+    ...(entry ? { entry: { ...entry, siteAddress: addr(entry.siteAddress) } } : {}),
+  }));
+}
+
+function tryApplyOutput(r: ApplyReport): Output<'try'> {
+  return { ...r, patch: { ...r.patch, base: addr(r.patch.base) }, bindings: r.bindings.map((b) => ({ ...b, address: addr(b.address) })), sites: sitesOutput(r.sites) };
+}
+
+function tryRevertOutput(r: RevertReport): Output<'try'> {
+  return { ...r, sites: sitesOutput(r.sites) };
 }
 
 function sitesTable(report: ApplyReport | RevertReport): string {
@@ -127,11 +147,11 @@ export function tryCommand(y: Argv): Argv {
         if (a.revert) {
           const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, consistency: a.consistency, timeoutMs: a.timeout, realtime: a.realtime, allowInit: a.allowInit });
           await recordTry(a, { report });
-          out.result(report, () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report)}`);
+          out.result(tryRevertOutput(report), () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report)}`);
         } else {
           const report = await applyPatch({ pid: a.pid, patchPath: a.patch!, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, consistency: a.consistency, replace: a.replace, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near', allowInit: a.allowInit });
           await recordTry(a, { report });
-          out.result(report, () =>
+          out.result(tryApplyOutput(report), () =>
             `patched ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) with ${report.patch.mapping} at ${addr(report.patch.base)} — ${pauseLine(report)}\n${sitesTable(report)}`);
         }
         process.exitCode = EXIT.ok;

@@ -32,7 +32,8 @@ async function patchAndRevert(opts: {
   const site = applied.json.sites[0];
   const now = await entryBytes(t.pid, opts.fn, 16, opts.object);
   expect(now.equals(original)).toBe(false);
-  expect(now.subarray(site.siteAddress - site.functionAddress).subarray(0, site.after.length / 2).toString('hex')).toBe(site.after);
+  // --json writes addresses as 0x strings.
+  expect(now.subarray(Number(site.siteAddress) - Number(site.functionAddress)).subarray(0, site.after.length / 2).toString('hex')).toBe(site.after);
   expect(patchMappings(t.pid).length).toBeGreaterThan(0);
 
   const reverted = await hpAgent(['try', '--revert', '--pid', String(t.pid), '--function', opts.fn, ...objectArgs]);
@@ -65,7 +66,7 @@ describe('hp-agent try on a single-threaded loop', () => {
     const { applied } = await patchAndRevert({ target: 'endbr', patch: 'endbr_fix.so', fn: 'compute', replacement: 'compute_v2', before: '42', after: '182' });
     const site = applied.sites[0];
     expect(site.keptEndbr64).toBe(true);
-    expect(site.siteAddress).toBe(site.functionAddress + 4);
+    expect(Number(site.siteAddress)).toBe(Number(site.functionAddress) + 4);
   });
 });
 

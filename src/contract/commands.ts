@@ -1,0 +1,217 @@
+/**
+ * One schema per command: what `hp-agent <command> --json` prints on success (every failure
+ * prints `errorOutput`). Built from the shared pieces in shared.ts; a new field goes in the one
+ * schema that prints it (or the shared piece, when several do).
+ */
+import { z } from 'zod';
+import { ManifestSchema } from '../package/manifest.js';
+import {
+  activityId,
+  address,
+  baselineId,
+  baselineRef,
+  dateTime,
+  enrollment,
+  errorBody,
+  hexBytes,
+  jumpKind,
+  keyId,
+  kbId,
+  levelRef,
+  operationRef,
+  operationStatus,
+  packageId,
+  patchEntry,
+  pid,
+  plainBaselineRef,
+  processResult,
+  rebootStatus,
+  serviceRef,
+  siteAction,
+  siteForm,
+  switchMode,
+  trustedKey,
+} from './shared.js';
+
+// ---- apply ----------------------------------------------------------------------------------------
+
+/** Azure's install result (DESIGN.md §8), plus what happened in each process. */
+export const applyOutput = z.strictObject({
+  status: operationStatus,
+  /** Azure's name for the operation id; the same value as `activityId`. */
+  installationActivityId: activityId,
+  activityId,
+  rebootStatus,
+  maintenanceWindowExceeded: z.boolean(),
+  excludedPatchCount: z.number().int().nonnegative(),
+  notSelectedPatchCount: z.number().int().nonnegative(),
+  pendingPatchCount: z.number().int().nonnegative(),
+  installedPatchCount: z.number().int().nonnegative(),
+  failedPatchCount: z.number().int().nonnegative(),
+  patches: z.array(patchEntry),
+  startDateTime: dateTime,
+  processes: z.array(processResult),
+  /** The hotpatch level reached (hotpatches that went live somewhere). */
+  hotpatchLevel: levelRef.optional(),
+  error: z.strictObject({ code: z.string(), message: z.string() }).optional(),
+});
+
+// ---- revert ---------------------------------------------------------------------------------------
+
+export const revertOutput = z.strictObject({
+  status: operationStatus,
+  activityId,
+  from: levelRef,
+  /** The previous level, or the plain baseline (sequence 0). */
+  to: z.union([levelRef, plainBaselineRef]),
+  processes: z.array(processResult),
+});
+
+// ---- status ---------------------------------------------------------------------------------------
+
+const functionStatus = z.strictObject({
+  object: z.string(),
+  function: z.string(),
+  state: z.enum(['original', 'patched', 'foreign', 'modified']),
+  form: siteForm,
+  packageId: packageId.optional(),
+  expectedPackageId: packageId.optional(),
+});
+
+const processStatus = z.strictObject({
+  pid,
+  comm: z.string(),
+  /** The baseline whose files the process mapped ("a+b" for several, "unknown" for none known). */
+  baselineId,
+  hotpatchSequence: z.number().int().nonnegative(),
+  compliant: z.boolean(),
+  reasons: z.array(z.string()),
+  files: z.array(z.strictObject({ path: z.string(), buildId: z.string().optional(), deleted: z.boolean() })),
+  functions: z.array(functionStatus),
+});
+
+export const statusOutput = z.strictObject({
+  enrollment,
+  installedBaseline: baselineRef.optional(),
+  pendingBaseline: baselineRef.optional(),
+  runningBaselines: z.array(baselineId),
+  rebootPending: z.boolean(),
+  rebootPendingReasons: z.array(z.string()),
+  rebootStatus,
+  hotpatch: levelRef.extend({ appliedAt: dateTime.optional() }).optional(),
+  compliant: z.boolean(),
+  processes: z.array(processStatus),
+  services: z.array(serviceRef.extend({ baselineId, alive: z.boolean() })),
+  interruptedOperation: operationRef.optional(),
+  runningOperation: operationRef.extend({ pid, command: z.string() }).optional(),
+  /** `status --check` only. */
+  check: z.strictObject({ healthy: z.boolean(), problems: z.array(z.string()) }).optional(),
+});
+
+// ---- history --------------------------------------------------------------------------------------
+
+export const historyEntry = z.strictObject({
+  time: dateTime,
+  action: z.string(),
+  packageId: packageId.optional(),
+  kbId: kbId.optional(),
+  result: z.enum(['Succeeded', 'Failed', 'CompletedWithWarnings', 'Refused']),
+  /** What the action did, as it recorded it (free-form). */
+  detail: z.record(z.string(), z.unknown()).optional(),
+  activityId,
+});
+
+export const historyOutput = z.strictObject({
+  /** Newest first. */
+  entries: z.array(historyEntry),
+  /** Lines of the history file that were not a valid entry and were skipped. */
+  corruptLines: z.number().int().nonnegative(),
+});
+
+// ---- reboot and boot ------------------------------------------------------------------------------
+
+export const rebootOutput = z.strictObject({
+  kind: z.enum(['reboot', 'boot']),
+  status: z.enum(['Succeeded', 'CompletedWithWarnings']),
+  rebootStatus,
+  activityId,
+  fromBaselineId: baselineId.optional(),
+  toBaselineId: baselineId.optional(),
+  stopped: z.array(serviceRef.extend({ how: z.string(), why: z.string().optional() })),
+  started: z.array(serviceRef.extend({ readyMs: z.number().nonnegative() })),
+  kept: z.array(serviceRef.extend({ how: z.enum(['running', 'adopted']) })),
+  downtimeMs: z.number().nonnegative(),
+  /** The hotpatch level re-applied to the services started. */
+  hotpatch: levelRef.extend({ status: z.enum(['Succeeded', 'CompletedWithWarnings', 'Failed']), processes: z.array(processResult) }).optional(),
+  /** This run finished an operation an interrupted agent had begun. */
+  repaired: operationRef.optional(),
+});
+
+/** `boot` prints what `reboot` prints (kind "boot"). */
+export const bootOutput = rebootOutput;
+
+// ---- try ------------------------------------------------------------------------------------------
+
+const trySite = z.strictObject({
+  action: siteAction,
+  object: z.string(),
+  function: z.string(),
+  replacement: z.string().optional(),
+  functionAddress: address,
+  form: siteForm,
+  siteAddress: address,
+  kind: jumpKind,
+  keptEndbr64: z.boolean(),
+  target: address.optional(),
+  before: hexBytes,
+  after: hexBytes,
+  /** Hot-patchable entries: what the 2-byte NOP at the entry became. */
+  entry: z.strictObject({ siteAddress: address, entryNop: z.string(), before: hexBytes, after: hexBytes }).optional(),
+});
+
+const tryCommon = {
+  pid,
+  mode: switchMode,
+  /** Zero-stop: first write → last write read back, µs (nothing stopped). */
+  switchUs: z.number().nonnegative().optional(),
+  /** Zero-stop with a new patch: the thread borrowed to map it, and for how long it was held. */
+  borrowed: z.array(z.strictObject({ tid: z.number().int().positive(), heldUs: z.number().nonnegative(), interruptedSyscall: z.boolean() })).optional(),
+  /** First thread stopped → last resumed, µs (0 in zero-stop mode). */
+  pauseUs: z.number().nonnegative(),
+  threads: z.number().int().nonnegative(),
+  attempts: z.number().int().nonnegative(),
+  realtime: z.boolean(),
+  object: z.strictObject({ path: z.string(), buildId: z.string().optional() }),
+  sites: z.array(trySite),
+};
+
+export const tryApplyOutput = z.strictObject({
+  ...tryCommon,
+  patch: z.strictObject({ path: z.string(), buildId: z.string().optional(), base: address, size: z.number().int().positive(), mapping: z.string(), reused: z.boolean().optional() }),
+  bindings: z.array(z.strictObject({ name: z.string(), address, from: z.string() })),
+});
+
+export const tryRevertOutput = z.strictObject(tryCommon);
+
+/** `try` prints tryApplyOutput, `try --revert` tryRevertOutput. */
+export const tryOutput = z.union([tryApplyOutput, tryRevertOutput]);
+
+// ---- pack, keygen, trust --------------------------------------------------------------------------
+
+export const packOutput = z.strictObject({
+  path: z.string(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  size: z.number().int().positive(),
+  keyId,
+  manifest: ManifestSchema,
+});
+
+export const keygenOutput = z.strictObject({ keyId, privateKey: z.string(), publicKey: z.string() });
+
+export const trustAddOutput = trustedKey;
+export const trustListOutput = z.strictObject({ keys: z.array(trustedKey) });
+export const trustRemoveOutput = z.strictObject({ keyId, name: z.string().nullable(), removed: z.literal(true) });
+
+// ---- errors ---------------------------------------------------------------------------------------
+
+export const errorOutput = z.strictObject({ error: errorBody });
