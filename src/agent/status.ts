@@ -103,7 +103,7 @@ async function processStatus(s: StatusInput, system: string, proc: RunningProces
     if (!proc.files.some((f) => f.path === file)) continue;
     let states;
     try {
-      states = await inspectFunctions(proc.pid, [...fns.keys()], file);
+      states = await inspectFunctions({ pid: proc.pid, functions: [...fns.keys()], object: file });
     } catch (e) {
       reasons.push(`cannot read ${rel}: ${(e as Error).message}`);
       continue;

@@ -1,9 +1,8 @@
 /** The agent's commands: apply, revert, status, history, reboot, boot. */
 import cliProgress from 'cli-progress';
 import type { Argv } from 'yargs';
-import { readHistory } from '../agent/history.js';
-import { applyPackage, boot, reboot, revertPackage, status, type InstallResult, type RebootResult, type RevertResult } from '../agent/operations.js';
-import { withSession } from '../agent/session.js';
+import { apply, boot, history, reboot, revert, status } from '../agent/library.js';
+import type { InstallResult, RebootResult, RevertResult } from '../agent/operations.js';
 import type { ProcessResult } from '../agent/hotpatch.js';
 import type { StatusReport } from '../agent/status.js';
 import { EXIT, printer, table } from './output.js';
@@ -142,8 +141,7 @@ export function agentCommands(y: Argv): Argv {
         const out = printer(args.json);
         const bar = progressBar(args.json);
         try {
-          const r = await withSession({ command: `apply ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) =>
-            applyPackage(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update }));
+          const r = await apply({ package: args.package, pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update, verbose: args.verbose, wait: args.wait });
           bar.stop();
           out.result(r, () => installHuman(r));
           process.exitCode = processExit(r.processes, r.status === 'Failed');
@@ -161,7 +159,7 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common & { package: string; pid?: number[] };
         const out = printer(args.json);
         try {
-          const r: RevertResult = await withSession({ command: `revert ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) => revertPackage(s, args.package, { pids: args.pid }));
+          const r: RevertResult = await revert({ package: args.package, pids: args.pid, verbose: args.verbose, wait: args.wait });
           out.result(r, () => `reverted ${r.from.kb} ${r.from.packageId} → ${'baseline' in r.to ? `plain baseline ${r.to.baseline}` : `${r.to.kb} ${r.to.packageId} (#${r.to.sequence})`}; status ${r.status}\n${processTable(r.processes)}`);
           process.exitCode = processExit(r.processes, r.status === 'Failed');
         } catch (e) {
@@ -182,7 +180,7 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common & { check: boolean };
         const out = printer(args.json);
         try {
-          const r = await withSession({ command: 'status', verbose: args.verbose, readOnly: true }, (s) => status(s));
+          const r = await status({ verbose: args.verbose });
           if (!args.check) {
             out.result(r, () => statusHuman(r));
             return;
@@ -204,7 +202,7 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common & { days: number };
         const out = printer(args.json);
         try {
-          const r = await withSession({ command: 'history', verbose: args.verbose, readOnly: true }, (s) => readHistory(s.home, { sinceDays: args.days }));
+          const r = await history({ days: args.days, verbose: args.verbose });
           out.result(r, () =>
             r.entries.length === 0 ? `no updates in the last ${args.days} days` : table(['TIME', 'ACTION', 'KB', 'PACKAGE', 'RESULT', 'DETAIL'], r.entries.map((e) => [e.time, e.action, e.kb ?? '-', e.packageId ?? '-', e.result, e.detail ? summarize(e.detail) : ''])));
         } catch (e) {
@@ -220,7 +218,7 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common;
         const out = printer(args.json);
         try {
-          const r = await withSession({ command: 'reboot', verbose: args.verbose, wait: args.wait }, (s) => reboot(s));
+          const r = await reboot({ verbose: args.verbose, wait: args.wait });
           out.result(r, () => rebootHuman(r));
           process.exitCode = rebootExit(r);
         } catch (e) {
@@ -236,7 +234,7 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common;
         const out = printer(args.json);
         try {
-          const r = await withSession({ command: 'boot', verbose: args.verbose, wait: args.wait }, (s) => boot(s));
+          const r = await boot({ verbose: args.verbose, wait: args.wait });
           out.result(r, () => rebootHuman(r));
           process.exitCode = rebootExit(r);
         } catch (e) {
