@@ -62,7 +62,7 @@ export function installedBaselineManifest(home: string, baselineId: string): Bas
 export function serviceSpecs(home: string, baselineId: string): ServiceSpec[] {
   const m = installedBaselineManifest(home, baselineId);
   if (!m) throw new HpError('BASELINE_NOT_INSTALLED', `baseline ${baselineId} is not installed`);
-  return m.services.map((svc) => ({ name: svc.name, file: path.join(baselineDir(home, baselineId), svc.file), args: svc.args, baselineId }));
+  return m.services.map((svc) => ({ name: svc.name, file: path.join(baselineDir(home, baselineId), svc.file), args: svc.args, baselineId, readiness: svc.readiness }));
 }
 
 export { writeBaselinePointer };

@@ -36,6 +36,7 @@ import {
   type HotpatchTarget,
   type Manifest,
   type PayloadEntry,
+  type Readiness,
 } from './manifest.js';
 
 interface CommonPackOptions {
@@ -56,7 +57,7 @@ export interface PackBaselineOptions extends CommonPackOptions {
   /** Default: id. */
   baselineId?: string;
   files: { path: string; source: string; mode?: number }[];
-  services: { name: string; file: string; args?: string[] }[];
+  services: { name: string; file: string; args?: string[]; readiness?: Readiness }[];
 }
 
 export interface PackHotpatchOptions extends CommonPackOptions {
@@ -136,7 +137,7 @@ export async function packBaseline(opts: PackBaselineOptions): Promise<PackResul
     planned: opts.planned,
     payload: entries,
     files,
-    services: opts.services.map((s) => ({ name: s.name, file: s.file, args: s.args ?? [] })),
+    services: opts.services.map((s) => ({ name: s.name, file: s.file, args: s.args ?? [], ...(s.readiness ? { readiness: s.readiness } : {}) })),
   };
   return finish(opts, draft, payload);
 }
