@@ -10,6 +10,10 @@
 
 #include "core.h"
 
+namespace hp {
+void RegisterNotifySocket(Napi::Env env, Napi::Object exports);  // notify_socket.cc
+}
+
 namespace {
 
 using hp::CoreError;
@@ -366,6 +370,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("transaction", Napi::Function::New(env, Transaction));
   exports.Set("snapshot", Napi::Function::New(env, Snapshot));
   exports.Set("floor", Napi::Function::New(env, Floor));
+  hp::RegisterNotifySocket(env, exports);
   return exports;
 }
 

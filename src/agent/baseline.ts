@@ -152,6 +152,7 @@ export function serviceSpecs(home: string, baselineId: string): ServiceSpec[] {
     file: filePath(b, svc.file),
     args: svc.args,
     baselineId,
+    readiness: svc.readiness,
     ...(svc.managedBy === 'external' ? { managedBy: 'external' as const, restart: svc.restart, buildId: m.files.find((f) => f.path === svc.file)?.buildId } : {}),
   }));
 }

@@ -174,7 +174,7 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
       }
       if (ours) {
         const { logOffset: _o, ...rec } = ours;
-        await waitServiceReady(s.home, rec, { logOffset: ours.logOffset });
+        await waitServiceReady(s.home, rec, { logOffset: ours.logOffset, readiness: spec.readiness });
         s.state.services = [...s.state.services, rec];
         await s.save();
         kept.push({ name: spec.name, pid: rec.pid, how: 'adopted' });

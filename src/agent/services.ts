@@ -22,8 +22,9 @@
  *   fd 0. The service thus holds a writer of its own stdin, which therefore never reaches end of
  *   file (our fixtures exit at EOF), whoever else opens and closes the FIFO. Anybody may still
  *   send the service a command line by writing to the FIFO.
- * - stdout and stderr are appended (O_APPEND) to logs/services/<name>.log. Readiness is a line
- *   `READY` in that log after the offset it had when the service was started.
+ * - stdout and stderr are appended (O_APPEND) to logs/services/<name>.log. Readiness is, as the
+ *   manifest chooses (readiness.ts), a line `READY` in that log after the offset it had when the
+ *   service was started, `READY=1` sent to $NOTIFY_SOCKET (sd_notify), or a socket that accepts.
  * - Identity is (PID, start time), the start time being field 22 of /proc/PID/stat (clock ticks
  *   after boot): a recycled PID has another start time, so serviceAlive() never mistakes a new
  *   process for the old service, and stopService() never signals a stranger.
@@ -38,6 +39,7 @@ import { HpError } from '../errors.js';
 import { readJsonSync, writeJsonAtomic } from './atomic.js';
 import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
 import { killPoint } from './kill-point.js';
+import { DEFAULT_READINESS, expandRun, prepareReadiness, readFrom, readinessWaiter, type Readiness } from './readiness.js';
 
 export interface ServiceSpec {
   name: string;
@@ -51,6 +53,8 @@ export interface ServiceSpec {
   restart?: string[];
   /** The build-id of its file: how its process is recognised whatever path it runs the file from. */
   buildId?: string;
+  /** How it says it is ready (default: a line READY). */
+  readiness?: Readiness;
 }
 
 /** A running service, as recorded in state.services. */
@@ -267,61 +271,17 @@ async function logSize(file: string): Promise<number> {
   return st?.size ?? 0;
 }
 
-async function readFrom(file: string, offset: number, max = 1 << 20): Promise<Buffer> {
-  let handle: fsp.FileHandle | undefined;
-  try {
-    handle = await fsp.open(file, 'r');
-    const buf = Buffer.alloc(max);
-    const { bytesRead } = await handle.read(buf, 0, max, offset);
-    return buf.subarray(0, bytesRead);
-  } catch {
-    return Buffer.alloc(0);
-  } finally {
-    await handle?.close();
-  }
-}
-
 async function logTail(file: string, since: number): Promise<string> {
   const size = await logSize(file);
   const from = Math.max(since, size - LOG_TAIL_BYTES);
   return (await readFrom(file, from, LOG_TAIL_BYTES)).toString('utf8').trim();
 }
 
-/**
- * Follows a log from an offset and tells whether a line `READY` appeared. Works on bytes, so a
- * multi-byte character cut by a read never shifts the offset.
- */
-class ReadyScanner {
-  private partial = Buffer.alloc(0);
-
-  constructor(
-    private readonly file: string,
-    private position: number,
-  ) {}
-
-  async sawReady(): Promise<boolean> {
-    for (;;) {
-      const chunk = await readFrom(this.file, this.position);
-      if (chunk.length === 0) return false;
-      this.position += chunk.length;
-      let data = Buffer.concat([this.partial, chunk]);
-      let nl: number;
-      while ((nl = data.indexOf(0x0a)) >= 0) {
-        if (data.subarray(0, nl).toString('latin1').replace(/\r$/, '') === 'READY') return true;
-        data = data.subarray(nl + 1);
-      }
-      // A line longer than any READY line need not be kept whole: keep its last bytes only.
-      this.partial = Buffer.from(data.subarray(Math.max(0, data.length - 16)));
-    }
-  }
-}
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** The service's arguments as it is started: every `${HP_RUN}` replaced by the home's run directory. */
 function expandArgs(home: string, spec: ServiceSpec): string[] {
-  const run = homeLayout(home).run;
-  return spec.args.map((arg) => arg.split('${HP_RUN}').join(run));
+  return spec.args.map((arg) => expandRun(home, arg));
 }
 
 /**
@@ -360,7 +320,6 @@ export async function startService(
   spec: ServiceSpec,
   options: StartServiceOptions = {},
 ): Promise<ServiceRecord & { readyMs: number }> {
-  const readyTimeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
   checkSafeName('service name', spec.name);
   const layout = homeLayout(home);
   if (!path.isAbsolute(spec.file)) {
@@ -401,7 +360,33 @@ export async function startService(
   }
 
   const args = expandArgs(home, spec);
-  const env: NodeJS.ProcessEnv = { ...process.env, HP_RUN: layout.run };
+  const readiness = spec.readiness ?? DEFAULT_READINESS;
+  let prepared;
+  try {
+    prepared = prepareReadiness(home, spec.name, readiness);
+  } catch (error) {
+    throw new HpError('SERVICE_START_FAILED', `cannot start service ${spec.name}: cannot bind its notify socket: ${(error as Error).message}`, { service: spec.name });
+  }
+  try {
+    return await launchAndWait(home, spec, options, { args, readiness, notifyFd: prepared.notifyFd, env: prepared.env });
+  } finally {
+    prepared.close();
+  }
+}
+
+async function launchAndWait(
+  home: string,
+  spec: ServiceSpec,
+  options: StartServiceOptions,
+  ready: { args: string[]; readiness: Readiness; notifyFd?: number; env: Record<string, string> },
+): Promise<ServiceRecord & { readyMs: number }> {
+  const layout = homeLayout(home);
+  const { args } = ready;
+  const fifo = serviceStdinFifo(home, spec.name);
+  const log = serviceLogPath(home, spec.name);
+  const env: NodeJS.ProcessEnv = { ...process.env, HP_RUN: layout.run, ...ready.env };
+  // Not ours to pass on: a NOTIFY_SOCKET the agent itself was given belongs to its own manager.
+  if (!ready.env.NOTIFY_SOCKET) delete env.NOTIFY_SOCKET;
   // The launcher is a plain Node: keep the agent's own Node options (loaders, inspector) out of it.
   delete env.NODE_OPTIONS;
   const offset = await logSize(log);
@@ -448,29 +433,36 @@ export async function startService(
     });
   }
   killPoint('service:pid-file-written');
-  const readyMs = await waitServiceReady(home, record, { logOffset: offset, readyTimeoutMs, began });
+  const readyMs = await waitServiceReady(home, record, { logOffset: offset, readyTimeoutMs: options.readyTimeoutMs, began, readiness: ready.readiness, notifyFd: ready.notifyFd });
   return { ...record, readyMs };
 }
 
 /**
- * Waits until the service writes a line READY in its log after `logOffset`; returns the ms since
- * `began` (default: now). For a service just started, and for one a killed agent started whose
- * log offset it had recorded. Fails with SERVICE_EXITED (died before READY; its pid file is
- * removed) or SERVICE_NOT_READY (timed out; the service is stopped then).
+ * Waits until the service is ready as its `readiness` says (default: a line READY in its log
+ * after `logOffset`); returns the ms since `began` (default: now). For a service just started,
+ * and for one a killed agent started whose log offset it had recorded. The timeout is the
+ * readiness's own `timeoutMs`, else `readyTimeoutMs`, else 10 s. Fails with SERVICE_EXITED (died
+ * before it was ready; its pid file is removed) or SERVICE_NOT_READY (timed out; the service is
+ * stopped then).
  */
-export async function waitServiceReady(home: string, record: ServiceRecord, o: { logOffset: number; readyTimeoutMs?: number; began?: number }): Promise<number> {
-  const readyTimeoutMs = o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
+export async function waitServiceReady(
+  home: string,
+  record: ServiceRecord,
+  o: { logOffset: number; readyTimeoutMs?: number; began?: number; readiness?: Readiness; notifyFd?: number },
+): Promise<number> {
+  const readiness = o.readiness ?? DEFAULT_READINESS;
+  const readyTimeoutMs = readiness.timeoutMs ?? o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
   const began = o.began ?? performance.now();
   const { pid, name } = record;
   const log = serviceLogPath(home, name);
   const offset = o.logOffset;
   const deadline = began + readyTimeoutMs;
-  const scanner = new ReadyScanner(log, offset);
+  const waiter = readinessWaiter(home, name, readiness, { logOffset: offset, notifyFd: o.notifyFd });
   for (;;) {
-    if (await scanner.sawReady()) return Math.round(performance.now() - began);
+    if (await waiter.ready()) return Math.round(performance.now() - began);
     if (!serviceAlive(record)) {
-      // It may have written READY and exited between our read and this check: one last look.
-      if (await scanner.sawReady()) return Math.round(performance.now() - began);
+      // It may have said so and exited between our look and this check: one last look.
+      if (await waiter.ready()) return Math.round(performance.now() - began);
       await fsp.rm(servicePidFile(home, name), { force: true });
       const tail = await logTail(log, offset);
       throw new HpError('SERVICE_EXITED', `service ${name} (PID ${pid}) exited before it was ready${tail ? `; its log ends with: ${tail}` : ''}`, {
@@ -484,8 +476,8 @@ export async function waitServiceReady(home: string, record: ServiceRecord, o: {
       const tail = await logTail(log, offset);
       throw new HpError(
         'SERVICE_NOT_READY',
-        `service ${name} (PID ${pid}) did not write READY within ${readyTimeoutMs} ms; it was stopped (${stop.how})${tail ? `; its log ends with: ${tail}` : ''}`,
-        { service: name, pid, log, stop },
+        `service ${name} (PID ${pid}) did not ${waiter.awaited} within ${readyTimeoutMs} ms; it was stopped (${stop.how})${tail ? `; its log ends with: ${tail}` : ''}`,
+        { service: name, pid, log, stop, readiness: readiness.type },
       );
     }
     await sleep(POLL_MS);

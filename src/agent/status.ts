@@ -137,7 +137,7 @@ async function processStatus(s: StatusInput, system: string, proc: RunningProces
     if (!file) continue;
     let states;
     try {
-      states = await inspectFunctions(proc.pid, [...fns.keys()], file);
+      states = await inspectFunctions({ pid: proc.pid, functions: [...fns.keys()], object: file });
     } catch (e) {
       reasons.push(`cannot read ${rel}: ${(e as Error).message}`);
       continue;

@@ -1,10 +1,10 @@
 /** The agent's commands: apply, revert, status, history, reboot, boot. */
 import cliProgress from 'cli-progress';
 import type { Argv } from 'yargs';
-import { readHistory, type HistoryRead } from '../agent/history.js';
 import type { Output } from '../contract/index.js';
-import { applyPackage, boot, reboot, revertPackage, status, type InstallResult, type RebootResult, type RevertResult } from '../agent/operations.js';
-import { withSession } from '../agent/session.js';
+import { apply, boot, history, reboot, revert, status } from '../agent/library.js';
+import type { InstallResult, RebootResult, RevertResult } from '../agent/operations.js';
+import type { HistoryRead } from '../agent/history.js';
 import type { ProcessResult } from '../agent/hotpatch.js';
 import type { StatusReport } from '../agent/status.js';
 import { EXIT, printer, table } from './output.js';
@@ -148,8 +148,7 @@ export function agentCommands(y: Argv): Argv {
         const out = printer(args.json);
         const bar = progressBar(args.json);
         try {
-          const r = await withSession({ command: `apply ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) =>
-            applyPackage(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update }));
+          const r = await apply({ package: args.package, pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update, verbose: args.verbose, wait: args.wait });
           bar.stop();
           const body: Output<'apply'> = r;
           out.result(body, () => installHuman(r));
@@ -168,7 +167,7 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common & { package: string; pid?: number[] };
         const out = printer(args.json);
         try {
-          const r: RevertResult = await withSession({ command: `revert ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) => revertPackage(s, args.package, { pids: args.pid }));
+          const r: RevertResult = await revert({ package: args.package, pids: args.pid, verbose: args.verbose, wait: args.wait });
           const body: Output<'revert'> = r;
           out.result(body, () => `reverted ${r.from.kbId} ${r.from.packageId} → ${'packageId' in r.to ? `${r.to.kbId} ${r.to.packageId} (#${r.to.sequence})` : `plain baseline ${r.to.baselineId}`}; status ${r.status}\n${processTable(r.processes)}`);
           process.exitCode = processExit(r.processes, r.status === 'Failed');
@@ -190,7 +189,7 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common & { check: boolean };
         const out = printer(args.json);
         try {
-          const r = await withSession({ command: 'status', verbose: args.verbose, readOnly: true }, (s) => status(s));
+          const r = await status({ verbose: args.verbose });
           if (!args.check) {
             const body: Output<'status'> = r;
             out.result(body, () => statusHuman(r));
@@ -214,7 +213,7 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common & { days: number };
         const out = printer(args.json);
         try {
-          const r = historyOutput(await withSession({ command: 'history', verbose: args.verbose, readOnly: true }, (s) => readHistory(s.home, { sinceDays: args.days })));
+          const r = historyOutput(await history({ days: args.days, verbose: args.verbose }));
           out.result(r, () =>
             r.entries.length === 0 ? `no updates in the last ${args.days} days` : table(['TIME', 'ACTION', 'KB', 'PACKAGE', 'RESULT', 'DETAIL'], r.entries.map((e) => [e.time, e.action, e.kbId ?? '-', e.packageId ?? '-', e.result, e.detail ? summarize(e.detail) : ''])));
         } catch (e) {
@@ -230,7 +229,7 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common;
         const out = printer(args.json);
         try {
-          const r = await withSession({ command: 'reboot', verbose: args.verbose, wait: args.wait }, (s) => reboot(s));
+          const r = await reboot({ verbose: args.verbose, wait: args.wait });
           const body: Output<'reboot'> = r;
           out.result(body, () => rebootHuman(r));
           process.exitCode = rebootExit(r);
@@ -247,7 +246,7 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common;
         const out = printer(args.json);
         try {
-          const r = await withSession({ command: 'boot', verbose: args.verbose, wait: args.wait }, (s) => boot(s));
+          const r = await boot({ verbose: args.verbose, wait: args.wait });
           const body: Output<'reboot'> = r;
           out.result(body, () => rebootHuman(r));
           process.exitCode = rebootExit(r);

@@ -9,6 +9,8 @@ import {
   formatFieldPath,
   isExternalFile,
   MANIFEST_FIELDS,
+  ReadinessSchema,
+  type Readiness,
   keyIdOfPrivateKey,
   packBaseline,
   packHotpatch,
@@ -46,6 +48,7 @@ interface BaselineArgs extends CommonArgs {
   installed?: string[];
   service?: string[];
   externalService?: string[];
+  readiness?: string[];
 }
 
 interface HotpatchArgs extends CommonArgs {
@@ -81,7 +84,16 @@ const BaselineIn = z.strictObject({
     .array(z.union([z.strictObject({ path: z.string(), source: z.string(), mode: mode.optional() }), z.strictObject({ path: z.string(), installedAt: z.string() })]))
     .optional(),
   services: z
-    .array(z.strictObject({ name: z.string(), file: z.string(), args: z.array(z.string()).optional(), managedBy: z.enum(['agent', 'external']).optional(), restart: z.array(z.string()).optional() }))
+    .array(
+      z.strictObject({
+        name: z.string(),
+        file: z.string(),
+        args: z.array(z.string()).optional(),
+        managedBy: z.enum(['agent', 'external']).optional(),
+        restart: z.array(z.string()).optional(),
+        readiness: ReadinessSchema.optional(),
+      }),
+    )
     .optional(),
 });
 const HotpatchIn = z.strictObject({
@@ -157,6 +169,29 @@ export function parseServiceSpec(spec: string): { name: string; file: string; ar
   return i < 0 ? { name, file: rest, args: [] } : { name, file: rest.slice(0, i), args: rest.slice(i + 1) === '' ? [] : rest.slice(i + 1).split(',') };
 }
 
+/**
+ * --readiness NAME=KIND: line | notify | socket:PATH | tcp:[HOST:]PORT, each optionally
+ * followed by @TIMEOUT_MS. Checked against the manifest's schema here, while parsing.
+ */
+export function parseReadinessSpec(spec: string): { name: string; readiness: Readiness } {
+  const [name, rest] = splitAssignment('--readiness', spec, 'NAME=line|notify|socket:PATH|tcp:[HOST:]PORT[@TIMEOUT_MS]');
+  const at = rest.lastIndexOf('@');
+  const kind = at < 0 ? rest : rest.slice(0, at);
+  const timeoutMs = at < 0 ? undefined : /^\d+$/.test(rest.slice(at + 1)) ? Number(rest.slice(at + 1)) : NaN;
+  let value: unknown;
+  if (kind === 'line' || kind === 'notify') value = { type: kind };
+  else if (kind.startsWith('socket:')) value = { type: 'socket', path: kind.slice(7) };
+  else if (kind.startsWith('tcp:')) {
+    const hp = kind.slice(4);
+    const c = hp.lastIndexOf(':');
+    const port = /^\d+$/.test(hp.slice(c + 1)) ? Number(hp.slice(c + 1)) : NaN;
+    value = c < 0 ? { type: 'socket', port } : { type: 'socket', host: hp.slice(0, c), port };
+  }
+  const r = value === undefined ? undefined : ReadinessSchema.safeParse(timeoutMs === undefined ? value : { ...(value as object), timeoutMs });
+  if (!r?.success) throw usage(`--readiness expects NAME=line|notify|socket:PATH|tcp:[HOST:]PORT[@TIMEOUT_MS], got "${spec}"${r ? `: ${r.error.issues[0]?.message}` : ''}`);
+  return { name, readiness: r.data };
+}
+
 /** [install/path:]symbol[=replacement] */
 export function parseTargetFunctionSpec(spec: string): { target?: string; symbol: string; replacement?: string } {
   const eq = spec.indexOf('=');
@@ -200,11 +235,23 @@ export async function baselineOptions(a: BaselineArgs, privateKeyPem: string): P
     ...(a.file ?? []).map(parseFileSpec),
     ...(a.installed ?? []).map(parseInstalledSpec),
   ];
-  const services = [
-    ...(j?.services ?? []).map((s) => ({ name: s.name, file: s.file, args: s.args ?? [], ...(s.managedBy ? { managedBy: s.managedBy } : {}), ...(s.restart ? { restart: s.restart } : {}) })),
+  const services: { name: string; file: string; args: string[]; managedBy?: 'agent' | 'external'; restart?: string[]; readiness?: Readiness }[] = [
+    ...(j?.services ?? []).map((s) => ({
+      name: s.name,
+      file: s.file,
+      args: s.args ?? [],
+      ...(s.managedBy ? { managedBy: s.managedBy } : {}),
+      ...(s.restart ? { restart: s.restart } : {}),
+      ...(s.readiness ? { readiness: s.readiness } : {}),
+    })),
     ...(a.service ?? []).map(parseServiceSpec),
     ...(a.externalService ?? []).map(parseExternalServiceSpec),
   ];
+  for (const { name, readiness } of (a.readiness ?? []).map(parseReadinessSpec)) {
+    const svc = services.find((x) => x.name === name);
+    if (!svc) throw usage(`--readiness names service "${name}", which no --service defines`);
+    svc.readiness = readiness;
+  }
   if (files.length === 0) throw usage('a baseline needs at least one --file INSTALL/PATH=SOURCE[:MODE] or --installed INSTALL/PATH=/ABSOLUTE/PATH');
   const baselineId = a.baselineId ?? j?.baselineId;
   return {
@@ -353,6 +400,7 @@ export function packCommand(y: Argv): Argv {
             .option('installed', { type: 'string', array: true, describe: 'INSTALL/PATH=/ABSOLUTE/PATH: a file already installed on the machine, described (SHA-256, build-id) but not shipped; repeatable' })
             .option('service', { type: 'string', array: true, describe: 'NAME=FILE[:ARG,ARG...] (FILE: an install path; ${HP_RUN}: the agent\'s runtime dir); repeatable' })
             .option('external-service', { type: 'string', array: true, describe: 'NAME=FILE:COMMAND[,ARG...]: a service something else starts (systemd...); the agent runs COMMAND to restart it at a reboot; repeatable' })
+            .option('readiness', { type: 'string', array: true, describe: 'NAME=line|notify|socket:PATH|tcp:[HOST:]PORT[@TIMEOUT_MS]: how service NAME says it is ready (default line: it prints READY); repeatable' })
             .epilogue(
               [
                 'Example:',

@@ -243,10 +243,18 @@ function transactionReport(t: TransactionResult): TransactionReport {
 
 const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, threads: 0, attempts: 0, realtime: false };
 
+export interface InspectOptions {
+  pid: number;
+  /** The functions' symbol names. */
+  functions: string[];
+  /** Path or file name of the object; default the executable. */
+  object?: string;
+}
+
 /** What each function's entry holds now, read from the process (never from our own files). */
-export async function inspectFunctions(pid: number, names: string[], object?: string): Promise<FunctionState[]> {
-  const view = new ProcessView(pid);
-  return (await readEntries(view, view.object(object), names)).map((e) => e.state);
+export async function inspectFunctions(opts: InspectOptions): Promise<FunctionState[]> {
+  const view = new ProcessView(opts.pid);
+  return (await readEntries(view, view.object(opts.object), opts.functions)).map((e) => e.state);
 }
 
 // ---- planning ------------------------------------------------------------------------------------

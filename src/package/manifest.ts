@@ -148,6 +148,30 @@ export const BaselineFileSchema = z.discriminatedUnion('external', [ShippedFileS
 export const SERVICE_MANAGERS = ['agent', 'external'] as const;
 
 const commandWord = z.string().min(1).max(4096).refine((a) => !a.includes('\0'), { error: 'must not contain NUL' });
+/** How long a service may take to become ready (ms); the agent's default is 10 s. */
+const readinessTimeout = z.number().int().min(1).max(600_000).optional();
+
+/**
+ * How the agent knows a service it started is ready (README "Readiness"). Absent: `line`.
+ * - line: the service writes a line `READY` on stdout or stderr;
+ * - notify: systemd's sd_notify — the service sends `READY=1` to the datagram socket $NOTIFY_SOCKET;
+ * - socket: a probe — a Unix socket (`path`, `${HP_RUN}` allowed) or TCP port (`port`, `host`
+ *   default 127.0.0.1) that accepts a connection.
+ */
+export const ReadinessSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('line'), timeoutMs: readinessTimeout }),
+  z.strictObject({ type: z.literal('notify'), timeoutMs: readinessTimeout }),
+  z
+    .strictObject({
+      type: z.literal('socket'),
+      path: z.string().min(1).max(4096).refine((a) => !a.includes('\0'), { error: 'must not contain NUL' }).optional(),
+      port: z.number().int().min(1).max(65_535).optional(),
+      host: z.string().min(1).max(255).optional(),
+      timeoutMs: readinessTimeout,
+    })
+    .refine((r) => (r.path === undefined) !== (r.port === undefined), { error: 'a socket probe needs either "path" (Unix) or "port" (TCP), not both' })
+    .refine((r) => r.host === undefined || r.port !== undefined, { error: '"host" goes with "port" (TCP)' }),
+]);
 
 export const ServiceSchema = z.strictObject({
   name: identifier,
@@ -157,6 +181,7 @@ export const ServiceSchema = z.strictObject({
   managedBy: z.enum(SERVICE_MANAGERS, { error: 'expected "agent" or "external"' }).optional(),
   /** For an external service: the command (program and arguments, no shell) that restarts it, e.g. ["systemctl", "restart", "greetd"]. */
   restart: z.array(commandWord).min(1, { error: 'expected a program and its arguments' }).max(256).optional(),
+  readiness: ReadinessSchema.optional(),
 });
 
 /**
@@ -229,6 +254,7 @@ export function isExternalFile(f: BaselineFile): f is ExternalFile {
   return f.external === true;
 }
 export type BaselineService = z.infer<typeof ServiceSchema>;
+export type Readiness = z.infer<typeof ReadinessSchema>;
 export type HotpatchFunction = z.infer<typeof HotpatchFunctionSchema>;
 export type HotpatchTarget = z.infer<typeof HotpatchTargetSchema>;
 export type BaselineManifest = z.infer<typeof BaselineManifestSchema>;

@@ -37,6 +37,7 @@ import {
   type Manifest,
   type PayloadEntry,
   type ServiceManager,
+  type Readiness,
 } from './manifest.js';
 
 interface CommonPackOptions {
@@ -61,7 +62,7 @@ export interface PackBaselineOptions extends CommonPackOptions {
    * (`installedAt`: an absolute path, read for its SHA-256 and build-id, not shipped).
    */
   files: ({ path: string; source: string; mode?: number } | { path: string; installedAt: string })[];
-  services: { name: string; file: string; args?: string[]; managedBy?: ServiceManager; restart?: string[] }[];
+  services: { name: string; file: string; args?: string[]; managedBy?: ServiceManager; restart?: string[]; readiness?: Readiness }[];
 }
 
 export interface PackHotpatchOptions extends CommonPackOptions {
@@ -157,6 +158,7 @@ export async function packBaseline(opts: PackBaselineOptions): Promise<PackResul
       args: s.args ?? [],
       ...(s.managedBy ? { managedBy: s.managedBy } : {}),
       ...(s.restart ? { restart: s.restart } : {}),
+      ...(s.readiness ? { readiness: s.readiness } : {}),
     })),
   };
   return finish(opts, draft, payload);

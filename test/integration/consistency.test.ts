@@ -41,7 +41,7 @@ describe('function consistency', () => {
     const t = await spawnTarget(fixturePath('blocked'));
     const r = await applyPatch({ pid: t.pid, ...SLEEPER, consistency: 'entry' });
     expect(r.sites[0].action).toBe('patch');
-    expect((await inspectFunctions(t.pid, ['sleeper']))[0].state).toBe('patched');
+    expect((await inspectFunctions({ pid: t.pid, functions: ['sleeper'] }))[0].state).toBe('patched');
     await stillWorks(t, '42'); // the sleeper thread runs on in the old sleeper
     await revertFunctions({ pid: t.pid, functions: ['sleeper'] });
     expect((await entryBytes(t.pid, 'sleeper')).equals(fileEntryBytes(t.pid, 'sleeper'))).toBe(true);

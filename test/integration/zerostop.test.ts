@@ -116,7 +116,7 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
     const before = await around(pid);
     expect(before.memory.equals(before.file)).toBe(true);
     expect(before.memory.toString('hex').slice(0, 14)).toBe('90909090909090');
-    expect((await inspectFunctions(pid, ['compute']))[0]).toMatchObject({ state: 'original', form: 'padding' });
+    expect((await inspectFunctions({ pid, functions: ['compute'] }))[0]).toMatchObject({ state: 'original', form: 'padding' });
 
     // Scheduling noise alone, over a span like a switch's.
     const idle = await observed(s, () => sleep(5));
@@ -136,7 +136,7 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
     expect(await t.request('call')).toBe('182');
     expect(t.pid).toBe(pid);
     expect(t.alive()).toBe(true);
-    const [state] = await inspectFunctions(pid, ['compute']);
+    const [state] = await inspectFunctions({ pid, functions: ['compute'] });
     expect(state).toMatchObject({ state: 'patched', form: 'padding', jump: { target: sw.result.sites[0].target } });
     expect(state.record?.zeroStop).toMatchObject({ entryNop: 'two-90', original: '9090', switched: 'ebf9' });
     const switched = (await around(pid)).memory;
@@ -157,7 +157,7 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
     expect(reverted.stops).toBe(0);
     expect((await around(pid)).memory.equals(before.memory)).toBe(true);
     expect(await t.request('call')).toBe('42');
-    expect((await inspectFunctions(pid, ['compute']))[0].state).toBe('original');
+    expect((await inspectFunctions({ pid, functions: ['compute'] }))[0].state).toBe('original');
 
     console.log(
       `zero-stop, spinner during: idle 5 ms: ${describeObs(idle)}\n` +
@@ -242,12 +242,12 @@ describe('zero-stop on many functions', () => {
     expect(applied).toMatchObject({ mode: 'zero-stop', threads: 0 });
     expect(applied.sites).toHaveLength(256);
     await b.expectAnswers(all, true);
-    const states = await inspectFunctions(b.pid, functionNames(256));
+    const states = await inspectFunctions({ pid: b.pid, functions: functionNames(256) });
     expect(states.every((st) => st.state === 'patched' && st.form === 'padding')).toBe(true);
     const reverted = await revertFunctions({ pid: b.pid, functions: functionNames(256) });
     expect(reverted.mode).toBe('zero-stop');
     await b.expectAnswers(all, false);
-    expect((await inspectFunctions(b.pid, functionNames(256))).every((st) => st.state === 'original')).toBe(true);
+    expect((await inspectFunctions({ pid: b.pid, functions: functionNames(256) })).every((st) => st.state === 'original')).toBe(true);
   });
 });
 
