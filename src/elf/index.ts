@@ -2,3 +2,5 @@ export * from './constants.js';
 export * from './types.js';
 export { ElfFile } from './elf-file.js';
 export { notAFunction } from './function-symbol.js';
+export { DwarfError, readDwarf, type Die, type DwarfInfo } from './dwarf.js';
+export { inlinedCallers, type InlineCheck, type InlinedCaller } from './inlined-copies.js';
