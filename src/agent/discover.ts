@@ -42,19 +42,40 @@ export function processesUnder(root: string, pids: number[] = allPids()): Runnin
 }
 
 /** The same, one process at a time, as the search finds them (so a caller can act on each at once). */
-export function* searchProcesses(root: string, pids: number[] = allPids()): Generator<RunningProcess, void, undefined> {
+export function searchProcesses(root: string, pids: number[] = allPids()): Generator<RunningProcess, void, undefined> {
   const prefix = path.resolve(root) + path.sep;
-  const wanted = (p: string): boolean => p.startsWith(prefix);
+  return searchMatching(prefix, (p) => p.startsWith(prefix), pids);
+}
+
+/**
+ * Processes that map `object`: a path (matched literally or through its real path) or a file
+ * name (matched against each mapped file's basename), as `--object` names it.
+ */
+export function processesMapping(object: string, pids: number[] = allPids()): RunningProcess[] {
+  if (!object.includes('/')) return [...searchMatching(object, (p) => path.basename(p) === object, pids)];
+  const names = new Set([path.resolve(object)]);
+  try {
+    names.add(fs.realpathSync(object));
+  } catch {
+    // not on disk (any more): only the literal path can match
+  }
+  const found = new Map<number, RunningProcess>();
+  for (const name of names) for (const p of searchMatching(name, (m) => m === name, pids)) found.set(p.pid, p);
+  return [...found.values()].sort((a, b) => a.pid - b.pid);
+}
+
+/** Processes whose maps contain `text` and map a file `wanted` accepts. */
+function* searchMatching(text: string, wanted: (path: string) => boolean, pids: number[]): Generator<RunningProcess, void, undefined> {
   // One search: each installed file is stat'ed once, not opened through map_files per process.
   const search = new FileSearch();
   for (const pid of pids) {
     let maps;
     try {
-      // Most processes on a machine run none of our files: look for the folder in the raw text
+      // Most processes on a machine run none of our files: look for the text in the raw maps
       // before parsing anything.
-      const text = readProcText(pid, 'maps');
-      if (!text.includes(prefix)) continue;
-      maps = parseMaps(text);
+      const raw = readProcText(pid, 'maps');
+      if (!raw.includes(text)) continue;
+      maps = parseMaps(raw);
     } catch {
       continue;
     }

@@ -3,4 +3,4 @@ export * from './types.js';
 export { ElfFile } from './elf-file.js';
 export { notAFunction } from './function-symbol.js';
 export { DwarfError, readDwarf, type Die, type DwarfInfo } from './dwarf.js';
-export { inlinedCallers, type InlineCheck, type InlinedCaller } from './inlined-copies.js';
+export { inlinedCallers, inlinedCopyWarnings, type InlineCheck, type InlinedCaller, type InlineWarning } from './inlined-copies.js';

@@ -93,3 +93,40 @@ export function inlinedCallers(elf: ElfFile, name: string): InlineCheck {
   }
   return { dwarf: true, callers: [...callers.values()].sort((a, b) => (a.address ?? 0) - (b.address ?? 0)) };
 }
+
+/** A patch that will not reach every copy of a function: said, never refused. */
+export interface InlineWarning {
+  code: 'INLINED_COPIES';
+  /** The patched object, as the command names it. */
+  object: string;
+  function: string;
+  /** The callers holding inlined copies; addresses as `0x…` link-time addresses. */
+  callers: { name: string; address?: string; copies: number }[];
+  message: string;
+}
+
+/**
+ * One warning per function of `functions` that the compiler inlined into callers that are not
+ * patched too (a caller in `functions` gets the new code through its own patch).
+ */
+export function inlinedCopyWarnings(elf: ElfFile, object: string, functions: string[]): InlineWarning[] {
+  const patched = new Set(functions);
+  const out: InlineWarning[] = [];
+  for (const fn of new Set(functions)) {
+    const check = inlinedCallers(elf, fn);
+    if (!check.dwarf) continue;
+    const callers = check.callers.filter((c) => !patched.has(c.name));
+    if (callers.length === 0) continue;
+    const names = callers.map((c) => c.name).join(', ');
+    out.push({
+      code: 'INLINED_COPIES',
+      object,
+      function: fn,
+      callers: callers.map((c) => ({ name: c.name, ...(c.address !== undefined ? { address: `0x${c.address.toString(16)}` } : {}), copies: c.copies })),
+      message:
+        `${fn} is inlined into ${names} (${object}, from its DWARF): ${callers.length === 1 ? 'that caller runs its own copy' : 'those callers run their own copies'} of the old code, which redirecting ${fn} does not reach. ` +
+        `Patch ${callers.length === 1 ? 'it' : 'them'} too, or rebuild with ${fn} marked __attribute__((noinline)) so every call goes through its entry`,
+    });
+  }
+  return out;
+}
