@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode } from '../engine/patch.js';
-import { ElfFile } from '../elf/index.js';
+import { ElfFile, inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { describeHotpatchFunction, type HotpatchManifest, type Manifest } from '../package/index.js';
 import { allPids, processesUnder, searchProcesses, type RunningProcess } from './discover.js';
@@ -95,6 +95,12 @@ export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatib
     }
     checkTargetFunctions(m, t, elf, file, payload);
   }
+}
+
+/** Functions of the hotpatch that callers in the installed files hold inlined copies of (see inlined-copies.ts). */
+export function hotpatchWarnings(home: string, m: HotpatchManifest): InlineWarning[] {
+  const root = baselineDir(home, m.baselineId);
+  return m.targets.flatMap((t) => inlinedCopyWarnings(ElfFile.fromFile(path.join(root, t.path)), t.path, t.functions.map((f) => f.symbol)));
 }
 
 /**

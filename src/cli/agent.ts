@@ -146,6 +146,7 @@ export function agentCommands(y: Argv): Argv {
             applyPackage(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update }));
           bar.stop();
           out.result(r, () => installHuman(r));
+          out.warn(r.warnings);
           process.exitCode = processExit(r.processes, r.status === 'Failed');
         } catch (e) {
           bar.stop();

@@ -299,7 +299,8 @@ async function runPack<A extends CommonArgs>(a: A, build: (a: A, key: string) =>
     const privateKeyPem = await readTextInput(a.key, 'signing key');
     const keyId = keyIdOfPrivateKey(privateKeyPem);
     const r = await build(a, privateKeyPem);
-    out.result({ path: r.path, sha256: r.sha256, size: r.size, keyId, manifest: r.manifest }, () => summary(r, keyId));
+    out.result({ path: r.path, sha256: r.sha256, size: r.size, keyId, manifest: r.manifest, ...(r.warnings ? { warnings: r.warnings } : {}) }, () => summary(r, keyId));
+    out.warn(r.warnings);
     process.exitCode = EXIT.ok;
   } catch (e) {
     process.exitCode = out.error(e);
