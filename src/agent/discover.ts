@@ -54,26 +54,52 @@ export function processesUnder(scope: string | SearchScope, pids: number[] = all
 }
 
 /** The same, one process at a time, as the search finds them (so a caller can act on each at once). */
-export function* searchProcesses(scope: string | SearchScope, pids: number[] = allPids()): Generator<RunningProcess, void, undefined> {
+export function searchProcesses(scope: string | SearchScope, pids: number[] = allPids()): Generator<RunningProcess, void, undefined> {
   const { root, paths, buildIds } = typeof scope === 'string' ? { root: scope } : scope;
   const prefix = path.resolve(root) + path.sep;
   const byBuildId = buildIds !== undefined && buildIds.size > 0;
   const named = (p: string): boolean => p.startsWith(prefix) || (paths?.has(p) ?? false);
+  // Unless a file may be found by build-id (from any path), the folder or a named path must be in the text.
+  const mayMatch = (raw: string) => byBuildId || raw.includes(prefix) || [...(paths ?? [])].some((p) => raw.includes(p));
+  return searchMatching(mayMatch, named, pids, byBuildId ? buildIds : undefined);
+}
+
+/**
+ * Processes that map `object`: a path (matched literally or through its real path) or a file
+ * name (matched against each mapped file's basename), as `--object` names it.
+ */
+export function processesMapping(object: string, pids: number[] = allPids()): RunningProcess[] {
+  if (!object.includes('/')) return [...searchMatching((raw) => raw.includes(object), (p) => path.basename(p) === object, pids)];
+  const names = new Set([path.resolve(object)]);
+  try {
+    names.add(fs.realpathSync(object));
+  } catch {
+    // not on disk (any more): only the literal path can match
+  }
+  const found = new Map<number, RunningProcess>();
+  for (const name of names) for (const p of searchMatching((raw) => raw.includes(name), (m) => m === name, pids)) found.set(p.pid, p);
+  return [...found.values()].sort((a, b) => a.pid - b.pid);
+}
+
+/**
+ * Processes whose raw maps `mayMatch` and that map a file `named` accepts (or, with `buildIds`,
+ * a file with one of those build-ids, whatever its path).
+ */
+function* searchMatching(mayMatch: (raw: string) => boolean, named: (path: string) => boolean, pids: number[], buildIds?: ReadonlySet<string>): Generator<RunningProcess, void, undefined> {
   // One search: each installed file is stat'ed once, not opened through map_files per process.
   const search = new FileSearch();
   const peeked = new Map<string, string | undefined>();
   for (const pid of pids) {
     let maps;
     try {
-      // Most processes on a machine run none of our files: look for the folder in the raw text
-      // before parsing anything (unless a file may be found by build-id, from any path).
-      const text = readProcText(pid, 'maps');
-      if (!byBuildId && !text.includes(prefix) && ![...(paths ?? [])].some((p) => text.includes(p))) continue;
-      maps = parseMaps(text);
+      // Most processes on a machine run none of the files sought: look at the raw text before parsing anything.
+      const raw = readProcText(pid, 'maps');
+      if (!mayMatch(raw)) continue;
+      maps = parseMaps(raw);
     } catch {
       continue;
     }
-    const matched = byBuildId ? filesWithBuildIds(pid, maps, named, buildIds, peeked) : undefined;
+    const matched = buildIds ? filesWithBuildIds(pid, maps, named, buildIds, peeked) : undefined;
     const wanted = matched ? (p: string) => named(p) || matched.has(p) : named;
     if (!maps.some((m) => wanted(m.path))) continue;
     let found: RunningProcess;

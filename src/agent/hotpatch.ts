@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode, type SiteAction } from '../engine/patch.js';
 import type { JumpKind } from '../x64/jump.js';
-import { ElfFile } from '../elf/index.js';
+import { ElfFile, inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { describeHotpatchFunction, type HotpatchManifest, type Manifest } from '../package/index.js';
 import { baselineFiles, baselinePathOf, filePath, searchScope, type BaselineFiles } from './baseline.js';
@@ -98,6 +98,15 @@ export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatib
     }
     checkTargetFunctions(m, t, elf, file, payload);
   }
+}
+
+/** Functions of the hotpatch that callers in the installed files hold inlined copies of (see inlined-copies.ts). */
+export function hotpatchWarnings(home: string, m: HotpatchManifest): InlineWarning[] {
+  const files = baselineFiles(home, m.baselineId);
+  return m.targets.flatMap((t) => {
+    const file = filePath(files, t.path);
+    return file ? inlinedCopyWarnings(ElfFile.fromFile(file), t.path, t.functions.map((f) => f.symbol)) : [];
+  });
 }
 
 /**

@@ -336,3 +336,29 @@ function makeHandle(file: string, info: LockInfo, takenOver: StaleLock | undefin
     waitedMs: Math.round(waitedMs),
   });
 }
+
+/**
+ * The lock for `hp-agent try`: the agent's own (the same one apply, revert and reboot take), as
+ * try writes into the same functions of the same processes and a second writer would find a
+ * half-made change (it used to say ENTRY_MISMATCH). A patch author who is not root usually cannot
+ * create the agent's home; then the lock is taken in a folder of that user's
+ * ($XDG_RUNTIME_DIR/hp-agent, else <tmpdir>/hp-agent-<uid>): such a user can only trace their own
+ * processes, so that lock still keeps two of their `try` runs apart.
+ */
+export async function acquireTryLock(home: string, options: AcquireOptions): Promise<AgentLock> {
+  try {
+    return await acquireLock(home, options);
+  } catch (e) {
+    const code = e instanceof HpError ? e.details?.code : undefined;
+    if (!(e instanceof HpError) || e.code !== 'LOCK_FAILED' || !['EACCES', 'EPERM', 'EROFS'].includes(String(code))) throw e;
+    const uid = process.getuid?.() ?? 0;
+    const own = process.env.XDG_RUNTIME_DIR ? path.join(process.env.XDG_RUNTIME_DIR, 'hp-agent') : path.join(os.tmpdir(), `hp-agent-${uid}`);
+    try {
+      fs.mkdirSync(own, { recursive: true, mode: 0o700 });
+      if (fs.statSync(own).uid !== uid) throw new Error(`${own} belongs to another user`);
+    } catch (error) {
+      throw lockIoError(own, error);
+    }
+    return acquireLock(own, options);
+  }
+}

@@ -9,7 +9,8 @@ import { installedBaselineManifest, stageBaseline } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
 import { killPoint } from './kill-point.js';
 import { planReboot, runReboot, savedIntent, startReboot, type RebootResult } from './reboot.js';
-import { applyLevel, checkHotpatchFits, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
+import { applyLevel, checkHotpatchFits, hotpatchWarnings, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
+import type { InlineWarning } from '../elf/index.js';
 import { serviceAlive } from './services.js';
 import type { Session } from './session.js';
 import { beginOperation, endOperation, pendingOperation, transitionReboot, type RebootStatus } from './state.js';
@@ -48,6 +49,8 @@ export interface InstallResult {
   /** Hotpatch level reached. */
   hotpatchLevel?: LevelOutput;
   error?: { code: string; message: string };
+  /** Hotpatches: functions whose inlined copies in their callers the patch does not reach. */
+  warnings?: InlineWarning[];
 }
 
 function historyResult(st: OperationStatus): 'Succeeded' | 'Failed' | 'CompletedWithWarnings' {
@@ -170,6 +173,7 @@ async function applyHotpatch(s: Session, pkg: Awaited<ReturnType<typeof openPack
   // A hotpatch needs no reboot (Azure: NotNeeded); one still pending from a baseline stays Required.
   const r = result(start, activity, s.state.rebootStatus === 'Required' ? 'Required' : 'NotNeeded', m, anyGood ? 'Installed' : 'Failed', processes);
   if (anyGood) r.hotpatchLevel = { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kbId: m.kb };
+  r.warnings = hotpatchWarnings(s.home, m);
   await s.record({ action: 'apply', packageId: m.id, kb: m.kb, result: historyResult(r.status), detail: { sequence: m.sequence, processes: processes.map((p) => ({ pid: p.pid, outcome: p.outcome, reason: p.reason, pauseUs: p.pauseUs })) }, activityId: activity });
   return r;
 }

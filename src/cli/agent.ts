@@ -152,6 +152,7 @@ export function agentCommands(y: Argv): Argv {
           bar.stop();
           const body: Output<'apply'> = r;
           out.result(body, () => installHuman(r));
+          out.warn(r.warnings);
           process.exitCode = processExit(r.processes, r.status === 'Failed');
         } catch (e) {
           bar.stop();

@@ -39,6 +39,8 @@ export function table(header: string[], rows: string[][]): string {
 export interface Printer {
   json: boolean;
   result(value: unknown, human: () => string): void;
+  /** Warnings for people (on stderr); --json carries them in the result's `warnings` instead. */
+  warn(warnings: readonly { message: string }[] | undefined): void;
   error(e: unknown): number;
 }
 
@@ -47,6 +49,10 @@ export function printer(json: boolean): Printer {
     json,
     result(value, human) {
       process.stdout.write((json ? JSON.stringify(value, null, 2) : human()) + '\n');
+    },
+    warn(warnings) {
+      if (json) return;
+      for (const w of warnings ?? []) process.stderr.write(`hp-agent: warning: ${w.message}\n`);
     },
     error(e) {
       const err = e instanceof HpError ? e : undefined;

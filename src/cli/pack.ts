@@ -378,8 +378,9 @@ async function runPack<A extends CommonArgs>(a: A, build: (a: A, key: string) =>
     const privateKeyPem = await readTextInput(a.key, 'signing key');
     const keyId = keyIdOfPrivateKey(privateKeyPem);
     const r = await build(a, privateKeyPem);
-    const body: Output<'pack'> = { path: r.path, sha256: r.sha256, size: r.size, keyId, manifest: r.manifest };
+    const body: Output<'pack'> = { path: r.path, sha256: r.sha256, size: r.size, keyId, manifest: r.manifest, ...(r.warnings ? { warnings: r.warnings } : {}) };
     out.result(body, () => summary(r, keyId));
+    out.warn(r.warnings);
     process.exitCode = EXIT.ok;
   } catch (e) {
     process.exitCode = out.error(e);

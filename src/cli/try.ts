@@ -2,16 +2,24 @@
 import fs from 'node:fs';
 import type { Argv } from 'yargs';
 import { appendHistory } from '../agent/history.js';
+import { processesMapping } from '../agent/discover.js';
 import { agentHome } from '../agent/home.js';
+import { acquireTryLock } from '../agent/lock.js';
+import type { z } from 'zod';
+import type { Output } from '../contract/index.js';
+import type { tryApplyOutput as TryApplySchema, tryRevertOutput as TryRevertSchema } from '../contract/commands.js';
+import { inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { applyPatch, PATCH_MODES, revertFunctions, type ApplyReport, type FunctionSpec, type PatchMode, type RevertReport, type SiteReport } from '../engine/patch.js';
+import { readElfFile } from '../proc/index.js';
 import { addr, EXIT, printer, spacedHex, table } from './output.js';
-import { existingFile, nonEmpty, pidValue, usage, wholeNumber } from './usage.js';
-import type { Output } from '../contract/index.js';
+import { existingFile, nonEmpty, pidValues, usage, wholeNumber } from './usage.js';
 
 interface TryArgs {
   patch?: string;
-  pid: number;
+  pid?: number[];
+  all: boolean;
+  wait: number;
   function: string[];
   object?: string;
   revert: boolean;
@@ -44,11 +52,11 @@ function sitesOutput(sites: SiteReport[]) {
   }));
 }
 
-function tryApplyOutput(r: ApplyReport): Output<'try'> {
+function tryApplyOutput(r: ApplyReport): z.output<typeof TryApplySchema> {
   return { ...r, patch: { ...r.patch, base: addr(r.patch.base) }, bindings: r.bindings.map((b) => ({ ...b, address: addr(b.address) })), sites: sitesOutput(r.sites) };
 }
 
-function tryRevertOutput(r: RevertReport): Output<'try'> {
+function tryRevertOutput(r: RevertReport): z.output<typeof TryRevertSchema> {
   return { ...r, sites: sitesOutput(r.sites) };
 }
 
@@ -83,13 +91,13 @@ function pauseLine(r: ApplyReport | RevertReport): string {
  * an agent home (HP_AGENT_HOME, or the default): an unsigned change of a running process is the
  * change an operator most needs to find afterwards. No home: nothing is created.
  */
-async function recordTry(a: TryArgs, outcome: { report?: ApplyReport | RevertReport; error?: unknown }): Promise<void> {
+async function recordTry(a: TryArgs, pid: number, outcome: { report?: ApplyReport | RevertReport; error?: unknown }): Promise<void> {
   const home = agentHome();
   if (!fs.statSync(home, { throwIfNoEntry: false })?.isDirectory()) return;
   const e = outcome.error as HpError | undefined;
   const r = outcome.report;
   const detail = {
-    pid: a.pid,
+    pid,
     ...(a.patch ? { patch: a.patch } : {}),
     object: r?.object.path ?? a.object ?? '(the executable)',
     functions: a.function,
@@ -107,7 +115,9 @@ export function tryCommand(y: Argv): Argv {
     (c) =>
       c
         .positional('patch', { type: 'string', coerce: existingFile('patch object'), describe: 'the patch: a position-independent shared object (.so)' })
-        .option('pid', { requiresArg: true, demandOption: true, coerce: pidValue(), describe: 'the process to patch' })
+        .option('pid', { array: true, requiresArg: true, coerce: pidValues(), describe: 'a process to patch; repeatable' })
+        .option('all', { type: 'boolean', default: false, describe: 'every process that maps the --object (found as apply finds processes)' })
+        .option('wait', { requiresArg: true, default: 30000, coerce: wholeNumber('--wait', 'milliseconds', 0), describe: 'ms to wait for another running agent (or try) to finish' })
         .option('function', {
           type: 'string',
           array: true,
@@ -128,7 +138,12 @@ export function tryCommand(y: Argv): Argv {
         .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
         .example('$0 try fix.so --pid 1234 --function compute=compute_v2', 'patch compute() of PID 1234')
         .example('$0 try --revert --pid 1234 --function compute', 'put compute() back')
+        .example('$0 try fix.so --all --object /usr/sbin/nginx --function compute', 'patch every process that runs /usr/sbin/nginx')
         .check((a) => {
+          const pids = (a.pid as number[] | undefined) ?? [];
+          if (a.all && pids.length) throw usage('give either --pid or --all, not both');
+          if (!a.all && pids.length === 0) throw usage('name the processes: --pid PID (repeatable) or --all');
+          if (a.all && a.object === undefined) throw usage('--all patches every process that maps the object: name it with --object (a path or a file name)');
           if (a.revert) {
             const extra = [a.patch !== undefined && 'a patch object', a.replace && '--replace', a.far && '--far'].filter(Boolean);
             if (extra.length) throw usage(`--revert puts the original bytes back: do not give ${extra.join(' or ')}`);
@@ -144,21 +159,115 @@ export function tryCommand(y: Argv): Argv {
       const a = argv as unknown as TryArgs;
       const out = printer(a.json);
       try {
-        if (a.revert) {
-          const report = await revertFunctions({ pid: a.pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, consistency: a.consistency, timeoutMs: a.timeout, realtime: a.realtime, allowInit: a.allowInit });
-          await recordTry(a, { report });
-          out.result(tryRevertOutput(report), () => `reverted ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) — ${pauseLine(report)}\n${sitesTable(report)}`);
-        } else {
-          const report = await applyPatch({ pid: a.pid, patchPath: a.patch!, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, consistency: a.consistency, replace: a.replace, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near', allowInit: a.allowInit });
-          await recordTry(a, { report });
-          out.result(tryApplyOutput(report), () =>
-            `patched ${report.sites.length} function(s) in PID ${report.pid} (${report.object.path}) with ${report.patch.mapping} at ${addr(report.patch.base)} — ${pauseLine(report)}\n${sitesTable(report)}`);
-        }
-        process.exitCode = EXIT.ok;
+        process.exitCode = await runTry(a, out);
       } catch (e) {
-        await recordTry(a, { error: e });
         process.exitCode = out.error(e);
       }
     },
   );
+}
+
+type Report = ApplyReport | RevertReport;
+type ProcessOutcome = { pid: number; ok: true; report: Report } | { pid: number; ok: false; error: HpError | Error };
+
+/** Inlined copies of the patched functions in the object the reports name (checked once per file). */
+function inlineWarnings(a: TryArgs, reports: Report[]): InlineWarning[] {
+  if (a.revert) return [];
+  const functions = a.function.map((f) => parseFunctionSpec(f).name);
+  const seen = new Set<string>();
+  const out: InlineWarning[] = [];
+  for (const r of reports) {
+    const key = `${r.object.path}\0${r.object.buildId ?? ''}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    let elf;
+    try {
+      elf = readElfFile(r.object.path);
+    } catch {
+      continue; // the file is gone: nothing to read its DWARF from
+    }
+    if (r.object.buildId && elf.buildId !== r.object.buildId) continue; // replaced on disk since: not what runs
+    out.push(...inlinedCopyWarnings(elf, r.object.path, functions));
+  }
+  return out;
+}
+
+/** One process: changed (and recorded in the history), or the error (recorded too). */
+async function tryOne(a: TryArgs, pid: number): Promise<Report> {
+  try {
+    const report = a.revert
+      ? await revertFunctions({ pid, functions: a.function.map((f) => parseFunctionSpec(f).name), object: a.object, mode: a.mode, consistency: a.consistency, timeoutMs: a.timeout, realtime: a.realtime, allowInit: a.allowInit })
+      : await applyPatch({ pid, patchPath: a.patch!, functions: a.function.map(parseFunctionSpec), object: a.object, mode: a.mode, consistency: a.consistency, replace: a.replace, timeoutMs: a.timeout, realtime: a.realtime, placement: a.far ? 'far' : 'near', allowInit: a.allowInit });
+    await recordTry(a, pid, { report });
+    return report;
+  } catch (e) {
+    await recordTry(a, pid, { error: e });
+    throw e;
+  }
+}
+
+/** A report as the output contract has it (addresses as "0x…" strings). */
+function reportOutput(r: Report): z.output<typeof TryApplySchema> | z.output<typeof TryRevertSchema> {
+  return 'patch' in r ? tryApplyOutput(r) : tryRevertOutput(r);
+}
+
+function reportLine(a: TryArgs, r: Report): string {
+  if (a.revert) return `reverted ${r.sites.length} function(s) in PID ${r.pid} (${r.object.path}) — ${pauseLine(r)}\n${sitesTable(r)}`;
+  const p = (r as ApplyReport).patch;
+  return `patched ${r.sites.length} function(s) in PID ${r.pid} (${r.object.path}) with ${p.mapping} at ${addr(p.base)} — ${pauseLine(r)}\n${sitesTable(r)}`;
+}
+
+function errorBody(e: HpError | Error) {
+  const err = e instanceof HpError ? e : undefined;
+  return { code: err?.code ?? 'INTERNAL', message: e.message, unchanged: err?.unchanged ?? false };
+}
+
+async function runTry(a: TryArgs, out: ReturnType<typeof printer>): Promise<number> {
+  const verb = a.revert ? 'try --revert' : `try ${a.patch}`;
+  // One writer at a time into a process: the agent's lock, held for the whole run.
+  const lock = await acquireTryLock(agentHome(), { wait: a.wait, command: `${verb} ${a.all ? `--all ${a.object}` : `--pid ${a.pid!.join(',')}`}` });
+  try {
+    const pids = a.all ? processesMapping(a.object!).filter((p) => p.files.length > 0).map((p) => p.pid) : [...new Set(a.pid!)];
+    if (pids.length === 0) {
+      throw new HpError('NO_PROCESSES', `no running process maps ${a.object}; nothing was changed`, { object: a.object });
+    }
+    // One process, named by --pid: the result as it always was (one report, or the error).
+    if (!a.all && pids.length === 1) {
+      const report = await tryOne(a, pids[0]);
+      const warnings = inlineWarnings(a, [report]);
+      const body: Output<'try'> = { ...reportOutput(report), warnings };
+      out.result(body, () => reportLine(a, report));
+      out.warn(warnings);
+      return EXIT.ok;
+    }
+    const outcomes: ProcessOutcome[] = [];
+    for (const pid of pids) {
+      try {
+        outcomes.push({ pid, ok: true, report: await tryOne(a, pid) });
+      } catch (e) {
+        outcomes.push({ pid, ok: false, error: e instanceof Error ? e : new Error(String(e)) });
+      }
+    }
+    const done = outcomes.filter((o): o is Extract<ProcessOutcome, { ok: true }> => o.ok);
+    const failed = outcomes.filter((o): o is Extract<ProcessOutcome, { ok: false }> => !o.ok);
+    const warnings = inlineWarnings(a, done.map((o) => o.report));
+    const status = failed.length === 0 ? 'Succeeded' : done.length === 0 ? 'Failed' : 'CompletedWithWarnings';
+    const value: Output<'try'> = {
+      status,
+      processes: outcomes.map((o) => (o.ok ? { ok: true as const, ...reportOutput(o.report) } : { pid: o.pid, ok: false as const, error: errorBody(o.error) })),
+      warnings,
+    };
+    out.result(value, () =>
+      [
+        `${a.revert ? 'reverted' : 'patched'} ${done.length} of ${outcomes.length} process(es); status ${status}`,
+        ...outcomes.map((o) => (o.ok ? reportLine(a, o.report) : `PID ${o.pid}: ${o.error instanceof HpError ? `${o.error.unchanged ? 'refused' : 'failed'} (${o.error.code})` : 'error'}: ${o.error.message}`)),
+      ].join('\n\n'));
+    out.warn(warnings);
+    if (failed.length === 0) return EXIT.ok;
+    if (done.length > 0) return EXIT.partial;
+    // Every process failed: refused when nothing was changed anywhere.
+    return failed.every((o) => o.error instanceof HpError && o.error.unchanged) ? EXIT.refused : EXIT.failed;
+  } finally {
+    lock.release();
+  }
 }

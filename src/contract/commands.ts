@@ -14,6 +14,7 @@ import {
   enrollment,
   errorBody,
   hexBytes,
+  inlineWarning,
   jumpKind,
   keyId,
   kbId,
@@ -183,6 +184,7 @@ const tryCommon = {
   realtime: z.boolean(),
   object: z.strictObject({ path: z.string(), buildId: z.string().optional() }),
   sites: z.array(trySite),
+  warnings: z.array(inlineWarning).optional(),
 };
 
 export const tryApplyOutput = z.strictObject({
@@ -193,8 +195,17 @@ export const tryApplyOutput = z.strictObject({
 
 export const tryRevertOutput = z.strictObject(tryCommon);
 
-/** `try` prints tryApplyOutput, `try --revert` tryRevertOutput. */
-export const tryOutput = z.union([tryApplyOutput, tryRevertOutput]);
+/** Several processes (`--pid` repeated, `--all`): one result each, and the run's status. */
+export const tryManyOutput = z.strictObject({
+  status: operationStatus,
+  processes: z.array(
+    z.union([tryApplyOutput.extend({ ok: z.literal(true) }), tryRevertOutput.extend({ ok: z.literal(true) }), z.strictObject({ pid, ok: z.literal(false), error: errorBody })]),
+  ),
+  warnings: z.array(inlineWarning),
+});
+
+/** `try` prints tryApplyOutput, `try --revert` tryRevertOutput; on several processes tryManyOutput. */
+export const tryOutput = z.union([tryApplyOutput, tryRevertOutput, tryManyOutput]);
 
 // ---- pack, keygen, trust --------------------------------------------------------------------------
 

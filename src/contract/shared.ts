@@ -105,3 +105,12 @@ export const errorBody = z.looseObject({
   message: z.string(),
   unchanged: z.boolean(),
 });
+
+/** A warning that does not stop the command: a patched function the compiler also inlined into callers. */
+export const inlineWarning = z.strictObject({
+  code: z.literal('INLINED_COPIES'),
+  object: z.string(),
+  function: z.string(),
+  callers: z.array(z.strictObject({ name: z.string(), address: address.optional(), copies: z.number().int().positive() })),
+  message: z.string(),
+});

@@ -5,7 +5,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { ElfFile, notAFunction } from '../elf/index.js';
+import { ElfFile, inlinedCopyWarnings, notAFunction, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { layoutPatch } from '../link/index.js';
 import {
@@ -89,6 +89,8 @@ export interface PackResult<M extends Manifest = Manifest> {
   /** SHA-256 and size of the package file written. */
   sha256: string;
   size: number;
+  /** Hotpatches: functions whose inlined copies in their callers the patch would not reach. */
+  warnings?: InlineWarning[];
 }
 
 const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
@@ -270,6 +272,7 @@ export async function packHotpatch(opts: PackHotpatchOptions): Promise<PackResul
   const targets: HotpatchTarget[] = [];
   // One payload entry per distinct patch object; a name clash between different files gets a folder.
   const byHash = new Map<string, string>();
+  const warnings: InlineWarning[] = [];
   for (const [i, t] of opts.targets.entries()) {
     const elf = ElfFile.fromBuffer(await readSource(t.baselineFile, `the baseline file of ${t.path}`), t.baselineFile);
     if (!elf.buildId) {
@@ -298,6 +301,7 @@ export async function packHotpatch(opts: PackHotpatchOptions): Promise<PackResul
       ...(patch.buildId ? { patchBuildId: patch.buildId } : {}),
       functions: t.functions.map((f) => describeHotpatchFunction(elf, patch, f, { refusal: `cannot pack ${f.symbol}`, target: t.path, baselineFile: t.baselineFile, patchObject: t.patchObject })),
     });
+    warnings.push(...inlinedCopyWarnings(elf, t.path, t.functions.map((f) => f.symbol)));
   }
   const draft: HotpatchManifest = {
     schemaVersion: MANIFEST_SCHEMA_VERSION,
@@ -315,5 +319,5 @@ export async function packHotpatch(opts: PackHotpatchOptions): Promise<PackResul
     payload: entries,
     targets,
   };
-  return finish(opts, draft, payload);
+  return { ...(await finish(opts, draft, payload)), warnings };
 }
