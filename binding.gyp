@@ -8,7 +8,8 @@
         "native/memory.cc",
         "native/remote_syscall.cc",
         "native/resume.cc",
-        "native/transaction.cc"
+        "native/transaction.cc",
+        "native/notify_socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

@@ -6,7 +6,9 @@ export default defineConfig({
     globalSetup: ['test/global-setup.ts'],
     // Integration tests stop and rewrite real processes; keep files in parallel but bounded to the 2 cores.
     maxWorkers: 2,
-    testTimeout: 30_000,
+    // Long CLI sequences against real services: generous, so a loaded machine slows a test down
+    // rather than failing it (a hang still ends).
+    testTimeout: 120_000,
     hookTimeout: 30_000,
   },
 });

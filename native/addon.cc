@@ -10,6 +10,10 @@
 
 #include "core.h"
 
+namespace hp {
+void RegisterNotifySocket(Napi::Env env, Napi::Object exports);  // notify_socket.cc
+}
+
 namespace {
 
 using hp::CoreError;
@@ -207,6 +211,7 @@ Napi::Object BatchResult(Napi::Env env, const hp::RemoteBatchResult& out) {
   r.Set("results", results);
   r.Set("tid", Napi::Number::New(env, out.tid));
   r.Set("interruptedSyscall", Napi::Boolean::New(env, out.interruptedSyscall));
+  r.Set("heldNs", Napi::Number::New(env, double(out.heldNs)));
   if (!out.fillError.empty()) r.Set("fillError", Napi::String::New(env, out.fillError));
   return r;
 }
@@ -365,6 +370,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("transaction", Napi::Function::New(env, Transaction));
   exports.Set("snapshot", Napi::Function::New(env, Snapshot));
   exports.Set("floor", Napi::Function::New(env, Floor));
+  hp::RegisterNotifySocket(env, exports);
   return exports;
 }
 

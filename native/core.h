@@ -187,6 +187,7 @@ struct RemoteBatchResult {
   bool interruptedSyscall = false;  // the hijacked thread had been blocked in a call, now restarted
   std::string fillError;            // the fill failed (the batch stopped after call `afterCall`)
   uint64_t stoppedAtNs = 0;         // when the borrowed thread was stopped (monotonic clock)
+  uint64_t heldNs = 0;              // stop → let go (RemoteSyscalls; a prelude's thread stays for the switch)
 };
 // Two instructions of the target's own code (found by the caller, checked here): `syscall; ret`
 // runs a call; `mov rax, 15; syscall` (the C library's signal-return trampoline) returns the
@@ -230,6 +231,8 @@ struct TransactionOptions {
   const RemotePrelude* prelude = nullptr;
   uint64_t timeoutMs = 2000;  // retrying while a thread sits inside a site
   bool realtime = false;      // raise the calling thread to SCHED_FIFO during the stop
+  // Where stacks may be: in every consistency no word of a thread's stack may point strictly
+  // inside the bytes a site overwrites (RETURN_INTO_SITE after the timeout).
   // Function consistency: the code being replaced. No thread may run inside it nor have a
   // return address into it on its stack (the stack, from rsp to the end of the area of
   // `stackAreas` holding rsp, is scanned conservatively: any word in a range counts).

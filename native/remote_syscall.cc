@@ -236,7 +236,10 @@ bool RemoteSyscalls(pid_t pid, pid_t tid, const Gadgets& gadgets, const std::vec
   if (!CheckGadgets(pid, gadgets, err)) return false;
   Tracee tracee(pid);  // its destructor detaches, handing back any signal that arrived meanwhile
   TracedThread* t = Borrow(tracee, tid, out, err);
-  return t && RunBatch(tracee, *t, gadgets, calls, fill, nullptr, out, err);
+  bool ok = t && RunBatch(tracee, *t, gadgets, calls, fill, nullptr, out, err);
+  tracee.DetachAll();
+  if (out.stoppedAtNs) out.heldNs = MonotonicNs() - out.stoppedAtNs;
+  return ok;
 }
 
 bool RunPrelude(Tracee& tracee, const RemotePrelude& prelude, RemoteBatchResult& out, bool& complete, CoreError& err) {

@@ -131,13 +131,14 @@ static const uint64_t kMaxStackScan = 8u << 20;
 // The stacks are read this much at a time (one system call for many threads' stacks).
 static const uint64_t kStackBatch = 16u << 20;
 
-// Function consistency: is any thread running the code being replaced, or about to return into
-// it? A conservative scan: every 8-byte word of the live stack that points into that code counts
-// as a return address (a stale value only delays the patch; a missed frame cannot happen).
-// `regs`: each thread's registers, as CheckSites read them.
-static bool FindActiveCode(pid_t pid, Tracee& tracee, const std::vector<user_regs_struct>& regs, const TransactionOptions& opts,
-                           std::string& blocker, CoreError& err) {
-  if (opts.activeRanges.empty()) return true;
+// Is any thread about to return into `code`, or (checkPc) running it? A conservative scan: every
+// 8-byte word of the live stack that points into it counts as a return address (a stale value
+// only delays the patch; a missed frame cannot happen). Used for function consistency (the code
+// being replaced) and, in every consistency, for the bytes a jump overwrites: a call made from
+// inside them returns into the middle of the new jump. `regs`: as CheckSites read them.
+static bool FindActiveCode(pid_t pid, Tracee& tracee, const std::vector<user_regs_struct>& regs, const std::vector<AddressRange>& code,
+                           const std::vector<AddressRange>& stackAreas, bool checkPc, const char* what, std::string& blocker, CoreError& err) {
+  if (code.empty()) return true;
   struct Span {
     pid_t tid;
     uint64_t from;
@@ -151,19 +152,20 @@ static bool FindActiveCode(pid_t pid, Tracee& tracee, const std::vector<user_reg
     const user_regs_struct& r = index < regs.size() ? regs[index] : fresh;
     index++;
     if (t.gone) continue;
-    if (const AddressRange* code = RangeHolding(opts.activeRanges, r.rip)) {
-      blocker = "thread " + std::to_string(t.tid) + " is running the code being replaced (pc " + Hex(r.rip) +
-                " in " + Hex(code->start) + "-" + Hex(code->end) + ")";
-      return false;
+    if (checkPc) {
+      if (const AddressRange* in = RangeHolding(code, r.rip)) {
+        blocker = "thread " + std::to_string(t.tid) + " is running " + what + " (pc " + Hex(r.rip) + " in " + Hex(in->start) + "-" + Hex(in->end) + ")";
+        return false;
+      }
     }
-    const AddressRange* area = RangeHolding(opts.stackAreas, r.rsp);
+    const AddressRange* area = RangeHolding(stackAreas, r.rsp);
     if (!area) continue;  // not on a known stack (e.g. a signal stack elsewhere): nothing to scan
     uint64_t from = r.rsp & ~uint64_t(7);
     uint64_t to = std::min(area->end, from + kMaxStackScan);
     if (to > from) spans.push_back({t.tid, from, size_t((to - from) / 8)});
   }
   // Most words point nowhere near the code: one comparison with its bounds rules them out.
-  const uint64_t lowest = opts.activeRanges.front().start, highest = opts.activeRanges.back().end;
+  const uint64_t lowest = code.front().start, highest = code.back().end;
   std::vector<uint64_t> words;
   for (size_t first = 0; first < spans.size();) {
     size_t last = first, total = 0;
@@ -181,9 +183,9 @@ static bool FindActiveCode(pid_t pid, Tracee& tracee, const std::vector<user_reg
       for (size_t w = 0; w < spans[i].words; w++) {
         uint64_t v = words[at + w];
         if (v < lowest || v >= highest) continue;
-        if (const AddressRange* code = RangeHolding(opts.activeRanges, v)) {
+        if (const AddressRange* in = RangeHolding(code, v)) {
           blocker = "thread " + std::to_string(spans[i].tid) + " has " + Hex(v) + " on its stack at " + Hex(spans[i].from + w * 8) +
-                    ", inside the code being replaced (" + Hex(code->start) + "-" + Hex(code->end) + ")";
+                    ", inside " + what + " (" + Hex(in->start) + "-" + Hex(in->end) + ")";
           return false;
         }
       }
@@ -240,6 +242,18 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     now[i].resize(sites[i].expect.size());
     ranges.push_back({sites[i].addr, now[i].data(), now[i].size()});
   }
+  // The overwritten bytes past each site's first (which a thread may return to: it just runs the
+  // new bytes), sorted and merged as FindActiveCode wants them.
+  std::vector<AddressRange> interiors;
+  for (auto& s : sites)
+    if (s.write.size() > 1) interiors.push_back({s.addr + 1, s.addr + s.write.size()});
+  std::sort(interiors.begin(), interiors.end(), [](const AddressRange& a, const AddressRange& b) { return a.start < b.start; });
+  std::vector<AddressRange> merged;
+  for (auto& r : interiors) {
+    if (!merged.empty() && r.start <= merged.back().end) merged.back().end = std::max(merged.back().end, r.end);
+    else merged.push_back(r);
+  }
+  interiors.swap(merged);
   if (!tracee.SeizeAll(err)) return false;
 
   uint64_t deadline = MonotonicNs() + opts.timeoutMs * 1000000ull;
@@ -257,7 +271,11 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     std::vector<user_regs_struct> regs;
     bool clear = CheckSites(tracee, sites, regs, blocker, err);
     if (clear && !err.set()) {
-      clear = FindActiveCode(pid, tracee, regs, opts, blocker, err);
+      clear = FindActiveCode(pid, tracee, regs, interiors, opts.stackAreas, false, "the bytes a jump overwrites", blocker, err);
+      blockedBy = "RETURN_INTO_SITE";
+    }
+    if (clear && !err.set()) {
+      clear = FindActiveCode(pid, tracee, regs, opts.activeRanges, opts.stackAreas, true, "the code being replaced", blocker, err);
       blockedBy = "FUNCTION_ACTIVE";
     }
     if (!clear) {

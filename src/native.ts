@@ -1,7 +1,7 @@
 /**
  * The native core (C++ N-API, native/): process control only. Every function returns a promise
  * and does its waiting off the JS thread. Failures reject with an HpError carrying the core's
- * stable code (PROCESS_NOT_FOUND, ALREADY_TRACED, PROCESS_EXITED, THREAD_IN_SITE, FUNCTION_ACTIVE,
+ * stable code (PROCESS_NOT_FOUND, ALREADY_TRACED, PROCESS_EXITED, THREAD_IN_SITE, RETURN_INTO_SITE, FUNCTION_ACTIVE,
  * ENTRY_MISMATCH, VERIFY_FAILED, ...).
  */
 import fs from 'node:fs';
@@ -63,6 +63,8 @@ export interface RemoteBatchResult {
   results: number[];
   tid: number;
   interruptedSyscall: boolean;
+  /** How long the borrowed thread was held, stop → let go (0 in a transaction's prelude: part of its pause). */
+  heldNs?: number;
   /** Why the fill failed; the batch stopped right after the call it was to follow. */
   fillError?: string;
 }
@@ -118,6 +120,8 @@ interface RawCore {
   transaction(pid: number, sites: TransactionSite[], options?: TransactionOptions): Promise<TransactionResult>;
   snapshot(pid: number): Promise<ThreadSnapshot[]>;
   floor(pid: number, sites: { addr: number; write: Buffer }[], options?: { realtime?: boolean }): Promise<FloorResult>;
+  notifySocketOpen(path: string): number;
+  notifySocketRead(fd: number): { pid: number; text: string }[];
 }
 
 const require = createRequire(import.meta.url);
@@ -285,4 +289,17 @@ export const native = {
       checkSites(sites, false);
       return core().floor(pid, sites, options);
     }),
+  /**
+   * systemd's readiness protocol (native/notify_socket.cc): bind a datagram Unix socket at `path`
+   * (a stale one is replaced) for a service's NOTIFY_SOCKET; close the fd with fs.closeSync.
+   */
+  notifySocketOpen: (path: string): number => {
+    if (typeof path !== 'string' || path === '' || path.includes('\0')) invalid('path', path);
+    return core().notifySocketOpen(path);
+  },
+  /** Every datagram waiting on the socket now (never blocks), with the sender's PID. */
+  notifySocketRead: (fd: number): { pid: number; text: string }[] => {
+    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) invalid('fd', fd);
+    return core().notifySocketRead(fd);
+  },
 };

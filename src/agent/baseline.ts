@@ -8,9 +8,11 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { HpError } from '../errors.js';
-import type { BaselineManifest } from '../package/index.js';
+import { ElfFile } from '../elf/index.js';
+import { isExternalFile, type BaselineManifest, type ExternalFile } from '../package/index.js';
+import type { MappedFile, SearchScope } from './discover.js';
 import { writeFileAtomic } from './atomic.js';
-import { baselineDir, writeBaselinePointer } from './home.js';
+import { baselineDir, homeLayout, writeBaselinePointer } from './home.js';
 import type { ServiceSpec } from './services.js';
 
 const BASELINE_MANIFEST = '.baseline.json';
@@ -25,10 +27,15 @@ export async function stageBaseline(home: string, pkg: OpenedBaseline): Promise<
   const m = pkg.manifest;
   const dir = baselineDir(home, m.baselineId);
   if (baselineStaged(home, m)) return { dir, alreadyThere: true };
+  // Files the machine already has are not written, only checked: before anything is staged.
+  checkInstalledFiles(m);
   const staging = `${dir}.staging-${process.pid}`;
   await fs.promises.rm(staging, { recursive: true, force: true });
   try {
+    // Made here: a baseline of installed files only writes nothing but its manifest.
+    await fs.promises.mkdir(staging, { recursive: true, mode: 0o755 });
     for (const f of m.files) {
+      if (isExternalFile(f)) continue;
       const data = pkg.payload.get(f.payload);
       if (!data) throw new HpError('PACKAGE_TAMPERED', `payload ${f.payload} for ${f.path} is missing`);
       if (createHash('sha256').update(data).digest('hex') !== f.sha256) {
@@ -59,6 +66,88 @@ export function baselineStaged(home: string, m: BaselineManifest): boolean {
   throw new HpError('BASELINE_CONFLICT', `baseline ${m.baselineId} is already installed from package ${existing.id}; refusing to overwrite it with ${m.id}. Nothing was changed`);
 }
 
+/** Refuses a baseline whose installed files are not on this machine as described (reads only). */
+export function checkInstalledFiles(m: BaselineManifest): void {
+  for (const f of m.files) if (isExternalFile(f)) checkInstalledFile(m, f);
+}
+
+/**
+ * An installed file the baseline describes must be there, with the SHA-256 and build-id the
+ * baseline was packed with: otherwise the baseline does not describe this machine (refused).
+ */
+function checkInstalledFile(m: BaselineManifest, f: ExternalFile): void {
+  let data: Buffer;
+  try {
+    data = fs.readFileSync(f.installedAt);
+  } catch (e) {
+    throw new HpError('BASELINE_FILE_MISSING', `baseline ${m.baselineId} describes ${f.path} as installed at ${f.installedAt}, which cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}). Nothing was changed`, { path: f.path, installedAt: f.installedAt });
+  }
+  const sha256 = createHash('sha256').update(data).digest('hex');
+  let buildId: string | undefined;
+  try {
+    buildId = ElfFile.fromBuffer(data, f.installedAt).buildId;
+  } catch {
+    buildId = undefined;
+  }
+  if (sha256 !== f.sha256 || buildId !== f.buildId) {
+    throw new HpError(
+      'BASELINE_FILE_MISMATCH',
+      `baseline ${m.baselineId} describes ${f.path} as ${f.installedAt} with build-id ${f.buildId} (SHA-256 ${f.sha256}), but the file installed there has build-id ${buildId ?? 'none'} (SHA-256 ${sha256}). Nothing was changed`,
+      { path: f.path, installedAt: f.installedAt, expected: { buildId: f.buildId, sha256: f.sha256 }, actual: { buildId, sha256 } },
+    );
+  }
+}
+
+/**
+ * Where a baseline's files are, for finding and patching the processes that run them: the ones
+ * it ships under its system folder, the ones it describes where they are installed — matched in
+ * a process by their build-id, whatever path the process mapped them from. Plain data (it goes
+ * to worker threads).
+ */
+export interface BaselineFiles {
+  baselineId: string;
+  /** system/<baselineId>: the shipped files. */
+  root: string;
+  installed: { path: string; installedAt: string; buildId: string }[];
+}
+
+export function baselineFiles(home: string, baselineId: string, m = installedBaselineManifest(home, baselineId)): BaselineFiles {
+  const installed = (m?.files ?? []).filter(isExternalFile).map((f) => ({ path: f.path, installedAt: f.installedAt, buildId: f.buildId }));
+  return { baselineId, root: baselineDir(home, baselineId), installed };
+}
+
+/** Where the baseline file `rel` is on this machine (to read it, to start it). */
+export function filePath(b: BaselineFiles, rel: string): string {
+  return b.installed.find((f) => f.path === rel)?.installedAt ?? path.join(b.root, rel);
+}
+
+/**
+ * Which file of the baseline (its path in the baseline) a process's mapped file is: one under its
+ * system folder by path; an installed one by its installed path or by its build-id.
+ */
+export function baselinePathOf(b: BaselineFiles, f: Pick<MappedFile, 'path' | 'buildId'>): string | undefined {
+  const prefix = b.root + path.sep;
+  if (f.path.startsWith(prefix)) return f.path.slice(prefix.length);
+  return b.installed.find((i) => i.installedAt === f.path || (f.buildId !== undefined && i.buildId === f.buildId))?.path;
+}
+
+/** What a search of the processes looks for, for some baselines (discover.ts). */
+export function searchScope(root: string, bs: BaselineFiles[]): SearchScope {
+  return { root, paths: new Set(bs.flatMap((b) => b.installed.map((i) => i.installedAt))), buildIds: new Set(bs.flatMap((b) => b.installed.map((i) => i.buildId))) };
+}
+
+/** The ids of the baselines installed (staged) in the home. */
+export function installedBaselines(home: string): string[] {
+  const system = homeLayout(home).system;
+  let names: string[];
+  try {
+    names = fs.readdirSync(system);
+  } catch {
+    return [];
+  }
+  return names.filter((n) => !n.includes('.staging-') && fs.existsSync(path.join(system, n, BASELINE_MANIFEST))).sort();
+}
+
 export function installedBaselineManifest(home: string, baselineId: string): BaselineManifest | undefined {
   const marker = path.join(baselineDir(home, baselineId), BASELINE_MANIFEST);
   return fs.existsSync(marker) ? (JSON.parse(fs.readFileSync(marker, 'utf8')) as BaselineManifest) : undefined;
@@ -68,7 +157,15 @@ export function installedBaselineManifest(home: string, baselineId: string): Bas
 export function serviceSpecs(home: string, baselineId: string): ServiceSpec[] {
   const m = installedBaselineManifest(home, baselineId);
   if (!m) throw new HpError('BASELINE_NOT_INSTALLED', `baseline ${baselineId} is not installed`);
-  return m.services.map((svc) => ({ name: svc.name, file: path.join(baselineDir(home, baselineId), svc.file), args: svc.args, baselineId }));
+  const b = baselineFiles(home, baselineId, m);
+  return m.services.map((svc) => ({
+    name: svc.name,
+    file: filePath(b, svc.file),
+    args: svc.args,
+    baselineId,
+    readiness: svc.readiness,
+    ...(svc.managedBy === 'external' ? { managedBy: 'external' as const, restart: svc.restart, buildId: m.files.find((f) => f.path === svc.file)?.buildId } : {}),
+  }));
 }
 
 export { writeBaselinePointer };

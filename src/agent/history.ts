@@ -28,7 +28,9 @@ export type KnownHistoryAction =
   | 'enroll'
   | 'unenroll'
   | 'repair'
-  | 'uninstall';
+  | 'uninstall'
+  | 'try'
+  | 'try-revert';
 export type HistoryAction = KnownHistoryAction | (string & {});
 
 export const historyEntrySchema = z.object({

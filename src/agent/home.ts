@@ -19,6 +19,7 @@ import { constants as fsConstants, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { HpError } from '../errors.js';
 import { readTextIfExists, writeFileAtomic } from './atomic.js';
+import { agentUid, checkNotTampered } from './secure-path.js';
 
 export const DEFAULT_AGENT_HOME = '/var/lib/hp-agent';
 
@@ -144,7 +145,9 @@ export async function writeBaselinePointer(home: string, which: BaselinePointer,
 
 /**
  * Create the home and its folders if missing. The root gets mode 0700 (also when it already
- * existed with a looser mode and belongs to us). Refuses a home that is not a writable directory.
+ * existed with a looser mode and belongs to us). Refuses a home that is not a writable directory,
+ * and (HOME_INSECURE) one that belongs to another user or is writable by group or others, as ssh
+ * refuses such a ~/.ssh; the trust store gets the same check when its keys are read (keys.ts).
  */
 export async function ensureHome(home: string): Promise<HomeLayout> {
   const layout = homeLayout(home);
@@ -157,7 +160,10 @@ export async function ensureHome(home: string): Promise<HomeLayout> {
   if (!st.isDirectory()) {
     throw new HpError('HOME_NOT_DIRECTORY', `agent home ${layout.home} exists but is not a directory`, { home: layout.home });
   }
-  if ((st.mode & 0o777) !== 0o700 && st.uid === process.getuid?.()) {
+  // Someone else's, or writable by others: they could have planted a key (see secure-path.ts).
+  checkNotTampered(layout.home, 'agent home', 'HOME_INSECURE', st);
+  // Merely readable by others: ours, so tighten it.
+  if ((st.mode & 0o777) !== 0o700 && st.uid === agentUid()) {
     await fsp.chmod(layout.home, 0o700);
   }
   try {

@@ -10,31 +10,40 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode } from '../engine/patch.js';
+import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode, type SiteAction } from '../engine/patch.js';
 import { changePlan, type ChangePlan } from '../engine/plan.js';
-import { ElfFile } from '../elf/index.js';
+import type { JumpKind } from '../x64/jump.js';
+import { ElfFile, inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { describeHotpatchFunction, type HotpatchManifest, type Manifest } from '../package/index.js';
+import { baselineFiles, baselinePathOf, filePath, searchScope, type BaselineFiles } from './baseline.js';
 import { allPids, processesUnder, searchProcesses, type RunningProcess } from './discover.js';
-import { baselineDir } from './home.js';
 import type { AgentLogger } from './log.js';
 import { storedManifest, storedManifests, storedPayloadPath } from './store.js';
 
-/** Reverted: a revert changed the process (its functions went back a level). Planned: a dry run would change it (see `plan`). */
-export type ProcessOutcome = 'Patched' | 'Reverted' | 'Planned' | 'AlreadyAtLevel' | 'Failed' | 'Skipped';
+/** Reverted: a revert changed the process (its functions went back a level). */
+export type ProcessOutcome = 'Patched' | 'Reverted' | 'AlreadyAtLevel' | 'Failed' | 'Skipped';
 
+/** What a level change did in one process. */
 export interface ProcessResult {
   pid: number;
   comm: string;
   outcome: ProcessOutcome;
   reason?: string;
   errorCode?: string;
+  /** Failed or Skipped: whether the process was left exactly as it was (a refusal before any write, or a rollback that undid it all). */
+  unchanged?: boolean;
   /** How the process was switched: 'zero-stop' stopped no thread (pauseUs 0). */
   mode?: 'stop' | 'zero-stop';
   pauseUs?: number;
   threads?: number;
-  sites?: { object: string; function: string; action: string; kind: string; form: string }[];
-  /** A dry run: what the change would map and write in this process (nothing was). */
+  sites?: { object: string; function: string; action: SiteAction; kind: JumpKind; form: 'entry' | 'padding' }[];
+}
+
+/** A process in a dry run of a level change (ChangeOptions.dryRun): Planned where it would change, with its `plan`. */
+export interface PlannedProcessResult extends Omit<ProcessResult, 'outcome'> {
+  outcome: ProcessOutcome | 'Planned';
+  /** What the change would map and write in this process (nothing was). */
   plan?: ChangePlan;
 }
 
@@ -83,10 +92,10 @@ export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatib
   if (c.current && c.current.baselineId === m.baselineId && c.current.sequence > m.sequence) {
     throw new HpError('HOTPATCH_SUPERSEDED', `${m.kb} (${m.id}, level ${m.sequence}) is superseded: level ${c.current.sequence} (${c.current.kb}) of baseline ${m.baselineId} is already applied and contains its fixes. Nothing was changed`, { appliedSequence: c.current.sequence });
   }
-  // The installed files must be the ones the hotpatch was built against.
-  const root = baselineDir(home, m.baselineId);
+  // The installed files must be the ones the hotpatch was built against (shipped or described).
+  const files = baselineFiles(home, m.baselineId);
   for (const t of m.targets) {
-    const file = path.join(root, t.path);
+    const file = filePath(files, t.path);
     let elf: ElfFile;
     try {
       elf = ElfFile.fromFile(file);
@@ -98,6 +107,15 @@ export function checkHotpatchFits(home: string, m: HotpatchManifest, c: Compatib
     }
     checkTargetFunctions(m, t, elf, file, payload);
   }
+}
+
+/** Functions of the hotpatch that callers in the installed files hold inlined copies of (see inlined-copies.ts). */
+export function hotpatchWarnings(home: string, m: HotpatchManifest): InlineWarning[] {
+  const files = baselineFiles(home, m.baselineId);
+  return m.targets.flatMap((t) => {
+    const file = filePath(files, t.path);
+    return file ? inlinedCopyWarnings(ElfFile.fromFile(file), t.path, t.functions.map((f) => f.symbol)) : [];
+  });
 }
 
 /**
@@ -127,13 +145,14 @@ function checkTargetFunctions(m: HotpatchManifest, t: HotpatchManifest['targets'
  * are in the store, or under `payloadDir` (a dry run of a package not stored yet: the store is
  * not written).
  */
-export function changesFor(home: string, proc: RunningProcess, root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined, payloadDir?: string): ObjectChange[] | { refuse: string } {
+export function changesFor(home: string, proc: RunningProcess, files: BaselineFiles, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined, payloadDir?: string): ObjectChange[] | { refuse: string } {
   const changes: ObjectChange[] = [];
   const paths = new Set([...(m?.targets ?? []).map((t) => t.path), ...(prev?.targets ?? []).map((t) => t.path)]);
   for (const rel of paths) {
-    const file = path.join(root, rel);
-    const mapped = proc.files.find((f) => f.path === file);
+    // The file as this process mapped it: under the system folder, or an installed file by its build-id.
+    const mapped = proc.files.find((f) => baselinePathOf(files, f) === rel);
     if (!mapped) continue;
+    const file = mapped.path;
     const target = m?.targets.find((t) => t.path === rel);
     const before = prev?.targets.find((t) => t.path === rel);
     if (target && mapped.buildId !== target.buildId) {
@@ -175,7 +194,7 @@ export interface ApplyLevelOptions {
  */
 export interface LevelShare {
   home: string;
-  root: string;
+  files: BaselineFiles;
   manifest: HotpatchManifest | undefined;
   previous: HotpatchManifest | undefined;
   label: ChangeReportLabel;
@@ -189,9 +208,9 @@ export interface LevelShare {
 }
 
 /** Whether a process maps a file the level (or the one before) patches. */
-function runsLevelFiles(root: string, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): (p: RunningProcess) => boolean {
-  const paths = new Set([...(m?.targets ?? []), ...(prev?.targets ?? [])].map((t) => path.join(root, t.path)));
-  return (p) => p.files.some((f) => paths.has(f.path));
+function runsLevelFiles(files: BaselineFiles, m: HotpatchManifest | undefined, prev: HotpatchManifest | undefined): (p: RunningProcess) => boolean {
+  const paths = new Set([...(m?.targets ?? []), ...(prev?.targets ?? [])].map((t) => t.path));
+  return (p) => p.files.some((f) => paths.has(baselinePathOf(files, f) ?? ''));
 }
 
 export interface ShareEvents {
@@ -206,14 +225,14 @@ export interface ShareEvents {
  * on this thread) and the changes under way (mostly the core's ptrace work, on the pool's
  * threads) overlap instead of taking turns.
  */
-export async function applyShare(share: LevelShare, on: ShareEvents = {}): Promise<ProcessResult[]> {
+export async function applyShare(share: LevelShare, on: ShareEvents = {}): Promise<PlannedProcessResult[]> {
   let source: Iterator<RunningProcess, undefined>;
   if (share.procs) {
     source = share.procs.values();
     on.found?.(share.procs.length);
   } else {
-    const relevant = runsLevelFiles(share.root, share.manifest, share.previous);
-    const search = searchProcesses(share.root, share.pids ?? []);
+    const relevant = runsLevelFiles(share.files, share.manifest, share.previous);
+    const search = searchProcesses(searchScope(share.files.root, [share.files]), share.pids ?? []);
     source = {
       next: () => {
         for (let r = search.next(); !r.done; r = search.next()) {
@@ -225,10 +244,10 @@ export async function applyShare(share: LevelShare, on: ShareEvents = {}): Promi
       },
     };
   }
-  const results: ProcessResult[] = [];
+  const results: PlannedProcessResult[] = [];
   const worker = async () => {
     for (let r = source.next(); !r.done; r = source.next()) {
-      const i = results.push(undefined as unknown as ProcessResult) - 1;
+      const i = results.push(undefined as unknown as PlannedProcessResult) - 1;
       results[i] = await applyToProcess(share, r.value);
       on.done?.();
     }
@@ -256,10 +275,12 @@ function threadsFor(processes: number): number {
 }
 
 /** Brings every process that runs the baseline's target files to a level; one result per process. */
-export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]> {
-  const root = baselineDir(o.home, o.baselineId);
+export async function applyLevel(o: ApplyLevelOptions & { dryRun: true }): Promise<PlannedProcessResult[]>;
+export async function applyLevel(o: ApplyLevelOptions & { dryRun?: false }): Promise<ProcessResult[]>;
+export async function applyLevel(o: ApplyLevelOptions): Promise<PlannedProcessResult[]> {
+  const files = baselineFiles(o.home, o.baselineId);
   const label = o.manifest ? { packageId: o.manifest.id, kb: o.manifest.kb, baselineId: o.manifest.baselineId, sequence: o.manifest.sequence } : undefined;
-  const share = (concurrency: number, of: { procs?: RunningProcess[]; pids?: number[] }): LevelShare => ({ home: o.home, root, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, dryRun: o.dryRun, payloadDir: o.payloadDir, ...of });
+  const share = (concurrency: number, of: { procs?: RunningProcess[]; pids?: number[] }): LevelShare => ({ home: o.home, files, manifest: o.manifest, previous: o.previous, label, timeoutMs: o.timeoutMs, concurrency, dryRun: o.dryRun, payloadDir: o.payloadDir, ...of });
   const concurrency = o.concurrency ?? 8;
   let done = 0;
   let total = 0;
@@ -270,11 +291,11 @@ export async function applyLevel(o: ApplyLevelOptions): Promise<ProcessResult[]>
 
   if (o.pids) {
     // Named processes: every one must run the baseline, checked before any is changed.
-    const procs = processesUnder(root, o.pids);
+    const procs = processesUnder(searchScope(files.root, [files]), o.pids);
     for (const pid of o.pids) {
       if (!procs.some((p) => p.pid === pid)) throw new HpError('PROCESS_NOT_RUNNING_BASELINE', `process ${pid} does not run any file of baseline ${o.baselineId}. Nothing was changed`);
     }
-    return applyShare(share(concurrency, { procs: procs.filter(runsLevelFiles(root, o.manifest, o.previous)) }), events);
+    return applyShare(share(concurrency, { procs: procs.filter(runsLevelFiles(files, o.manifest, o.previous)) }), events);
   }
   const pids = allPids();
   const threads = threadsFor(pids.length);
@@ -303,7 +324,7 @@ const WORKER_URL = new URL('./level-worker.js', import.meta.url);
  * from TypeScript sources, with no compiled worker next to it) the share runs here instead: the
  * same result, one thread fewer (said in `ranIn`). Bringing a process to a level twice is harmless.
  */
-function inWorker(share: LevelShare, on: ShareEvents): Promise<{ results: ProcessResult[]; ranIn: 'worker thread' | 'main thread instead'; reason?: string }> {
+function inWorker(share: LevelShare, on: ShareEvents): Promise<{ results: PlannedProcessResult[]; ranIn: 'worker thread' | 'main thread instead'; reason?: string }> {
   const here = (reason: string) => applyShare(share, on).then((results) => ({ results, ranIn: 'main thread instead' as const, reason }));
   if (!fs.existsSync(fileURLToPath(WORKER_URL))) return here(`no compiled worker at ${fileURLToPath(WORKER_URL)}`);
   return new Promise((resolve) => {
@@ -314,7 +335,7 @@ function inWorker(share: LevelShare, on: ShareEvents): Promise<{ results: Proces
       void here(why instanceof Error ? why.message : `the worker exited (${String(why)}) before reporting`).then(resolve);
     };
     const w = new Worker(WORKER_URL, { workerData: share });
-    w.on('message', (m: { found?: number; done?: true; results?: ProcessResult[] }) => {
+    w.on('message', (m: { found?: number; done?: true; results?: PlannedProcessResult[] }) => {
       if (m.found !== undefined) on.found?.(m.found);
       if (m.done) on.done?.();
       if (m.results && !settled) {
@@ -327,11 +348,11 @@ function inWorker(share: LevelShare, on: ShareEvents): Promise<{ results: Proces
   });
 }
 
-async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<ProcessResult> {
+async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<PlannedProcessResult> {
   const { label } = o;
   const base = { pid: proc.pid, comm: proc.comm };
-  const changes = changesFor(o.home, proc, o.root, o.manifest, o.previous, o.payloadDir);
-  if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD' };
+  const changes = changesFor(o.home, proc, o.files, o.manifest, o.previous, o.payloadDir);
+  if ('refuse' in changes) return { ...base, outcome: 'Skipped', reason: changes.refuse, errorCode: 'PROCESS_RUNS_OTHER_BUILD', unchanged: true };
   if (changes.length === 0) return { ...base, outcome: 'AlreadyAtLevel' };
   try {
     // A revert keeps the promise of the level it takes back.
@@ -343,12 +364,12 @@ async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<Proc
       mode: r.mode,
       pauseUs: r.pauseUs,
       threads: r.threads,
-      sites: r.sites.map((s) => ({ object: path.relative(o.root, s.object), function: s.function, action: s.action, kind: s.kind, form: s.form })),
+      sites: r.sites.map((s) => ({ object: baselinePathOf(o.files, { path: s.object, buildId: proc.files.find((f) => f.path === s.object)?.buildId }) ?? s.object, function: s.function, action: s.action, kind: s.kind, form: s.form })),
       ...(r.dryRun ? { plan: changePlan(r) } : {}),
     };
   } catch (e) {
     const err = e as HpError;
-    return { ...base, outcome: 'Failed', reason: err.message, errorCode: err.code ?? 'INTERNAL' };
+    return { ...base, outcome: 'Failed', reason: err.message, errorCode: err.code ?? 'INTERNAL', unchanged: e instanceof HpError && e.unchanged };
   }
 }
 

@@ -15,7 +15,9 @@
  * lock written on another host (a shared home) cannot be checked and is always considered live.
  *
  * The lock is released by release(), on process exit, and on SIGINT/SIGTERM (after which the
- * signal's default action still happens unless the program has handlers of its own).
+ * signal's default action still happens) — unless the program has handlers of its own for the
+ * signal (a session: see interrupt.ts), which then stop the work and release the lock themselves:
+ * releasing it under work still running would let a second agent in.
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -49,6 +51,8 @@ export interface AcquireOptions {
   /** false or 0: refuse at once when busy; a number: wait up to that many ms; true: wait forever. */
   wait: boolean | number;
   command: string;
+  /** Stops the waiting (its reason is thrown). */
+  signal?: AbortSignal;
 }
 
 /** Calling it (or its release()) releases the lock; idempotent. */
@@ -191,11 +195,16 @@ function releaseAll(): void {
   for (const release of [...held]) release();
 }
 
+/** Release every lock this process holds (a program about to exit at once). */
+export const releaseHeldLocks = releaseAll;
+
 function onSignal(signal: NodeJS.Signals): void {
+  // Someone else handles this signal: they stop the work and release the lock when it is safe.
+  if (process.listenerCount(signal) > 1) return;
   releaseAll();
   uninstallHandlers();
   // Nobody else handles this signal: do what it would have done without us (terminate).
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  process.kill(process.pid, signal);
 }
 
 const onSigint = () => onSignal('SIGINT');
@@ -233,7 +242,17 @@ function describeHolder(info: LockInfo | undefined): string {
   return `another hp-agent${where} (PID ${info.pid}, ${JSON.stringify(info.command)}, since ${clock(info.since)})`;
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** Resolves after `ms`, or at once when `signal` aborts (the caller checks it). */
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 
 /**
  * Take the agent lock of `home` (created if missing). When another live agent holds it: refuse
@@ -260,6 +279,7 @@ export async function acquireLock(home: string, options: AcquireOptions): Promis
   let takenOver: StaleLock | undefined;
 
   for (;;) {
+    options.signal?.throwIfAborted();
     me.since = new Date().toISOString();
     const content = `${JSON.stringify(me)}\n`;
     if (createExclusive(file, content)) {
@@ -284,7 +304,7 @@ export async function acquireLock(home: string, options: AcquireOptions): Promis
         { lock: file, holder: blocker, waitedMs: Math.round(waited) },
       );
     }
-    await sleep(Math.min(pollMs, limitMs - waited));
+    await sleep(Math.min(pollMs, limitMs - waited), options.signal);
     pollMs = Math.min(pollMs * 2, MAX_POLL_MS);
   }
 }
@@ -315,4 +335,30 @@ function makeHandle(file: string, info: LockInfo, takenOver: StaleLock | undefin
     takenOver,
     waitedMs: Math.round(waitedMs),
   });
+}
+
+/**
+ * The lock for `hp-agent try`: the agent's own (the same one apply, revert and reboot take), as
+ * try writes into the same functions of the same processes and a second writer would find a
+ * half-made change (it used to say ENTRY_MISMATCH). A patch author who is not root usually cannot
+ * create the agent's home; then the lock is taken in a folder of that user's
+ * ($XDG_RUNTIME_DIR/hp-agent, else <tmpdir>/hp-agent-<uid>): such a user can only trace their own
+ * processes, so that lock still keeps two of their `try` runs apart.
+ */
+export async function acquireTryLock(home: string, options: AcquireOptions): Promise<AgentLock> {
+  try {
+    return await acquireLock(home, options);
+  } catch (e) {
+    const code = e instanceof HpError ? e.details?.code : undefined;
+    if (!(e instanceof HpError) || e.code !== 'LOCK_FAILED' || !['EACCES', 'EPERM', 'EROFS'].includes(String(code))) throw e;
+    const uid = process.getuid?.() ?? 0;
+    const own = process.env.XDG_RUNTIME_DIR ? path.join(process.env.XDG_RUNTIME_DIR, 'hp-agent') : path.join(os.tmpdir(), `hp-agent-${uid}`);
+    try {
+      fs.mkdirSync(own, { recursive: true, mode: 0o700 });
+      if (fs.statSync(own).uid !== uid) throw new Error(`${own} belongs to another user`);
+    } catch (error) {
+      throw lockIoError(own, error);
+    }
+    return acquireLock(own, options);
+  }
 }

@@ -7,17 +7,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HpError } from '../errors.js';
-import { openPackage, trustDir, type BaselineManifest, type HotpatchManifest, type Manifest } from '../package/index.js';
-import { baselineStaged, installedBaselineManifest, stageBaseline } from './baseline.js';
+import { openPackage, trustDir, type BaselineManifest, type Classification, type RebootBehavior, type HotpatchManifest, type Manifest } from '../package/index.js';
+import { baselineStaged, checkInstalledFiles, installedBaselineManifest, stageBaseline } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
 import { killPoint } from './kill-point.js';
 import { planReboot, previewReboot, runReboot, savedIntent, startReboot, type RebootPlan, type RebootResult } from './reboot.js';
-import { applyLevel, checkHotpatchFits, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
+import { applyLevel, checkHotpatchFits, hotpatchWarnings, levelManifest, previousLevel, type PlannedProcessResult, type ProcessResult } from './hotpatch.js';
+import type { InlineWarning } from '../elf/index.js';
 import { serviceAlive } from './services.js';
 import type { Session } from './session.js';
-import { beginOperation, endOperation, pendingOperation, transitionReboot } from './state.js';
+import { beginOperation, endOperation, pendingOperation, transitionReboot, type RebootStatus } from './state.js';
 import { liveLockHolder } from './lock.js';
-import { computeStatus, type RunningOperation, type StatusReport } from './status.js';
+import { computeStatus, levelOutput, type LevelOutput, type RunningOperation, type StatusReport } from './status.js';
 import { checkStorable, storedManifest, storedPackageDir, storePackage } from './store.js';
 
 export type InstallationState = 'Unknown' | 'Installed' | 'Failed' | 'Excluded' | 'NotSelected' | 'Pending';
@@ -27,15 +28,17 @@ export interface PatchEntry {
   patchId: string;
   name: string;
   kbId: string;
-  classifications: string[];
-  rebootBehavior: string;
+  classifications: Classification[];
+  rebootBehavior: RebootBehavior;
   installationState: InstallationState;
 }
 
 export interface InstallResult {
   status: OperationStatus;
+  /** Azure's name for the operation's id: the same value as activityId, which every command (and history) uses. */
   installationActivityId: string;
-  rebootStatus: string;
+  activityId: string;
+  rebootStatus: RebootStatus;
   maintenanceWindowExceeded: boolean;
   excludedPatchCount: number;
   notSelectedPatchCount: number;
@@ -46,9 +49,11 @@ export interface InstallResult {
   startDateTime: string;
   /** hp-agent's own detail: what happened in each process (hotpatches). */
   processes: ProcessResult[];
-  /** Hotpatch level reached: baseline id and sequence. */
-  hotpatchLevel?: { baselineId: string; sequence: number; packageId: string };
+  /** Hotpatch level reached. */
+  hotpatchLevel?: LevelOutput;
   error?: { code: string; message: string };
+  /** Hotpatches: functions whose inlined copies in their callers the patch does not reach. */
+  warnings?: InlineWarning[];
 }
 
 function historyResult(st: OperationStatus): 'Succeeded' | 'Failed' | 'CompletedWithWarnings' {
@@ -59,12 +64,13 @@ function patchEntry(m: Manifest, state: InstallationState): PatchEntry {
   return { patchId: m.id, name: m.title, kbId: m.kb, classifications: [m.classification], rebootBehavior: m.rebootBehavior, installationState: state };
 }
 
-function result(start: string, activity: string, rebootStatus: string, m: Manifest, state: InstallationState, processes: ProcessResult[] = []): InstallResult {
+function result(start: string, activity: string, rebootStatus: RebootStatus, m: Manifest, state: InstallationState, processes: ProcessResult[] = []): InstallResult {
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
   const status: OperationStatus = state === 'Failed' ? 'Failed' : failed > 0 ? 'CompletedWithWarnings' : 'Succeeded';
   return {
     status,
     installationActivityId: activity,
+    activityId: activity,
     rebootStatus,
     maintenanceWindowExceeded: false,
     excludedPatchCount: 0,
@@ -97,7 +103,9 @@ type Opened<M> = OpenedPackage & { manifest: M };
 async function withVerifiedPackage<T>(s: Session, file: string, o: ApplyOptions, activity: string, record: boolean, work: (pkg: OpenedPackage, stored: boolean) => Promise<T>): Promise<T> {
   let pkg;
   try {
-    pkg = await openPackage(file, { trustDir: trustDir(s.home), allowUnsigned: o.allowUnsigned });
+    pkg = await openPackage(file, { trustDir: trustDir(s.home), allowUnsigned: o.allowUnsigned, signal: s.signal });
+    // The last point where a signal stops the command before it changes anything.
+    s.signal.throwIfAborted();
   } catch (e) {
     if (record) await s.record({ action: 'refuse', result: 'Refused', detail: { package: file, code: (e as HpError).code, message: (e as Error).message }, activityId: activity });
     throw e;
@@ -130,14 +138,16 @@ export interface ApplyPlan {
   /** The package, in the installation state the apply would leave it. */
   patches: PatchEntry[];
   /** The reboot status the apply would leave. */
-  rebootStatus: string;
+  rebootStatus: RebootStatus;
   /** True for a baseline: it would be staged for the next reboot and nothing running would change. */
   rebootRequired: boolean;
   /** A baseline: whether its files are on disk already (`staged`), so only the pointer would change. */
   baseline?: { baselineId: string; staged: boolean; alreadyRunning: boolean };
   /** A hotpatch: the level the processes would be brought to, and from which. */
-  hotpatchLevel?: { baselineId: string; sequence: number; packageId: string; from?: { sequence: number; packageId: string } };
-  processes: ProcessResult[];
+  hotpatchLevel?: LevelOutput & { from?: LevelOutput };
+  processes: PlannedProcessResult[];
+  /** A hotpatch: functions whose inlined copies in their callers the patch would not reach. */
+  warnings?: InlineWarning[];
   /** An interrupted operation the real run would finish first (the plan is of the machine as it is now). */
   interruptedOperation?: { kind: string; startedAt: string };
   runningOperation?: RunningOperation;
@@ -153,6 +163,8 @@ function planBaseline(s: Session, pkg: Opened<BaselineManifest>, o: ApplyOptions
   const running = s.state.activeBaseline?.id === m.baselineId;
   if (!running && !o.allowDowngrade) checkNotDowngrade(s, m);
   const staged = baselineStaged(s.home, m);
+  // Refused as the apply would refuse it: installed files it describes must be as described.
+  if (!running && !staged) checkInstalledFiles(m);
   return Promise.resolve({
     dryRun: true,
     patches: [patchEntry(m, running ? 'Installed' : 'Pending')],
@@ -169,7 +181,7 @@ async function planHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: ApplyO
   // The store is not written: a package not stored yet lends its patch objects from a
   // temporary folder laid out as the store would hold them.
   const payloadDir = stored ? undefined : await unpackPayload(pkg.payload);
-  let processes: ProcessResult[];
+  let processes: PlannedProcessResult[];
   try {
     processes = await applyLevel({ home: s.home, log: s.log, manifest: m, previous, baselineId: m.baselineId, pids: o.pids, dryRun: true, payloadDir });
   } finally {
@@ -178,14 +190,15 @@ async function planHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: ApplyO
   // Say where the patch objects will be (in the store), not the temporary copy, gone by now.
   if (payloadDir) for (const p of processes) for (const patch of p.plan?.patches ?? []) patch.path = path.join(storedPackageDir(s.home, m.id), path.relative(payloadDir, patch.path));
   const anyGood = processes.length === 0 || processes.some((p) => p.outcome !== 'Failed' && p.outcome !== 'Skipped');
-  const from = s.state.hotpatch?.baselineId === m.baselineId ? { sequence: s.state.hotpatch.sequence, packageId: s.state.hotpatch.packageId } : undefined;
+  const from = s.state.hotpatch?.baselineId === m.baselineId ? levelOutput(s.state.hotpatch) : undefined;
   return {
     dryRun: true,
     patches: [patchEntry(m, anyGood ? 'Installed' : 'Failed')],
     rebootStatus: s.state.rebootStatus === 'Required' ? 'Required' : 'NotNeeded',
     rebootRequired: false,
-    hotpatchLevel: { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, ...(from ? { from } : {}) },
+    hotpatchLevel: { ...levelRef(m), ...(from ? { from } : {}) },
     processes,
+    warnings: hotpatchWarnings(s.home, m),
     ...operationNow(s),
   };
 }
@@ -264,7 +277,8 @@ async function applyHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: Apply
   s.state = await endOperation(s.home, s.state);
   // A hotpatch needs no reboot (Azure: NotNeeded); one still pending from a baseline stays Required.
   const r = result(start, activity, s.state.rebootStatus === 'Required' ? 'Required' : 'NotNeeded', m, anyGood ? 'Installed' : 'Failed', processes);
-  r.hotpatchLevel = anyGood ? { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id } : undefined;
+  if (anyGood) r.hotpatchLevel = { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kbId: m.kb };
+  r.warnings = hotpatchWarnings(s.home, m);
   await s.record({ action: 'apply', packageId: m.id, kb: m.kb, result: historyResult(r.status), detail: { sequence: m.sequence, processes: processes.map((p) => ({ pid: p.pid, outcome: p.outcome, reason: p.reason, pauseUs: p.pauseUs })) }, activityId: activity });
   return r;
 }
@@ -272,8 +286,9 @@ async function applyHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: Apply
 export interface RevertResult {
   status: OperationStatus;
   activityId: string;
-  from: { packageId: string; kb: string; sequence: number };
-  to: { packageId: string; kb: string; sequence: number } | { baseline: string };
+  from: LevelOutput;
+  /** The previous level, or the plain baseline (sequence 0). */
+  to: LevelOutput | { baselineId: string; sequence: 0 };
   processes: ProcessResult[];
 }
 
@@ -287,14 +302,15 @@ function revertLevels(s: Session, id: string): { current: HotpatchManifest; targ
   return { current, target: previousLevel(s.home, current.baselineId, current.sequence) };
 }
 
-const levelRef = (m: HotpatchManifest) => ({ packageId: m.id, kb: m.kb, sequence: m.sequence });
+/** A hotpatch level as the output names it. */
+const levelRef = (m: HotpatchManifest): LevelOutput => levelOutput({ baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kb: m.kb });
 
 /** `revert --dry-run`: what revert would do, refused as it would be. Nothing is written or recorded. */
 export interface RevertPlan {
   dryRun: true;
   from: RevertResult['from'];
   to: RevertResult['to'];
-  processes: ProcessResult[];
+  processes: PlannedProcessResult[];
   interruptedOperation?: { kind: string; startedAt: string };
   runningOperation?: RunningOperation;
 }
@@ -302,7 +318,7 @@ export interface RevertPlan {
 export async function planRevert(s: Session, id: string, o: { pids?: number[] } = {}): Promise<RevertPlan> {
   const { current, target } = revertLevels(s, id);
   const processes = await applyLevel({ home: s.home, log: s.log, manifest: target, previous: current, baselineId: current.baselineId, pids: o.pids, dryRun: true });
-  return { dryRun: true, from: levelRef(current), to: target ? levelRef(target) : { baseline: current.baselineId }, processes, ...operationNow(s) };
+  return { dryRun: true, from: levelRef(current), to: target ? levelRef(target) : { baselineId: current.baselineId, sequence: 0 }, processes, ...operationNow(s) };
 }
 
 /** `hp-agent revert <package>`: live rollback to the previous level, or to the plain baseline. */
@@ -318,6 +334,7 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
     throw e;
   }
   const { current, target } = levels;
+  s.signal.throwIfAborted();
   // A process whose functions went back a level was reverted (applyLevel says what it changed).
   const processes = (
     await underLevelIntent(s, { baselineId: current.baselineId, packageId: target?.id }, () =>
@@ -335,7 +352,7 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
     status,
     activityId: activity,
     from: levelRef(current),
-    to: target ? levelRef(target) : { baseline: current.baselineId },
+    to: target ? levelRef(target) : { baselineId: current.baselineId, sequence: 0 },
     processes,
   };
 }
@@ -345,6 +362,7 @@ export async function reboot(s: Session): Promise<RebootResult> {
   const repaired = await repairInterrupted(s);
   // An interrupted reboot, now finished, is the reboot that was asked for.
   if (repaired?.reboot && repaired.reboot.kind === 'reboot') return { ...repaired.reboot, repaired: { kind: repaired.kind, startedAt: repaired.startedAt } };
+  s.signal.throwIfAborted();
   return startReboot(s, planReboot(s, 'reboot'));
 }
 

@@ -24,9 +24,10 @@ import { serviceSpecs } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
 import { applyLevel, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
 import { killPoint } from './kill-point.js';
-import { findServiceProcesses, serviceAlive, startService, stopService, waitServiceReady, type ServiceRecord, type ServiceSpec } from './services.js';
+import { findExternalServiceProcesses, findServiceProcesses, restartExternalService, serviceAlive, startService, stopService, waitServiceReady, type ServiceRecord, type ServiceSpec } from './services.js';
 import type { Session } from './session.js';
-import { beginOperation, endOperation, transitionReboot, type BaselineRef, type Operation } from './state.js';
+import { beginOperation, endOperation, transitionReboot, type BaselineRef, type Operation, type RebootStatus } from './state.js';
+import { levelOutput, type LevelOutput } from './status.js';
 
 export type RebootMode = 'reboot' | 'boot';
 
@@ -52,9 +53,7 @@ export interface StoppedService {
   why?: string;
 }
 
-export interface LevelReapply {
-  packageId: string;
-  sequence: number;
+export interface LevelReapply extends LevelOutput {
   /** Succeeded, CompletedWithWarnings (some processes failed) or Failed (every one failed). */
   status: 'Succeeded' | 'CompletedWithWarnings' | 'Failed';
   processes: ProcessResult[];
@@ -65,10 +64,10 @@ export interface RebootResult {
   kind: RebootMode;
   /** Succeeded; CompletedWithWarnings when the services run but the hotpatch level could not be re-applied everywhere. */
   status: 'Succeeded' | 'CompletedWithWarnings';
-  rebootStatus: string;
+  rebootStatus: RebootStatus;
   activityId: string;
-  fromBaseline?: string;
-  toBaseline?: string;
+  fromBaselineId?: string;
+  toBaselineId?: string;
   stopped: StoppedService[];
   started: { name: string; pid: number; readyMs: number }[];
   /** Services that were already running and were kept (boot), or that an interrupted agent had launched (adopted). */
@@ -116,9 +115,12 @@ export function savedIntent(s: Session, op: Operation): RebootIntent {
 
 const same = (a: { pid: number; startTime: number }, b: { pid: number; startTime: number }) => a.pid === b.pid && a.startTime === b.startTime;
 
-/** The services the state records once the intent's have been stopped: not those, nor one that died meanwhile. */
+/**
+ * The services the state records once the intent's have been stopped: not those (an externally
+ * managed one is never stopped by a signal: it stays until its restart), nor one that died meanwhile.
+ */
 function servicesLeft(services: ServiceRecord[], stop: ServiceRecord[]): ServiceRecord[] {
-  return services.filter((r) => !stop.some((x) => same(x, r)) && serviceAlive(r));
+  return services.filter((r) => (r.managedBy === 'external' || !stop.some((x) => same(x, r))) && serviceAlive(r));
 }
 
 /**
@@ -141,25 +143,29 @@ export interface RebootPlan {
   kind: RebootMode;
   /** The interrupted reboot the run would finish (instead of starting a new one). */
   finishes?: { startedAt: string };
-  fromBaseline?: string;
-  toBaseline?: string;
+  fromBaselineId?: string;
+  toBaselineId?: string;
   /** The reboot status the run would leave. */
-  rebootStatus: string;
-  /** Services that would be stopped (`running` false: already gone, nothing to signal). */
-  stop: { name: string; pid: number; running: boolean; why?: string }[];
-  /** Services that would be started (their processes get the hotpatch level). */
-  start: { name: string; baselineId: string; file: string }[];
+  rebootStatus: RebootStatus;
+  /**
+   * Services that would be stopped (`running` false: already gone, nothing to signal); `how` for
+   * an externally managed one, which its restart command stops (never a signal).
+   */
+  stop: { name: string; pid: number; running: boolean; why?: string; how?: string }[];
+  /** Services that would be started (their processes get the hotpatch level); `restart`: by that command (externally managed). */
+  start: { name: string; baselineId: string; file: string; restart?: string[] }[];
   /** Services that would keep running as they are (boot), or be adopted from an interrupted agent. */
   keep: { name: string; pid: number; how: 'running' | 'adopted' }[];
   /** The hotpatch level that would be re-applied to the services' processes. */
-  hotpatch?: { packageId: string; kbId: string; sequence: number };
+  hotpatch?: LevelOutput;
   /** The level of the old baseline, which a switch of baseline leaves behind (a new baseline starts at level 0). */
-  hotpatchDropped?: { packageId: string; kbId: string; sequence: number };
+  hotpatchDropped?: LevelOutput;
 }
 
 /** What runReboot would do with `intent`, decided the way it decides; reads only. */
 export function previewReboot(s: Session, intent: RebootIntent, finishes?: { startedAt: string }): RebootPlan {
-  const stop: RebootPlan['stop'] = intent.stop.map((r) => ({ name: r.name, pid: r.pid, running: serviceAlive(r) }));
+  // Step 1 signals no externally managed service: its restart command (step 3) restarts it.
+  const stop: RebootPlan['stop'] = intent.stop.filter((r) => r.managedBy !== 'external').map((r) => ({ name: r.name, pid: r.pid, running: serviceAlive(r) }));
   const services = servicesLeft(s.state.services, intent.stop);
   const to = intent.switchTo;
   const active = to ?? s.state.activeBaseline;
@@ -167,6 +173,18 @@ export function previewReboot(s: Session, intent: RebootIntent, finishes?: { sta
   const start: RebootPlan['start'] = [];
   const keep: RebootPlan['keep'] = [];
   for (const spec of active ? serviceSpecs(s.home, active.id) : []) {
+    if (spec.managedBy === 'external') {
+      // A reboot runs its restart command; a boot never starts it, it records the one running.
+      if (intent.mode === 'reboot') {
+        const how = `restart command: ${(spec.restart ?? []).join(' ')}`;
+        stop.push(...findExternalServiceProcesses(spec).map((p) => ({ name: spec.name, pid: p.pid, running: true, how })));
+        start.push({ name: spec.name, baselineId: spec.baselineId, file: spec.file, restart: spec.restart ?? [] });
+      } else {
+        const running = services.find((r) => r.name === spec.name && r.baselineId === spec.baselineId) ?? findExternalServiceProcesses(spec)[0];
+        if (running) keep.push({ name: spec.name, pid: running.pid, how: 'running' });
+      }
+      continue;
+    }
     // Step 1 would have stopped the intent's services before step 3 looks for running ones.
     const running = findServiceProcesses(s.home, spec).filter((p) => !intent.stop.some((x) => same(x, p)));
     const d = serviceDecision(spec, services, intent, running);
@@ -175,20 +193,19 @@ export function previewReboot(s: Session, intent: RebootIntent, finishes?: { sta
     else if (d.ours) keep.push({ name: spec.name, pid: d.ours.pid, how: 'adopted' });
     else start.push({ name: spec.name, baselineId: spec.baselineId, file: spec.file });
   }
-  const ref = (l: NonNullable<typeof level>) => ({ packageId: l.packageId, kbId: l.kb, sequence: l.sequence });
   const st = s.state.rebootStatus;
   return {
     dryRun: true,
     kind: intent.mode,
     ...(finishes ? { finishes } : {}),
-    fromBaseline: intent.from,
-    toBaseline: active?.id,
+    ...(intent.from !== undefined ? { fromBaselineId: intent.from } : {}),
+    ...(active ? { toBaselineId: active.id } : {}),
     rebootStatus: st === 'Required' || st === 'Started' ? 'Completed' : st,
     stop,
     start,
     keep,
-    ...(level && level.baselineId === active?.id ? { hotpatch: ref(level) } : {}),
-    ...(level && active && level.baselineId !== active.id ? { hotpatchDropped: ref(level) } : {}),
+    ...(level && level.baselineId === active?.id ? { hotpatch: levelOutput(level) } : {}),
+    ...(level && active && level.baselineId !== active.id ? { hotpatchDropped: levelOutput(level) } : {}),
   };
 }
 
@@ -205,6 +222,8 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
 
   // 1. Stop the recorded services (PID + start time: one already gone is not signalled).
   for (const rec of intent.stop) {
+    // A service something else manages is never signalled: its restart command restarts it (step 3).
+    if (rec.managedBy === 'external') continue;
     const r = await stopService(rec, { home: s.home });
     stopped.push({ name: rec.name, pid: rec.pid, how: r.how });
     killPoint('reboot:stopped');
@@ -230,6 +249,10 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
   const active = s.state.activeBaseline;
   try {
     for (const spec of active ? serviceSpecs(s.home, active.id) : []) {
+      if (spec.managedBy === 'external') {
+        await externalService(s, spec, intent, { stopped, started, kept });
+        continue;
+      }
       const { recorded, ours, duplicates } = serviceDecision(spec, s.state.services, intent, findServiceProcesses(s.home, spec));
       for (const p of duplicates) {
         const rec: ServiceRecord = { name: spec.name, pid: p.pid, startTime: p.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: new Date().toISOString() };
@@ -242,7 +265,7 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
       }
       if (ours) {
         const { logOffset: _o, ...rec } = ours;
-        await waitServiceReady(s.home, rec, { logOffset: ours.logOffset });
+        await waitServiceReady(s.home, rec, { logOffset: ours.logOffset, readiness: spec.readiness });
         s.state.services = [...s.state.services, rec];
         await s.save();
         kept.push({ name: spec.name, pid: rec.pid, how: 'adopted' });
@@ -297,8 +320,8 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
     status,
     rebootStatus: s.state.rebootStatus,
     activityId: intent.activityId,
-    fromBaseline: intent.from,
-    toBaseline: s.state.activeBaseline?.id,
+    fromBaselineId: intent.from,
+    toBaselineId: s.state.activeBaseline?.id,
     stopped,
     started,
     kept,
@@ -307,17 +330,45 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
   };
 }
 
+/**
+ * A service something else starts and stops: at a reboot its restart command runs and its new
+ * process is recorded; at a boot it is never started — the process running its file, if any, is
+ * recorded (kept). Either way the hotpatch level is then re-applied to it with the rest.
+ */
+async function externalService(s: Session, spec: ServiceSpec, intent: RebootIntent, done: { stopped: StoppedService[]; started: RebootResult['started']; kept: RebootResult['kept'] }): Promise<void> {
+  const others = s.state.services.filter((r) => r.name !== spec.name);
+  if (intent.mode === 'reboot') {
+    const r = await restartExternalService(spec);
+    for (const p of r.before) done.stopped.push({ name: spec.name, pid: p.pid, how: `restart command: ${spec.restart!.join(' ')}` });
+    s.state.services = [...others, r.record];
+    await s.save();
+    done.started.push({ name: spec.name, pid: r.record.pid, readyMs: r.readyMs });
+    return;
+  }
+  const recorded = s.state.services.find((r) => r.name === spec.name && r.baselineId === spec.baselineId && serviceAlive(r));
+  const running = recorded ?? findExternalServiceProcesses(spec)[0];
+  if (!running) {
+    s.log.info('an externally managed service is not running; the agent does not start it', { service: spec.name });
+    return;
+  }
+  if (!recorded) {
+    s.state.services = [...others, { name: spec.name, pid: running.pid, startTime: running.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: new Date().toISOString(), managedBy: 'external' }];
+    await s.save();
+  }
+  done.kept.push({ name: spec.name, pid: running.pid, how: 'running' });
+}
+
 /** Brings the services just started to their baseline's installed hotpatch level. */
 async function reapplyLevel(s: Session): Promise<LevelReapply | undefined> {
   const level = s.state.hotpatch;
   if (!level || level.baselineId !== s.state.activeBaseline?.id) return undefined;
   const m = levelManifest(s.home, level);
-  if (!m) return { packageId: level.packageId, sequence: level.sequence, status: 'Failed', processes: [] };
+  if (!m) return { ...levelOutput(level), status: 'Failed', processes: [] };
   const processes = await applyLevel({ home: s.home, log: s.log, manifest: m, previous: previousLevel(s.home, m.baselineId, m.sequence), baselineId: m.baselineId });
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
   const status = failed === 0 ? 'Succeeded' : failed < processes.length ? 'CompletedWithWarnings' : 'Failed';
   if (status !== 'Succeeded') s.log.error('the hotpatch level could not be re-applied at boot', { packageId: m.id, processes });
-  return { packageId: m.id, sequence: m.sequence, status, processes };
+  return { ...levelOutput(level), status, processes };
 }
 
 /**

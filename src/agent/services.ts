@@ -22,8 +22,9 @@
  *   fd 0. The service thus holds a writer of its own stdin, which therefore never reaches end of
  *   file (our fixtures exit at EOF), whoever else opens and closes the FIFO. Anybody may still
  *   send the service a command line by writing to the FIFO.
- * - stdout and stderr are appended (O_APPEND) to logs/services/<name>.log. Readiness is a line
- *   `READY` in that log after the offset it had when the service was started.
+ * - stdout and stderr are appended (O_APPEND) to logs/services/<name>.log. Readiness is, as the
+ *   manifest chooses (readiness.ts), a line `READY` in that log after the offset it had when the
+ *   service was started, `READY=1` sent to $NOTIFY_SOCKET (sd_notify), or a socket that accepts.
  * - Identity is (PID, start time), the start time being field 22 of /proc/PID/stat (clock ticks
  *   after boot): a recycled PID has another start time, so serviceAlive() never mistakes a new
  *   process for the old service, and stopService() never signals a stranger.
@@ -33,10 +34,12 @@
 import { execFile, spawn } from 'node:child_process';
 import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { peekBuildId } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { readJsonSync, writeJsonAtomic } from './atomic.js';
 import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
 import { killPoint } from './kill-point.js';
+import { DEFAULT_READINESS, expandRun, prepareReadiness, readFrom, readinessWaiter, type Readiness } from './readiness.js';
 
 export interface ServiceSpec {
   name: string;
@@ -45,6 +48,13 @@ export interface ServiceSpec {
   /** Arguments; every `${HP_RUN}` in them is replaced by the home's run directory. */
   args: string[];
   baselineId: string;
+  /** 'external': something else starts and stops it; the agent runs `restart` at a reboot and finds its new process. */
+  managedBy?: 'external';
+  restart?: string[];
+  /** The build-id of its file: how its process is recognised whatever path it runs the file from. */
+  buildId?: string;
+  /** How it says it is ready (default: a line READY). */
+  readiness?: Readiness;
 }
 
 /** A running service, as recorded in state.services. */
@@ -56,6 +66,8 @@ export interface ServiceRecord {
   file: string;
   baselineId: string;
   startedAt: string;
+  /** Started by something else (found, not launched): a reboot restarts it with its command, never by a signal. */
+  managedBy?: 'external';
 }
 
 export interface StartServiceOptions {
@@ -259,61 +271,17 @@ async function logSize(file: string): Promise<number> {
   return st?.size ?? 0;
 }
 
-async function readFrom(file: string, offset: number, max = 1 << 20): Promise<Buffer> {
-  let handle: fsp.FileHandle | undefined;
-  try {
-    handle = await fsp.open(file, 'r');
-    const buf = Buffer.alloc(max);
-    const { bytesRead } = await handle.read(buf, 0, max, offset);
-    return buf.subarray(0, bytesRead);
-  } catch {
-    return Buffer.alloc(0);
-  } finally {
-    await handle?.close();
-  }
-}
-
 async function logTail(file: string, since: number): Promise<string> {
   const size = await logSize(file);
   const from = Math.max(since, size - LOG_TAIL_BYTES);
   return (await readFrom(file, from, LOG_TAIL_BYTES)).toString('utf8').trim();
 }
 
-/**
- * Follows a log from an offset and tells whether a line `READY` appeared. Works on bytes, so a
- * multi-byte character cut by a read never shifts the offset.
- */
-class ReadyScanner {
-  private partial = Buffer.alloc(0);
-
-  constructor(
-    private readonly file: string,
-    private position: number,
-  ) {}
-
-  async sawReady(): Promise<boolean> {
-    for (;;) {
-      const chunk = await readFrom(this.file, this.position);
-      if (chunk.length === 0) return false;
-      this.position += chunk.length;
-      let data = Buffer.concat([this.partial, chunk]);
-      let nl: number;
-      while ((nl = data.indexOf(0x0a)) >= 0) {
-        if (data.subarray(0, nl).toString('latin1').replace(/\r$/, '') === 'READY') return true;
-        data = data.subarray(nl + 1);
-      }
-      // A line longer than any READY line need not be kept whole: keep its last bytes only.
-      this.partial = Buffer.from(data.subarray(Math.max(0, data.length - 16)));
-    }
-  }
-}
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** The service's arguments as it is started: every `${HP_RUN}` replaced by the home's run directory. */
 function expandArgs(home: string, spec: ServiceSpec): string[] {
-  const run = homeLayout(home).run;
-  return spec.args.map((arg) => arg.split('${HP_RUN}').join(run));
+  return spec.args.map((arg) => expandRun(home, arg));
 }
 
 /**
@@ -352,7 +320,6 @@ export async function startService(
   spec: ServiceSpec,
   options: StartServiceOptions = {},
 ): Promise<ServiceRecord & { readyMs: number }> {
-  const readyTimeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
   checkSafeName('service name', spec.name);
   const layout = homeLayout(home);
   if (!path.isAbsolute(spec.file)) {
@@ -393,7 +360,33 @@ export async function startService(
   }
 
   const args = expandArgs(home, spec);
-  const env: NodeJS.ProcessEnv = { ...process.env, HP_RUN: layout.run };
+  const readiness = spec.readiness ?? DEFAULT_READINESS;
+  let prepared;
+  try {
+    prepared = prepareReadiness(home, spec.name, readiness);
+  } catch (error) {
+    throw new HpError('SERVICE_START_FAILED', `cannot start service ${spec.name}: cannot bind its notify socket: ${(error as Error).message}`, { service: spec.name });
+  }
+  try {
+    return await launchAndWait(home, spec, options, { args, readiness, notifyFd: prepared.notifyFd, env: prepared.env });
+  } finally {
+    prepared.close();
+  }
+}
+
+async function launchAndWait(
+  home: string,
+  spec: ServiceSpec,
+  options: StartServiceOptions,
+  ready: { args: string[]; readiness: Readiness; notifyFd?: number; env: Record<string, string> },
+): Promise<ServiceRecord & { readyMs: number }> {
+  const layout = homeLayout(home);
+  const { args } = ready;
+  const fifo = serviceStdinFifo(home, spec.name);
+  const log = serviceLogPath(home, spec.name);
+  const env: NodeJS.ProcessEnv = { ...process.env, HP_RUN: layout.run, ...ready.env };
+  // Not ours to pass on: a NOTIFY_SOCKET the agent itself was given belongs to its own manager.
+  if (!ready.env.NOTIFY_SOCKET) delete env.NOTIFY_SOCKET;
   // The launcher is a plain Node: keep the agent's own Node options (loaders, inspector) out of it.
   delete env.NODE_OPTIONS;
   const offset = await logSize(log);
@@ -440,29 +433,36 @@ export async function startService(
     });
   }
   killPoint('service:pid-file-written');
-  const readyMs = await waitServiceReady(home, record, { logOffset: offset, readyTimeoutMs, began });
+  const readyMs = await waitServiceReady(home, record, { logOffset: offset, readyTimeoutMs: options.readyTimeoutMs, began, readiness: ready.readiness, notifyFd: ready.notifyFd });
   return { ...record, readyMs };
 }
 
 /**
- * Waits until the service writes a line READY in its log after `logOffset`; returns the ms since
- * `began` (default: now). For a service just started, and for one a killed agent started whose
- * log offset it had recorded. Fails with SERVICE_EXITED (died before READY; its pid file is
- * removed) or SERVICE_NOT_READY (timed out; the service is stopped then).
+ * Waits until the service is ready as its `readiness` says (default: a line READY in its log
+ * after `logOffset`); returns the ms since `began` (default: now). For a service just started,
+ * and for one a killed agent started whose log offset it had recorded. The timeout is the
+ * readiness's own `timeoutMs`, else `readyTimeoutMs`, else 10 s. Fails with SERVICE_EXITED (died
+ * before it was ready; its pid file is removed) or SERVICE_NOT_READY (timed out; the service is
+ * stopped then).
  */
-export async function waitServiceReady(home: string, record: ServiceRecord, o: { logOffset: number; readyTimeoutMs?: number; began?: number }): Promise<number> {
-  const readyTimeoutMs = o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
+export async function waitServiceReady(
+  home: string,
+  record: ServiceRecord,
+  o: { logOffset: number; readyTimeoutMs?: number; began?: number; readiness?: Readiness; notifyFd?: number },
+): Promise<number> {
+  const readiness = o.readiness ?? DEFAULT_READINESS;
+  const readyTimeoutMs = readiness.timeoutMs ?? o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
   const began = o.began ?? performance.now();
   const { pid, name } = record;
   const log = serviceLogPath(home, name);
   const offset = o.logOffset;
   const deadline = began + readyTimeoutMs;
-  const scanner = new ReadyScanner(log, offset);
+  const waiter = readinessWaiter(home, name, readiness, { logOffset: offset, notifyFd: o.notifyFd });
   for (;;) {
-    if (await scanner.sawReady()) return Math.round(performance.now() - began);
+    if (await waiter.ready()) return Math.round(performance.now() - began);
     if (!serviceAlive(record)) {
-      // It may have written READY and exited between our read and this check: one last look.
-      if (await scanner.sawReady()) return Math.round(performance.now() - began);
+      // It may have said so and exited between our look and this check: one last look.
+      if (await waiter.ready()) return Math.round(performance.now() - began);
       await fsp.rm(servicePidFile(home, name), { force: true });
       const tail = await logTail(log, offset);
       throw new HpError('SERVICE_EXITED', `service ${name} (PID ${pid}) exited before it was ready${tail ? `; its log ends with: ${tail}` : ''}`, {
@@ -476,8 +476,8 @@ export async function waitServiceReady(home: string, record: ServiceRecord, o: {
       const tail = await logTail(log, offset);
       throw new HpError(
         'SERVICE_NOT_READY',
-        `service ${name} (PID ${pid}) did not write READY within ${readyTimeoutMs} ms; it was stopped (${stop.how})${tail ? `; its log ends with: ${tail}` : ''}`,
-        { service: name, pid, log, stop },
+        `service ${name} (PID ${pid}) did not ${waiter.awaited} within ${readyTimeoutMs} ms; it was stopped (${stop.how})${tail ? `; its log ends with: ${tail}` : ''}`,
+        { service: name, pid, log, stop, readiness: readiness.type },
       );
     }
     await sleep(POLL_MS);
@@ -535,4 +535,69 @@ export async function stopService(record: ServiceRecord, options: StopServiceOpt
     }
   }
   return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services something else starts and stops (managedBy "external")
+
+/**
+ * Every live process that runs an external service's file as its executable: by path, or by the
+ * build-id of its executable whatever its path (the service manager may run it from elsewhere).
+ */
+export function findExternalServiceProcesses(spec: ServiceSpec): { pid: number; startTime: number }[] {
+  const out: { pid: number; startTime: number }[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    const pid = Number(name);
+    let runs = false;
+    try {
+      runs = fs.readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, '') === spec.file;
+      if (!runs && spec.buildId) {
+        const fd = fs.openSync(`/proc/${pid}/exe`, 'r');
+        try {
+          runs = peekBuildId(fd) === spec.buildId;
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+    } catch {
+      continue; // gone, a kernel thread, or not ours to read
+    }
+    const startTime = runs ? processStartTime(pid) : undefined;
+    if (startTime !== undefined) out.push({ pid, startTime });
+  }
+  return out;
+}
+
+const RESTART_TIMEOUT_MS = 60_000;
+
+/**
+ * Restarts an external service with its own command (no shell) and finds its new process: one
+ * that runs its file and did not run before the command. SERVICE_RESTART_FAILED if the command
+ * fails; SERVICE_NOT_READY if no new process shows within `readyTimeoutMs`.
+ */
+export async function restartExternalService(spec: ServiceSpec, o: { readyTimeoutMs?: number } = {}): Promise<{ before: { pid: number; startTime: number }[]; record: ServiceRecord; readyMs: number }> {
+  const [program, ...args] = spec.restart ?? [];
+  if (!program) throw new HpError('SERVICE_RESTART_FAILED', `service ${spec.name} is managed externally but has no restart command`, { service: spec.name });
+  const before = findExternalServiceProcesses(spec);
+  const began = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    execFile(program, args, { timeout: RESTART_TIMEOUT_MS }, (error, _stdout, stderr) => {
+      if (!error) return resolve();
+      reject(new HpError('SERVICE_RESTART_FAILED', `the restart command of service ${spec.name} (${spec.restart!.join(' ')}) failed: ${String(stderr).trim() || error.message}`, { service: spec.name, command: spec.restart }));
+    });
+  });
+  const deadline = began + (o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+  for (;;) {
+    const fresh = findExternalServiceProcesses(spec).filter((p) => !before.some((b) => b.pid === p.pid && b.startTime === p.startTime));
+    if (fresh.length > 0) {
+      const p = fresh[0];
+      const record: ServiceRecord = { name: spec.name, pid: p.pid, startTime: p.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: new Date().toISOString(), managedBy: 'external' };
+      return { before, record, readyMs: Math.round(performance.now() - began) };
+    }
+    if (performance.now() >= deadline) {
+      throw new HpError('SERVICE_NOT_READY', `service ${spec.name}: its restart command (${spec.restart!.join(' ')}) succeeded, but no new process running ${spec.file} appeared within ${o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS} ms`, { service: spec.name });
+    }
+    await sleep(POLL_MS);
+  }
 }

@@ -41,6 +41,7 @@ export const serviceEntrySchema = z.object({
   file: z.string(),
   baselineId: z.string(),
   startedAt: isoTime,
+  managedBy: z.literal('external').optional(),
 });
 
 export const operationSchema = z.object({

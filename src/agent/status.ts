@@ -7,17 +7,20 @@
  */
 import path from 'node:path';
 import { inspectFunctions } from '../engine/patch.js';
+import type { FunctionState } from '../engine/entries.js';
 import type { HotpatchManifest } from '../package/index.js';
+import { baselineFiles, baselinePathOf, installedBaselines, searchScope, type BaselineFiles } from './baseline.js';
 import { processesUnder, type RunningProcess } from './discover.js';
 import { homeLayout } from './home.js';
 import { levelManifest, type LevelState } from './hotpatch.js';
+import type { Enrollment, RebootStatus } from './state.js';
 import { storedManifests } from './store.js';
 
 export interface FunctionStatus {
   object: string;
   function: string;
   /** original | patched | foreign | modified, from the process's memory. */
-  state: string;
+  state: FunctionState['state'];
   /** 'padding': a hot-patchable entry, switched (or switchable) without stopping the process. */
   form: 'entry' | 'padding';
   /** The package whose code the function runs now (patched functions). */
@@ -29,7 +32,7 @@ export interface ProcessStatus {
   pid: number;
   comm: string;
   /** The baseline whose files the process mapped (from the paths and build-ids it runs). */
-  baseline: string;
+  baselineId: string;
   hotpatchSequence: number;
   compliant: boolean;
   reasons: string[];
@@ -39,8 +42,8 @@ export interface ProcessStatus {
 
 export interface StatusInput {
   home: string;
-  enrollment: string;
-  rebootStatus: string;
+  enrollment: Enrollment;
+  rebootStatus: RebootStatus;
   activeBaseline?: { id: string; kb: string };
   pendingBaseline?: { id: string; kb: string };
   hotpatch?: LevelState & { appliedAt?: string };
@@ -57,15 +60,34 @@ export interface RunningOperation {
   command: string;
 }
 
+/** A baseline, as every command's output names it. */
+export interface BaselineOutput {
+  baselineId: string;
+  kbId: string;
+}
+
+/** A hotpatch level, as every command's output names it. */
+export interface LevelOutput {
+  baselineId: string;
+  sequence: number;
+  packageId: string;
+  kbId: string;
+}
+
+/** The output's name for a level recorded in the state (which spells its KB `kb`). */
+export function levelOutput(l: LevelState): LevelOutput {
+  return { baselineId: l.baselineId, sequence: l.sequence, packageId: l.packageId, kbId: l.kb };
+}
+
 export interface StatusReport {
-  enrollment: string;
-  installedBaseline?: { id: string; kb: string };
-  pendingBaseline?: { id: string; kb: string };
+  enrollment: Enrollment;
+  installedBaseline?: BaselineOutput;
+  pendingBaseline?: BaselineOutput;
   runningBaselines: string[];
   rebootPending: boolean;
   rebootPendingReasons: string[];
-  rebootStatus: string;
-  hotpatch?: LevelState & { appliedAt?: string };
+  rebootStatus: RebootStatus;
+  hotpatch?: LevelOutput & { appliedAt?: string };
   compliant: boolean;
   processes: ProcessStatus[];
   services: StatusInput['services'];
@@ -75,19 +97,30 @@ export interface StatusReport {
   runningOperation?: RunningOperation;
 }
 
-function baselineOf(system: string, proc: RunningProcess): string {
-  const ids = new Set(proc.files.map((f) => path.relative(system, f.path).split(path.sep)[0]));
+/**
+ * The baseline whose files the process mapped: by folder for shipped files; for an installed
+ * file, the baselines that describe it (the active one first, when several describe the same build).
+ */
+function baselineOf(system: string, proc: RunningProcess, installed: BaselineFiles[], active: string | undefined): string {
+  const ids = new Set<string>();
+  for (const f of proc.files) {
+    if (f.path.startsWith(system + path.sep)) {
+      ids.add(path.relative(system, f.path).split(path.sep)[0]);
+      continue;
+    }
+    const claim = installed.filter((b) => baselinePathOf(b, f) !== undefined).map((b) => b.baselineId);
+    if (claim.length) ids.add(active !== undefined && claim.includes(active) ? active : claim[0]);
+  }
   return [...ids].join('+') || 'unknown';
 }
 
-async function processStatus(s: StatusInput, system: string, proc: RunningProcess, level: HotpatchManifest | undefined, others: HotpatchManifest[]): Promise<ProcessStatus> {
-  const baseline = baselineOf(system, proc);
+async function processStatus(s: StatusInput, system: string, proc: RunningProcess, baseline: string, level: HotpatchManifest | undefined, others: HotpatchManifest[]): Promise<ProcessStatus> {
   const reasons: string[] = [];
   const functions: FunctionStatus[] = [];
   if (baseline !== s.activeBaseline?.id) {
     reasons.push(`runs baseline ${baseline}, not the installed ${s.activeBaseline?.id ?? '(none)'}: it needs a restart (reboot)`);
   }
-  const root = path.join(system, baseline);
+  const files = baselineFiles(s.home, baseline);
   // Every function any level of this baseline touches: the current level's must carry its code,
   // the others must be original.
   const expected = new Map<string, Map<string, string | undefined>>();
@@ -99,11 +132,12 @@ async function processStatus(s: StatusInput, system: string, proc: RunningProces
     }
   }
   for (const [rel, fns] of expected) {
-    const file = path.join(root, rel);
-    if (!proc.files.some((f) => f.path === file)) continue;
+    // As the process mapped it: under the system folder, or an installed file found by its build-id.
+    const file = proc.files.find((f) => baselinePathOf(files, f) === rel)?.path;
+    if (!file) continue;
     let states;
     try {
-      states = await inspectFunctions(proc.pid, [...fns.keys()], file);
+      states = await inspectFunctions({ pid: proc.pid, functions: [...fns.keys()], object: file });
     } catch (e) {
       reasons.push(`cannot read ${rel}: ${(e as Error).message}`);
       continue;
@@ -122,11 +156,11 @@ async function processStatus(s: StatusInput, system: string, proc: RunningProces
   return {
     pid: proc.pid,
     comm: proc.comm,
-    baseline,
+    baselineId: baseline,
     hotpatchSequence: level && patchedBy.has(level.id) ? level.sequence : 0,
     compliant: reasons.length === 0,
     reasons,
-    files: proc.files.map((f) => ({ path: path.relative(system, f.path), buildId: f.buildId, deleted: f.deleted })),
+    files: proc.files.map((f) => ({ path: f.path.startsWith(system + path.sep) ? path.relative(system, f.path) : f.path, buildId: f.buildId, deleted: f.deleted })),
     functions,
   };
 }
@@ -136,26 +170,28 @@ export async function computeStatus(s: StatusInput): Promise<StatusReport> {
   const level = s.hotpatch && s.hotpatch.baselineId === s.activeBaseline?.id ? levelManifest(s.home, s.hotpatch) : undefined;
   const all = storedManifests(s.home).filter((m): m is HotpatchManifest => m.kind === 'hotpatch');
   const processes: ProcessStatus[] = [];
-  for (const proc of processesUnder(system)) {
-    const baseline = baselineOf(system, proc);
+  // Installed baselines that describe files installed elsewhere: their processes are found by build-id.
+  const installed = installedBaselines(s.home).map((id) => baselineFiles(s.home, id)).filter((b) => b.installed.length > 0);
+  for (const proc of processesUnder(searchScope(system, installed))) {
+    const baseline = baselineOf(system, proc, installed, s.activeBaseline?.id);
     const others = all.filter((m) => m.baselineId === baseline && m.id !== level?.id);
-    processes.push(await processStatus(s, system, proc, baseline === s.activeBaseline?.id ? level : undefined, others));
+    processes.push(await processStatus(s, system, proc, baseline, baseline === s.activeBaseline?.id ? level : undefined, others));
   }
-  const runningBaselines = [...new Set(processes.map((p) => p.baseline))].sort();
+  const runningBaselines = [...new Set(processes.map((p) => p.baselineId))].sort();
   const reasons: string[] = [];
   if (s.pendingBaseline) reasons.push(`baseline ${s.pendingBaseline.id} (${s.pendingBaseline.kb}) is installed and takes effect at the next reboot`);
   for (const p of processes) {
-    if (p.baseline !== s.activeBaseline?.id) reasons.push(`process ${p.pid} (${p.comm}) still runs baseline ${p.baseline}`);
+    if (p.baselineId !== s.activeBaseline?.id) reasons.push(`process ${p.pid} (${p.comm}) still runs baseline ${p.baselineId}`);
   }
   return {
     enrollment: s.enrollment,
-    installedBaseline: s.activeBaseline,
-    pendingBaseline: s.pendingBaseline,
+    installedBaseline: s.activeBaseline && { baselineId: s.activeBaseline.id, kbId: s.activeBaseline.kb },
+    pendingBaseline: s.pendingBaseline && { baselineId: s.pendingBaseline.id, kbId: s.pendingBaseline.kb },
     runningBaselines,
     rebootPending: reasons.length > 0,
     rebootPendingReasons: reasons,
     rebootStatus: s.rebootStatus,
-    hotpatch: s.hotpatch,
+    hotpatch: s.hotpatch && { ...levelOutput(s.hotpatch), ...(s.hotpatch.appliedAt ? { appliedAt: s.hotpatch.appliedAt } : {}) },
     compliant: processes.every((p) => p.compliant),
     processes,
     services: s.services,

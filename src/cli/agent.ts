@@ -1,10 +1,11 @@
 /** The agent's commands: apply, revert, status, history, reboot, boot. */
 import cliProgress from 'cli-progress';
 import type { Argv } from 'yargs';
-import { readHistory } from '../agent/history.js';
-import { applyPackage, boot, planApply, planRebootRun, planRevert, reboot, revertPackage, status, type InstallResult, type RebootResult, type RevertResult } from '../agent/operations.js';
-import { withSession } from '../agent/session.js';
-import type { ProcessResult } from '../agent/hotpatch.js';
+import type { Output } from '../contract/index.js';
+import { apply, boot, history, planApply, planBoot, planReboot, planRevert, reboot, revert, status } from '../agent/library.js';
+import type { InstallResult, RebootResult, RevertResult } from '../agent/operations.js';
+import type { HistoryRead } from '../agent/history.js';
+import type { PlannedProcessResult as ProcessResult } from '../agent/hotpatch.js';
 import type { StatusReport } from '../agent/status.js';
 import { EXIT, printer, table } from './output.js';
 import { statusProblems } from '../agent/status-check.js';
@@ -41,8 +42,13 @@ function processTable(ps: ProcessResult[]): string {
   );
 }
 
+/**
+ * Failed everywhere is "refused" (3) when every process was left exactly as it was (the patch is
+ * not an ELF, names a symbol the process lacks, uses TLS…: refused before a byte was written),
+ * and "failed" (4) only when some process may have been changed.
+ */
 function processExit(ps: ProcessResult[], failedOverall: boolean): number {
-  if (failedOverall) return EXIT.failed;
+  if (failedOverall) return ps.every((p) => p.outcome !== 'Patched' && p.unchanged !== false) ? EXIT.refused : EXIT.failed;
   return ps.some((p) => p.outcome === 'Failed' || p.outcome === 'Skipped') ? EXIT.partial : EXIT.ok;
 }
 
@@ -79,10 +85,10 @@ function statusHuman(s: StatusReport): string {
       ['ENROLLMENT', 'INSTALLED BASELINE', 'RUNNING', 'PENDING', 'HOTPATCH', 'REBOOT PENDING', 'REBOOT STATUS'],
       [[
         s.enrollment,
-        s.installedBaseline ? `${s.installedBaseline.id} (${s.installedBaseline.kb})` : '-',
+        s.installedBaseline ? `${s.installedBaseline.baselineId} (${s.installedBaseline.kbId})` : '-',
         s.runningBaselines.join(', ') || '-',
-        s.pendingBaseline ? `${s.pendingBaseline.id} (${s.pendingBaseline.kb})` : '-',
-        s.hotpatch ? `#${s.hotpatch.sequence} ${s.hotpatch.packageId} (${s.hotpatch.kb})` : '-',
+        s.pendingBaseline ? `${s.pendingBaseline.baselineId} (${s.pendingBaseline.kbId})` : '-',
+        s.hotpatch ? `#${s.hotpatch.sequence} ${s.hotpatch.packageId} (${s.hotpatch.kbId})` : '-',
         s.rebootPending ? 'yes' : 'no',
         s.rebootStatus,
       ]],
@@ -94,7 +100,7 @@ function statusHuman(s: StatusReport): string {
   if (s.processes.length) {
     lines.push('', table(
       ['PID', 'PROCESS', 'BASELINE', 'LEVEL', 'COMPLIANT', 'FUNCTIONS (from memory)'],
-      s.processes.map((p) => [String(p.pid), p.comm, p.baseline, String(p.hotpatchSequence), p.compliant ? 'yes' : 'NO', p.functions.map((f) => `${f.function}=${f.state === 'patched' ? f.packageId : f.state}`).join(' ') || '-']),
+      s.processes.map((p) => [String(p.pid), p.comm, p.baselineId, String(p.hotpatchSequence), p.compliant ? 'yes' : 'NO', p.functions.map((f) => `${f.function}=${f.state === 'patched' ? f.packageId : f.state}`).join(' ') || '-']),
     ));
     for (const p of s.processes.filter((x) => !x.compliant)) lines.push(...p.reasons.map((r) => `  ${p.pid}: ${r}`));
   } else {
@@ -108,14 +114,14 @@ function rebootHuman(r: RebootResult): string {
   if (r.repaired) lines.push(`finished the ${r.kind} an interrupted agent began at ${r.repaired.startedAt}`);
   const list = (xs: { name: string; pid: number }[]) => xs.map((x) => `${x.name} (PID ${x.pid})`).join(', ');
   if (r.kind === 'reboot') {
-    const to = r.toBaseline ?? '(no baseline)';
-    const what = r.fromBaseline && r.fromBaseline !== to ? `${r.fromBaseline} → ${to}` : to;
+    const to = r.toBaselineId ?? '(no baseline)';
+    const what = r.fromBaselineId && r.fromBaselineId !== to ? `${r.fromBaselineId} → ${to}` : to;
     lines.push(`rebooted ${what}; rebootStatus ${r.rebootStatus}; downtime ${r.downtimeMs} ms`);
   } else if (r.started.length === 0 && r.stopped.length === 0) {
-    lines.push(`already booted: baseline ${r.toBaseline ?? '(none)'}${r.kept.length ? `, ${list(r.kept)} running` : ''}; nothing was started`);
+    lines.push(`already booted: baseline ${r.toBaselineId ?? '(none)'}${r.kept.length ? `, ${list(r.kept)} running` : ''}; nothing was started`);
   } else {
-    const switched = r.fromBaseline && r.fromBaseline !== r.toBaseline ? ` (was ${r.fromBaseline})` : '';
-    lines.push(`booted baseline ${r.toBaseline ?? '(none)'}${switched}; rebootStatus ${r.rebootStatus}`);
+    const switched = r.fromBaselineId && r.fromBaselineId !== r.toBaselineId ? ` (was ${r.fromBaselineId})` : '';
+    lines.push(`booted baseline ${r.toBaselineId ?? '(none)'}${switched}; rebootStatus ${r.rebootStatus}`);
   }
   if (r.stopped.length) lines.push(`stopped: ${r.stopped.map((x) => `${x.name} (PID ${x.pid}, ${x.how}${x.why ? `: ${x.why}` : ''})`).join(', ')}`);
   if (r.kept.some((k) => k.how === 'adopted')) lines.push(`adopted (started by the interrupted agent): ${list(r.kept.filter((k) => k.how === 'adopted'))}`);
@@ -151,9 +157,10 @@ export function agentCommands(y: Argv): Argv {
         const out = printer(args.json);
         if (args.dryRun) {
           try {
-            const p = await withSession({ command: `apply --dry-run ${args.package}`, verbose: args.verbose, readOnly: true }, (s) =>
-              planApply(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade }));
-            out.result(p, () => applyPlanHuman(p));
+            const p = await planApply({ package: args.package, pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, verbose: args.verbose });
+            const body: Output<'apply'> = p;
+            out.result(body, () => applyPlanHuman(p));
+            out.warn(p.warnings);
             // The exit code the apply would end with (a dry run's own failure aside).
             process.exitCode = processExit(p.processes, p.patches[0].installationState === 'Failed');
           } catch (e) {
@@ -163,10 +170,11 @@ export function agentCommands(y: Argv): Argv {
         }
         const bar = progressBar(args.json);
         try {
-          const r = await withSession({ command: `apply ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) =>
-            applyPackage(s, args.package, { pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update }));
+          const r = await apply({ package: args.package, pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update, verbose: args.verbose, wait: args.wait });
           bar.stop();
-          out.result(r, () => installHuman(r));
+          const body: Output<'apply'> = r;
+          out.result(body, () => installHuman(r));
+          out.warn(r.warnings);
           process.exitCode = processExit(r.processes, r.status === 'Failed');
         } catch (e) {
           bar.stop();
@@ -183,8 +191,9 @@ export function agentCommands(y: Argv): Argv {
         const out = printer(args.json);
         if (args.dryRun) {
           try {
-            const p = await withSession({ command: `revert --dry-run ${args.package}`, verbose: args.verbose, readOnly: true }, (s) => planRevert(s, args.package, { pids: args.pid }));
-            out.result(p, () => revertPlanHuman(p));
+            const p = await planRevert({ package: args.package, pids: args.pid, verbose: args.verbose });
+            const body: Output<'revert'> = p;
+            out.result(body, () => revertPlanHuman(p));
             const failed = p.processes.filter((x) => x.outcome === 'Failed' || x.outcome === 'Skipped').length;
             process.exitCode = processExit(p.processes, failed > 0 && failed === p.processes.length);
           } catch (e) {
@@ -193,8 +202,9 @@ export function agentCommands(y: Argv): Argv {
           return;
         }
         try {
-          const r: RevertResult = await withSession({ command: `revert ${args.package}`, verbose: args.verbose, wait: args.wait }, (s) => revertPackage(s, args.package, { pids: args.pid }));
-          out.result(r, () => `reverted ${r.from.kb} ${r.from.packageId} → ${'baseline' in r.to ? `plain baseline ${r.to.baseline}` : `${r.to.kb} ${r.to.packageId} (#${r.to.sequence})`}; status ${r.status}\n${processTable(r.processes)}`);
+          const r: RevertResult = await revert({ package: args.package, pids: args.pid, verbose: args.verbose, wait: args.wait });
+          const body: Output<'revert'> = r;
+          out.result(body, () => `reverted ${r.from.kbId} ${r.from.packageId} → ${'packageId' in r.to ? `${r.to.kbId} ${r.to.packageId} (#${r.to.sequence})` : `plain baseline ${r.to.baselineId}`}; status ${r.status}\n${processTable(r.processes)}`);
           process.exitCode = processExit(r.processes, r.status === 'Failed');
         } catch (e) {
           process.exitCode = out.error(e);
@@ -214,13 +224,15 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common & { check: boolean };
         const out = printer(args.json);
         try {
-          const r = await withSession({ command: 'status', verbose: args.verbose, readOnly: true }, (s) => status(s));
+          const r = await status({ verbose: args.verbose });
           if (!args.check) {
-            out.result(r, () => statusHuman(r));
+            const body: Output<'status'> = r;
+            out.result(body, () => statusHuman(r));
             return;
           }
           const problems = statusProblems(r);
-          out.result({ ...r, check: { healthy: problems.length === 0, problems } }, () =>
+          const body: Output<'status'> = { ...r, check: { healthy: problems.length === 0, problems } };
+          out.result(body, () =>
             `${statusHuman(r)}\n\n${problems.length === 0 ? 'check: healthy' : ['check: NOT healthy', ...problems.map((p) => `  - ${p}`)].join('\n')}`);
           process.exitCode = problems.length === 0 ? EXIT.ok : EXIT.refused;
         } catch (e) {
@@ -236,9 +248,9 @@ export function agentCommands(y: Argv): Argv {
         const args = a as unknown as Common & { days: number };
         const out = printer(args.json);
         try {
-          const r = await withSession({ command: 'history', verbose: args.verbose, readOnly: true }, (s) => readHistory(s.home, { sinceDays: args.days }));
+          const r = historyOutput(await history({ days: args.days, verbose: args.verbose }));
           out.result(r, () =>
-            r.entries.length === 0 ? `no updates in the last ${args.days} days` : table(['TIME', 'ACTION', 'KB', 'PACKAGE', 'RESULT', 'DETAIL'], r.entries.map((e) => [e.time, e.action, e.kb ?? '-', e.packageId ?? '-', e.result, e.detail ? summarize(e.detail) : ''])));
+            r.entries.length === 0 ? `no updates in the last ${args.days} days` : table(['TIME', 'ACTION', 'KB', 'PACKAGE', 'RESULT', 'DETAIL'], r.entries.map((e) => [e.time, e.action, e.kbId ?? '-', e.packageId ?? '-', e.result, e.detail ? summarize(e.detail) : ''])));
         } catch (e) {
           process.exitCode = out.error(e);
         }
@@ -253,16 +265,18 @@ export function agentCommands(y: Argv): Argv {
         const out = printer(args.json);
         if (args.dryRun) {
           try {
-            const p = await withSession({ command: 'reboot --dry-run', verbose: args.verbose, readOnly: true }, async (s) => planRebootRun(s, 'reboot'));
-            out.result(p, () => rebootPlanHuman(p));
+            const p = await planReboot({ verbose: args.verbose });
+            const body: Output<'reboot'> = p;
+            out.result(body, () => rebootPlanHuman(p));
           } catch (e) {
             process.exitCode = out.error(e);
           }
           return;
         }
         try {
-          const r = await withSession({ command: 'reboot', verbose: args.verbose, wait: args.wait }, (s) => reboot(s));
-          out.result(r, () => rebootHuman(r));
+          const r = await reboot({ verbose: args.verbose, wait: args.wait });
+          const body: Output<'reboot'> = r;
+          out.result(body, () => rebootHuman(r));
           process.exitCode = rebootExit(r);
         } catch (e) {
           process.exitCode = out.error(e);
@@ -278,22 +292,43 @@ export function agentCommands(y: Argv): Argv {
         const out = printer(args.json);
         if (args.dryRun) {
           try {
-            const p = await withSession({ command: 'boot --dry-run', verbose: args.verbose, readOnly: true }, async (s) => planRebootRun(s, 'boot'));
-            out.result(p, () => rebootPlanHuman(p));
+            const p = await planBoot({ verbose: args.verbose });
+            const body: Output<'reboot'> = p;
+            out.result(body, () => rebootPlanHuman(p));
           } catch (e) {
             process.exitCode = out.error(e);
           }
           return;
         }
         try {
-          const r = await withSession({ command: 'boot', verbose: args.verbose, wait: args.wait }, (s) => boot(s));
-          out.result(r, () => rebootHuman(r));
+          const r = await boot({ verbose: args.verbose, wait: args.wait });
+          const body: Output<'reboot'> = r;
+          out.result(body, () => rebootHuman(r));
           process.exitCode = rebootExit(r);
         } catch (e) {
           process.exitCode = out.error(e);
         }
       },
     );
+}
+
+/**
+ * The history as the output contract names it: the history file keeps each entry as it was
+ * written (`kb`), the output says `kbId` as every other command does.
+ */
+function historyOutput(r: HistoryRead): Output<'history'> {
+  return {
+    entries: r.entries.map(({ time, action, packageId, kb, result, detail, activityId }) => ({
+      time,
+      action,
+      ...(packageId !== undefined ? { packageId } : {}),
+      ...(kb !== undefined ? { kbId: kb } : {}),
+      result,
+      ...(detail !== undefined ? { detail } : {}),
+      activityId,
+    })),
+    corruptLines: r.corruptLines,
+  };
 }
 
 function summarize(detail: Record<string, unknown>): string {

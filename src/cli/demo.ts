@@ -14,7 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Argv } from 'yargs';
-import { demoPublicKey, fixturePackage } from '../demo/fixture-packages.js';
+import { buildFixturePackages, demoPublicKey, fixturePackage } from '../demo/fixture-packages.js';
 import { UnixClient } from '../harness/index.js';
 import { EXIT } from './output.js';
 
@@ -47,15 +47,21 @@ export function demoCommand(y: Argv): Argv {
         }
       };
       const json = async (args: string[]) => JSON.parse(await agent([...args, '--json'], false));
+      // The demo's signing key and packages are made here, at each run, inside the temporary
+      // home: the installed npm package carries no private key (nor packages signed by one).
+      const packages = path.join(home, 'demo-packages');
+      const pkg = (id: string) => fixturePackage(id, packages);
       const socket = path.join(home, 'run/greetd.sock');
       let client: UnixClient | undefined;
       let running = false;
       let load: Promise<void> = Promise.resolve();
       try {
         say(`hp-agent demo — temporary agent home ${home}\n`);
+        await buildFixturePackages(packages);
+        say(`0. Made a demo signing key and signed the bundled greeter packages with it (${packages})\n`);
         say('1. Trust the demo signing key, install baseline 2026.10 (KB5046001) and boot the machine');
-        await agent(['trust', 'add', demoPublicKey(), '--name', 'demo']);
-        await agent(['apply', fixturePackage('2026.10')]);
+        await agent(['trust', 'add', demoPublicKey(packages), '--name', 'demo']);
+        await agent(['apply', pkg('2026.10')]);
         await agent(['boot']);
         client = await UnixClient.connect(socket);
         const pid = (await json(['status'])).processes[0].pid as number;
@@ -76,7 +82,7 @@ export function demoCommand(y: Argv): Argv {
             }
           }
         })();
-        await agent(['apply', fixturePackage('2026.10-hp1')]);
+        await agent(['apply', pkg('2026.10-hp1')]);
         running = false;
         await load;
         say(`  during the hotpatch the service answered ${served} requests, ${failed} failed`);
@@ -87,7 +93,7 @@ export function demoCommand(y: Argv): Argv {
         say('');
 
         say('4. Install the next baseline 2026.11 (KB5046002): files only, a reboot is required');
-        await agent(['apply', fixturePackage('2026.11')]);
+        await agent(['apply', pkg('2026.11')]);
         await agent(['status']);
         client.close();
         client = undefined;

@@ -7,6 +7,7 @@ import { HpError } from '../errors.js';
 import { generateKeyPair, KEY_ID_RE, loadTrusted, parsePublicKey, trustAdd, trustDir, trustRemove, writeFileAtomic } from '../package/index.js';
 import { agentHome } from '../agent/home.js';
 import { EXIT, printer, table } from './output.js';
+import type { Output } from '../contract/index.js';
 import { existingFile, nonEmpty, usage } from './usage.js';
 
 
@@ -53,7 +54,8 @@ export function keygenCommand(y: Argv): Argv {
         } catch (e) {
           throw new HpError('KEY_WRITE_FAILED', `cannot write the key pair ${a.out}.key/.pub: ${(e as Error).message}`);
         }
-        out.result({ keyId: pair.keyId, privateKey, publicKey }, () =>
+        const body: Output<'keygen'> = { keyId: pair.keyId, privateKey, publicKey };
+        out.result(body, () =>
           `key ${pair.keyId}\n  private ${privateKey} (keep it secret; sign with --key ${privateKey})\n  public  ${publicKey} (trust it with: hp-agent trust add ${publicKey})`);
         process.exitCode = EXIT.ok;
       } catch (e) {
@@ -79,7 +81,8 @@ export function trustCommand(y: Argv): Argv {
           const out = printer(a.json);
           try {
             const key = await trustAdd(trustDir(agentHome()), await readTextInput(a.key, 'public key'), a.name);
-            out.result({ keyId: key.keyId, name: key.name ?? null, added: key.added ?? null }, () => `trusted key ${key.keyId}${key.name ? ` (${key.name})` : ''}`);
+            const body: Output<'trust-add'> = { keyId: key.keyId, name: key.name ?? null, added: key.added ?? null };
+            out.result(body, () => `trusted key ${key.keyId}${key.name ? ` (${key.name})` : ''}`);
             process.exitCode = EXIT.ok;
           } catch (e) {
             process.exitCode = out.error(e);
@@ -95,7 +98,8 @@ export function trustCommand(y: Argv): Argv {
           const out = printer(a.json);
           try {
             const keys = await loadTrusted(trustDir(agentHome()));
-            out.result({ keys: keys.map((k) => ({ keyId: k.keyId, name: k.name ?? null, added: k.added ?? null })) }, () =>
+            const body: Output<'trust-list'> = { keys: keys.map((k) => ({ keyId: k.keyId, name: k.name ?? null, added: k.added ?? null })) };
+            out.result(body, () =>
               keys.length === 0
                 ? 'no trusted keys: every signed package will be refused (add one with: hp-agent trust add KEY.pub)'
                 : table(['KEY ID', 'NAME', 'ADDED'], keys.map((k) => [k.keyId, k.name ?? '-', k.added ?? '-'])));
@@ -117,7 +121,8 @@ export function trustCommand(y: Argv): Argv {
           const out = printer(a.json);
           try {
             const key = await trustRemove(trustDir(agentHome()), a.key);
-            out.result({ keyId: key.keyId, name: key.name ?? null, removed: true }, () => `removed key ${key.keyId}${key.name ? ` (${key.name})` : ''}: packages it signs are refused from now on`);
+            const body: Output<'trust-remove'> = { keyId: key.keyId, name: key.name ?? null, removed: true };
+            out.result(body, () => `removed key ${key.keyId}${key.name ? ` (${key.name})` : ''}: packages it signs are refused from now on`);
             process.exitCode = EXIT.ok;
           } catch (e) {
             process.exitCode = out.error(e);

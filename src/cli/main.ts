@@ -29,7 +29,7 @@ export async function main(args: string[]): Promise<number> {
     yargs(args)
       .scriptName('hp-agent')
       .usage('$0 <command> [options]\n\nLive-patch functions of running x86-64 Linux processes.')
-      .epilogue('Exit codes: 0 done; 2 bad usage (nothing ran); 3 refused, nothing changed (status --check: not healthy); 4 failed; 5 done for some processes, failed for others; 1 internal error.'),
+      .epilogue('Exit codes: 0 done; 2 bad usage (nothing ran); 3 refused, nothing changed (status --check: not healthy); 4 failed after something was written; 5 done for some processes, failed for others; 1 internal error; 130/143 stopped by SIGINT/SIGTERM before changing anything.'),
   )))))
     .demandCommand(1, 'name a command')
     .strict()

@@ -1,7 +1,9 @@
 /** Shared output helpers of the command line: tables for people, one JSON object for programs. */
+import { signalExitCode } from '../agent/interrupt.js';
 import { HpError } from '../errors.js';
+import type { Output } from '../contract/index.js';
 
-/** Exit codes: documented in the README and in `hp-agent --help`. */
+/** Exit codes: documented in the README and in `hp-agent --help` (and 128 + N after signal N: see interrupt.ts). */
 export const EXIT = {
   ok: 0,
   internal: 1,
@@ -13,6 +15,17 @@ export const EXIT = {
   /** Done for some processes, failed for others (install status CompletedWithWarnings). */
   partial: 5,
 } as const;
+
+/** Refusals that are the caller's mistake, not the input's: bad usage (exit 2). */
+const USAGE_CODES = new Set(['USAGE', 'PACKAGE_NOT_FOUND', 'PACKAGE_NOT_A_FILE']);
+
+/** The exit code for an error: usage, interrupted by a signal, refused (nothing changed), failed, internal. */
+export function exitCodeOf(e: unknown): number {
+  if (!(e instanceof HpError)) return EXIT.internal;
+  if (USAGE_CODES.has(e.code)) return EXIT.usage;
+  if (e.code === 'INTERRUPTED' && typeof e.details.signal === 'string') return signalExitCode(e.details.signal);
+  return e.unchanged ? EXIT.refused : EXIT.failed;
+}
 
 export const addr = (n: number) => '0x' + n.toString(16);
 export const spacedHex = (hex: string) => hex.replace(/(..)(?!$)/g, '$1 ');
@@ -26,6 +39,8 @@ export function table(header: string[], rows: string[][]): string {
 export interface Printer {
   json: boolean;
   result(value: unknown, human: () => string): void;
+  /** Warnings for people (on stderr); --json carries them in the result's `warnings` instead. */
+  warn(warnings: readonly { message: string }[] | undefined): void;
   error(e: unknown): number;
 }
 
@@ -35,19 +50,25 @@ export function printer(json: boolean): Printer {
     result(value, human) {
       process.stdout.write((json ? JSON.stringify(value, null, 2) : human()) + '\n');
     },
+    warn(warnings) {
+      if (json) return;
+      for (const w of warnings ?? []) process.stderr.write(`hp-agent: warning: ${w.message}\n`);
+    },
     error(e) {
       const err = e instanceof HpError ? e : undefined;
       const usage = err?.code === 'USAGE';
-      const code = usage ? EXIT.usage : err ? (err.unchanged ? EXIT.refused : EXIT.failed) : EXIT.internal;
+      const code = exitCodeOf(e);
       const message = e instanceof Error ? e.message : String(e);
       if (json) {
-        const body = { error: { code: err?.code ?? 'INTERNAL', message, unchanged: err?.unchanged ?? false, ...(err?.details ?? {}) } };
+        // The error's own details first: a detail that happens to be called `code` (an errno, say)
+        // must not hide the error's code.
+        const body: Output<'error'> = { error: { ...(err?.details ?? {}), code: err?.code ?? 'INTERNAL', message, unchanged: err?.unchanged ?? false } };
         process.stdout.write(JSON.stringify(body, null, 2) + '\n');
       } else {
         if (usage) {
           process.stderr.write(`hp-agent: ${message}\nRun "hp-agent --help" for usage.\n`);
         } else {
-          process.stderr.write(`hp-agent: ${err ? `${err.unchanged ? 'refused' : 'failed'} (${err.code})` : 'error'}: ${message}\n`);
+          process.stderr.write(`hp-agent: ${err ? `${err.code === 'INTERRUPTED' ? 'interrupted' : err.unchanged ? 'refused' : 'failed'} (${err.code})` : 'error'}: ${message}\n`);
           if (err && err.unchanged && !/nothing was changed/i.test(message)) process.stderr.write('hp-agent: nothing was changed.\n');
         }
       }

@@ -7,7 +7,10 @@ import {
   CONSISTENCY_LEVELS,
   PATCH_MODES,
   formatFieldPath,
+  isExternalFile,
   MANIFEST_FIELDS,
+  ReadinessSchema,
+  type Readiness,
   keyIdOfPrivateKey,
   packBaseline,
   packHotpatch,
@@ -23,6 +26,7 @@ import {
 import { readTextInput } from './keys.js';
 import { existingFile, nonEmpty, schemaValue, usage, wholeNumber } from './usage.js';
 import { EXIT, printer, table } from './output.js';
+import type { Output } from '../contract/index.js';
 
 interface CommonArgs {
   out?: string;
@@ -41,7 +45,10 @@ interface BaselineArgs extends CommonArgs {
   planned?: boolean;
   baselineId?: string;
   file?: string[];
+  installed?: string[];
   service?: string[];
+  externalService?: string[];
+  readiness?: string[];
 }
 
 interface HotpatchArgs extends CommonArgs {
@@ -73,8 +80,21 @@ const BaselineIn = z.strictObject({
   kind: z.literal('baseline').optional(),
   planned: z.boolean().optional(),
   baselineId: MANIFEST_FIELDS.id.optional(),
-  files: z.array(z.strictObject({ path: z.string(), source: z.string(), mode: mode.optional() })).optional(),
-  services: z.array(z.strictObject({ name: z.string(), file: z.string(), args: z.array(z.string()).optional() })).optional(),
+  files: z
+    .array(z.union([z.strictObject({ path: z.string(), source: z.string(), mode: mode.optional() }), z.strictObject({ path: z.string(), installedAt: z.string() })]))
+    .optional(),
+  services: z
+    .array(
+      z.strictObject({
+        name: z.string(),
+        file: z.string(),
+        args: z.array(z.string()).optional(),
+        managedBy: z.enum(['agent', 'external']).optional(),
+        restart: z.array(z.string()).optional(),
+        readiness: ReadinessSchema.optional(),
+      }),
+    )
+    .optional(),
 });
 const HotpatchIn = z.strictObject({
   ...commonIn,
@@ -127,12 +147,49 @@ export function parseFileSpec(spec: string): { path: string; source: string; mod
   return m ? { path, source: m[1], mode: parseInt(m[2], 8) } : { path, source: rest };
 }
 
+/** install/path=/absolute/installed/path: a file already on the machine, described but not shipped */
+export function parseInstalledSpec(spec: string): { path: string; installedAt: string } {
+  const [path, installedAt] = splitAssignment('--installed', spec, 'INSTALL/PATH=/ABSOLUTE/PATH');
+  if (!installedAt.startsWith('/')) throw usage(`--installed expects INSTALL/PATH=/ABSOLUTE/PATH (where the file is installed), got "${spec}"`);
+  return { path, installedAt };
+}
+
+/** name=file:command,arg...: a service something else runs, and the command that restarts it */
+export function parseExternalServiceSpec(spec: string): { name: string; file: string; args: string[]; managedBy: 'external'; restart: string[] } {
+  const s = parseServiceSpec(spec);
+  if (s.args.length === 0) throw usage(`--external-service expects NAME=FILE:RESTART-COMMAND[,ARG...], got "${spec}"`);
+  return { name: s.name, file: s.file, args: [], managedBy: 'external', restart: s.args };
+}
+
 /** name=file[:arg,arg...] */
 export function parseServiceSpec(spec: string): { name: string; file: string; args: string[] } {
   const [name, rest] = splitAssignment('--service', spec, 'NAME=FILE[:ARG,ARG...]');
   const i = rest.indexOf(':');
   if (i === 0) throw usage(`--service expects NAME=FILE[:ARG,ARG...], got "${spec}"`);
   return i < 0 ? { name, file: rest, args: [] } : { name, file: rest.slice(0, i), args: rest.slice(i + 1) === '' ? [] : rest.slice(i + 1).split(',') };
+}
+
+/**
+ * --readiness NAME=KIND: line | notify | socket:PATH | tcp:[HOST:]PORT, each optionally
+ * followed by @TIMEOUT_MS. Checked against the manifest's schema here, while parsing.
+ */
+export function parseReadinessSpec(spec: string): { name: string; readiness: Readiness } {
+  const [name, rest] = splitAssignment('--readiness', spec, 'NAME=line|notify|socket:PATH|tcp:[HOST:]PORT[@TIMEOUT_MS]');
+  const at = rest.lastIndexOf('@');
+  const kind = at < 0 ? rest : rest.slice(0, at);
+  const timeoutMs = at < 0 ? undefined : /^\d+$/.test(rest.slice(at + 1)) ? Number(rest.slice(at + 1)) : NaN;
+  let value: unknown;
+  if (kind === 'line' || kind === 'notify') value = { type: kind };
+  else if (kind.startsWith('socket:')) value = { type: 'socket', path: kind.slice(7) };
+  else if (kind.startsWith('tcp:')) {
+    const hp = kind.slice(4);
+    const c = hp.lastIndexOf(':');
+    const port = /^\d+$/.test(hp.slice(c + 1)) ? Number(hp.slice(c + 1)) : NaN;
+    value = c < 0 ? { type: 'socket', port } : { type: 'socket', host: hp.slice(0, c), port };
+  }
+  const r = value === undefined ? undefined : ReadinessSchema.safeParse(timeoutMs === undefined ? value : { ...(value as object), timeoutMs });
+  if (!r?.success) throw usage(`--readiness expects NAME=line|notify|socket:PATH|tcp:[HOST:]PORT[@TIMEOUT_MS], got "${spec}"${r ? `: ${r.error.issues[0]?.message}` : ''}`);
+  return { name, readiness: r.data };
 }
 
 /** [install/path:]symbol[=replacement] */
@@ -173,12 +230,29 @@ function checkModeFits(consistency: string | undefined, patchMode: string | unde
 export async function baselineOptions(a: BaselineArgs, privateKeyPem: string): Promise<PackBaselineOptions> {
   const { value: j, base } = await readInput(a.manifestIn, BaselineIn);
   const fromJson = (p: string) => resolve(base, p);
-  const files = [
-    ...(j?.files ?? []).map((f) => ({ path: f.path, source: fromJson(f.source), ...(f.mode !== undefined ? { mode: f.mode } : {}) })),
+  const files: PackBaselineOptions['files'] = [
+    ...(j?.files ?? []).map((f) => ('installedAt' in f ? { path: f.path, installedAt: f.installedAt } : { path: f.path, source: fromJson(f.source), ...(f.mode !== undefined ? { mode: f.mode } : {}) })),
     ...(a.file ?? []).map(parseFileSpec),
+    ...(a.installed ?? []).map(parseInstalledSpec),
   ];
-  const services = [...(j?.services ?? []).map((s) => ({ name: s.name, file: s.file, args: s.args ?? [] })), ...(a.service ?? []).map(parseServiceSpec)];
-  if (files.length === 0) throw usage('a baseline needs at least one --file INSTALL/PATH=SOURCE[:MODE]');
+  const services: { name: string; file: string; args: string[]; managedBy?: 'agent' | 'external'; restart?: string[]; readiness?: Readiness }[] = [
+    ...(j?.services ?? []).map((s) => ({
+      name: s.name,
+      file: s.file,
+      args: s.args ?? [],
+      ...(s.managedBy ? { managedBy: s.managedBy } : {}),
+      ...(s.restart ? { restart: s.restart } : {}),
+      ...(s.readiness ? { readiness: s.readiness } : {}),
+    })),
+    ...(a.service ?? []).map(parseServiceSpec),
+    ...(a.externalService ?? []).map(parseExternalServiceSpec),
+  ];
+  for (const { name, readiness } of (a.readiness ?? []).map(parseReadinessSpec)) {
+    const svc = services.find((x) => x.name === name);
+    if (!svc) throw usage(`--readiness names service "${name}", which no --service defines`);
+    svc.readiness = readiness;
+  }
+  if (files.length === 0) throw usage('a baseline needs at least one --file INSTALL/PATH=SOURCE[:MODE] or --installed INSTALL/PATH=/ABSOLUTE/PATH');
   const baselineId = a.baselineId ?? j?.baselineId;
   return {
     out: required(a.out ?? (j?.out !== undefined ? fromJson(j.out) : undefined), '--out'),
@@ -263,8 +337,13 @@ function baselineSummary(r: PackResult<BaselineManifest>, keyId: string): string
   const m = r.manifest;
   const size = new Map(m.payload.map((p) => [p.path, p.size]));
   let s = header(r, keyId) + '\n\n' +
-    table(['FILE', 'MODE', 'SIZE', 'BUILD-ID', 'SHA-256'], m.files.map((f) => [f.path, f.mode.toString(8).padStart(4, '0'), String(size.get(f.payload) ?? 0), short(f.buildId, 40), short(f.sha256)]));
-  if (m.services.length) s += '\n\n' + table(['SERVICE', 'FILE', 'ARGS'], m.services.map((v) => [v.name, v.file, v.args.join(' ')]));
+    table(['FILE', 'MODE', 'SIZE', 'BUILD-ID', 'SHA-256'], m.files.map((f) =>
+      isExternalFile(f)
+        ? [`${f.path} (installed: ${f.installedAt})`, '-', '-', short(f.buildId, 40), short(f.sha256)]
+        : [f.path, f.mode.toString(8).padStart(4, '0'), String(size.get(f.payload) ?? 0), short(f.buildId, 40), short(f.sha256)]));
+  if (m.services.length) {
+    s += '\n\n' + table(['SERVICE', 'FILE', 'ARGS', 'MANAGED BY'], m.services.map((v) => [v.name, v.file, v.args.join(' '), v.managedBy === 'external' ? `external (restart: ${v.restart!.join(' ')})` : 'agent']));
+  }
   return s;
 }
 
@@ -299,7 +378,9 @@ async function runPack<A extends CommonArgs>(a: A, build: (a: A, key: string) =>
     const privateKeyPem = await readTextInput(a.key, 'signing key');
     const keyId = keyIdOfPrivateKey(privateKeyPem);
     const r = await build(a, privateKeyPem);
-    out.result({ path: r.path, sha256: r.sha256, size: r.size, keyId, manifest: r.manifest }, () => summary(r, keyId));
+    const body: Output<'pack'> = { path: r.path, sha256: r.sha256, size: r.size, keyId, manifest: r.manifest, ...(r.warnings ? { warnings: r.warnings } : {}) };
+    out.result(body, () => summary(r, keyId));
+    out.warn(r.warnings);
     process.exitCode = EXIT.ok;
   } catch (e) {
     process.exitCode = out.error(e);
@@ -317,7 +398,10 @@ export function packCommand(y: Argv): Argv {
             .option('planned', { type: 'boolean', describe: 'a planned (quarterly) baseline; default: unplanned' })
             .option('baseline-id', { type: 'string', requiresArg: true, coerce: schemaValue('--baseline-id', MANIFEST_FIELDS.id), describe: 'baseline id (default: --id)' })
             .option('file', { type: 'string', array: true, describe: 'INSTALL/PATH=SOURCE[:MODE] (mode octal, default: the source\'s); repeatable' })
+            .option('installed', { type: 'string', array: true, describe: 'INSTALL/PATH=/ABSOLUTE/PATH: a file already installed on the machine, described (SHA-256, build-id) but not shipped; repeatable' })
             .option('service', { type: 'string', array: true, describe: 'NAME=FILE[:ARG,ARG...] (FILE: an install path; ${HP_RUN}: the agent\'s runtime dir); repeatable' })
+            .option('external-service', { type: 'string', array: true, describe: 'NAME=FILE:COMMAND[,ARG...]: a service something else starts (systemd...); the agent runs COMMAND to restart it at a reboot; repeatable' })
+            .option('readiness', { type: 'string', array: true, describe: 'NAME=line|notify|socket:PATH|tcp:[HOST:]PORT[@TIMEOUT_MS]: how service NAME says it is ready (default line: it prints READY); repeatable' })
             .epilogue(
               [
                 'Example:',

@@ -5,7 +5,7 @@
  */
 import type { ApplyPlan, RevertPlan } from '../agent/operations.js';
 import type { RebootPlan } from '../agent/reboot.js';
-import type { ProcessResult } from '../agent/hotpatch.js';
+import type { PlannedProcessResult as ProcessResult } from '../agent/hotpatch.js';
 import type { ChangePlan } from '../engine/plan.js';
 import type { SiteReport } from '../engine/patch.js';
 import { addr, spacedHex, table } from './output.js';
@@ -77,7 +77,7 @@ export function applyPlanHuman(p: ApplyPlan): string {
   }
   if (p.hotpatchLevel) {
     const h = p.hotpatchLevel;
-    lines.push(`hotpatch level ${h.baselineId} #${h.sequence} (${h.packageId})${h.from ? `, from #${h.from.sequence} (${h.from.packageId})` : ''}; no reboot`);
+    lines.push(`hotpatch level ${h.baselineId} #${h.sequence} (${h.kbId} ${h.packageId})${h.from ? `, from #${h.from.sequence} (${h.from.kbId} ${h.from.packageId})` : ''}; no reboot`);
     lines.push(...processesHuman(p.processes));
   }
   lines.push(...operationNote(p));
@@ -85,15 +85,15 @@ export function applyPlanHuman(p: ApplyPlan): string {
 }
 
 export function revertPlanHuman(p: RevertPlan): string {
-  const to = 'baseline' in p.to ? `plain baseline ${p.to.baseline}` : `${p.to.kb} ${p.to.packageId} (#${p.to.sequence})`;
-  return [`${DRY}. revert ${p.from.kb} ${p.from.packageId} → ${to}`, ...processesHuman(p.processes), ...operationNote(p)].join('\n');
+  const to = 'packageId' in p.to ? `${p.to.kbId} ${p.to.packageId} (#${p.to.sequence})` : `plain baseline ${p.to.baselineId}`;
+  return [`${DRY}. revert ${p.from.kbId} ${p.from.packageId} → ${to}`, ...processesHuman(p.processes), ...operationNote(p)].join('\n');
 }
 
 export function rebootPlanHuman(p: RebootPlan & Parameters<typeof operationNote>[0]): string {
-  const lines = [`${DRY}. ${p.finishes ? `would finish the ${p.kind} an interrupted agent began at ${p.finishes.startedAt}` : p.kind}: baseline ${p.fromBaseline ?? '(none)'} → ${p.toBaseline ?? '(none)'}; rebootStatus would be ${p.rebootStatus}`];
+  const lines = [`${DRY}. ${p.finishes ? `would finish the ${p.kind} an interrupted agent began at ${p.finishes.startedAt}` : p.kind}: baseline ${p.fromBaselineId ?? '(none)'} → ${p.toBaselineId ?? '(none)'}; rebootStatus would be ${p.rebootStatus}`];
   const list = (xs: { name: string; pid?: number }[]) => (xs.length ? xs.map((x) => (x.pid ? `${x.name} (PID ${x.pid})` : x.name)).join(', ') : 'none');
-  lines.push(`would stop: ${p.stop.length ? p.stop.map((x) => `${x.name} (PID ${x.pid}${x.running ? '' : ', already gone'}${x.why ? `: ${x.why}` : ''})`).join(', ') : 'none'}`);
-  lines.push(`would start: ${list(p.start)}`);
+  lines.push(`would stop: ${p.stop.length ? p.stop.map((x) => `${x.name} (PID ${x.pid}${x.running ? '' : ', already gone'}${x.how ? `, by its ${x.how}` : ''}${x.why ? `: ${x.why}` : ''})`).join(', ') : 'none'}`);
+  lines.push(`would start: ${list(p.start)}${p.start.some((x) => x.restart) ? ` (externally managed: ${p.start.filter((x) => x.restart).map((x) => `${x.name} by "${x.restart!.join(' ')}"`).join(', ')})` : ''}`);
   if (p.keep.length) lines.push(`would keep: ${p.keep.map((k) => `${k.name} (PID ${k.pid}, ${k.how})`).join(', ')}`);
   lines.push(p.hotpatch ? `would re-apply hotpatch level #${p.hotpatch.sequence} (${p.hotpatch.packageId}, ${p.hotpatch.kbId})` : 'no hotpatch level to re-apply');
   if (p.hotpatchDropped) lines.push(`hotpatch level #${p.hotpatchDropped.sequence} (${p.hotpatchDropped.packageId}) is for the old baseline and would be left behind`);

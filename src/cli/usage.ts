@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import type { z } from 'zod';
 import { HpError } from '../errors.js';
+import { fileKind } from '../package/read.js';
 
 export const usage = (message: string) => new HpError('USAGE', message);
 
@@ -66,7 +67,7 @@ export const existingFile = (what: string) => (v: unknown) => {
   } catch (e) {
     throw usage(`${what} ${file} cannot be read: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
   }
-  if (!st.isFile()) throw usage(`${what} ${file} is not a regular file`);
+  if (!st.isFile()) throw usage(`${what} ${file} is ${fileKind(st)}, not a regular file`);
   return file;
 };
 

@@ -1,10 +1,13 @@
 /**
  * Turns the bundled greeter product (fixtures/baselines/packages.json and the binaries the
  * fixture build made) into signed packages with `hp-agent pack`'s own code, signed by a demo key
- * made at build time. Run by `npm run build:fixtures`; the demo and the tests use the result.
+ * made where the packages go, the first time. Run by `npm run build:fixtures` for the tests:
  *
  *   fixtures/bin/packages/demo.key, demo.pub      the demo signing key (never a real one)
  *   fixtures/bin/packages/<package id>.hpkg       one signed package per baseline and hotpatch
+ *
+ * `hp-agent demo` makes its own set in its temporary home instead: the npm package ships neither
+ * a private key nor packages signed by one (package.json "files").
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -45,11 +48,11 @@ export function productSpec(): ProductSpec {
   return JSON.parse(fs.readFileSync(path.join(fixturesRoot, 'baselines/packages.json'), 'utf8')) as ProductSpec;
 }
 
-export function fixturePackage(id: string): string {
-  return path.join(packagesDir, `${id}.hpkg`);
+export function fixturePackage(id: string, dir = packagesDir): string {
+  return path.join(dir, `${id}.hpkg`);
 }
 
-export const demoPublicKey = () => path.join(packagesDir, 'demo.pub');
+export const demoPublicKey = (dir = packagesDir) => path.join(dir, 'demo.pub');
 
 function newer(out: string, inputs: string[]): boolean {
   if (!fs.existsSync(out)) return false;
@@ -57,28 +60,29 @@ function newer(out: string, inputs: string[]): boolean {
   return inputs.every((i) => fs.statSync(i).mtimeMs <= t);
 }
 
-export async function buildFixturePackages(): Promise<string[]> {
+/** Packs what is missing or out of date into `dir` (default fixtures/bin/packages). */
+export async function buildFixturePackages(dir = packagesDir): Promise<string[]> {
   const spec = productSpec();
   const bin = path.join(fixturesRoot, 'bin/baselines');
-  fs.mkdirSync(packagesDir, { recursive: true });
-  const keyFile = path.join(packagesDir, 'demo.key');
+  fs.mkdirSync(dir, { recursive: true });
+  const keyFile = path.join(dir, 'demo.key');
   if (!fs.existsSync(keyFile)) {
     const pair = generateKeyPair();
-    fs.writeFileSync(path.join(packagesDir, 'demo.pub'), pair.publicKeyPem);
+    fs.writeFileSync(demoPublicKey(dir), pair.publicKeyPem);
     fs.writeFileSync(keyFile, pair.privateKeyPem, { mode: 0o600 });
   }
   const privateKeyPem = fs.readFileSync(keyFile, 'utf8');
   const built: string[] = [];
   const specFile = path.join(fixturesRoot, 'baselines/packages.json');
   for (const b of spec.baselines) {
-    const out = fixturePackage(b.id);
+    const out = fixturePackage(b.id, dir);
     const files = b.files.map((f) => ({ path: f.path, source: path.join(bin, b.dir, f.path), mode: f.mode }));
     if (newer(out, [specFile, keyFile, ...files.map((f) => f.source)])) continue;
     await packBaseline({ out, id: b.id, kb: b.kb, title: b.title, releaseDate: b.releaseDate, classification: b.classification, planned: b.planned, files, services: b.services, privateKeyPem });
     built.push(out);
   }
   for (const h of spec.hotpatches) {
-    const out = fixturePackage(h.id);
+    const out = fixturePackage(h.id, dir);
     const base = spec.baselines.find((b) => b.id === h.baselineId)!;
     const targets = h.targets.map((t) => ({
       path: t.path,

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { HpError } from '../errors.js';
+import { buildIdInNotes } from './build-id.js';
 import {
   DT_NEEDED,
   DT_NULL,
@@ -18,7 +19,6 @@ import {
   ELFMAG,
   EM_X86_64,
   ET_DYN,
-  NT_GNU_BUILD_ID,
   PT_DYNAMIC,
   PT_LOAD,
   PT_NOTE,
@@ -448,29 +448,10 @@ export class ElfFile {
       });
     }
     for (const r of regions) {
-      const pad = r.align === 8 ? 8 : 4;
-      const alignUp = (n: number): number => Math.ceil(n / pad) * pad;
-      const end = r.offset + r.size;
       this.#check(r.offset, r.size, r.what);
-      let pos = r.offset;
-      while (pos + 12 <= end) {
-        const namesz = this.#u32(pos, `${r.what} n_namesz`);
-        const descsz = this.#u32(pos + 4, `${r.what} n_descsz`);
-        const type = this.#u32(pos + 8, `${r.what} n_type`);
-        // Name and descriptor each start at the next multiple of the note alignment, counted from
-        // the start of the (aligned) note region: with 8-byte alignment "GNU\0" needs no padding.
-        const nameOff = pos + 12;
-        const descOff = r.offset + alignUp(nameOff + namesz - r.offset);
-        const next = r.offset + alignUp(descOff + descsz - r.offset);
-        if (descOff + descsz > end) {
-          this.#corrupt(`${r.what}: note at file offset ${hex(pos)} runs past the end of its region`);
-        }
-        const owner = this.buffer.toString('latin1', nameOff, nameOff + namesz).replace(/\0+$/, '');
-        if (owner === 'GNU' && type === NT_GNU_BUILD_ID) {
-          return this.buffer.toString('hex', descOff, descOff + descsz);
-        }
-        pos = next;
-      }
+      const id = buildIdInNotes(this.buffer.subarray(r.offset, r.offset + r.size), r.align);
+      if (typeof id === 'object') this.#corrupt(`${r.what}: note at file offset ${hex(r.offset + id.overrunAt)} runs past the end of its region`);
+      if (id !== undefined) return id;
     }
     return undefined;
   }

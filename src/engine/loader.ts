@@ -8,7 +8,7 @@ import { HpError } from '../errors.js';
 import type { MapEntry } from '../proc/index.js';
 import { MAP_FIXED_NOREPLACE, MAP_SHARED, MFD_CLOEXEC, PAGE_SIZE, PROT_READ } from '../x64/syscalls.js';
 import { native, type RemoteFill, type TransactionOptions, type TransactionResult, type TransactionSite } from '../native.js';
-import { nativeCalls, RemoteProcess, type RemoteCall } from './remote.js';
+import { nativeCalls, RemoteProcess, type BorrowedThread, type RemoteCall } from './remote.js';
 
 export interface ImageSegment {
   offset: number;
@@ -21,6 +21,8 @@ export interface MappedPatch {
   size: number;
   /** The memfd name; /proc/PID/maps shows it as "/memfd:NAME (deleted)". */
   name: string;
+  /** The thread mapping it borrowed (mapPatchImage; in a transaction its stop is the pause's). */
+  borrowed?: BorrowedThread;
 }
 
 export const MEMFD_PREFIX = 'hp-agent:';
@@ -102,7 +104,7 @@ export async function mapPatchImage(
     await undoBatch(remote, results, calls.length, size);
     throw misplaced(results[1], base);
   }
-  return mapped;
+  return { ...mapped, borrowed: remote.borrowed[0] };
 }
 
 /**

@@ -22,7 +22,7 @@ import { notAFunction, type ElfFile } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { linkPatch, layoutPatch } from '../link/index.js';
 import { native, type TransactionResult, type TransactionSite } from '../native.js';
-import { findFreeRegionNear, readElfFile, symbolAddress, type LoadedObject, type MapEntry } from '../proc/index.js';
+import { findFreeRegionNear, isNamespaceInit, readElfFile, symbolAddress, type LoadedObject, type MapEntry } from '../proc/index.js';
 import {
   paddingJump,
   planJumpSite,
@@ -40,6 +40,7 @@ import { readEntries, type Entry, type FunctionState } from './entries.js';
 import { isPatchMapping, mapPatchAndSwitch, mapPatchImage, memfdName, unmapPatch, type MappedPatch } from './loader.js';
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
+import type { BorrowedThread } from './remote.js';
 import { mappingExtent, ProcessView, whileAlive } from './view.js';
 import { zeroStopSwitch } from './zerostop.js';
 
@@ -122,6 +123,11 @@ export interface ChangeOptions {
    * in the target, no thread is borrowed or stopped, no byte is written.
    */
   dryRun?: boolean;
+  /**
+   * Change the init (pid 1) of a PID namespace too: the machine's init or a container's, whose
+   * death takes every process of its namespace with it. Refused (TARGET_IS_INIT) unless set.
+   */
+  allowInit?: boolean;
 }
 
 export type SiteAction = 'patch' | 'repoint' | 'restore';
@@ -175,6 +181,11 @@ export interface ChangeReport extends Partial<TransactionReport> {
   mode?: 'stop' | 'zero-stop';
   /** Zero-stop: first write → last write read back, pauses included (nothing stopped), µs. */
   switchUs?: number;
+  /**
+   * Zero-stop: the threads stopped to map a new patch (one asleep in a call when there is one,
+   * its call restarted) and for how long — the switch itself stops none.
+   */
+  borrowed?: BorrowedThread[];
   objects: { path: string; buildId?: string }[];
   patches: MappedPatchReport[];
   sites: SiteReport[];
@@ -192,12 +203,15 @@ export interface ApplyOptions {
   realtime?: boolean;
   stepDelayMs?: number;
   placement?: 'near' | 'far';
+  allowInit?: boolean;
 }
 
 export interface ApplyReport extends TransactionReport {
   pid: number;
   mode: 'stop' | 'zero-stop';
   switchUs?: number;
+  /** Zero-stop with a new patch: the thread borrowed to map it (see ChangeReport.borrowed). */
+  borrowed?: BorrowedThread[];
   object: { path: string; buildId?: string };
   patch: { path: string; buildId?: string; base: number; size: number; mapping: string; reused?: boolean };
   bindings: { name: string; address: number; from: string }[];
@@ -213,6 +227,7 @@ export interface RevertOptions {
   timeoutMs?: number;
   realtime?: boolean;
   stepDelayMs?: number;
+  allowInit?: boolean;
 }
 
 export interface RevertReport extends TransactionReport {
@@ -236,10 +251,18 @@ function transactionReport(t: TransactionResult): TransactionReport {
 
 const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, threads: 0, attempts: 0, realtime: false };
 
+export interface InspectOptions {
+  pid: number;
+  /** The functions' symbol names. */
+  functions: string[];
+  /** Path or file name of the object; default the executable. */
+  object?: string;
+}
+
 /** What each function's entry holds now, read from the process (never from our own files). */
-export async function inspectFunctions(pid: number, names: string[], object?: string): Promise<FunctionState[]> {
-  const view = new ProcessView(pid);
-  return (await readEntries(view, view.object(object), names)).map((e) => e.state);
+export async function inspectFunctions(opts: InspectOptions): Promise<FunctionState[]> {
+  const view = new ProcessView(opts.pid);
+  return (await readEntries(view, view.object(opts.object), opts.functions)).map((e) => e.state);
 }
 
 // ---- planning ------------------------------------------------------------------------------------
@@ -733,6 +756,17 @@ export function changeFunctions(opts: ChangeOptions): Promise<ChangeReport> {
   });
 }
 
+/**
+ * The machine's init and a container's init (pid 1 of its PID namespace, as NSpid tells) are
+ * refused unless asked for: if one of them dies of a bad patch, the kernel kills every process
+ * of its namespace with it.
+ */
+function refuseNamespaceInit(pid: number): void {
+  if (!isNamespaceInit(pid)) return;
+  const where = pid === 1 ? 'the init of this machine (PID 1)' : `the init of a PID namespace (PID 1 inside it: a container's init, PID ${pid} here)`;
+  throw new HpError('TARGET_IS_INIT', `process ${pid} is ${where}: if it died of a patch, every process of its namespace would die with it. Nothing was changed; to patch it anyway, ask explicitly (hp-agent try --allow-init)`, { pid });
+}
+
 async function change(opts: ChangeOptions): Promise<ChangeReport> {
   const { pid } = opts;
   if (opts.changes.every((c) => c.functions.length === 0 && (c.restore ?? []).length === 0)) {
@@ -741,6 +775,7 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   if (opts.mode !== undefined && !(PATCH_MODES as readonly string[]).includes(opts.mode)) {
     throw new HpError('USAGE', `unknown patch mode "${String(opts.mode)}": expected ${PATCH_MODES.join(', ')}`);
   }
+  if (!opts.allowInit) refuseNamespaceInit(pid);
   // A process that cannot be traced (gone, a zombie, our child, traced by another tool) is
   // refused by the core before its first ptrace request; reading it first does no harm.
   const view = new ProcessView(pid, { maps: opts.maps, objects: opts.objects });
@@ -761,16 +796,18 @@ async function change(opts: ChangeOptions): Promise<ChangeReport> {
   }
 
   const mapped: MappedPatch[] = [];
-  let outcome: Pick<ChangeReport, keyof TransactionReport | 'switchUs'>;
+  let outcome: Pick<ChangeReport, keyof TransactionReport | 'switchUs' | 'borrowed'>;
   const fresh = plan.patches.filter((p) => !p.reused);
   try {
     if (mode === 'zero-stop') {
       for (const p of fresh) mapped.push(await mapPatchImage(pid, p.base, p.image, p.segments, p.trailer, mappingName(p), view.maps));
       const sw = await zeroStopSwitch(pid, rounds(plan.functions), { stepDelayMs: opts.stepDelayMs });
-      outcome = { ...NOTHING_STOPPED, switchUs: sw.durationUs };
+      outcome = { ...NOTHING_STOPPED, switchUs: sw.durationUs, borrowed: mapped.flatMap((m) => (m.borrowed ? [m.borrowed] : [])) };
     } else {
       // Real-time priority by default: the tracer must not queue behind the target's busy threads.
-      const functionConsistency = consistency === 'function' ? { activeRanges: plan.replacedCode, stackAreas: stackAreas(view.maps) } : {};
+      // Every stop checks that no stack returns into the bytes a jump overwrites; function
+      // consistency also into the code being replaced.
+      const functionConsistency = consistency === 'function' ? { activeRanges: plan.replacedCode, stackAreas: stackAreas(view.maps) } : { stackAreas: stackAreas(view.maps) };
       const sites = plan.functions.flatMap((f) => f.sites);
       const txOptions = { timeoutMs: opts.timeoutMs, realtime: opts.realtime ?? true, ...functionConsistency };
       // The usual change maps one new patch: mapped and switched in one attach of the core (a
@@ -811,10 +848,11 @@ function changeReport(pid: number, mode: 'stop' | 'zero-stop', plan: Plan, mappi
   };
 }
 
-function stopFields(r: ChangeReport): TransactionReport & { mode: 'stop' | 'zero-stop'; switchUs?: number } {
+function stopFields(r: ChangeReport): TransactionReport & { mode: 'stop' | 'zero-stop'; switchUs?: number; borrowed?: BorrowedThread[] } {
   return {
     mode: r.mode ?? 'stop',
     ...(r.switchUs !== undefined ? { switchUs: r.switchUs } : {}),
+    ...(r.borrowed?.length ? { borrowed: r.borrowed } : {}),
     pauseUs: r.pauseUs ?? 0,
     threads: r.threads ?? 0,
     attempts: r.attempts ?? 0,

@@ -100,6 +100,14 @@ function rank(path: string): number {
   return 1;
 }
 
+/** A thread stopped to run remote calls (a zero-stop change still borrows one to map a new patch). */
+export interface BorrowedThread {
+  tid: number;
+  heldUs: number;
+  /** It was asleep in a system call (restarted afterwards), not running the program's code. */
+  interruptedSyscall: boolean;
+}
+
 export interface RemoteCall {
   name: keyof typeof SYS;
   args: RemoteArg[];
@@ -125,8 +133,12 @@ export class RemoteProcess {
    */
   async batch(calls: RemoteCall[], fill?: RemoteFill): Promise<number[]> {
     const ran = await this.withGadgets((gadgets) => native.remoteSyscalls(this.pid, nativeCalls(calls), { gadgets, fill }));
+    this.borrowed.push({ tid: ran.tid, heldUs: Math.round((ran.heldNs ?? 0) / 1000), interruptedSyscall: ran.interruptedSyscall });
     return this.results(calls, ran);
   }
+
+  /** Every thread a batch of this object borrowed: which, and for how long it was stopped. */
+  readonly borrowed: BorrowedThread[] = [];
 
   /**
    * Runs `run` with the target's gadgets. Remembered ones that are not the right bytes here

@@ -7,7 +7,7 @@
  * entry's body is even looked at. The first refusal aborts the parse.
  */
 import { createHash } from 'node:crypto';
-import { gzipSync } from 'node:zlib';
+import { createGunzip, gzipSync } from 'node:zlib';
 import { Header, Pax, Parser, type ReadEntry } from 'tar';
 import { HpError } from '../errors.js';
 import { writeFileAtomic } from '../agent/atomic.js';
@@ -23,8 +23,18 @@ export interface ArchiveLimits {
   /** Size of the package file itself (compressed, if it is). */
   maxPackageBytes: number;
   maxManifestBytes: number;
-  /** Sum of the sizes of every file in the archive, once uncompressed. */
+  /**
+   * The archive once uncompressed: the tar stream (files, headers, padding) is cut off past this
+   * many bytes, and the sizes the headers announce may not add up to more.
+   */
   maxUnpackedBytes: number;
+  /** One file of the archive, uncompressed. */
+  maxEntryBytes: number;
+  /**
+   * Uncompressed ÷ compressed size of a gzip-compressed package, checked once more than
+   * RATIO_FLOOR bytes came out: real packages compress a few times, a bomb a thousand times.
+   */
+  maxRatio: number;
   maxEntries: number;
 }
 
@@ -32,8 +42,13 @@ export const DEFAULT_ARCHIVE_LIMITS: Readonly<ArchiveLimits> = Object.freeze({
   maxPackageBytes: 256 * MiB,
   maxManifestBytes: 1 * MiB,
   maxUnpackedBytes: 1024 * MiB,
+  maxEntryBytes: 512 * MiB,
+  maxRatio: 100,
   maxEntries: 10_000,
 });
+
+/** Below this much output the ratio is not judged: a small tar of padding compresses very well. */
+export const RATIO_FLOOR = 16 * MiB;
 
 export interface ArchiveContents {
   /** Regular files by normalised path ("./a//b" is not normal and is refused; "./a" reads as "a"). */
@@ -133,12 +148,79 @@ function describeType(e: ReadEntry): string {
 const tooLarge = (message: string, details: Record<string, unknown>) => new HpError('PACKAGE_TOO_LARGE', message, details);
 const unsafe = (entry: string, why: string) => new HpError('PACKAGE_UNSAFE_ENTRY', `package entry "${entry}" was refused: ${why}`, { entry });
 
+/** Options of readArchive beyond its limits. */
+export interface ReadArchiveOptions {
+  /** Stops the reading between two chunks (its reason is thrown): a signal to the agent, say. */
+  signal?: AbortSignal;
+}
+
+const GZIP_MAGIC = [0x1f, 0x8b];
+const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
+const startsWith = (d: Uint8Array, magic: number[]) => d.length >= magic.length && magic.every((b, i) => d[i] === b);
+/** Plain input is handed to the tar parser in slices this big, with a turn of the event loop in between. */
+const SLICE = 256 * 1024;
+const ZEROS = Buffer.alloc(SLICE);
+const zeros = (n: number) => (n <= ZEROS.length ? ZEROS.subarray(0, n) : Buffer.alloc(n));
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * The tar stream of a package, chunk by chunk, never more than the limits allow: a gzip package
+ * is inflated here by zlib off the JavaScript thread (so a signal is heard meanwhile), counted as
+ * it comes out, and cut off past maxUnpackedBytes or maxRatio. node-tar would inflate it
+ * synchronously, with nothing but a ratio of 1000 to stop it.
+ */
+async function* tarChunks(data: Buffer, lim: ArchiveLimits, name: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  if (!startsWith(data, GZIP_MAGIC)) {
+    for (let off = 0; off < data.length; off += SLICE) {
+      signal?.throwIfAborted();
+      yield data.subarray(off, off + SLICE);
+      await nextTurn();
+    }
+    return;
+  }
+  const gunzip = createGunzip({ chunkSize: SLICE });
+  gunzip.end(data);
+  let out = 0;
+  let first = true;
+  try {
+    for await (const chunk of gunzip as AsyncIterable<Buffer>) {
+      signal?.throwIfAborted();
+      // Compressed twice (or gzip around zstd): the tar parser would inflate the inner layer itself, unbounded.
+      if (first && (startsWith(chunk, GZIP_MAGIC) || startsWith(chunk, ZSTD_MAGIC))) {
+        throw new HpError('PACKAGE_CORRUPT', `${name} was refused: it is compressed twice; a package is a tar archive, gzip-compressed at most once`);
+      }
+      first = false;
+      out += chunk.length;
+      if (out > lim.maxUnpackedBytes) {
+        throw tooLarge(`${name} was refused: uncompressed it is more than ${lim.maxUnpackedBytes} bytes (a decompression bomb?); stopped after ${out} bytes`, {
+          limit: lim.maxUnpackedBytes,
+          compressedSize: data.length,
+        });
+      }
+      if (out > RATIO_FLOOR && out > lim.maxRatio * data.length) {
+        throw tooLarge(
+          `${name} was refused: ${data.length} compressed bytes inflate to more than ${out} (over ${lim.maxRatio} times their size: a decompression bomb)`,
+          { ratioLimit: lim.maxRatio, compressedSize: data.length, unpackedSoFar: out },
+        );
+      }
+      yield chunk;
+    }
+  } catch (e) {
+    if (e instanceof HpError || (signal?.aborted && e === signal.reason)) throw e;
+    throw new HpError('PACKAGE_CORRUPT', `${name} was refused: it is not a readable gzip-compressed tar archive (${(e as Error).message})`);
+  } finally {
+    gunzip.destroy();
+  }
+}
+
 /**
  * Parse a package's bytes into memory, refusing (HpError) anything unsafe: PACKAGE_UNSAFE_ENTRY
  * for links, devices, absolute paths, ".." components, odd paths and duplicates;
- * PACKAGE_TOO_LARGE past a limit; PACKAGE_CORRUPT when it is not a readable tar.
+ * PACKAGE_TOO_LARGE past a limit (checked while inflating, before the bytes are kept);
+ * PACKAGE_CORRUPT when it is not a readable tar. Works in chunks with turns of the event loop in
+ * between, so `opts.signal` (or a signal handler) can stop it at any point.
  */
-export async function readArchive(data: Buffer, limits: Partial<ArchiveLimits> = {}, name = 'the package'): Promise<ArchiveContents> {
+export async function readArchive(data: Buffer, limits: Partial<ArchiveLimits> = {}, name = 'the package', opts: ReadArchiveOptions = {}): Promise<ArchiveContents> {
   const lim = { ...DEFAULT_ARCHIVE_LIMITS, ...limits };
   if (data.length > lim.maxPackageBytes) {
     throw tooLarge(`${name} was refused: it is ${data.length} bytes, over the ${lim.maxPackageBytes}-byte limit`, { size: data.length, limit: lim.maxPackageBytes });
@@ -155,6 +237,9 @@ export async function readArchive(data: Buffer, limits: Partial<ArchiveLimits> =
   const parser = new Parser({
     strict: true,
     maxMetaEntrySize: 64 * 1024,
+    // Only ever fed a plain tar stream (see tarChunks): never let it guess a compression.
+    brotli: false,
+    zstd: false,
     filter: (_path, stat) => {
       const e = stat as ReadEntry;
       const problem = admit(e);
@@ -205,6 +290,9 @@ export async function readArchive(data: Buffer, limits: Partial<ArchiveLimits> =
       if (p === MANIFEST_FILE && e.size > lim.maxManifestBytes) {
         return tooLarge(`${name} was refused: its ${MANIFEST_FILE} is ${e.size} bytes, over the ${lim.maxManifestBytes}-byte limit`, { size: e.size, limit: lim.maxManifestBytes });
       }
+      if (e.size > lim.maxEntryBytes) {
+        return tooLarge(`${name} was refused: its entry "${raw}" is ${e.size} bytes, over the ${lim.maxEntryBytes}-byte limit for one file`, { entry: raw, size: e.size, limit: lim.maxEntryBytes });
+      }
       unpacked += e.size;
       if (unpacked > lim.maxUnpackedBytes) {
         return tooLarge(`${name} was refused: its files add up to more than ${lim.maxUnpackedBytes} bytes`, { limit: lim.maxUnpackedBytes });
@@ -219,20 +307,35 @@ export async function readArchive(data: Buffer, limits: Partial<ArchiveLimits> =
     if (!refusal && !skipped.has(e)) refuse(unsafe(e.path, `it is ${describeType(e)}; a package holds only regular files and directories`));
   });
 
-  const gzip = data.length >= 2 && data[0] === 0x1f && data[1] === 0x8b;
+  const gzip = startsWith(data, GZIP_MAGIC);
   let parseError: Error | undefined;
-  await new Promise<void>((resolve) => {
+  const finished = new Promise<void>((resolve) => {
     parser.on('error', (e: Error) => {
       parseError ??= e;
       resolve();
     });
     parser.on('end', () => resolve());
     parser.on('abort', () => resolve());
-    // Feed in slices, so a refusal stops decompression early instead of after inflating everything.
-    const SLICE = 64 * 1024;
-    for (let off = 0; off < data.length && !refusal && !parseError; off += SLICE) parser.write(data.subarray(off, off + SLICE));
-    if (!refusal && !parseError) parser.end();
   });
+  // After the end-of-archive blocks only zeros may follow (tar pads its last record with them);
+  // they are checked here, within the same limits, and never handed to node-tar, which would
+  // buffer all of it, growing and re-copying its buffer: minutes for a few MB of gzip-compressed
+  // zeros appended to a real package. (The rest of the chunk that held the end is ignored.)
+  let sawEnd = false;
+  parser.on('eof', () => (sawEnd = true));
+  // Feed chunk by chunk, so a refusal stops the reading (and the inflating) early.
+  for await (const chunk of tarChunks(data, lim, name, opts.signal)) {
+    if (sawEnd) {
+      if (!chunk.equals(zeros(chunk.length))) {
+        throw new HpError('PACKAGE_CORRUPT', `${name} was refused: data follows its end-of-archive blocks (only zero padding may)`);
+      }
+      continue;
+    }
+    parser.write(chunk);
+    if (refusal || parseError) break;
+  }
+  if (!refusal && !parseError) parser.end();
+  await finished;
   if (refusal) throw refusal;
   if (parseError) {
     const msg = parseError.message.replace(/^TAR_[A-Z_]+: /, '');

@@ -19,6 +19,7 @@ import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HpError } from '../errors.js';
 import { writeFileAtomic } from '../agent/atomic.js';
+import { checkNotTampered } from '../agent/secure-path.js';
 
 export interface KeyPair {
   privateKeyPem: string;
@@ -176,8 +177,14 @@ function parseTrustFile(file: string, text: string): TrustedKey {
   return { keyId: parsed.keyId, ...(name ? { name } : {}), ...(added ? { added } : {}), publicKeyPem: parsed.publicKeyPem };
 }
 
-/** Every trusted key, ordered by key id; an absent directory trusts nothing. */
+/**
+ * Every trusted key, ordered by key id; an absent directory trusts nothing. The directory and
+ * every key file must belong to the agent's user (or root) and be writable by nobody else, or
+ * the trust store is refused (TRUST_STORE_INSECURE): anyone who could write there could make the
+ * agent trust their key.
+ */
 export async function loadTrusted(dir: string): Promise<TrustedKey[]> {
+  checkNotTampered(dir, 'the trust store', 'TRUST_STORE_INSECURE');
   let names: string[];
   try {
     names = await readdir(dir);
@@ -187,6 +194,7 @@ export async function loadTrusted(dir: string): Promise<TrustedKey[]> {
   }
   const out: TrustedKey[] = [];
   for (const file of names.filter((n) => KEY_FILE_RE.test(n)).sort()) {
+    checkNotTampered(join(dir, file), 'trusted key file', 'TRUST_STORE_INSECURE');
     out.push(parseTrustFile(file, await readFile(join(dir, file), 'utf8')));
   }
   return out;

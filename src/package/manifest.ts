@@ -104,8 +104,20 @@ export const PayloadEntrySchema = z.strictObject({
   size: byteCount,
 });
 
-export const BaselineFileSchema = z.strictObject({
+/** An absolute, normalised path of a file installed on the machine (no "..", ".", empty components or NUL). */
+const absolutePath = z.string().superRefine((p, ctx) => {
+  if (!p.startsWith('/')) return ctx.addIssue({ code: 'custom', message: 'must be an absolute path' });
+  if (p.length > 4096) return ctx.addIssue({ code: 'custom', message: 'must be at most 4096 characters' });
+  const parts = p.slice(1).split('/');
+  if (p.includes('\0') || parts.some((c) => c === '' || c === '.' || c === '..')) {
+    ctx.addIssue({ code: 'custom', message: 'must be a normalised absolute path (no empty, "." or ".." components, no NUL)' });
+  }
+});
+
+/** A file the baseline ships: staged under system/<baselineId>/<path>. */
+export const ShippedFileSchema = z.strictObject({
   path: relativePath,
+  external: z.literal(false).optional(),
   payload: payloadPath,
   sha256,
   buildId: buildId.optional(),
@@ -113,10 +125,63 @@ export const BaselineFileSchema = z.strictObject({
   mode: z.number().int().min(0).max(0o777, { error: 'expected permission bits 0 to 0o777 (no setuid, setgid or sticky bit)' }),
 });
 
+/**
+ * A file already installed on the machine by something else (a distribution package, an image),
+ * which the baseline describes without shipping it: `path` is its name in the baseline (what
+ * services and hotpatch targets say), `installedAt` where it lies. Installing the baseline checks
+ * that the file there has this SHA-256 and build-id; processes are then recognised by the
+ * build-id of the file they mapped, wherever they mapped it from.
+ */
+export const ExternalFileSchema = z.strictObject({
+  path: relativePath,
+  external: z.literal(true),
+  installedAt: absolutePath,
+  sha256,
+  buildId,
+});
+
+export const BaselineFileSchema = z.discriminatedUnion('external', [ShippedFileSchema, ExternalFileSchema], {
+  error: 'expected a shipped file {path, payload, sha256, mode} or an installed one {path, external: true, installedAt, sha256, buildId}',
+});
+
+/** Who starts and stops a service: the agent (default), or something else (systemd, a shell). */
+export const SERVICE_MANAGERS = ['agent', 'external'] as const;
+
+const commandWord = z.string().min(1).max(4096).refine((a) => !a.includes('\0'), { error: 'must not contain NUL' });
+/** How long a service may take to become ready (ms); the agent's default is 10 s. */
+const readinessTimeout = z.number().int().min(1).max(600_000).optional();
+
+/**
+ * How the agent knows a service it started is ready (README "Readiness"). Absent: `line`.
+ * - line: the service writes a line `READY` on stdout or stderr;
+ * - notify: systemd's sd_notify — the service sends `READY=1` to the datagram socket $NOTIFY_SOCKET;
+ * - socket: a probe — a Unix socket (`path`, `${HP_RUN}` allowed) or TCP port (`port`, `host`
+ *   default 127.0.0.1) that accepts a connection.
+ */
+export const ReadinessSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('line'), timeoutMs: readinessTimeout }),
+  z.strictObject({ type: z.literal('notify'), timeoutMs: readinessTimeout }),
+  z
+    .strictObject({
+      type: z.literal('socket'),
+      path: z.string().min(1).max(4096).refine((a) => !a.includes('\0'), { error: 'must not contain NUL' }).optional(),
+      port: z.number().int().min(1).max(65_535).optional(),
+      host: z.string().min(1).max(255).optional(),
+      timeoutMs: readinessTimeout,
+    })
+    .refine((r) => (r.path === undefined) !== (r.port === undefined), { error: 'a socket probe needs either "path" (Unix) or "port" (TCP), not both' })
+    .refine((r) => r.host === undefined || r.port !== undefined, { error: '"host" goes with "port" (TCP)' }),
+]);
+
 export const ServiceSchema = z.strictObject({
   name: identifier,
   file: relativePath,
   args: z.array(z.string().max(4096).refine((a) => !a.includes('\0'), { error: 'must not contain NUL' })).max(256),
+  /** "external": the agent never starts or stops it; at a reboot it runs `restart` and finds the new process. */
+  managedBy: z.enum(SERVICE_MANAGERS, { error: 'expected "agent" or "external"' }).optional(),
+  /** For an external service: the command (program and arguments, no shell) that restarts it, e.g. ["systemctl", "restart", "greetd"]. */
+  restart: z.array(commandWord).min(1, { error: 'expected a program and its arguments' }).max(256).optional(),
+  readiness: ReadinessSchema.optional(),
 });
 
 /**
@@ -181,7 +246,15 @@ export type Consistency = (typeof CONSISTENCY_LEVELS)[number];
 export type PatchMode = (typeof PATCH_MODES)[number];
 export type PayloadEntry = z.infer<typeof PayloadEntrySchema>;
 export type BaselineFile = z.infer<typeof BaselineFileSchema>;
+export type ShippedFile = z.infer<typeof ShippedFileSchema>;
+export type ExternalFile = z.infer<typeof ExternalFileSchema>;
+export type ServiceManager = (typeof SERVICE_MANAGERS)[number];
+
+export function isExternalFile(f: BaselineFile): f is ExternalFile {
+  return f.external === true;
+}
 export type BaselineService = z.infer<typeof ServiceSchema>;
+export type Readiness = z.infer<typeof ReadinessSchema>;
 export type HotpatchFunction = z.infer<typeof HotpatchFunctionSchema>;
 export type HotpatchTarget = z.infer<typeof HotpatchTargetSchema>;
 export type BaselineManifest = z.infer<typeof BaselineManifestSchema>;
@@ -213,8 +286,11 @@ function crossCheck(m: Manifest): Issue[] {
     duplicates(m.files, (f) => f.path, (i) => ['files', i, 'path'], 'file path', out);
     // A file cannot also be a directory holding another file of the same baseline.
     const dirs = new Set(m.files.flatMap((f) => f.path.split('/').slice(0, -1).map((_, j, a) => a.slice(0, j + 1).join('/'))));
+    const installed = m.files.flatMap((f, i) => (isExternalFile(f) ? [{ f, i }] : []));
+    duplicates(installed, (x) => x.f.installedAt, (j) => ['files', installed[j].i, 'installedAt'], 'installed file', out);
     m.files.forEach((f, i) => {
       if (dirs.has(f.path)) out.push({ path: ['files', i, 'path'], message: `"${f.path}" is also a directory of another file` });
+      if (isExternalFile(f)) return; // shipped by nobody: nothing in payload[]
       const p = payload.get(f.payload);
       used.add(f.payload);
       if (!p) out.push({ path: ['files', i, 'payload'], message: `"${f.payload}" is not listed in payload[]` });
@@ -224,6 +300,8 @@ function crossCheck(m: Manifest): Issue[] {
     const files = new Set(m.files.map((f) => f.path));
     m.services.forEach((s, i) => {
       if (!files.has(s.file)) out.push({ path: ['services', i, 'file'], message: `"${s.file}" is not one of the baseline's files` });
+      if (s.managedBy === 'external' && !s.restart) out.push({ path: ['services', i, 'restart'], message: 'an externally managed service needs the command that restarts it at a reboot' });
+      if (s.managedBy !== 'external' && s.restart) out.push({ path: ['services', i, 'restart'], message: 'only an externally managed service (managedBy "external") has a restart command: the agent starts and stops its own' });
     });
   } else {
     duplicates(m.targets, (t) => t.path, (i) => ['targets', i, 'path'], 'target path', out);

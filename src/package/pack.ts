@@ -5,7 +5,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { ElfFile, notAFunction } from '../elf/index.js';
+import { ElfFile, inlinedCopyWarnings, notAFunction, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { layoutPatch } from '../link/index.js';
 import {
@@ -36,6 +36,8 @@ import {
   type HotpatchTarget,
   type Manifest,
   type PayloadEntry,
+  type ServiceManager,
+  type Readiness,
 } from './manifest.js';
 
 interface CommonPackOptions {
@@ -55,8 +57,12 @@ export interface PackBaselineOptions extends CommonPackOptions {
   planned: boolean;
   /** Default: id. */
   baselineId?: string;
-  files: { path: string; source: string; mode?: number }[];
-  services: { name: string; file: string; args?: string[] }[];
+  /**
+   * Shipped files (`source`: the file to pack) and files already installed on the machine
+   * (`installedAt`: an absolute path, read for its SHA-256 and build-id, not shipped).
+   */
+  files: ({ path: string; source: string; mode?: number } | { path: string; installedAt: string })[];
+  services: { name: string; file: string; args?: string[]; managedBy?: ServiceManager; restart?: string[]; readiness?: Readiness }[];
 }
 
 export interface PackHotpatchOptions extends CommonPackOptions {
@@ -83,6 +89,8 @@ export interface PackResult<M extends Manifest = Manifest> {
   /** SHA-256 and size of the package file written. */
   sha256: string;
   size: number;
+  /** Hotpatches: functions whose inlined copies in their callers the patch would not reach. */
+  warnings?: InlineWarning[];
 }
 
 const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
@@ -113,6 +121,16 @@ export async function packBaseline(opts: PackBaselineOptions): Promise<PackResul
   const entries: PayloadEntry[] = [];
   const files: BaselineManifest['files'] = [];
   for (const f of opts.files) {
+    if ('installedAt' in f) {
+      // Described, not shipped: the agent checks the installed file against these at install.
+      const data = await readSource(f.installedAt, `the installed file of ${f.path}`);
+      const buildId = data.subarray(0, 4).equals(ELF_MAGIC) ? ElfFile.fromBuffer(data, f.installedAt).buildId : undefined;
+      if (!buildId) {
+        throw new HpError('BUILD_ID_MISSING', `cannot pack ${f.path}: the installed file ${f.installedAt} has no GNU build-id, so the agent could not tell which processes run it`, { file: f.installedAt });
+      }
+      files.push({ path: f.path, external: true, installedAt: f.installedAt, sha256: sha256Hex(data), buildId });
+      continue;
+    }
     const data = await readSource(f.source, `the source of ${f.path}`);
     const mode = f.mode ?? (await stat(f.source)).mode & 0o777;
     // Only ELF objects carry a build-id; a baseline may also ship plain files (configuration).
@@ -136,7 +154,14 @@ export async function packBaseline(opts: PackBaselineOptions): Promise<PackResul
     planned: opts.planned,
     payload: entries,
     files,
-    services: opts.services.map((s) => ({ name: s.name, file: s.file, args: s.args ?? [] })),
+    services: opts.services.map((s) => ({
+      name: s.name,
+      file: s.file,
+      args: s.args ?? [],
+      ...(s.managedBy ? { managedBy: s.managedBy } : {}),
+      ...(s.restart ? { restart: s.restart } : {}),
+      ...(s.readiness ? { readiness: s.readiness } : {}),
+    })),
   };
   return finish(opts, draft, payload);
 }
@@ -247,6 +272,7 @@ export async function packHotpatch(opts: PackHotpatchOptions): Promise<PackResul
   const targets: HotpatchTarget[] = [];
   // One payload entry per distinct patch object; a name clash between different files gets a folder.
   const byHash = new Map<string, string>();
+  const warnings: InlineWarning[] = [];
   for (const [i, t] of opts.targets.entries()) {
     const elf = ElfFile.fromBuffer(await readSource(t.baselineFile, `the baseline file of ${t.path}`), t.baselineFile);
     if (!elf.buildId) {
@@ -275,6 +301,7 @@ export async function packHotpatch(opts: PackHotpatchOptions): Promise<PackResul
       ...(patch.buildId ? { patchBuildId: patch.buildId } : {}),
       functions: t.functions.map((f) => describeHotpatchFunction(elf, patch, f, { refusal: `cannot pack ${f.symbol}`, target: t.path, baselineFile: t.baselineFile, patchObject: t.patchObject })),
     });
+    warnings.push(...inlinedCopyWarnings(elf, t.path, t.functions.map((f) => f.symbol)));
   }
   const draft: HotpatchManifest = {
     schemaVersion: MANIFEST_SCHEMA_VERSION,
@@ -292,5 +319,5 @@ export async function packHotpatch(opts: PackHotpatchOptions): Promise<PackResul
     payload: entries,
     targets,
   };
-  return finish(opts, draft, payload);
+  return { ...(await finish(opts, draft, payload)), warnings };
 }

@@ -3,7 +3,8 @@
  * archive safety → manifest JSON and schema → signature (before any payload is looked at) →
  * payload sizes and hashes. Nothing is written anywhere.
  */
-import { open } from 'node:fs/promises';
+import { constants as fsConstants, type Stats } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 import { HpError } from '../errors.js';
 import { checkPayload, DEFAULT_ARCHIVE_LIMITS, MANIFEST_FILE, readArchive, sha256Hex, SIGNATURE_FILE, type ArchiveLimits } from './archive.js';
 import { loadTrusted, verifyManifest, type TrustedKey } from './keys.js';
@@ -18,6 +19,8 @@ export interface OpenPackageOptions {
    */
   allowUnsigned?: boolean;
   limits?: Partial<ArchiveLimits>;
+  /** Stops the reading at the next chunk (see readArchive). */
+  signal?: AbortSignal;
 }
 
 export interface OpenedPackage {
@@ -33,19 +36,31 @@ export interface OpenedPackage {
   path: string;
 }
 
+/**
+ * The package file's bytes. Only a regular file is read: a FIFO would block the open (and the
+ * agent holding its lock) until some writer came, a device could be endless or act on being
+ * opened. So the path is looked at before it is opened, opened without blocking, and looked at
+ * again through the descriptor (the path may have been swapped in between).
+ */
 async function readPackageFile(path: string, maxBytes: number): Promise<Buffer> {
+  let st;
+  try {
+    st = await stat(path);
+  } catch (e) {
+    throw openError(path, e);
+  }
+  if (!st.isFile()) throw notRegular(path, st);
   let fh;
   try {
-    fh = await open(path, 'r');
+    fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new HpError(err.code === 'ENOENT' ? 'PACKAGE_NOT_FOUND' : 'PACKAGE_READ_FAILED', `cannot open package ${path}: ${err.message}`, { path, errno: err.code });
+    throw openError(path, e);
   }
   try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new HpError('PACKAGE_READ_FAILED', `package ${path} is not a regular file`, { path });
-    if (st.size > maxBytes) {
-      throw new HpError('PACKAGE_TOO_LARGE', `package ${path} was refused: it is ${st.size} bytes, over the ${maxBytes}-byte limit`, { path, size: st.size, limit: maxBytes });
+    const now = await fh.stat();
+    if (!now.isFile()) throw notRegular(path, now);
+    if (now.size > maxBytes) {
+      throw new HpError('PACKAGE_TOO_LARGE', `package ${path} was refused: it is ${now.size} bytes, over the ${maxBytes}-byte limit`, { path, size: now.size, limit: maxBytes });
     }
     return await fh.readFile();
   } finally {
@@ -53,10 +68,34 @@ async function readPackageFile(path: string, maxBytes: number): Promise<Buffer> 
   }
 }
 
+function openError(path: string, e: unknown): HpError {
+  const err = e as NodeJS.ErrnoException;
+  if (err.code === 'ENOENT' || err.code === 'ENOTDIR') {
+    return new HpError('PACKAGE_NOT_FOUND', `cannot open package ${path}: no such file (give the path of a .hpkg file)`, { path, errno: err.code });
+  }
+  return new HpError('PACKAGE_READ_FAILED', `cannot open package ${path}: ${err.message}`, { path, errno: err.code });
+}
+
+/** What a path that is not a regular file is, for a message (a FIFO would block whoever opened it). */
+export function fileKind(st: Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO (named pipe)';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  if (st.isSocket()) return 'a socket';
+  return 'a special file';
+}
+
+/** Bad usage (exit 2): a package is read from a regular file only. */
+function notRegular(path: string, st: Stats): HpError {
+  return new HpError('PACKAGE_NOT_A_FILE', `package ${path} was refused: it is ${fileKind(st)}; give the path of a regular .hpkg file (to read a package from a pipe, save it to a file first)`, {
+    path,
+  });
+}
+
 export async function openPackage(path: string, opts: OpenPackageOptions): Promise<OpenedPackage> {
   const limits = { ...DEFAULT_ARCHIVE_LIMITS, ...opts.limits };
   const data = await readPackageFile(path, limits.maxPackageBytes);
-  const contents = await readArchive(data, limits, `package ${path}`);
+  const contents = await readArchive(data, limits, `package ${path}`, { signal: opts.signal });
 
   const manifestBytes = contents.files.get(MANIFEST_FILE);
   if (!manifestBytes) {

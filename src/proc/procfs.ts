@@ -111,6 +111,11 @@ export interface ProcessStatus {
   ppid: number;
   /** Pid of the process tracing it (a debugger, strace, or hp-agent itself), 0 when none. */
   tracerPid: number;
+  /**
+   * Its pid in each PID namespace it belongs to, outermost (ours) first: [pid] outside any
+   * container; the last is its pid inside its own namespace (1 for a container's init).
+   */
+  nsPids: number[];
 }
 
 /** One read of /proc/PID/status. */
@@ -121,7 +126,17 @@ export function readStatus(pid: number): ProcessStatus {
     if (!m) throw new HpError('PROC_READ_FAILED', `cannot find ${name} in ${procPath(pid, 'status')}`, { pid });
     return m[1];
   };
-  return { state: field('State'), ppid: Number(field('PPid')), tracerPid: Number(field('TracerPid')) };
+  // NSpid exists since Linux 4.1; before it, a process's only pid is the one we see.
+  const nsPids = /^NSpid:\s*(.*)$/m.exec(status)?.[1].trim().split(/\s+/).map(Number) ?? [pid];
+  return { state: field('State'), ppid: Number(field('PPid')), tracerPid: Number(field('TracerPid')), nsPids };
+}
+
+/**
+ * Whether `pid` is the init (pid 1) of a PID namespace: the machine's own init, or a container's.
+ * When an init dies, the kernel kills every other process of its namespace with it.
+ */
+export function isNamespaceInit(pid: number): boolean {
+  return pid === 1 || readStatus(pid).nsPids.at(-1) === 1;
 }
 
 /** Pid of the process tracing `pid` (a debugger, strace, or hp-agent itself), 0 when none. */

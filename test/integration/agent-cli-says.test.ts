@@ -84,7 +84,7 @@ describe('apply and revert say what happened', () => {
     expect((await agent(m.home, ['apply', pkg('2026.11')])).code).toBe(0);
     const rebooted = await agent(m.home, ['reboot']);
     expect(rebooted.code).toBe(0);
-    expect(rebooted.json.toBaseline).toBe('2026.11');
+    expect(rebooted.json.toBaselineId).toBe('2026.11');
     const state = fs.readFileSync(path.join(m.home, 'state.json'));
     const pid = servicePid(m);
 
@@ -93,12 +93,12 @@ describe('apply and revert say what happened', () => {
     expect(down.json.error.message).toMatch(/baseline 2026\.10 .* is older than baseline 2026\.11/);
     expect(down.json.error.message).toMatch(/--allow-downgrade/);
     expect(fs.readFileSync(path.join(m.home, 'state.json')).equals(state)).toBe(true);
-    expect((await agent(m.home, ['status'])).json).toMatchObject({ installedBaseline: { id: '2026.11' }, rebootPending: false });
+    expect((await agent(m.home, ['status'])).json).toMatchObject({ installedBaseline: { baselineId: '2026.11' }, rebootPending: false });
 
     const allowed = await agent(m.home, ['apply', pkg('2026.10'), '--allow-downgrade']);
     expect(allowed.code, allowed.stdout + allowed.stderr).toBe(0);
     expect(allowed.json.patches[0].installationState).toBe('Pending');
-    expect((await agent(m.home, ['status'])).json).toMatchObject({ installedBaseline: { id: '2026.11' }, pendingBaseline: { id: '2026.10' }, rebootPending: true });
+    expect((await agent(m.home, ['status'])).json).toMatchObject({ installedBaseline: { baselineId: '2026.11' }, pendingBaseline: { baselineId: '2026.10' }, rebootPending: true });
     expect(servicePid(m)).toBe(pid);
   });
 });

@@ -68,7 +68,7 @@ describe('a machine from baseline to baseline', () => {
     expect(await ask(socket, questions)).toEqual(expected['b1+hp2']);
 
     let st = (await agent(['status'])).json;
-    expect(st).toMatchObject({ installedBaseline: { id: '2026.10' }, rebootPending: false, compliant: true, hotpatch: { sequence: 2 } });
+    expect(st).toMatchObject({ installedBaseline: { baselineId: '2026.10' }, rebootPending: false, compliant: true, hotpatch: { sequence: 2 } });
     expect(st.processes).toHaveLength(1);
     expect(st.processes[0]).toMatchObject({ pid, hotpatchSequence: 2, compliant: true });
     const fnState = Object.fromEntries(st.processes[0].functions.map((f: any) => [f.function, f.state === 'patched' ? f.packageId : f.state]));
@@ -84,18 +84,18 @@ describe('a machine from baseline to baseline', () => {
     expect(next.json.rebootStatus).toBe('Required');
     st = (await agent(['status'])).json;
     expect(st.rebootPending).toBe(true);
-    expect(st.pendingBaseline).toMatchObject({ id: '2026.11' });
+    expect(st.pendingBaseline).toMatchObject({ baselineId: '2026.11' });
     // Nothing running changed.
     expect(await ask(socket, questions)).toEqual(expected['b1+hp1']);
     expect(st.processes[0].pid).toBe(pid);
 
     const rebooted = await agent(['reboot']);
     expect(rebooted.code).toBe(0);
-    expect(rebooted.json).toMatchObject({ fromBaseline: '2026.10', toBaseline: '2026.11', rebootStatus: 'Completed' });
+    expect(rebooted.json).toMatchObject({ fromBaselineId: '2026.10', toBaselineId: '2026.11', rebootStatus: 'Completed' });
     expect(rebooted.json.downtimeMs).toBeGreaterThan(0);
     expect(await ask(socket, questions)).toEqual(expected.b2);
     st = (await agent(['status'])).json;
-    expect(st).toMatchObject({ installedBaseline: { id: '2026.11' }, runningBaselines: ['2026.11'], rebootPending: false });
+    expect(st).toMatchObject({ installedBaseline: { baselineId: '2026.11' }, runningBaselines: ['2026.11'], rebootPending: false });
     expect(st.hotpatch).toBeUndefined();
     // The new service maps the new baseline's build-ids.
     const b2Build = ElfFile.fromFile(path.join(home, 'system/2026.11/bin/greetd')).buildId;

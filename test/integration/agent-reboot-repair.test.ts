@@ -119,10 +119,10 @@ describe('an agent killed during a reboot onto a new baseline, or a boot', () =>
 
       const booted = await agent(m.home, ['boot']);
       expect(booted.code, booted.stdout + booted.stderr).toBe(0);
-      expect(booted.json).toMatchObject({ repaired: { kind: 'reboot' }, toBaseline: '2026.11', rebootStatus: 'Completed' });
+      expect(booted.json).toMatchObject({ repaired: { kind: 'reboot' }, toBaselineId: '2026.11', rebootStatus: 'Completed' });
       await expectOneServiceAt(m, 'b2');
       const st = (await agent(m.home, ['status'])).json;
-      expect(st).toMatchObject({ installedBaseline: { id: '2026.11' }, runningBaselines: ['2026.11'], rebootPending: false });
+      expect(st).toMatchObject({ installedBaseline: { baselineId: '2026.11' }, runningBaselines: ['2026.11'], rebootPending: false });
     });
   }
 
@@ -269,7 +269,7 @@ describe('what boot says (issue 10, defects 5 and 7)', () => {
       expect(booted.stderr).not.toMatch(/nothing was changed/i);
 
       const st = (await agent(home, ['status'])).json;
-      expect(st).toMatchObject({ rebootStatus: 'Failed', installedBaseline: { id: 'never-1.0' }, services: [] });
+      expect(st).toMatchObject({ rebootStatus: 'Failed', installedBaseline: { baselineId: 'never-1.0' }, services: [] });
       expect(st.interruptedOperation).toBeUndefined();
       expect(st.processes).toEqual([]);
       const last = (await agent(home, ['history'])).json.entries[0];

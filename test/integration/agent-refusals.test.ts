@@ -259,7 +259,7 @@ describe('agent refusals', () => {
     // The current level, by KB: back to the plain baseline.
     const ok = await agent(m.home, ['revert', 'KB5046101']);
     expect(ok.code, ok.stdout + ok.stderr).toBe(0);
-    expect(ok.json.to).toEqual({ baseline: '2026.10' });
+    expect(ok.json.to).toEqual({ baselineId: '2026.10', sequence: 0 });
     expect(await answers(m.sock, 'b1')).toEqual(expected.b1);
 
     // Every revert refusal is in the history too.

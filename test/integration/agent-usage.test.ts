@@ -75,7 +75,7 @@ describe('bad usage changes nothing, for every command', () => {
     await expectUsage(['try', ...tryArgs(), '--dryrun'], /Unknown argument: dryrun$/m);
     await expectUsage(['apply'], /Not enough non-option arguments/);
     await expectUsage(['revert'], /Not enough non-option arguments/);
-    await expectUsage(['try', greetdFix(), '--function', 'add_numbers=add_numbers_v2'], /Missing required argument: pid/);
+    await expectUsage(['try', greetdFix(), '--function', 'add_numbers=add_numbers_v2'], /name the processes: --pid PID \(repeatable\) or --all/);
     await expectUsage(['try', greetdFix(), '--pid', String(pid)], /Missing required argument: function/);
     await expectUsage(['try', '--pid', String(pid), '--function', 'add_numbers=add_numbers_v2'], /a patch object is required/);
     await expectUsage(['apply', pkg('2026.10-hp2'), '--pid', 'abc'], /--pid expects process IDs .* got "abc"/);
@@ -83,7 +83,7 @@ describe('bad usage changes nothing, for every command', () => {
     await expectUsage(['apply', pkg('2026.10-hp2'), '--pid'], /Not enough arguments following: pid/);
     await expectUsage(['apply', pkg('2026.10-hp2'), '--wait', '-5'], /--wait expects milliseconds .* got "-5"/);
     await expectUsage(['revert', 'KB5046101', '--pid', `${pid}x`], /--pid expects process IDs/);
-    await expectUsage(['try', ...tryArgs().slice(0, 1), '--pid', '1.5', '--function', 'add_numbers'], /--pid expects a process ID .* got "1.5"/);
+    await expectUsage(['try', ...tryArgs().slice(0, 1), '--pid', '1.5', '--function', 'add_numbers'], /--pid expects process IDs .* got "1.5"/);
     await expectUsage(['try', ...tryArgs(), '--timeout', 'soon'], /--timeout expects milliseconds/);
     await expectUsage(['try', ...tryArgs(), '--function', 'a=b=c'], /--function expects NAME or NAME=REPLACEMENT/);
     // Conflicting options.

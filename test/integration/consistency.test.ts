@@ -17,7 +17,7 @@ const COMPUTE = { patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'co
 async function stillWorks(t: Target, answer: string): Promise<void> {
   expect(await t.request('call')).toBe(answer);
   expect(await t.request('sleep 20')).toBe('sleeping');
-  expect(await t.request('slept')).toMatch(/^slept 2\d 0 0$/);
+  expect(await t.request('slept')).toMatch(/^slept (2\d|[3-9]\d|[1-9]\d\d) 0 0$/); // never short, never EINTR; late only under load
 }
 
 describe('function consistency', () => {
@@ -41,7 +41,7 @@ describe('function consistency', () => {
     const t = await spawnTarget(fixturePath('blocked'));
     const r = await applyPatch({ pid: t.pid, ...SLEEPER, consistency: 'entry' });
     expect(r.sites[0].action).toBe('patch');
-    expect((await inspectFunctions(t.pid, ['sleeper']))[0].state).toBe('patched');
+    expect((await inspectFunctions({ pid: t.pid, functions: ['sleeper'] }))[0].state).toBe('patched');
     await stillWorks(t, '42'); // the sleeper thread runs on in the old sleeper
     await revertFunctions({ pid: t.pid, functions: ['sleeper'] });
     expect((await entryBytes(t.pid, 'sleeper')).equals(fileEntryBytes(t.pid, 'sleeper'))).toBe(true);

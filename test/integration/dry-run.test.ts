@@ -9,6 +9,7 @@ import { fixturePath, killTargetsAfterEach, spawnTarget } from '../../src/harnes
 import { native } from '../../src/native.js';
 import { agent, bootMachine, BASELINE, cleanUp, expectRefused, expectUnchanged, pkg, servicePid, snapshot, spec, type Machine } from './agent-helpers.js';
 import { entryBytes, hpAgent, patchMappings } from './helpers.js';
+import { expectConforms } from '../contract-validate.js';
 
 afterEach(cleanUp);
 killTargetsAfterEach(afterEach);
@@ -34,6 +35,8 @@ async function dryRun(m: Machine, args: string[]) {
   const before = { snap: await snapshot(m), maps: maps(pid), files: homeFiles(m) };
   const mapsBefore = maps(pid); // no request to the daemon between this read and the next
   const r = await agent(m.home, [...args, '--dry-run']);
+  // The plan (or the refusal) is the command's output contract.
+  expectConforms(r.code === 0 ? (args[0] as 'apply' | 'revert' | 'reboot' | 'boot') : 'error', r.json);
   expect(maps(pid)).toBe(mapsBefore);
   await expectUnchanged(m, before.snap);
   expect(homeFiles(m)).toEqual(before.files);
@@ -54,7 +57,7 @@ describe('apply and revert --dry-run on a booted machine', () => {
     const pid = servicePid(m);
     const r = await dryRun(m, ['apply', pkg(`${BASELINE}-hp1`)]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(r.json).toMatchObject({ dryRun: true, rebootStatus: 'NotNeeded', rebootRequired: false, patches: [{ patchId: `${BASELINE}-hp1`, kbId: hp1.kb, installationState: 'Installed' }], hotpatchLevel: { sequence: 1 } });
+    expect(r.json).toMatchObject({ dryRun: true, rebootStatus: 'NotNeeded', rebootRequired: false, patches: [{ patchId: `${BASELINE}-hp1`, kbId: hp1.kb, installationState: 'Installed' }], hotpatchLevel: { baselineId: BASELINE, sequence: 1, kbId: hp1.kb } });
     expect(r.json.processes).toHaveLength(1);
     const p = r.json.processes[0];
     expect(p).toMatchObject({ pid, outcome: 'Planned', plan: { pid, dryRun: true, wouldChange: true, mode: 'stop' } });
@@ -88,7 +91,8 @@ describe('apply and revert --dry-run on a booted machine', () => {
 
     const r = await dryRun(m, ['revert', hp1.kb]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(r.json).toMatchObject({ dryRun: true, from: { packageId: `${BASELINE}-hp1` }, to: { baseline: BASELINE } });
+    expect(r.json).toMatchObject({ dryRun: true, from: { baselineId: BASELINE, sequence: 1, packageId: `${BASELINE}-hp1`, kbId: hp1.kb } });
+    expect(r.json.to).toEqual({ baselineId: BASELINE, sequence: 0 });
     const p = r.json.processes[0];
     expect(p).toMatchObject({ pid, outcome: 'Planned' });
     expect(p.plan.patches).toEqual([]); // a revert maps nothing
@@ -133,12 +137,12 @@ describe('reboot --dry-run', () => {
     expect(r.json).toMatchObject({
       dryRun: true,
       kind: 'reboot',
-      fromBaseline: BASELINE,
-      toBaseline: BASELINE,
+      fromBaselineId: BASELINE,
+      toBaselineId: BASELINE,
       stop: [{ name: 'greetd', pid, running: true }],
       start: [{ name: 'greetd', baselineId: BASELINE }],
       keep: [],
-      hotpatch: { packageId: `${BASELINE}-hp1`, kbId: hp1.kb, sequence: 1 },
+      hotpatch: { baselineId: BASELINE, packageId: `${BASELINE}-hp1`, kbId: hp1.kb, sequence: 1 },
     });
     expect(servicePid(m)).toBe(pid);
   });
@@ -152,6 +156,7 @@ describe('try --dry-run', () => {
     const args = ['try', fixturePath('loop_fix.so'), '--pid', String(t.pid), '--function', 'compute=compute_v2'];
     const r = await hpAgent([...args, '--dry-run']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
+    expectConforms('try', r.json);
     expect(r.json).toMatchObject({ pid: t.pid, dryRun: true, wouldChange: true, mode: 'stop', patches: [{ mapping: 'hp-agent:loop_fix.so' }] });
     expect(r.json.patches[0].base).toMatch(/^0x[0-9a-f]+$/);
     const [site] = r.json.sites;
@@ -175,6 +180,7 @@ describe('try --dry-run', () => {
     const mapsPatched = maps(t.pid);
     const rev = await hpAgent(['try', '--revert', '--pid', String(t.pid), '--function', 'compute', '--dry-run']);
     expect(rev.code, rev.stdout + rev.stderr).toBe(0);
+    expectConforms('try', rev.json);
     expect(original.toString('hex').startsWith(rev.json.sites[0].after)).toBe(true);
     expect((await native.readMemory(t.pid, Number(site.siteAddress), site.after.length / 2)).toString('hex')).toBe(site.after);
     expect(maps(t.pid)).toBe(mapsPatched);

@@ -18,12 +18,12 @@ describe('the engine in-process', () => {
       const r = await applyPatch({ pid: t.pid, patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'compute', replacement: 'compute_v2' }] });
       expect(r.sites[0].kind).toBe('rel32');
       expect(await t.request('call')).toBe('182');
-      const [state] = await inspectFunctions(t.pid, ['compute']);
+      const [state] = await inspectFunctions({ pid: t.pid, functions: ['compute'] });
       expect(state.state).toBe('patched');
       expect(state.record?.replacement).toBe('compute_v2');
       await revertFunctions({ pid: t.pid, functions: ['compute'] });
       expect(await t.request('call')).toBe('42');
-      expect((await inspectFunctions(t.pid, ['compute']))[0].state).toBe('original');
+      expect((await inspectFunctions({ pid: t.pid, functions: ['compute'] }))[0].state).toBe('original');
     }
     expect((await entryBytes(t.pid, 'compute')).equals(fileEntryBytes(t.pid, 'compute'))).toBe(true);
   });

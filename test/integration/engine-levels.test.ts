@@ -31,7 +31,7 @@ describe('levels', () => {
     expect(l2.sites.map((s) => [s.function, s.action, s.kind])).toEqual([['compute', 'repoint', 'abs64'], ['parked', 'patch', 'abs64']]);
     expect(l2.threads).toBeGreaterThan(0);
     expect(await t.request('call')).toBe('182');
-    const [c2] = await inspectFunctions(pid, ['compute']);
+    const [c2] = await inspectFunctions({ pid, functions: ['compute'] });
     expect(c2.record?.label?.packageId).toBe('lvl-2');
 
     // Same level again: nothing to do, nothing stopped.
@@ -99,7 +99,7 @@ describe('the original bytes a level was built for', () => {
       await expect(change('lvl-3', otherHash)).rejects.toMatchObject({ code: 'ORIGINAL_BYTES_MISMATCH', unchanged: true, details: { function: 'compute', expected: otherHash.sha256, actual: original.sha256 } });
       await expect(change('lvl-3', { ...original, size: original.size + 1 })).rejects.toMatchObject({ code: 'FUNCTION_SIZE_MISMATCH', unchanged: true });
       expect((await around(pid, 'compute')).equals(before)).toBe(true);
-      expect((await inspectFunctions(pid, ['compute']))[0].record?.label?.packageId).toBe('lvl-2');
+      expect((await inspectFunctions({ pid, functions: ['compute'] }))[0].record?.label?.packageId).toBe('lvl-2');
       expect(await t.request('call')).toBe('182');
       expect(t.alive()).toBe(true);
     });
@@ -114,7 +114,7 @@ describe('the original bytes a level was built for', () => {
     const original = originalOf(pid, 'main');
     await native.writeMemory(pid, main.address + 40, Buffer.from([(await native.readMemory(pid, main.address + 40, 1))[0] ^ 0xff]));
     const before = await around(pid, 'main');
-    expect((await inspectFunctions(pid, ['main']))[0].state).toBe('original');
+    expect((await inspectFunctions({ pid, functions: ['main'] }))[0].state).toBe('original');
     await expect(changeFunctions({ pid, changes: [{ patchPath: fixturePath('loop_fix.so'), functions: [{ name: 'main', replacement: 'compute_v2', original }] }] })).rejects.toMatchObject({
       code: 'ORIGINAL_BYTES_MISMATCH',
       unchanged: true,

@@ -32,7 +32,8 @@ async function patchAndRevert(opts: {
   const site = applied.json.sites[0];
   const now = await entryBytes(t.pid, opts.fn, 16, opts.object);
   expect(now.equals(original)).toBe(false);
-  expect(now.subarray(site.siteAddress - site.functionAddress).subarray(0, site.after.length / 2).toString('hex')).toBe(site.after);
+  // --json writes addresses as 0x strings.
+  expect(now.subarray(Number(site.siteAddress) - Number(site.functionAddress)).subarray(0, site.after.length / 2).toString('hex')).toBe(site.after);
   expect(patchMappings(t.pid).length).toBeGreaterThan(0);
 
   const reverted = await hpAgent(['try', '--revert', '--pid', String(t.pid), '--function', opts.fn, ...objectArgs]);
@@ -65,7 +66,7 @@ describe('hp-agent try on a single-threaded loop', () => {
     const { applied } = await patchAndRevert({ target: 'endbr', patch: 'endbr_fix.so', fn: 'compute', replacement: 'compute_v2', before: '42', after: '182' });
     const site = applied.sites[0];
     expect(site.keptEndbr64).toBe(true);
-    expect(site.siteAddress).toBe(site.functionAddress + 4);
+    expect(Number(site.siteAddress)).toBe(Number(site.functionAddress) + 4);
   });
 });
 
@@ -114,6 +115,22 @@ describe('threads at and inside the entry', () => {
       escaped = await t.request('escaped');
     }
     expect(escaped).toBe('2');
+    expect(t.alive()).toBe(true);
+  });
+
+  it('never writes a jump over bytes a thread will return into: a signal frame on its stack says entry+4', async () => {
+    const t = await spawnTarget(fixturePath('spinentry'));
+    expect(await t.request('trap')).toBe('held');
+    const before = await entryBytes(t.pid, 'trapping');
+    const r = await hpAgent(['try', fixturePath('spinentry_fix.so'), '--pid', String(t.pid), '--function', 'trapping=parked_v2', '--mode', 'stop', '--timeout', '300']);
+    expect(r.code, r.stdout + r.stderr).toBe(3);
+    expect(r.json.error.code).toBe('RETURN_INTO_SITE');
+    expect(r.json.error.message).toMatch(/on its stack/);
+    expect((await entryBytes(t.pid, 'trapping')).equals(before)).toBe(true);
+    expect(patchMappings(t.pid)).toEqual([]);
+    // Let go, the handler returns to entry+4 — the original bytes — and the thread leaves.
+    expect(await t.request('release')).toBe('released');
+    expect(await t.request('escaped')).toBe('1');
     expect(t.alive()).toBe(true);
   });
 });

@@ -116,7 +116,7 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
     const before = await around(pid);
     expect(before.memory.equals(before.file)).toBe(true);
     expect(before.memory.toString('hex').slice(0, 14)).toBe('90909090909090');
-    expect((await inspectFunctions(pid, ['compute']))[0]).toMatchObject({ state: 'original', form: 'padding' });
+    expect((await inspectFunctions({ pid, functions: ['compute'] }))[0]).toMatchObject({ state: 'original', form: 'padding' });
 
     // Scheduling noise alone, over a span like a switch's.
     const idle = await observed(s, () => sleep(5));
@@ -125,13 +125,18 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
     // sleeping thread (TracerPid shows it), never the spinner; the switch traces nobody.
     const sw = await observed(s, () => applyPatch({ pid, patchPath: FIX, functions: [{ name: 'compute', replacement: 'compute_v2' }] }));
     expect(sw.result).toMatchObject({ mode: 'zero-stop', pauseUs: 0, threads: 0 });
+    // …and says so: which thread it borrowed (asleep in a call, never the spinner) and for how long.
+    expect(sw.result.borrowed).toHaveLength(1);
+    expect(sw.result.borrowed![0]).toMatchObject({ interruptedSyscall: true });
+    expect(sw.result.borrowed![0].tid).not.toBe(s.tid);
+    expect(sw.result.borrowed![0].heldUs).toBeGreaterThan(0);
     expect(sw.result.sites[0]).toMatchObject({ action: 'patch', form: 'padding', entry: { entryNop: 'two-90', before: '9090', after: 'ebf9' }, keptEndbr64: false });
     expect(sw.stops).toBe(0);
 
     expect(await t.request('call')).toBe('182');
     expect(t.pid).toBe(pid);
     expect(t.alive()).toBe(true);
-    const [state] = await inspectFunctions(pid, ['compute']);
+    const [state] = await inspectFunctions({ pid, functions: ['compute'] });
     expect(state).toMatchObject({ state: 'patched', form: 'padding', jump: { target: sw.result.sites[0].target } });
     expect(state.record?.zeroStop).toMatchObject({ entryNop: 'two-90', original: '9090', switched: 'ebf9' });
     const switched = (await around(pid)).memory;
@@ -152,7 +157,7 @@ describe('zero-stop switching (-fpatchable-function-entry=7,5)', () => {
     expect(reverted.stops).toBe(0);
     expect((await around(pid)).memory.equals(before.memory)).toBe(true);
     expect(await t.request('call')).toBe('42');
-    expect((await inspectFunctions(pid, ['compute']))[0].state).toBe('original');
+    expect((await inspectFunctions({ pid, functions: ['compute'] }))[0].state).toBe('original');
 
     console.log(
       `zero-stop, spinner during: idle 5 ms: ${describeObs(idle)}\n` +
@@ -237,12 +242,12 @@ describe('zero-stop on many functions', () => {
     expect(applied).toMatchObject({ mode: 'zero-stop', threads: 0 });
     expect(applied.sites).toHaveLength(256);
     await b.expectAnswers(all, true);
-    const states = await inspectFunctions(b.pid, functionNames(256));
+    const states = await inspectFunctions({ pid: b.pid, functions: functionNames(256) });
     expect(states.every((st) => st.state === 'patched' && st.form === 'padding')).toBe(true);
     const reverted = await revertFunctions({ pid: b.pid, functions: functionNames(256) });
     expect(reverted.mode).toBe('zero-stop');
     await b.expectAnswers(all, false);
-    expect((await inspectFunctions(b.pid, functionNames(256))).every((st) => st.state === 'original')).toBe(true);
+    expect((await inspectFunctions({ pid: b.pid, functions: functionNames(256) })).every((st) => st.state === 'original')).toBe(true);
   });
 });
 

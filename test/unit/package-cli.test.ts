@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { fixturePath } from '../../src/harness/index.js';
 import yargs from 'yargs';
 import { keysCommand } from '../../src/cli/keys.js';
 import { failUsage } from '../../src/cli/usage.js';
@@ -131,6 +132,23 @@ describe('hp-agent keygen, trust, pack', () => {
     expect(json.keyId).toBe(keyId);
     expect(json.manifest).toMatchObject({ kind: 'hotpatch', sequence: 2, consistency: 'function', targets: [{ path: 'bin/service', functions: [{ symbol: 'handle_request', replacement: 'handle_request_v2' }] }] });
     expect((await openPackage(out, { trustDir: trustDir(home) })).sha256).toBe(json.sha256);
+  });
+
+  it('pack hotpatch warns when the function is inlined into callers, naming them', async () => {
+    const args = (json: string[]) => [
+      'pack', 'hotpatch', '--out', join(dir, 'inl.hpkg'), ...common, '--baseline-id', 'base-1', '--sequence', '1',
+      '--target', `bin/inlined=${fixturePath('inlined')}`, '--patch-object', fixturePath('inlined_fix.so'), '--function', 'scale=scale_v2',
+      '--key', join(dir, 'release.key'), ...json,
+    ];
+    const r = await cli(args(['--json']));
+    expect(r.code).toBe(0);
+    const json = JSON.parse(r.stdout);
+    expect(json.warnings).toHaveLength(1);
+    expect(json.warnings[0]).toMatchObject({ code: 'INLINED_COPIES', object: 'bin/inlined', function: 'scale' });
+    expect(json.warnings[0].callers.map((c: { name: string }) => c.name).sort()).toEqual(['answer_a', 'answer_b']);
+    const human = await cli(args([]));
+    expect(human.code).toBe(0);
+    expect(human.stderr).toMatch(/warning: scale is inlined into answer_a, answer_b/);
   });
 
   it('pack hotpatch --manifest-in, paths relative to the JSON file', async () => {

@@ -299,7 +299,7 @@ describe('manifest schema', () => {
     expect(schemaError(sampleBaseline(), (m) => (m.id = 'has space'))).toContain('id: expected 1 to 64 characters');
     expect(schemaError(sampleHotpatch(), (m) => (m.sequence = 0))).toContain('sequence: expected a sequence number of 1 or more');
     expect(schemaError(sampleBaseline(), (m) => ((m as { schemaVersion: number }).schemaVersion = 2))).toContain('schemaVersion: expected 1');
-    expect(schemaError(sampleBaseline(), (m) => (m.files[0].mode = 0o4755))).toContain('files[0].mode: expected permission bits');
+    expect(schemaError(sampleBaseline(), (m: any) => (m.files[0].mode = 0o4755))).toContain('files[0].mode: expected permission bits');
     expect(schemaError(sampleBaseline(), (m) => Object.assign(m, { extra: 1 }))).toContain('(manifest): unknown field "extra"');
     expect(schemaError(sampleBaseline(), (m) => delete (m as Partial<BaselineManifest>).title)).toContain('title: missing (required)');
   });
@@ -328,7 +328,7 @@ describe('manifest schema', () => {
   });
 
   it('checks fields against each other', () => {
-    expect(schemaError(sampleBaseline(), (m) => (m.files[0].payload = 'payload/other'))).toContain('files[0].payload: "payload/other" is not listed in payload[]');
+    expect(schemaError(sampleBaseline(), (m: any) => (m.files[0].payload = 'payload/other'))).toContain('files[0].payload: "payload/other" is not listed in payload[]');
     expect(schemaError(sampleBaseline(), (m) => (m.files[0].sha256 = 'cd'.repeat(32)))).toContain('files[0].sha256: differs from the sha256 of its payload');
     expect(schemaError(sampleBaseline(), (m) => (m.services[0].file = 'bin/other'))).toContain('services[0].file: "bin/other" is not one of the baseline\'s files');
     expect(schemaError(sampleBaseline(), (m) => m.services.push({ ...m.services[0] }))).toContain('services[1].name: duplicate service name "svc"');
@@ -339,6 +339,22 @@ describe('manifest schema', () => {
     expect(schemaError(sampleHotpatch(), (m) => m.targets.push(structuredClone(m.targets[0])))).toContain('targets[1].path: duplicate target path');
     const zeroStopFunction = (m: HotpatchManifest) => Object.assign(m, { consistency: 'function', patchMode: 'zero-stop' });
     expect(schemaError(sampleHotpatch(), zeroStopFunction)).toContain('patchMode: "zero-stop" cannot give "function" consistency');
+  });
+
+  it('describes installed files (not shipped) and externally managed services', () => {
+    const ext = (m: any) => {
+      m.files.push({ path: 'bin/other', external: true, installedAt: '/usr/sbin/other', sha256: 'ab'.repeat(32), buildId: 'cd'.repeat(20) });
+      m.services.push({ name: 'other', file: 'bin/other', args: [], managedBy: 'external', restart: ['systemctl', 'restart', 'other'] });
+    };
+    const good = structuredClone(sampleBaseline());
+    ext(good);
+    expect(() => validateManifest(good)).not.toThrow();
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), (m.files[1].installedAt = 'usr/sbin/other')))).toContain('files[1].installedAt: must be an absolute path');
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), (m.files[1].installedAt = '/usr/../etc/x')))).toContain('files[1].installedAt: must be a normalised absolute path');
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), delete m.files[1].buildId))).toContain('files[1].buildId');
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), delete m.services[1].restart))).toContain('services[1].restart: an externally managed service needs the command');
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), delete m.services[1].managedBy))).toContain('services[1].restart: only an externally managed service');
+    expect(schemaError(sampleBaseline(), (m: any) => (ext(m), m.files.push({ ...m.files[1], path: 'bin/again' })))).toContain('files[2].installedAt: duplicate installed file "/usr/sbin/other"');
   });
 
   it('takes an optional patch mode: auto, stop or zero-stop', () => {

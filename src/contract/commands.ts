@@ -1,0 +1,296 @@
+/**
+ * One schema per command: what `hp-agent <command> --json` prints on success (every failure
+ * prints `errorOutput`). Built from the shared pieces in shared.ts; a new field goes in the one
+ * schema that prints it (or the shared piece, when several do).
+ */
+import { z } from 'zod';
+import { ManifestSchema } from '../package/manifest.js';
+import {
+  activityId,
+  address,
+  baselineId,
+  baselineRef,
+  changePlan,
+  changeSite,
+  dateTime,
+  enrollment,
+  errorBody,
+  hexBytes,
+  inlineWarning,
+  jumpKind,
+  keyId,
+  kbId,
+  levelRef,
+  operationRef,
+  operationStatus,
+  packageId,
+  patchEntry,
+  pid,
+  plainBaselineRef,
+  plannedProcessResult,
+  processResult,
+  rebootStatus,
+  runningOperationRef,
+  serviceRef,
+  siteAction,
+  siteForm,
+  switchMode,
+  trustedKey,
+} from './shared.js';
+
+// ---- apply ----------------------------------------------------------------------------------------
+
+/** Azure's install result (DESIGN.md §8), plus what happened in each process. */
+export const applyResultOutput = z.strictObject({
+  status: operationStatus,
+  /** Azure's name for the operation id; the same value as `activityId`. */
+  installationActivityId: activityId,
+  activityId,
+  rebootStatus,
+  maintenanceWindowExceeded: z.boolean(),
+  excludedPatchCount: z.number().int().nonnegative(),
+  notSelectedPatchCount: z.number().int().nonnegative(),
+  pendingPatchCount: z.number().int().nonnegative(),
+  installedPatchCount: z.number().int().nonnegative(),
+  failedPatchCount: z.number().int().nonnegative(),
+  patches: z.array(patchEntry),
+  startDateTime: dateTime,
+  processes: z.array(processResult),
+  /** The hotpatch level reached (hotpatches that went live somewhere). */
+  hotpatchLevel: levelRef.optional(),
+  error: z.strictObject({ code: z.string(), message: z.string() }).optional(),
+  /** Hotpatches: functions whose inlined copies in their callers the patch does not reach. */
+  warnings: z.array(inlineWarning).optional(),
+});
+
+/** The state the machine is in while a dry run plans: an interrupted operation the real run would finish first, or a live agent's. */
+const dryRunContext = {
+  interruptedOperation: operationRef.optional(),
+  runningOperation: runningOperationRef.optional(),
+};
+
+/** `apply --dry-run`: what apply would do; nothing was written or recorded. */
+export const applyPlanOutput = z.strictObject({
+  dryRun: z.literal(true),
+  /** The package, in the installation state the apply would leave it. */
+  patches: z.array(patchEntry),
+  /** The reboot status the apply would leave. */
+  rebootStatus,
+  /** A baseline: staged for the next reboot, nothing running would change. */
+  rebootRequired: z.boolean(),
+  baseline: z.strictObject({ baselineId, staged: z.boolean(), alreadyRunning: z.boolean() }).optional(),
+  /** A hotpatch: the level the processes would be brought to, and the level they are at (`from`). */
+  hotpatchLevel: levelRef.extend({ from: levelRef.optional() }).optional(),
+  processes: z.array(plannedProcessResult),
+  warnings: z.array(inlineWarning).optional(),
+  ...dryRunContext,
+});
+
+/** `apply` prints applyResultOutput, `apply --dry-run` applyPlanOutput. */
+export const applyOutput = z.union([applyResultOutput, applyPlanOutput]);
+
+// ---- revert ---------------------------------------------------------------------------------------
+
+export const revertResultOutput = z.strictObject({
+  status: operationStatus,
+  activityId,
+  from: levelRef,
+  /** The previous level, or the plain baseline (sequence 0). */
+  to: z.union([levelRef, plainBaselineRef]),
+  processes: z.array(processResult),
+});
+
+/** `revert --dry-run`: what revert would do; nothing was written or recorded. */
+export const revertPlanOutput = z.strictObject({
+  dryRun: z.literal(true),
+  from: levelRef,
+  to: z.union([levelRef, plainBaselineRef]),
+  processes: z.array(plannedProcessResult),
+  ...dryRunContext,
+});
+
+/** `revert` prints revertResultOutput, `revert --dry-run` revertPlanOutput. */
+export const revertOutput = z.union([revertResultOutput, revertPlanOutput]);
+
+// ---- status ---------------------------------------------------------------------------------------
+
+const functionStatus = z.strictObject({
+  object: z.string(),
+  function: z.string(),
+  state: z.enum(['original', 'patched', 'foreign', 'modified']),
+  form: siteForm,
+  packageId: packageId.optional(),
+  expectedPackageId: packageId.optional(),
+});
+
+const processStatus = z.strictObject({
+  pid,
+  comm: z.string(),
+  /** The baseline whose files the process mapped ("a+b" for several, "unknown" for none known). */
+  baselineId,
+  hotpatchSequence: z.number().int().nonnegative(),
+  compliant: z.boolean(),
+  reasons: z.array(z.string()),
+  files: z.array(z.strictObject({ path: z.string(), buildId: z.string().optional(), deleted: z.boolean() })),
+  functions: z.array(functionStatus),
+});
+
+export const statusOutput = z.strictObject({
+  enrollment,
+  installedBaseline: baselineRef.optional(),
+  pendingBaseline: baselineRef.optional(),
+  runningBaselines: z.array(baselineId),
+  rebootPending: z.boolean(),
+  rebootPendingReasons: z.array(z.string()),
+  rebootStatus,
+  hotpatch: levelRef.extend({ appliedAt: dateTime.optional() }).optional(),
+  compliant: z.boolean(),
+  processes: z.array(processStatus),
+  services: z.array(serviceRef.extend({ baselineId, alive: z.boolean() })),
+  interruptedOperation: operationRef.optional(),
+  runningOperation: operationRef.extend({ pid, command: z.string() }).optional(),
+  /** `status --check` only. */
+  check: z.strictObject({ healthy: z.boolean(), problems: z.array(z.string()) }).optional(),
+});
+
+// ---- history --------------------------------------------------------------------------------------
+
+export const historyEntry = z.strictObject({
+  time: dateTime,
+  action: z.string(),
+  packageId: packageId.optional(),
+  kbId: kbId.optional(),
+  result: z.enum(['Succeeded', 'Failed', 'CompletedWithWarnings', 'Refused']),
+  /** What the action did, as it recorded it (free-form). */
+  detail: z.record(z.string(), z.unknown()).optional(),
+  activityId,
+});
+
+export const historyOutput = z.strictObject({
+  /** Newest first. */
+  entries: z.array(historyEntry),
+  /** Lines of the history file that were not a valid entry and were skipped. */
+  corruptLines: z.number().int().nonnegative(),
+});
+
+// ---- reboot and boot ------------------------------------------------------------------------------
+
+export const rebootResultOutput = z.strictObject({
+  kind: z.enum(['reboot', 'boot']),
+  status: z.enum(['Succeeded', 'CompletedWithWarnings']),
+  rebootStatus,
+  activityId,
+  fromBaselineId: baselineId.optional(),
+  toBaselineId: baselineId.optional(),
+  stopped: z.array(serviceRef.extend({ how: z.string(), why: z.string().optional() })),
+  started: z.array(serviceRef.extend({ readyMs: z.number().nonnegative() })),
+  kept: z.array(serviceRef.extend({ how: z.enum(['running', 'adopted']) })),
+  downtimeMs: z.number().nonnegative(),
+  /** The hotpatch level re-applied to the services started. */
+  hotpatch: levelRef.extend({ status: z.enum(['Succeeded', 'CompletedWithWarnings', 'Failed']), processes: z.array(processResult) }).optional(),
+  /** This run finished an operation an interrupted agent had begun. */
+  repaired: operationRef.optional(),
+});
+
+/** `reboot --dry-run` / `boot --dry-run`: the services it would stop, start and keep; nothing was done. */
+export const rebootPlanOutput = z.strictObject({
+  dryRun: z.literal(true),
+  kind: z.enum(['reboot', 'boot']),
+  /** The interrupted reboot the run would finish (instead of starting a new one). */
+  finishes: z.strictObject({ startedAt: dateTime }).optional(),
+  fromBaselineId: baselineId.optional(),
+  toBaselineId: baselineId.optional(),
+  /** The reboot status the run would leave. */
+  rebootStatus,
+  /** `running` false: already gone, nothing to signal; `how`: an externally managed service's restart command. */
+  stop: z.array(serviceRef.extend({ running: z.boolean(), why: z.string().optional(), how: z.string().optional() })),
+  /** `restart`: started by that command (an externally managed service). */
+  start: z.array(z.strictObject({ name: z.string(), baselineId, file: z.string(), restart: z.array(z.string()).optional() })),
+  keep: z.array(serviceRef.extend({ how: z.enum(['running', 'adopted']) })),
+  /** The hotpatch level that would be re-applied to the services' processes. */
+  hotpatch: levelRef.optional(),
+  /** The old baseline's level, which a switch of baseline leaves behind. */
+  hotpatchDropped: levelRef.optional(),
+  ...dryRunContext,
+});
+
+/** `reboot` prints rebootResultOutput, `reboot --dry-run` rebootPlanOutput. */
+export const rebootOutput = z.union([rebootResultOutput, rebootPlanOutput]);
+
+/** `boot` prints what `reboot` prints (kind "boot"). */
+export const bootOutput = rebootOutput;
+
+// ---- try ------------------------------------------------------------------------------------------
+
+const trySite = changeSite;
+
+const tryCommon = {
+  pid,
+  mode: switchMode,
+  /** Zero-stop: first write → last write read back, µs (nothing stopped). */
+  switchUs: z.number().nonnegative().optional(),
+  /** Zero-stop with a new patch: the thread borrowed to map it, and for how long it was held. */
+  borrowed: z.array(z.strictObject({ tid: z.number().int().positive(), heldUs: z.number().nonnegative(), interruptedSyscall: z.boolean() })).optional(),
+  /** First thread stopped → last resumed, µs (0 in zero-stop mode). */
+  pauseUs: z.number().nonnegative(),
+  threads: z.number().int().nonnegative(),
+  attempts: z.number().int().nonnegative(),
+  realtime: z.boolean(),
+  object: z.strictObject({ path: z.string(), buildId: z.string().optional() }),
+  sites: z.array(trySite),
+  warnings: z.array(inlineWarning).optional(),
+};
+
+export const tryApplyOutput = z.strictObject({
+  ...tryCommon,
+  patch: z.strictObject({ path: z.string(), buildId: z.string().optional(), base: address, size: z.number().int().positive(), mapping: z.string(), reused: z.boolean().optional() }),
+  bindings: z.array(z.strictObject({ name: z.string(), address, from: z.string() })),
+});
+
+export const tryRevertOutput = z.strictObject(tryCommon);
+
+/** Several processes (`--pid` repeated, `--all`): one result each, and the run's status. */
+export const tryManyOutput = z.strictObject({
+  status: operationStatus,
+  processes: z.array(
+    z.union([tryApplyOutput.extend({ ok: z.literal(true) }), tryRevertOutput.extend({ ok: z.literal(true) }), z.strictObject({ pid, ok: z.literal(false), error: errorBody })]),
+  ),
+  warnings: z.array(inlineWarning),
+});
+
+/** `try --dry-run` (with or without --revert) on one process: its plan; nothing was mapped, written or recorded. */
+export const tryPlanOutput = changePlan.extend({ warnings: z.array(inlineWarning).optional() });
+
+/** `try --dry-run` on several processes: each one's plan, or why it would be refused. */
+export const tryManyPlanOutput = z.strictObject({
+  dryRun: z.literal(true),
+  status: operationStatus,
+  processes: z.array(z.union([changePlan.extend({ ok: z.literal(true) }), z.strictObject({ pid, ok: z.literal(false), error: errorBody })])),
+  warnings: z.array(inlineWarning),
+});
+
+/**
+ * `try` prints tryApplyOutput, `try --revert` tryRevertOutput; on several processes tryManyOutput;
+ * with --dry-run tryPlanOutput (one process) or tryManyPlanOutput.
+ */
+export const tryOutput = z.union([tryApplyOutput, tryRevertOutput, tryManyOutput, tryPlanOutput, tryManyPlanOutput]);
+
+// ---- pack, keygen, trust --------------------------------------------------------------------------
+
+export const packOutput = z.strictObject({
+  path: z.string(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  size: z.number().int().positive(),
+  keyId,
+  manifest: ManifestSchema,
+});
+
+export const keygenOutput = z.strictObject({ keyId, privateKey: z.string(), publicKey: z.string() });
+
+export const trustAddOutput = trustedKey;
+export const trustListOutput = z.strictObject({ keys: z.array(trustedKey) });
+export const trustRemoveOutput = z.strictObject({ keyId, name: z.string().nullable(), removed: z.literal(true) });
+
+// ---- errors ---------------------------------------------------------------------------------------
+
+export const errorOutput = z.strictObject({ error: errorBody });
