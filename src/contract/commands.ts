@@ -55,6 +55,8 @@ export const applyOutput = z.strictObject({
   /** The hotpatch level reached (hotpatches that went live somewhere). */
   hotpatchLevel: levelRef.optional(),
   error: z.strictObject({ code: z.string(), message: z.string() }).optional(),
+  /** Hotpatches: functions the compiler also inlined into callers the package does not patch. */
+  warnings: z.array(inlineWarning).optional(),
 });
 
 // ---- revert ---------------------------------------------------------------------------------------
@@ -215,6 +217,7 @@ export const packOutput = z.strictObject({
   size: z.number().int().positive(),
   keyId,
   manifest: ManifestSchema,
+  warnings: z.array(inlineWarning).optional(),
 });
 
 export const keygenOutput = z.strictObject({ keyId, privateKey: z.string(), publicKey: z.string() });
