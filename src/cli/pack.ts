@@ -14,6 +14,8 @@ import {
   keyIdOfPrivateKey,
   packBaseline,
   packHotpatch,
+  serviceEntry,
+  type PackService,
   type BaselineManifest,
   type Classification,
   type Consistency,
@@ -235,15 +237,8 @@ export async function baselineOptions(a: BaselineArgs, privateKeyPem: string): P
     ...(a.file ?? []).map(parseFileSpec),
     ...(a.installed ?? []).map(parseInstalledSpec),
   ];
-  const services: { name: string; file: string; args: string[]; managedBy?: 'agent' | 'external'; restart?: string[]; readiness?: Readiness }[] = [
-    ...(j?.services ?? []).map((s) => ({
-      name: s.name,
-      file: s.file,
-      args: s.args ?? [],
-      ...(s.managedBy ? { managedBy: s.managedBy } : {}),
-      ...(s.restart ? { restart: s.restart } : {}),
-      ...(s.readiness ? { readiness: s.readiness } : {}),
-    })),
+  const services: PackService[] = [
+    ...(j?.services ?? []).map(serviceEntry),
     ...(a.service ?? []).map(parseServiceSpec),
     ...(a.externalService ?? []).map(parseExternalServiceSpec),
   ];

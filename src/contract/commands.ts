@@ -59,7 +59,7 @@ export const applyResultOutput = z.strictObject({
   /** The hotpatch level reached (hotpatches that went live somewhere). */
   hotpatchLevel: levelRef.optional(),
   error: z.strictObject({ code: z.string(), message: z.string() }).optional(),
-  /** Hotpatches: functions whose inlined copies in their callers the patch does not reach. */
+  /** Hotpatches: functions the compiler also inlined into callers the package does not patch. */
   warnings: z.array(inlineWarning).optional(),
 });
 
@@ -283,6 +283,7 @@ export const packOutput = z.strictObject({
   size: z.number().int().positive(),
   keyId,
   manifest: ManifestSchema,
+  warnings: z.array(inlineWarning).optional(),
 });
 
 export const keygenOutput = z.strictObject({ keyId, privateKey: z.string(), publicKey: z.string() });

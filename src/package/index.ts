@@ -33,7 +33,7 @@ export {
   type TrustedKey,
 } from './keys.js';
 export { openPackage, type OpenedPackage, type OpenPackageOptions } from './read.js';
-export { describeHotpatchFunction, packBaseline, packHotpatch, type FunctionSource, type PackBaselineOptions, type PackHotpatchOptions, type PackResult } from './pack.js';
+export { describeHotpatchFunction, packBaseline, packHotpatch, serviceEntry, type FunctionSource, type PackBaselineOptions, type PackHotpatchOptions, type PackResult, type PackService } from './pack.js';
 export { writeFileAtomic } from '../agent/atomic.js';
 
 /** The trust store inside the agent's home directory. */

@@ -62,7 +62,7 @@ export interface PackBaselineOptions extends CommonPackOptions {
    * (`installedAt`: an absolute path, read for its SHA-256 and build-id, not shipped).
    */
   files: ({ path: string; source: string; mode?: number } | { path: string; installedAt: string })[];
-  services: { name: string; file: string; args?: string[]; managedBy?: ServiceManager; restart?: string[]; readiness?: Readiness }[];
+  services: PackService[];
 }
 
 export interface PackHotpatchOptions extends CommonPackOptions {
@@ -81,6 +81,28 @@ export interface PackHotpatchOptions extends CommonPackOptions {
     patchObject: string;
     functions: { symbol: string; replacement?: string }[];
   }[];
+}
+
+/** A service as `pack baseline` takes it (from options or a manifest-in file). */
+export interface PackService {
+  name: string;
+  file: string;
+  args?: string[];
+  managedBy?: ServiceManager;
+  restart?: string[];
+  readiness?: Readiness;
+}
+
+/** The service as the manifest holds it: arguments always present, optional fields only when set. */
+export function serviceEntry(s: PackService): PackService & { args: string[] } {
+  return {
+    name: s.name,
+    file: s.file,
+    args: s.args ?? [],
+    ...(s.managedBy ? { managedBy: s.managedBy } : {}),
+    ...(s.restart ? { restart: s.restart } : {}),
+    ...(s.readiness ? { readiness: s.readiness } : {}),
+  };
 }
 
 export interface PackResult<M extends Manifest = Manifest> {
@@ -154,14 +176,7 @@ export async function packBaseline(opts: PackBaselineOptions): Promise<PackResul
     planned: opts.planned,
     payload: entries,
     files,
-    services: opts.services.map((s) => ({
-      name: s.name,
-      file: s.file,
-      args: s.args ?? [],
-      ...(s.managedBy ? { managedBy: s.managedBy } : {}),
-      ...(s.restart ? { restart: s.restart } : {}),
-      ...(s.readiness ? { readiness: s.readiness } : {}),
-    })),
+    services: opts.services.map(serviceEntry),
   };
   return finish(opts, draft, payload);
 }

@@ -52,7 +52,7 @@ describe('the agent as a library', () => {
       expect(fg).toMatchObject({ state: 'patched' });
 
       const reverted = await lib.revert({ home: m.home, package: 'KB5046101' });
-      expect(reverted).toMatchObject({ status: 'Succeeded', from: { packageId: '2026.10-hp1' }, to: { baseline: '2026.10' } });
+      expect(reverted).toMatchObject({ status: 'Succeeded', from: { packageId: '2026.10-hp1' }, to: { baselineId: '2026.10', sequence: 0 } });
       expect(reverted.processes.map((p) => [p.pid, p.outcome])).toEqual([[pid, 'Reverted']]);
       expect(await answers(m.sock, 'b1')).toEqual(spec.expected.b1);
       expect((await lib.status({ home: m.home })).processes[0]).toMatchObject({ pid, compliant: true, hotpatchSequence: 0 });
