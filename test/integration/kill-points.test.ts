@@ -124,12 +124,12 @@ describe('the agent killed at every step', () => {
     const pid = servicePid(m);
     const apply = (id: string) => (step: number) => run(['apply', pkg(id), '--json'], step, m.home);
     const revert = (kb: string) => (step: number) => run(['revert', kb, '--json'], step, m.home);
-    const level = async (step: number, allowed: string[]) => {
+    const level = async (step: number, allowed: string[], after = '') => {
       expect(alive(pid), `killed at step ${step}: the service died`).toBe(true);
       expect(servicePid(m)).toBe(pid);
       const now = await answers(m.sock);
       const match = allowed.find((l) => JSON.stringify(now) === JSON.stringify(pickLevel(l, now)));
-      expect(match, `killed at step ${step}: answers ${JSON.stringify(now)} are none of ${allowed.join(', ')}`).toBeDefined();
+      expect(match, `killed at step ${step}: answers ${JSON.stringify(now)} are none of ${allowed.join(', ')}${after}`).toBeDefined();
       return match;
     };
     const pickLevel = (l: string, now: Record<string, string>) => Object.fromEntries(Object.keys(now).map((k) => [k, expected[l][k]]));
@@ -144,7 +144,7 @@ describe('the agent killed at every step', () => {
     const finish = async (step: number, change: (s: number) => Promise<Run>, want: string) => {
       const r = await change(0);
       expect([0, 3], `after a kill at step ${step}: ${r.out}`).toContain(r.code);
-      expect(await level(step, [want])).toBe(want);
+      expect(await level(step, [want], ` after the run that was to finish it, which said: ${r.out}`)).toBe(want);
       const status = await run(['status', '--json'], 0, m.home);
       expect(status.code, status.out).toBe(0);
     };
