@@ -64,7 +64,10 @@ function installHuman(r: InstallResult): string {
 
 function progressBar(json: boolean) {
   if (json || !process.stderr.isTTY) return { update: undefined, stop: () => undefined };
-  const bar = new cliProgress.SingleBar({ format: 'patching {bar} {value}/{total} processes', stream: process.stderr }, cliProgress.Presets.shades_classic);
+  // The count must always show: the bar gives up width first on a narrow terminal (room is kept
+  // for counts up to 99,999: the total grows while the search runs).
+  const barsize = progressBarSize(99_999, process.stderr.columns);
+  const bar = new cliProgress.SingleBar({ format: 'patching {bar} {value}/{total} processes', stream: process.stderr, barsize }, cliProgress.Presets.shades_classic);
   let started = false;
   return {
     // The total grows while the search still finds processes (each is changed as it is found).
@@ -349,4 +352,11 @@ function outcomes(items: unknown[]): string {
     if (typeof o === 'string') counts.set(o, (counts.get(o) ?? 0) + 1);
   }
   return counts.size ? ` (${[...counts].map(([o, n]) => `${n} ${o}`).join(', ')})` : '';
+}
+
+/** Bar width that leaves room for "patching  N/N processes" on a terminal `columns` wide (default 40). */
+export function progressBarSize(total: number, columns: number | undefined): number {
+  if (!columns) return 40;
+  const text = `patching  ${total}/${total} processes`.length;
+  return Math.max(1, Math.min(40, columns - text - 1));
 }

@@ -30,10 +30,45 @@ export function exitCodeOf(e: unknown): number {
 export const addr = (n: number) => '0x' + n.toString(16);
 export const spacedHex = (hex: string) => hex.replace(/(..)(?!$)/g, '$1 ');
 
-export function table(header: string[], rows: string[][]): string {
+/** How wide a table may be: COLUMNS, else the terminal's width; none when writing to a pipe (whole lines). */
+export function terminalWidth(stream: NodeJS.WriteStream = process.stdout): number | undefined {
+  const env = Number(process.env.COLUMNS);
+  if (Number.isInteger(env) && env > 0) return env;
+  return stream.isTTY ? stream.columns : undefined;
+}
+
+/** Tables longer than this end with a line saying how many rows they have (the header is far up by then). */
+export const SUMMARY_AFTER_ROWS = 20;
+
+/**
+ * Columns padded to their widest cell. When the terminal is narrower than the table, the widest
+ * columns give up characters first, down to their header's length; only if the headers alone do
+ * not fit are the longest headers cut too, so no line ever wraps. A cut cell ends in "…"
+ * (`--json` has every value whole).
+ */
+export function table(header: string[], rows: string[][], width = terminalWidth()): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
-  return [line(header), ...rows.map(line)].join('\n');
+  if (width !== undefined) {
+    let total = widths.reduce((a, b) => a + b, 0) + 2 * (widths.length - 1);
+    const shrink = (floor: (i: number) => number) => {
+      while (total > width) {
+        let widest = -1;
+        for (let i = 0; i < widths.length; i++) if (widths[i] > floor(i) && (widest < 0 || widths[i] > widths[widest])) widest = i;
+        if (widest < 0) return;
+        widths[widest]--;
+        total--;
+      }
+    };
+    // Cells first (a column keeps its header and up to 8 characters: a PID is never cut), headers whole…
+    const natural = [...widths];
+    shrink((i) => Math.min(natural[i], Math.max(header[i].length, 8)));
+    shrink(() => 4); // …then the longest columns, headers too, as a last resort
+  }
+  const fit = (c: string, w: number) => (c.length > w ? c.slice(0, Math.max(0, w - 1)) + '…' : c.padEnd(w));
+  const line = (cells: string[]) => cells.map((c, i) => fit(c ?? '', widths[i])).join('  ').trimEnd();
+  const lines = [line(header), ...rows.map(line)];
+  if (rows.length > SUMMARY_AFTER_ROWS) lines.push(`(${rows.length} rows)`);
+  return lines.join('\n');
 }
 
 export interface Printer {
