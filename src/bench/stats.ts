@@ -45,7 +45,7 @@ export interface TailStats {
   n: number;
   min: number;
   median: number;
-  /** The 90th percentile (nearest rank): with 30 samples, the third largest. */
+  /** The 90th percentile (nearest rank): with 30 samples, the 27th smallest (the fourth largest). */
   p90: number;
   max: number;
 }
