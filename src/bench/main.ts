@@ -4,18 +4,19 @@
  *
  *   node dist/bench/main.js [--runs N] [--quick] [--out DIR] [--only SECTION,...]
  *
- * --runs N     apply+revert cycles per case (default 100; 5 with --quick)
+ * --runs N     apply+revert cycles per case (default 100; 5 with --quick); contention rounds
+ *              (default 30; 5 with --quick)
  * --quick      a small matrix (pause 1 and 4 threads, zero-stop 0 and 1, 1 function, scale 1
  *              and 10): a smoke run
  * --out DIR    where to write the reports (default bench/out/ in the package)
- * --only LIST  some of: pause, zeroStop, callCost, restart, scale (default all)
+ * --only LIST  some of: pause, contention, zeroStop, callCost, restart, scale (default all)
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SECTIONS, type SectionName } from './report.js';
 import { benchPlan, runBench } from './run.js';
 
-const USAGE = 'usage: node dist/bench/main.js [--runs N] [--quick] [--out DIR] [--only pause,zeroStop,callCost,restart,scale]';
+const USAGE = 'usage: node dist/bench/main.js [--runs N] [--quick] [--out DIR] [--only pause,contention,zeroStop,callCost,restart,scale]';
 
 interface Args {
   runs?: number;

@@ -6,15 +6,16 @@
  * Every Stats is { n, min, median, p99, max } over n samples. A section that was not run is null.
  */
 import type { CallCostSection } from './callcost.js';
+import { CONTENTION_STEPS, type ContentionSection } from './contention.js';
 import type { MachineInfo } from './machine.js';
 import type { PauseCase, PauseSection } from './pause.js';
 import type { RestartSection } from './restart.js';
 import type { ScaleSection } from './scale.js';
-import type { Stats } from './stats.js';
+import type { Stats, TailStats } from './stats.js';
 import type { ZeroStopCase, ZeroStopSection } from './zero-stop.js';
 
 export const REPORT_SCHEMA = 'hp-agent-bench/1';
-export const SECTIONS = ['pause', 'zeroStop', 'callCost', 'restart', 'scale'] as const;
+export const SECTIONS = ['pause', 'contention', 'zeroStop', 'callCost', 'restart', 'scale'] as const;
 export type SectionName = (typeof SECTIONS)[number];
 
 export interface BenchReport {
@@ -29,6 +30,8 @@ export interface BenchReport {
   /** The plain-English reading printed at the top of report.md. */
   reading: string[];
   pause: PauseSection | null;
+  /** `hp-agent try` (a fresh process per step) on busy threads calling the patched function: the tails. */
+  contention: ContentionSection | null;
   zeroStop: ZeroStopSection | null;
   callCost: CallCostSection | null;
   restart: RestartSection | null;
@@ -124,6 +127,7 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
       );
     }
   }
+  out.push(...contentionReading(r.contention));
   const zs = r.zeroStop;
   if (zs) {
     if (!zs.available) {
@@ -265,6 +269,30 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
   return out;
 }
 
+/** The goal of issue 11 §6: every step's p90 pause within this many times the floor's p90. */
+export const TAIL_GOAL = 1.5;
+
+const STEP_LABEL: Record<(typeof CONTENTION_STEPS)[number], string> = {
+  apply: 'apply (new mapping)',
+  revert: 'revert',
+  reapply: 're-apply (mapping re-used)',
+  revert2: 'revert again',
+};
+
+function contentionReading(c: ContentionSection | null): string[] {
+  if (!c) return [];
+  if (!c.rounds) return [`Contention (${c.target}): no round completed${c.errors[0] ? ` (${c.errors[0]})` : ''}.`];
+  const steps = CONTENTION_STEPS.filter((s) => c.steps[s]?.pauseUs);
+  const f = (x?: TailStats) => (x ? `${num(x.median)} / ${num(x.p90)} / ${num(x.max)} µs` : '–');
+  const over = steps.filter((s) => (c.steps[s]!.p90Ratio ?? Infinity) > TAIL_GOAL);
+  return [
+    `Under contention (${c.target}: busy threads calling the patched function; \`hp-agent try\` as a fresh process, ${c.rounds} rounds), pause median / p90 / max: ` +
+      steps.map((s) => `${STEP_LABEL[s]} ${f(c.steps[s]!.pauseUs)} (p90 ${c.steps[s]!.p90Ratio ?? '–'}× the floor's)`).join('; ') +
+      `; the floor ${f(c.floorPauseUs)}. ` +
+      (c.floorPauseUs ? (over.length ? `Over the ${TAIL_GOAL}× goal: ${over.map((s) => STEP_LABEL[s]).join(', ')}.` : `Every step's p90 within ${TAIL_GOAL}× of the floor's.`) : `No floor: ${c.floorNote ?? 'not measured'}.`),
+  ];
+}
+
 // ---- Markdown -----------------------------------------------------------------------------------------
 
 export function renderMarkdown(r: BenchReport): string {
@@ -275,7 +303,7 @@ export function renderMarkdown(r: BenchReport): string {
     `${r.date} · ${m.nproc} × ${m.cpu} · Linux ${m.kernel} · Node ${m.node} · ${m.memoryGiB} GiB · clocksource ${m.clocksource ?? '?'} · ` +
       `load ${m.loadAverage.join(' / ')} at start${m.loadAverageEnd ? `, ${m.loadAverageEnd.join(' / ')} at the end` : ''} · ${r.options.runs} runs per case${r.options.quick ? ' (quick)' : ''} · took ${Math.round(r.durationS)} s`,
     '',
-    'Reproduce: `npm run bench` (options after `--`: `--runs N`, `--quick`, `--out DIR`, `--only pause,zeroStop,callCost,restart,scale`).',
+    'Reproduce: `npm run bench` (options after `--`: `--runs N`, `--quick`, `--out DIR`, `--only pause,contention,zeroStop,callCost,restart,scale`).',
     '',
     ...(r.incomplete ? ['**Incomplete:** the benchmark is still running (or was stopped); this report is rewritten as each case finishes.', ''] : []),
     '## Reading',
@@ -326,6 +354,32 @@ export function renderMarkdown(r: BenchReport): string {
         ]),
       ),
       '',
+    );
+  }
+
+  if (r.contention) {
+    const c = r.contention;
+    const cell = (x?: TailStats) => (x ? `${num(x.median)} / ${num(x.p90)} / ${num(x.max)}` : '–');
+    lines.push(
+      '## Pauses under contention',
+      '',
+      `\`${c.target}\`: the workers keep calling the function being patched, the gap recorder spins, the main thread sleeps in read(). ` +
+        'Each round runs `hp-agent try … --json` as a fresh process four times — apply (the patch file copied anew for the round, so it is mapped anew), revert, re-apply (the same file: its mapping is re-used, nothing is mapped), revert — ' +
+        `then the floor (seize, interrupt, wait, rewrite the same bytes, resume) on the same target. ${c.rounds} rounds${c.durationS !== undefined ? `, ${num(c.durationS)} s` : ''}. ` +
+        `µs, median / p90 / max; "p90 ×" is the step's p90 over the floor's (goal ≤ ${TAIL_GOAL}×); "stopped" adds up every stop of the step, a retried attempt's included.`,
+      '',
+      ...table(
+        ['step', 'pause', 'p90 ×', 'stopped', 'attempts ≤', 'CLI wall ms'],
+        [
+          ...CONTENTION_STEPS.map((s) => {
+            const x = c.steps[s];
+            return [STEP_LABEL[s], cell(x?.pauseUs), x?.p90Ratio !== undefined ? `${x.p90Ratio}×` : '–', cell(x?.totalStoppedUs), x ? String(x.maxAttempts) : '–', x?.wallMs ? num(x.wallMs.median) : '–'];
+          }),
+          ['floor', cell(c.floorPauseUs), '1×', '–', '–', '–'],
+        ],
+      ),
+      '',
+      ...(c.errors.length ? [`${c.failures} failure(s): ${c.errors.join('; ')}`, ''] : []),
     );
   }
 

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { killAllTargets } from '../harness/index.js';
 import { callCostSection } from './callcost.js';
+import { contentionSection } from './contention.js';
 import { machineInfo } from './machine.js';
 import { pauseSection, type PauseMatrix } from './pause.js';
 import { reading, renderMarkdown, REPORT_SCHEMA, SECTIONS, type BenchReport, type SectionName } from './report.js';
@@ -20,6 +21,8 @@ export interface BenchPlan {
   quick: boolean;
   sections: SectionName[];
   pause: PauseMatrix;
+  /** Rounds of the contention case (apply, revert, re-apply, revert through the CLI). */
+  contentionRounds: number;
   zeroStop: { threads: number[]; functions: number[] };
   callCost: { calls: number; repeats: number };
   restartRuns: number;
@@ -37,6 +40,7 @@ export function benchPlan(opts: { quick?: boolean; runs?: number; sections?: Sec
         quick,
         sections,
         pause: { threads: [1, 4], modes: ['idle', 'busy'], functions: [1], functionConsistency: { threads: [4], modes: ['idle'], functions: [1] } },
+        contentionRounds: opts.runs ?? 5,
         zeroStop: { threads: [0, 1], functions: [1] },
         callCost: { calls: 200_000, repeats: 5 },
         restartRuns: 3,
@@ -54,6 +58,7 @@ export function benchPlan(opts: { quick?: boolean; runs?: number; sections?: Sec
           // calling the patched functions would mostly wait out their retries instead).
           functionConsistency: { threads: [1, 4, 16, 64], modes: ['idle'], functions: [1, 256] },
         },
+        contentionRounds: opts.runs ?? 30,
         // 0 busy threads: only the recorder spins, the one case quiet enough to show a gap of nothing.
         // The switch writes all functions in rounds (a 1 ms pause per round): 256 cost as much as 1.
         zeroStop: { threads: [0, 1, 4, 16, 64], functions: [1, 16, 256] },
@@ -89,7 +94,7 @@ export async function runBench(plan: BenchPlan, outDir: string, log: (line: stri
     }
   }
 
-  const results: Pick<BenchReport, SectionName> = { pause: null, zeroStop: null, callCost: null, restart: null, scale: null };
+  const results: Pick<BenchReport, SectionName> = { pause: null, contention: null, zeroStop: null, callCost: null, restart: null, scale: null };
   fs.mkdirSync(outDir, { recursive: true });
   const jsonPath = path.join(outDir, 'report.json');
   const markdownPath = path.join(outDir, 'report.md');
@@ -106,8 +111,8 @@ export async function runBench(plan: BenchPlan, outDir: string, log: (line: stri
       ...(final ? {} : { incomplete: true }),
     } satisfies Omit<BenchReport, 'reading'>;
     // the reading right after the machine, for people opening the JSON
-    const { pause, zeroStop, callCost, restart, scale } = results;
-    const report: BenchReport = { schema: partial.schema, date, durationS: partial.durationS, options: partial.options, machine, ...(final ? {} : { incomplete: true }), reading: reading(partial), pause, zeroStop, callCost, restart, scale, errors };
+    const { pause, contention, zeroStop, callCost, restart, scale } = results;
+    const report: BenchReport = { schema: partial.schema, date, durationS: partial.durationS, options: partial.options, machine, ...(final ? {} : { incomplete: true }), reading: reading(partial), pause, contention, zeroStop, callCost, restart, scale, errors };
     const markdown = renderMarkdown(report);
     // written to a temporary name and renamed: a reader never sees half a report
     for (const [file, text] of [[jsonPath, `${JSON.stringify(report, null, 2)}\n`], [markdownPath, `${markdown}\n`]]) {
@@ -124,6 +129,8 @@ export async function runBench(plan: BenchPlan, outDir: string, log: (line: stri
   results.restart = await section('restart', () => restartSection(plan.restartRuns, log));
   write(false);
   results.scale = await section('scale', () => scaleSection(plan.scale.processes, plan.scale.concurrencies, log, plan.scale.processes, plan.scale.agentRounds));
+  write(false);
+  results.contention = await section('contention', () => contentionSection(plan.contentionRounds, log));
   write(false);
   results.zeroStop = await section('zeroStop', () => zeroStopSection(plan.zeroStop.threads, plan.zeroStop.functions, plan.runs, log));
   write(false);

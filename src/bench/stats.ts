@@ -39,3 +39,28 @@ export function rounded(s: Stats | undefined, digits = 1): Stats | undefined {
   const r = (v: number) => Math.round(v * f) / f;
   return { n: s.n, min: r(s.min), median: r(s.median), p99: r(s.p99), max: r(s.max) };
 }
+
+/** A tail summary: median, p90 (nearest rank) and max, for cases judged by their tail. */
+export interface TailStats {
+  n: number;
+  min: number;
+  median: number;
+  /** The 90th percentile (nearest rank): with 30 samples, the 27th smallest (the fourth largest). */
+  p90: number;
+  max: number;
+}
+
+/** Tail summary of values, each rounded to `digits` decimals; undefined when there are none. */
+export function tailStats(values: number[], digits = 1): TailStats | undefined {
+  const s = summarize(values);
+  if (!s) return undefined;
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  const f = 10 ** digits;
+  const r = (v: number) => Math.round(v * f) / f;
+  return { n: s.n, min: r(s.min), median: r(s.median), p90: r(quantile(sorted, 0.9)), max: r(s.max) };
+}
+
+/** p90 of a over p90 of b (two decimals): how far a tail is from the floor's. */
+export function tailRatio(a: TailStats | undefined, b: TailStats | undefined): number | undefined {
+  return ratio(a?.p90, b?.p90);
+}

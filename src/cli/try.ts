@@ -71,7 +71,7 @@ function pauseLine(r: ApplyReport | RevertReport): string {
     return `zero-stop: no thread stopped for the switch (${r.switchUs} µs)` + (held.length ? `; ${held.join(', ')}` : '');
   }
   return `pause ${r.pauseUs} µs, ${r.threads} thread${r.threads === 1 ? '' : 's'} stopped` +
-    (r.attempts > 1 ? `, ${r.attempts} attempts` : '');
+    (r.attempts > 1 ? `, ${r.attempts} attempts (${r.totalStoppedUs} µs stopped in all)` : '');
 }
 
 /**

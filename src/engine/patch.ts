@@ -154,6 +154,11 @@ export interface SiteReport {
 export interface TransactionReport {
   /** Stop mode: first thread stopped → last resumed (µs); 0 in zero-stop mode. */
   pauseUs: number;
+  /**
+   * Every stop of the change added up (µs): the final one and each attempt that found a thread
+   * in the way and let everyone go again. Equal to pauseUs when one attempt sufficed.
+   */
+  totalStoppedUs: number;
   /** Threads stopped (0 in zero-stop mode). */
   threads: number;
   attempts: number;
@@ -243,13 +248,14 @@ const hex = (b: Buffer) => b.toString('hex');
 function transactionReport(t: TransactionResult): TransactionReport {
   return {
     pauseUs: Math.round(t.pauseNs / 100) / 10,
+    totalStoppedUs: Math.round(t.totalStoppedNs / 100) / 10,
     threads: t.threads,
     attempts: t.attempts,
     realtime: t.realtime,
   };
 }
 
-const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, threads: 0, attempts: 0, realtime: false };
+const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, totalStoppedUs: 0, threads: 0, attempts: 0, realtime: false };
 
 export interface InspectOptions {
   pid: number;
@@ -854,6 +860,7 @@ function stopFields(r: ChangeReport): TransactionReport & { mode: 'stop' | 'zero
     ...(r.switchUs !== undefined ? { switchUs: r.switchUs } : {}),
     ...(r.borrowed?.length ? { borrowed: r.borrowed } : {}),
     pauseUs: r.pauseUs ?? 0,
+    totalStoppedUs: r.totalStoppedUs ?? 0,
     threads: r.threads ?? 0,
     attempts: r.attempts ?? 0,
     realtime: r.realtime ?? false,

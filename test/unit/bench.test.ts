@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BenchReport } from '../../src/bench/report.js';
 import { representativeRound, type AgentScalePoint } from '../../src/bench/scale.js';
-import { ratio, summarize } from '../../src/bench/stats.js';
+import { ratio, summarize, tailRatio, tailStats } from '../../src/bench/stats.js';
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -24,6 +24,18 @@ describe('bench statistics', () => {
     expect(summarize([])).toBeUndefined();
     expect(ratio(3, 2)).toBe(1.5);
     expect(ratio(3, 0)).toBeUndefined();
+  });
+});
+
+describe('tail statistics (the contention case)', () => {
+  it('gives median, nearest-rank p90 and max, rounded, and the ratio of two p90s', () => {
+    // 30 pauses: the 27th smallest (the fourth largest) is the p90, whatever the order they came in
+    const values = Array.from({ length: 30 }, (_, i) => (i * 7) % 30 + 100.04);
+    expect(tailStats(values)).toEqual({ n: 30, min: 100, median: 114.5, p90: 126, max: 129 });
+    expect(tailStats([5, 1, 3, Number.NaN], 0)).toEqual({ n: 3, min: 1, median: 3, p90: 5, max: 5 });
+    expect(tailStats([])).toBeUndefined();
+    expect(tailRatio(tailStats([300, 300, 900]), tailStats([200, 200, 600]))).toBe(1.5);
+    expect(tailRatio(tailStats([1]), undefined)).toBeUndefined();
   });
 });
 
