@@ -3,12 +3,14 @@
 // describes those files as installed (by path and build-id, not shipped) and the service as
 // externally managed lets a signed hotpatch be applied to it, shown in status, reverted, and
 // recorded in the history; a greetd of another build is left alone.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { demoPublicKey, fixturesRoot } from '../../src/demo/fixture-packages.js';
 import { spawnTarget, tempSocketPath, useTargets } from '../../src/harness/index.js';
+import { ElfFile } from '../../src/elf/index.js';
 import { packBaseline, packHotpatch } from '../../src/package/index.js';
 import { agent, answers, cleanUp, expected, newHome, spec } from './agent-helpers.js';
 import { patchMappings as patchMappingsOf } from './helpers.js';
@@ -25,6 +27,20 @@ afterEach(() => {
 });
 
 /** A copy of a greeter build (bin/greetd, lib/libgreet-core.so) in a temporary folder, as a package manager would install it. */
+/**
+ * Processes are found by the build-id of what they map, whatever the path: other test files run
+ * greetd of the same build at the same time, so each copy here gets a build-id of its own (the
+ * code is the same; the hotpatch is packed against these copies).
+ */
+function giveOwnBuildId(file: string): void {
+  const bytes = fs.readFileSync(file);
+  const id = ElfFile.fromFile(file).buildId!;
+  const at = bytes.indexOf(Buffer.from(id, 'hex'));
+  expect(at).toBeGreaterThan(0);
+  crypto.randomBytes(id.length / 2).copy(bytes, at);
+  fs.writeFileSync(file, bytes);
+}
+
 function install(build: 'b1' | 'b2'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `hpx-${build}-`));
   dirs.push(dir);
@@ -32,6 +48,7 @@ function install(build: 'b1' | 'b2'): string {
     fs.mkdirSync(path.join(dir, path.dirname(rel)), { recursive: true });
     fs.copyFileSync(path.join(bin, build, rel), path.join(dir, rel));
     fs.chmodSync(path.join(dir, rel), 0o755);
+    giveOwnBuildId(path.join(dir, rel));
   }
   return dir;
 }
