@@ -72,7 +72,8 @@ interface TryStop {
   attempts: number;
   threads: number;
   reused: boolean;
-  sites: { siteAddress: number; after: string }[];
+  /** Addresses as the output contract prints them: "0x…" strings. */
+  sites: { siteAddress: string; after: string }[];
   wallMs: number;
 }
 
@@ -129,7 +130,7 @@ export async function contentionSection(rounds: number, log: (line: string) => v
       out.targetThreads = got.apply!.threads;
       if (floor) {
         // The bytes the revert put back, written over themselves: the floor of the same stop.
-        const sites = await Promise.all(got.revert2!.sites.map(async (s) => ({ addr: s.siteAddress, write: await native.readMemory(t.pid, s.siteAddress, s.after.length / 2) })));
+        const sites = await Promise.all(got.revert2!.sites.map(async (s) => ({ addr: Number(s.siteAddress), write: await native.readMemory(t.pid, Number(s.siteAddress), s.after.length / 2) })));
         const f = await floor(t.pid, sites, { realtime: true });
         out.floorSamplesUs.push(f.pauseNs / 1000);
       }

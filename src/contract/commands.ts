@@ -233,6 +233,8 @@ const tryCommon = {
   borrowed: z.array(z.strictObject({ tid: z.number().int().positive(), heldUs: z.number().nonnegative(), interruptedSyscall: z.boolean() })).optional(),
   /** First thread stopped → last resumed, µs (0 in zero-stop mode). */
   pauseUs: z.number().nonnegative(),
+  /** Every stop of the change, retried attempts included, µs (pauseUs is the final attempt's). */
+  totalStoppedUs: z.number().nonnegative().optional(),
   threads: z.number().int().nonnegative(),
   attempts: z.number().int().nonnegative(),
   realtime: z.boolean(),
