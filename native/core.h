@@ -88,6 +88,8 @@ class Tracee {
   bool SeizeOne(pid_t tid, CoreError& err);
   // Interrupt every seized thread and wait until each is in a ptrace stop.
   bool StopAll(CoreError& err);
+  // When the last StopAll sent its first interrupt (monotonic ns): where a pause begins.
+  uint64_t stoppingSince() const { return stoppingSinceNs_; }
   bool Stop(TracedThread& t, CoreError& err);
   // Resume every stopped thread but stay attached (used between retries).
   void ContinueAll();
@@ -114,6 +116,7 @@ class Tracee {
   bool Known(pid_t tid) const;
   void Detach(TracedThread& t);
   pid_t pid_;
+  uint64_t stoppingSinceNs_ = 0;
   // A deque, because clone events append while references to other threads are held.
   std::deque<TracedThread> threads_;
 };

@@ -426,15 +426,22 @@ bool Tracee::StopAll(CoreError& err) {
   // interrupt makes return EINTR (epoll_wait…): each is stopped and settled on its own, after
   // the others were sent on their way, so the time in which our death would leave it an EINTR
   // is one stop, not the whole collection.
+  // Which threads those are is read before the first interrupt (one /proc read per thread,
+  // while nothing is stopped yet), so the reads are not part of the pause.
   std::vector<size_t> alone;
+  std::vector<bool> isAlone(threads_.size(), false);
   for (size_t i = 0; i < threads_.size(); i++) {
-    TracedThread& t = threads_[i];
-    if (t.stopped || t.gone) continue;
-    long nr = BlockedCall(pid_, t.tid);
+    if (threads_[i].stopped || threads_[i].gone) continue;
+    long nr = BlockedCall(pid_, threads_[i].tid);
     if (nr >= 0 && RestartableAfterEintr(uint64_t(nr))) {
       alone.push_back(i);
-      continue;
+      isAlone[i] = true;
     }
+  }
+  stoppingSinceNs_ = MonotonicNs();
+  for (size_t i = 0; i < isAlone.size(); i++) {
+    TracedThread& t = threads_[i];
+    if (t.stopped || t.gone || isAlone[i]) continue;
     if (!Interrupt(t) && errno == ESRCH) {
       if (t.tid == pid_ && !ProcessAlive(pid_))
         return Fail(err, "PROCESS_EXITED",

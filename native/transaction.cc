@@ -254,6 +254,14 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     else merged.push_back(r);
   }
   interiors.swap(merged);
+  // With function consistency the function bodies are scanned anyway: interiors inside them need
+  // no pass of their own over every stack (only padding sites lie outside a body).
+  bool covered = !opts.activeRanges.empty();
+  for (auto& r : interiors) {
+    const AddressRange* in = RangeHolding(opts.activeRanges, r.start);
+    covered = covered && in && r.end <= in->end;
+  }
+  if (covered) interiors.clear();
   if (!tracee.SeizeAll(err)) return false;
 
   uint64_t deadline = MonotonicNs() + opts.timeoutMs * 1000000ull;
@@ -262,9 +270,9 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     out.attempts++;
     RealtimeScope rt(opts.realtime);
     out.realtime = rt.active();
-    uint64_t t0 = heldSince ? heldSince : MonotonicNs();
-    heldSince = 0;  // after a retry every thread was let go and is stopped again here
     if (!tracee.StopAll(err)) return false;
+    uint64_t t0 = heldSince ? heldSince : tracee.stoppingSince();
+    heldSince = 0;  // after a retry every thread was let go and is stopped again here
 
     std::string blocker;
     const char* blockedBy = "THREAD_IN_SITE";
@@ -343,8 +351,8 @@ bool MeasureFloor(pid_t pid, const std::vector<Site>& sites, bool realtime, Floo
   Tracee tracee(pid);
   uint64_t t0 = MonotonicNs();
   if (!tracee.SeizeAll(err)) return false;
-  uint64_t t1 = MonotonicNs();
   if (!tracee.StopAll(err)) return false;
+  uint64_t t1 = tracee.stoppingSince();
   for (auto& s : sites)
     if (!mem.Write(s.addr, s.write.data(), s.write.size(), err)) return false;
   out.threads = 0;
