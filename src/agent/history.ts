@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import { z } from 'zod';
 import { HpError } from '../errors.js';
 import { homeLayout } from './home.js';
+import { now as clockNow, nowIso } from '../clock.js';
 
 export const HISTORY_RESULTS = ['Succeeded', 'Failed', 'CompletedWithWarnings', 'Refused'] as const;
 export type HistoryResult = (typeof HISTORY_RESULTS)[number];
@@ -54,7 +55,7 @@ export function newActivityId(): string {
 
 /** Append one entry (validated; HISTORY_INVALID otherwise, nothing written). Returns it. */
 export async function appendHistory(home: string, input: HistoryInput): Promise<HistoryEntry> {
-  const candidate = { ...input, time: input.time ?? new Date().toISOString(), activityId: input.activityId ?? newActivityId() };
+  const candidate = { ...input, time: input.time ?? nowIso(), activityId: input.activityId ?? newActivityId() };
   const parsed = historyEntrySchema.safeParse(candidate);
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
@@ -114,7 +115,7 @@ export interface HistoryRead {
 export async function readHistory(home: string, options: ReadHistoryOptions = {}): Promise<HistoryRead> {
   const file = homeLayout(home).history;
   const sinceDays = options.sinceDays ?? 30;
-  const now = options.now ?? new Date();
+  const now = options.now ?? clockNow();
   const cutoff = now.getTime() - sinceDays * 86_400_000;
   let text: string;
   try {

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HpError } from '../errors.js';
+import { nowIso } from '../clock.js';
 import { openPackage, trustDir, type BaselineManifest, type Classification, type RebootBehavior, type HotpatchManifest, type Manifest } from '../package/index.js';
 import { baselineStaged, checkInstalledFiles, installedBaselineManifest, stageBaseline } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
@@ -126,7 +127,7 @@ async function withVerifiedPackage<T>(s: Session, file: string, o: ApplyOptions,
 /** `hp-agent apply <package>`: a baseline is staged (reboot required); a hotpatch goes live. */
 export async function applyPackage(s: Session, file: string, o: ApplyOptions = {}): Promise<InstallResult> {
   await repairInterrupted(s);
-  const start = new Date().toISOString();
+  const start = nowIso();
   const activity = randomUUID();
   return withVerifiedPackage(s, file, o, activity, true, (pkg) =>
     pkg.manifest.kind === 'baseline' ? installBaseline(s, pkg as Opened<BaselineManifest>, o, start, activity) : applyHotpatch(s, pkg as Opened<HotpatchManifest>, o, start, activity));
@@ -223,7 +224,7 @@ async function installBaseline(s: Session, pkg: Opened<BaselineManifest>, o: App
   await storePackage(s.home, pkg);
   const { alreadyThere } = await stageBaseline(s.home, pkg);
   await writeBaselinePointer(s.home, 'pending', m.baselineId);
-  s.state.pendingBaseline = { id: m.baselineId, kb: m.kb, packageId: m.id, installedAt: new Date().toISOString() };
+  s.state.pendingBaseline = { id: m.baselineId, kb: m.kb, packageId: m.id, installedAt: nowIso() };
   if (s.state.rebootStatus !== 'Required') s.state = transitionReboot(s.state, 'Required');
   await s.save();
   await s.record({ action: 'install', packageId: m.id, kb: m.kb, result: 'Succeeded', detail: { baselineId: m.baselineId, rebootRequired: true, staged: !alreadyThere }, activityId: activity });
@@ -273,7 +274,7 @@ async function applyHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: Apply
   killPoint('level:after-processes');
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped');
   const anyGood = processes.length === 0 || failed.length < processes.length;
-  if (anyGood) s.state.hotpatch = { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kb: m.kb, appliedAt: new Date().toISOString() };
+  if (anyGood) s.state.hotpatch = { baselineId: m.baselineId, sequence: m.sequence, packageId: m.id, kb: m.kb, appliedAt: nowIso() };
   s.state = await endOperation(s.home, s.state);
   // A hotpatch needs no reboot (Azure: NotNeeded); one still pending from a baseline stays Required.
   const r = result(start, activity, s.state.rebootStatus === 'Required' ? 'Required' : 'NotNeeded', m, anyGood ? 'Installed' : 'Failed', processes);
@@ -344,7 +345,7 @@ export async function revertPackage(s: Session, id: string, o: { pids?: number[]
   const failed = processes.filter((p) => p.outcome === 'Failed' || p.outcome === 'Skipped').length;
   const status: OperationStatus = failed === 0 ? 'Succeeded' : failed < processes.length ? 'CompletedWithWarnings' : 'Failed';
   if (status !== 'Failed') {
-    s.state.hotpatch = target ? { baselineId: target.baselineId, sequence: target.sequence, packageId: target.id, kb: target.kb, appliedAt: new Date().toISOString() } : undefined;
+    s.state.hotpatch = target ? { baselineId: target.baselineId, sequence: target.sequence, packageId: target.id, kb: target.kb, appliedAt: nowIso() } : undefined;
   }
   s.state = await endOperation(s.home, s.state);
   await s.record({ action: 'revert', packageId: current.id, kb: current.kb, result: historyResult(status), detail: { to: target?.id ?? `baseline ${current.baselineId}`, processes: processes.map((p) => ({ pid: p.pid, outcome: p.outcome, reason: p.reason })) }, activityId: activity });
@@ -423,7 +424,7 @@ export async function repairInterrupted(s: Session): Promise<RepairResult | unde
     const previous = recorded && recorded.id !== manifest?.id ? recorded : manifest ? previousLevel(s.home, manifest.baselineId, manifest.sequence) : undefined;
     out.processes = await applyLevel({ home: s.home, log: s.log, manifest, previous, baselineId: intent.baselineId });
     killPoint('repair:after-processes');
-    s.state.hotpatch = manifest ? { baselineId: manifest.baselineId, sequence: manifest.sequence, packageId: manifest.id, kb: manifest.kb, appliedAt: new Date().toISOString() } : undefined;
+    s.state.hotpatch = manifest ? { baselineId: manifest.baselineId, sequence: manifest.sequence, packageId: manifest.id, kb: manifest.kb, appliedAt: nowIso() } : undefined;
     s.state = await endOperation(s.home, s.state);
   } else if (op.kind === 'reboot') {
     out.reboot = await runReboot(s, savedIntent(s, op));

@@ -20,6 +20,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { HpError } from '../errors.js';
+import { nowIso } from '../clock.js';
 import { serviceSpecs } from './baseline.js';
 import { writeBaselinePointer } from './home.js';
 import { applyLevel, levelManifest, previousLevel, type ProcessResult } from './hotpatch.js';
@@ -255,7 +256,7 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
       }
       const { recorded, ours, duplicates } = serviceDecision(spec, s.state.services, intent, findServiceProcesses(s.home, spec));
       for (const p of duplicates) {
-        const rec: ServiceRecord = { name: spec.name, pid: p.pid, startTime: p.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: new Date().toISOString() };
+        const rec: ServiceRecord = { name: spec.name, pid: p.pid, startTime: p.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: nowIso() };
         const r = await stopService(rec, { home: s.home });
         stopped.push({ name: spec.name, pid: p.pid, how: r.how, why: DUPLICATE });
       }
@@ -352,7 +353,7 @@ async function externalService(s: Session, spec: ServiceSpec, intent: RebootInte
     return;
   }
   if (!recorded) {
-    s.state.services = [...others, { name: spec.name, pid: running.pid, startTime: running.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: new Date().toISOString(), managedBy: 'external' }];
+    s.state.services = [...others, { name: spec.name, pid: running.pid, startTime: running.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: nowIso(), managedBy: 'external' }];
     await s.save();
   }
   done.kept.push({ name: spec.name, pid: running.pid, how: 'running' });

@@ -36,6 +36,7 @@ import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { peekBuildId } from '../elf/index.js';
 import { HpError } from '../errors.js';
+import { nowIso } from '../clock.js';
 import { readJsonSync, writeJsonAtomic } from './atomic.js';
 import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
 import { killPoint } from './kill-point.js';
@@ -392,7 +393,7 @@ async function launchAndWait(
   const offset = await logSize(log);
   await options.beforeLaunch?.(offset);
   const began = performance.now();
-  const startedAt = new Date().toISOString();
+  const startedAt = nowIso();
   let answer: LauncherAnswer;
   try {
     answer = await runLauncher({ fifo, log, cwd: layout.run, file: spec.file, args }, env);
@@ -592,7 +593,7 @@ export async function restartExternalService(spec: ServiceSpec, o: { readyTimeou
     const fresh = findExternalServiceProcesses(spec).filter((p) => !before.some((b) => b.pid === p.pid && b.startTime === p.startTime));
     if (fresh.length > 0) {
       const p = fresh[0];
-      const record: ServiceRecord = { name: spec.name, pid: p.pid, startTime: p.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: new Date().toISOString(), managedBy: 'external' };
+      const record: ServiceRecord = { name: spec.name, pid: p.pid, startTime: p.startTime, file: spec.file, baselineId: spec.baselineId, startedAt: nowIso(), managedBy: 'external' };
       return { before, record, readyMs: Math.round(performance.now() - began) };
     }
     if (performance.now() >= deadline) {

@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import { HpError } from '../errors.js';
+import { nowIso } from '../clock.js';
 import { readJson, writeJsonAtomic } from './atomic.js';
 import { homeLayout } from './home.js';
 
@@ -175,7 +176,7 @@ export async function beginOperation(home: string, state: AgentState, kind: stri
       { kind, pending: state.operation },
     );
   }
-  const operation: Operation = { kind, startedAt: new Date().toISOString() };
+  const operation: Operation = { kind, startedAt: nowIso() };
   if (detail !== undefined) operation.detail = detail;
   const next: AgentState = { ...state, operation };
   await saveState(home, next);
