@@ -8,7 +8,7 @@
  *    take (any function);
  *  - zero-stop: for hot-patchable entries (-fpatchable-function-entry=7,5) the jump goes into
  *    the padding and the entry is flipped by single-byte writes, each a valid instruction stream
- *    (src/x64/zerostop.ts) — no thread is stopped at all.
+ *    (src/x64/zero-stop.ts) — no thread is stopped at all.
  *
  * 'auto' (the default) uses zero-stop when every function of the change allows it. Every
  * refusal happens before the first byte is written, and every failure after that goes through
@@ -42,7 +42,7 @@ import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from
 import { bindSymbols } from './resolve.js';
 import type { BorrowedThread } from './remote.js';
 import { mappingExtent, ProcessView, whileAlive } from './view.js';
-import { zeroStopSwitch } from './zerostop.js';
+import { zeroStopSwitch } from './zero-stop.js';
 
 export type { FunctionState } from './entries.js';
 
@@ -110,7 +110,7 @@ export interface ChangeOptions {
   maps?: MapEntry[];
   /** Objects the caller loaded from those `maps` (looked up by full path). */
   objects?: LoadedObject[];
-  /** Zero-stop: the pause between two writes to the same entry (see zerostop.ts; default 1 ms). */
+  /** Zero-stop: the pause between two writes to the same entry (see zero-stop.ts; default 1 ms). */
   stepDelayMs?: number;
   /**
    * 'near' (default) maps a patch within rel32 reach of its object; 'far' deliberately maps it

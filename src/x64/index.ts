@@ -17,6 +17,6 @@ export {
   rel32Reaches,
 } from './jump.js';
 export type { JumpKind, JumpSite } from './jump.js';
-export * from './zerostop.js';
+export * from './zero-stop.js';
 export { controlTransfers, instructionText, landingsInside, refuseLandingsInside } from './branches.js';
 export type { ControlTransfer, LandingInside, OverwriteSite } from './branches.js';

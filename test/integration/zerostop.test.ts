@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { applyPatch, inspectFunctions, revertFunctions } from '../../src/engine/patch.js';
-import { zeroStopSwitch } from '../../src/engine/zerostop.js';
+import { zeroStopSwitch } from '../../src/engine/zero-stop.js';
 import { Benchd, BENCH_PATCH, functionNames, functionSpecs } from '../../src/bench/benchd.js';
 import { HpError } from '../../src/errors.js';
 import { fixturePath, killTargetsAfterEach, spawnTarget, type Target } from '../../src/harness/index.js';

@@ -30,7 +30,7 @@ const RET = 0xc3;
 
 let dir: string;
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'hp-zerostop-'));
+  dir = mkdtempSync(join(tmpdir(), 'hp-zero-stop-'));
 });
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });

@@ -1,5 +1,5 @@
 /**
- * Zero-stop switching (DESIGN §4.6): carries out the writes planned by src/x64/zerostop.ts for
+ * Zero-stop switching (DESIGN §4.6): carries out the writes planned by src/x64/zero-stop.ts for
  * hot-patchable entries (-fpatchable-function-entry=7,5) — plain writes through /proc/PID/mem,
  * no ptrace, no thread stopped. The engine (patch.ts) plans them and maps the patch first.
  *

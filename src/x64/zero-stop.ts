@@ -1,6 +1,6 @@
 /**
  * Zero-stop switching of hot-patchable function entries: the x86-64 byte layouts and the order
- * of the writes. Nothing here touches a process; src/engine/zerostop.ts carries the steps out.
+ * of the writes. Nothing here touches a process; src/engine/zero-stop.ts carries the steps out.
  *
  * An object built with `-fpatchable-function-entry=7,5` has five bytes of NOP padding before
  * every function and a two-byte NOP at its entry (after the endbr64 when CET is on). gcc 12
@@ -36,7 +36,7 @@
  * precedes the function.
  * Revert is the mirror image (entry bytes back first, the padding last).
  *
- * What the pauses between writes cannot rule out (src/engine/zerostop.ts explains them): a thread
+ * What the pauses between writes cannot rule out (src/engine/zero-stop.ts explains them): a thread
  * that took the entry's jump and was preempted exactly on the padding's `jmp rel32`, before
  * executing it, and stays off its CPU for the whole pause after the unflip, would resume on a
  * padding being rewritten (revert, re-point) — a write of 5 bytes that is not atomic either.
