@@ -11,4 +11,4 @@ export {
   type ResolvedSymbol,
   type SymbolResolver,
 } from './link.js';
-export { MAX_PATCH_SPAN, PAGE_SIZE, SUPPORTED_RELOCATIONS } from './validate.js';
+export { MAX_PATCH_SPAN, SUPPORTED_RELOCATIONS } from './validate.js';

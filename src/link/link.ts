@@ -23,7 +23,8 @@ import {
   type ElfSymbol,
   type Relocation,
 } from '../elf/index.js';
-import { PAGE_SIZE, loadSegments, validatePatch } from './validate.js';
+import { PAGE_SIZE } from '../x64/index.js';
+import { loadSegments, validatePatch } from './validate.js';
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;

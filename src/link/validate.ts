@@ -43,8 +43,8 @@ import {
   type ElfSymbol,
   type Relocation,
 } from '../elf/index.js';
+import { PAGE_SIZE } from '../x64/index.js';
 
-export const PAGE_SIZE = 4096;
 /** Largest image hp-agent agrees to build (a patch is a handful of functions, not a program). */
 export const MAX_PATCH_SPAN = 256 * 1024 * 1024;
 
