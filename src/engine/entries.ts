@@ -7,6 +7,7 @@
 import { native } from '../native.js';
 import { symbolAddress, type LoadedObject } from '../proc/index.js';
 import {
+  ENTRY_PROBE_SIZE,
   HOTPATCH_PADDING_SIZE,
   HOTPATCH_PROBE_SIZE,
   detectPatchableEntry,
@@ -17,9 +18,6 @@ import {
 } from '../x64/index.js';
 import type { PatchLabel, SiteRecord } from './record.js';
 import type { ProcessView } from './view.js';
-
-/** Enough bytes to see an endbr64 and the longest jump after it. */
-const ENTRY_PEEK = 4 + 14;
 
 export interface FunctionState {
   function: string;
@@ -63,7 +61,7 @@ export async function readEntries(view: ProcessView, obj: LoadedObject, names: s
   const table = await view.hotPatchTable(obj);
   const probes = names.map((name) => {
     const sym = symbolAddress(obj, name);
-    const length = Math.max(0, Math.min(sym.size, ENTRY_PEEK));
+    const length = Math.max(0, Math.min(sym.size, ENTRY_PROBE_SIZE));
     const listed = table?.has(sym.address - HOTPATCH_PADDING_SIZE) ?? false;
     return { name, sym, length, listed, body: whole.has(name) };
   });
