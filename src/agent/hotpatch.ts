@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode, type SiteAction } from '../engine/patch.js';
 import { changePlan, type ChangePlan } from '../engine/plan.js';
+import type { PatchLabel } from '../engine/record.js';
 import type { JumpKind } from '../x64/jump.js';
 import { ElfFile, inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
@@ -197,7 +198,7 @@ export interface LevelShare {
   files: BaselineFiles;
   manifest: HotpatchManifest | undefined;
   previous: HotpatchManifest | undefined;
-  label: ChangeReportLabel;
+  label: PatchLabel | undefined;
   timeoutMs?: number;
   concurrency: number;
   /** The processes to bring to the level, found already; or the PIDs to look through first. */
@@ -381,8 +382,6 @@ async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<Plan
 function patchModeOf(m: HotpatchManifest | undefined): PatchMode {
   return m?.patchMode ?? 'auto';
 }
-
-export type ChangeReportLabel = { packageId: string; kb: string; baselineId: string; sequence: number } | undefined;
 
 export function isHotpatch(m: Manifest): m is HotpatchManifest {
   return m.kind === 'hotpatch';
