@@ -85,7 +85,7 @@ function result(start: string, activity: string, rebootStatus: RebootStatus, m: 
   };
 }
 
-export interface ApplyOptions {
+export interface PackageApplyOptions {
   pids?: number[];
   allowUnsigned?: boolean;
   /** Install a baseline released before the one running or installed (refused otherwise). */
@@ -101,7 +101,7 @@ type Opened<M> = OpenedPackage & { manifest: M };
  * package would do), then does `work`. A refusal is recorded in the history with `activity`
  * (`record` false: a dry run, which records nothing).
  */
-async function withVerifiedPackage<T>(s: Session, file: string, o: ApplyOptions, activity: string, record: boolean, work: (pkg: OpenedPackage, stored: boolean) => Promise<T>): Promise<T> {
+async function withVerifiedPackage<T>(s: Session, file: string, o: PackageApplyOptions, activity: string, record: boolean, work: (pkg: OpenedPackage, stored: boolean) => Promise<T>): Promise<T> {
   let pkg;
   try {
     pkg = await openPackage(file, { trustDir: trustDir(s.home), allowUnsigned: o.allowUnsigned, signal: s.signal });
@@ -125,7 +125,7 @@ async function withVerifiedPackage<T>(s: Session, file: string, o: ApplyOptions,
 }
 
 /** `hp-agent apply <package>`: a baseline is staged (reboot required); a hotpatch goes live. */
-export async function applyPackage(s: Session, file: string, o: ApplyOptions = {}): Promise<InstallResult> {
+export async function applyPackage(s: Session, file: string, o: PackageApplyOptions = {}): Promise<InstallResult> {
   await repairInterrupted(s);
   const start = nowIso();
   const activity = randomUUID();
@@ -154,12 +154,12 @@ export interface ApplyPlan {
   runningOperation?: RunningOperation;
 }
 
-export async function planApply(s: Session, file: string, o: ApplyOptions = {}): Promise<ApplyPlan> {
+export async function planApply(s: Session, file: string, o: PackageApplyOptions = {}): Promise<ApplyPlan> {
   return withVerifiedPackage(s, file, o, '', false, (pkg, stored) =>
     pkg.manifest.kind === 'baseline' ? planBaseline(s, pkg as Opened<BaselineManifest>, o) : planHotpatch(s, pkg as Opened<HotpatchManifest>, o, stored));
 }
 
-function planBaseline(s: Session, pkg: Opened<BaselineManifest>, o: ApplyOptions): Promise<ApplyPlan> {
+function planBaseline(s: Session, pkg: Opened<BaselineManifest>, o: PackageApplyOptions): Promise<ApplyPlan> {
   const m = pkg.manifest;
   const running = s.state.activeBaseline?.id === m.baselineId;
   if (!running && !o.allowDowngrade) checkNotDowngrade(s, m);
@@ -177,7 +177,7 @@ function planBaseline(s: Session, pkg: Opened<BaselineManifest>, o: ApplyOptions
   });
 }
 
-async function planHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: ApplyOptions, stored: boolean): Promise<ApplyPlan> {
+async function planHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: PackageApplyOptions, stored: boolean): Promise<ApplyPlan> {
   const { m, previous } = hotpatchLevelChange(s, pkg);
   // The store is not written: a package not stored yet lends its patch objects from a
   // temporary folder laid out as the store would hold them.
@@ -215,7 +215,7 @@ async function unpackPayload(payload: ReadonlyMap<string, Buffer>): Promise<stri
   return dir;
 }
 
-async function installBaseline(s: Session, pkg: Opened<BaselineManifest>, o: ApplyOptions, start: string, activity: string): Promise<InstallResult> {
+async function installBaseline(s: Session, pkg: Opened<BaselineManifest>, o: PackageApplyOptions, start: string, activity: string): Promise<InstallResult> {
   const m = pkg.manifest;
   if (s.state.activeBaseline?.id === m.baselineId) {
     return result(start, activity, s.state.rebootStatus, m, 'Installed');
@@ -266,7 +266,7 @@ function hotpatchLevelChange(s: Session, pkg: Opened<HotpatchManifest>): { m: Ho
   return { m, previous: current && current.id !== m.id ? current : previousLevel(s.home, m.baselineId, m.sequence) };
 }
 
-async function applyHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: ApplyOptions, start: string, activity: string): Promise<InstallResult> {
+async function applyHotpatch(s: Session, pkg: Opened<HotpatchManifest>, o: PackageApplyOptions, start: string, activity: string): Promise<InstallResult> {
   const { m, previous } = hotpatchLevelChange(s, pkg);
   await storePackage(s.home, pkg);
   const processes = await underLevelIntent(s, { baselineId: m.baselineId, packageId: m.id }, () =>
