@@ -17,6 +17,7 @@
  * voluntary context switches are read: every stop of it counts (`stopped`).
  */
 import { setTimeout as delay } from 'node:timers/promises';
+import type { Consistency } from '../engine/modes.js';
 import { applyPatch, revertFunctions, type ApplyReport } from '../engine/patch.js';
 import { native } from '../native.js';
 import { fixturePath } from '../harness/index.js';
@@ -41,7 +42,7 @@ export interface PauseConfig {
    * the core also checks that no thread runs, or has a return address on its stack into, the code
    * being replaced (DESIGN §4), so the pause includes reading every thread's live stack.
    */
-  consistency?: 'entry' | 'function';
+  consistency?: Consistency;
 }
 
 export interface PauseCase extends PauseConfig {
@@ -269,7 +270,7 @@ export interface PauseMatrix {
 
 /** Every case of the matrix, in the order run: the entry-consistency matrix, then the function-consistency cases. */
 export function pauseConfigs(matrix: PauseMatrix): PauseConfig[] {
-  const grid = (m: { threads: number[]; modes: Mode[]; functions: number[] }, consistency: 'entry' | 'function') =>
+  const grid = (m: { threads: number[]; modes: Mode[]; functions: number[] }, consistency: Consistency) =>
     m.threads.flatMap((threads) => m.modes.flatMap((mode) => m.functions.map((functions): PauseConfig => ({ threads, mode, functions, consistency }))));
   return [...grid(matrix, 'entry'), ...(matrix.functionConsistency ? grid(matrix.functionConsistency, 'function') : [])];
 }

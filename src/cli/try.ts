@@ -10,7 +10,8 @@ import type { Output } from '../contract/index.js';
 import type { tryApplyOutput as TryApplySchema, tryRevertOutput as TryRevertSchema } from '../contract/commands.js';
 import { inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
-import { applyPatch, PATCH_MODES, planPatch, planRevert, revertFunctions, type ApplyReport, type FunctionSpec, type PatchMode, type RevertReport, type SiteReport } from '../engine/patch.js';
+import { CONSISTENCY_LEVELS, PATCH_MODES, type Consistency, type PatchMode } from '../engine/modes.js';
+import { applyPatch, planPatch, planRevert, revertFunctions, type ApplyReport, type FunctionSpec, type RevertReport, type SiteReport } from '../engine/patch.js';
 import { changePlan, type ChangePlan } from '../engine/plan.js';
 import { readElfFile } from '../proc/index.js';
 import { addr, EXIT, printer } from './output.js';
@@ -30,7 +31,7 @@ interface TryArgs {
   realtime: boolean;
   far: boolean;
   mode: PatchMode;
-  consistency: 'entry' | 'function';
+  consistency: Consistency;
   replace: boolean;
   allowInit: boolean;
   dryRun: boolean;
@@ -119,7 +120,7 @@ export function tryCommand(y: Argv): Argv {
         .option('timeout', { requiresArg: true, default: 2000, coerce: wholeNumber('--timeout', 'milliseconds', 0), describe: 'ms to keep retrying while a thread executes the bytes to replace' })
         .option('realtime', { type: 'boolean', default: true, describe: 'stop the target at real-time priority (shorter pause)' })
         .option('mode', { type: 'string', choices: PATCH_MODES as unknown as string[], default: 'auto', describe: 'zero-stop (hot-patchable entries only, no thread stopped), stop (all threads stopped for the writes), or auto: zero-stop where possible' })
-        .option('consistency', { type: 'string', choices: ['entry', 'function'], default: 'entry', describe: 'entry: threads already inside an old function finish it; function: wait until no thread runs the code being replaced or will return into it (needs a stop)' })
+        .option('consistency', { type: 'string', choices: CONSISTENCY_LEVELS as unknown as string[], default: 'entry', describe: 'entry: threads already inside an old function finish it; function: wait until no thread runs the code being replaced or will return into it (needs a stop)' })
         .option('replace', { type: 'boolean', default: false, describe: 're-point functions this tool already patched instead of refusing them' })
         .option('allow-init', { type: 'boolean', default: false, describe: 'also change the init (PID 1) of the machine or of a PID namespace (a container\'s init), whose death kills its whole namespace' })
         .option('far', { type: 'boolean', default: false, describe: 'map the patch out of rel32 reach, forcing the 14-byte absolute jump (for testing)' })

@@ -31,6 +31,7 @@ import {
   planZeroStopRevert,
   switchedEntryBytes,
   USER_SPACE_END,
+  PAGE_SIZE,
   type JumpKind,
   type PatchableEntry,
   type ZeroStopStep,
@@ -41,21 +42,20 @@ import { isPatchMapping, mapPatchAndSwitch, mapPatchImage, memfdName, unmapPatch
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
 import type { BorrowedThread } from './remote.js';
+import { PATCH_MODES, type Consistency, type PatchMode } from './modes.js';
 import { mappingExtent, ProcessView, whileAlive } from './view.js';
 import { zeroStopSwitch } from './zero-stop.js';
 
 export type { FunctionState } from './entries.js';
+export type { Consistency, PatchMode } from './modes.js';
 
 const REL32_REACH = 2 ** 31;
 /** The largest record a patch mapping may carry (its sites and original bytes, as JSON). */
 const RECORD_LIMIT = 16 << 20;
-const pageUp = (n: number) => Math.ceil(n / 4096) * 4096;
+const pageUp = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
 /** Room to keep after the image for the record, before its exact size is known (re-planned if short). */
 const recordEstimate = (functions: number) => pageUp(8192 + 1024 * functions);
 
-/** How the sites change: 'auto' is zero-stop when every function allows it, else stop. */
-export const PATCH_MODES = ['auto', 'stop', 'zero-stop'] as const;
-export type PatchMode = (typeof PATCH_MODES)[number];
 
 export interface FunctionSpec {
   /** The function of the patched object to redirect. */
@@ -98,7 +98,7 @@ export interface ChangeOptions {
    * 'function': the switch waits (up to timeoutMs, then FUNCTION_ACTIVE) until no thread runs the
    * code being replaced or has a return address into it on its stack; needs a stop.
    */
-  consistency?: 'entry' | 'function';
+  consistency?: Consistency;
   timeoutMs?: number;
   realtime?: boolean;
   /**
@@ -196,19 +196,14 @@ export interface ChangeReport extends Partial<TransactionReport> {
   sites: SiteReport[];
 }
 
-export interface ApplyOptions {
-  pid: number;
+/** What every change of one process can ask for, whatever its functions (see ChangeOptions). */
+type ProcessOptions = Pick<ChangeOptions, 'pid' | 'mode' | 'consistency' | 'timeoutMs' | 'realtime' | 'stepDelayMs' | 'allowInit'>;
+
+/** `hp-agent try`: one object's functions to one patch. */
+export interface ApplyOptions extends ProcessOptions, Pick<ChangeOptions, 'replace' | 'placement'> {
   patchPath: string;
   functions: FunctionSpec[];
   object?: string;
-  mode?: PatchMode;
-  consistency?: 'entry' | 'function';
-  replace?: boolean;
-  timeoutMs?: number;
-  realtime?: boolean;
-  stepDelayMs?: number;
-  placement?: 'near' | 'far';
-  allowInit?: boolean;
 }
 
 export interface ApplyReport extends TransactionReport {
@@ -223,16 +218,10 @@ export interface ApplyReport extends TransactionReport {
   sites: SiteReport[];
 }
 
-export interface RevertOptions {
-  pid: number;
+/** `hp-agent try --revert`: one object's functions back to their original bytes. */
+export interface RevertOptions extends ProcessOptions {
   functions: string[];
   object?: string;
-  mode?: PatchMode;
-  consistency?: 'entry' | 'function';
-  timeoutMs?: number;
-  realtime?: boolean;
-  stepDelayMs?: number;
-  allowInit?: boolean;
 }
 
 export interface RevertReport extends TransactionReport {
@@ -718,7 +707,7 @@ function stackAreas(maps: MapEntry[]): number[] {
 }
 
 /** Which mode the change uses: refuses 'zero-stop' when a function needs a stop (or function consistency asks for one), naming why. */
-function chooseMode(pid: number, plan: Plan, requested: PatchMode, consistency: 'entry' | 'function'): 'stop' | 'zero-stop' {
+function chooseMode(pid: number, plan: Plan, requested: PatchMode, consistency: Consistency): 'stop' | 'zero-stop' {
   if (consistency === 'function') {
     if (requested === 'zero-stop') {
       throw new HpError('NOT_HOT_PATCHABLE', `cannot give function consistency without stopping process ${pid}: proving that no thread is inside an old function needs every thread stopped. Nothing was changed`);

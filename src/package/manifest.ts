@@ -5,7 +5,11 @@
  * an author can find the line to fix.
  */
 import { z } from 'zod';
+import { CONSISTENCY_LEVELS, PATCH_MODES } from '../engine/modes.js';
 import { HpError } from '../errors.js';
+
+// The engine's words, which a manifest uses as they are.
+export { CONSISTENCY_LEVELS, PATCH_MODES, type Consistency, type PatchMode } from '../engine/modes.js';
 
 export const MANIFEST_SCHEMA_VERSION = 1;
 
@@ -21,15 +25,6 @@ export const CLASSIFICATIONS = [
 ] as const;
 
 export const REBOOT_BEHAVIORS = ['NeverReboots', 'AlwaysRequiresReboot', 'CanRequestReboot'] as const;
-export const CONSISTENCY_LEVELS = ['entry', 'function'] as const;
-/**
- * How the functions are switched (the engine's modes): 'zero-stop' never stops a thread but
- * needs objects built with hot-patchable entries (-fpatchable-function-entry=7,5) and switches
- * each function on its own; 'stop' switches all of a process's functions at once with every
- * thread stopped; 'auto' (the default) is zero-stop where every function allows it.
- */
-export const PATCH_MODES = ['auto', 'stop', 'zero-stop'] as const;
-
 /** The placeholder a service argument may carry; the agent substitutes its runtime directory. */
 export const HP_RUN_PLACEHOLDER = '${HP_RUN}';
 
@@ -242,8 +237,6 @@ export const HotpatchManifestSchema = z.strictObject({
 
 export type Classification = (typeof CLASSIFICATIONS)[number];
 export type RebootBehavior = (typeof REBOOT_BEHAVIORS)[number];
-export type Consistency = (typeof CONSISTENCY_LEVELS)[number];
-export type PatchMode = (typeof PATCH_MODES)[number];
 export type PayloadEntry = z.infer<typeof PayloadEntrySchema>;
 export type BaselineFile = z.infer<typeof BaselineFileSchema>;
 export type ShippedFile = z.infer<typeof ShippedFileSchema>;
