@@ -12,7 +12,7 @@ export type { AgentPackOptions, AgentOptions, AgentApplyOptions, AgentRevertOpti
 export type { InstallResult, RevertResult, RebootResult, PatchEntry, ApplyPlan, RevertPlan } from './agent/operations.js';
 export type { RebootPlan } from './agent/reboot.js';
 export type { ProcessResult, PlannedProcessResult } from './agent/hotpatch.js';
-export type { ChangePlan, PlannedSite } from './engine/plan.js';
+export type { ChangePlan, PlannedSite } from './engine/dry-run.js';
 export type { StatusReport, ProcessStatus, FunctionStatus } from './agent/status.js';
 export type { HistoryRead, HistoryEntry } from './agent/history.js';
 export { packBaseline, packHotpatch, generateKeyPair } from './package/index.js';

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode, type SiteAction } from '../engine/patch.js';
-import { changePlan, type ChangePlan } from '../engine/plan.js';
+import { changePlan, type ChangePlan } from '../engine/dry-run.js';
 import type { PatchLabel } from '../engine/record.js';
 import type { JumpKind } from '../x64/jump.js';
 import { ElfFile, inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';

@@ -6,7 +6,7 @@
 import type { ApplyPlan, RevertPlan } from '../agent/operations.js';
 import type { RebootPlan } from '../agent/reboot.js';
 import type { PlannedProcessResult as ProcessResult } from '../agent/hotpatch.js';
-import type { ChangePlan } from '../engine/plan.js';
+import type { ChangePlan } from '../engine/dry-run.js';
 import type { SiteReport } from '../engine/patch.js';
 import { addr, spacedHex, table } from './output.js';
 

@@ -12,7 +12,7 @@ import { inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { CONSISTENCY_LEVELS, PATCH_MODES, type Consistency, type PatchMode } from '../engine/modes.js';
 import { applyPatch, planPatch, planRevert, revertFunctions, type ApplyReport, type FunctionSpec, type RevertReport, type SiteReport } from '../engine/patch.js';
-import { changePlan, type ChangePlan } from '../engine/plan.js';
+import { changePlan, type ChangePlan } from '../engine/dry-run.js';
 import { readElfFile } from '../proc/index.js';
 import { addr, EXIT, printer } from './output.js';
 import { changePlanHuman, sitesTable } from './plan.js';
