@@ -10,6 +10,7 @@
 import { HpError } from '../errors.js';
 import { native } from '../native.js';
 import type { ZeroStopStep } from '../x64/index.js';
+import { withUndoLog, type UndoLog, type UndoStep } from './undo-log.js';
 
 const DEFAULT_STEP_DELAY_MS = 1;
 
@@ -33,6 +34,8 @@ export interface ZeroStopSwitchOptions {
   stepDelayMs?: number;
   /** Called after each round was written and read back (index of the round, from 0); for logs and tests. */
   onRound?: (index: number, steps: ZeroStopStep[]) => void;
+  /** The change's undo log, which each write joins (see zeroStopSwitch). */
+  log?: UndoLog;
 }
 
 export interface ZeroStopSwitchResult {
@@ -44,29 +47,30 @@ export interface ZeroStopSwitchResult {
 
 const readAll = (pid: number, steps: ZeroStopStep[]) => native.readRanges(pid, steps.map((s) => ({ addr: s.addr, length: s.before.length })));
 
-/** Puts back `done` rounds in reverse order; false when some byte is no longer ours to restore. */
-async function undoRounds(pid: number, done: ZeroStopStep[][], delayMs: number): Promise<boolean> {
-  let clean = true;
-  for (let r = done.length - 1; r >= 0; r--) {
-    let wrote = false;
-    for (const step of done[r]) {
-      try {
-        const [now] = await readAll(pid, [step]);
-        if (now.equals(step.before)) continue;
-        if (!now.equals(step.after)) {
-          clean = false;
-          continue;
+/**
+ * How to undo one write of round `round` (registered before the write: a write that fails may
+ * have written part of its bytes): put `before` back if the bytes are still ours. The undo of a
+ * round's first write, run last for that round, keeps the pause before the round undone next.
+ */
+function undoWrite(pid: number, step: ZeroStopStep, round: { index: number; first: boolean; rewrote: { any: boolean } }, delayMs: number): UndoStep {
+  return {
+    what: 'write(s)',
+    undo: async () => {
+      let clean = true;
+      const [now] = await readAll(pid, [step]);
+      if (!now.equals(step.before)) {
+        if (now.equals(step.after)) {
+          await native.writeMemory(pid, step.addr, step.before);
+          round.rewrote.any = true;
+          clean = (await readAll(pid, [step]))[0].equals(step.before);
+        } else {
+          clean = false; // no longer ours to restore
         }
-        await native.writeMemory(pid, step.addr, step.before);
-        wrote = true;
-        if (!(await readAll(pid, [step]))[0].equals(step.before)) clean = false;
-      } catch {
-        clean = false;
       }
-    }
-    if (wrote && r > 0 && delayMs > 0) await sleep(delayMs);
-  }
-  return clean;
+      if (round.first && round.rewrote.any && round.index > 0 && delayMs > 0) await sleep(delayMs);
+      return clean;
+    },
+  };
 }
 
 /**
@@ -74,54 +78,48 @@ async function undoRounds(pid: number, done: ZeroStopStep[][], delayMs: number):
  * /proc/PID/mem: no thread is stopped, the process is never traced). Round k holds at most one
  * write per entry, and rounds are `stepDelayMs` apart. Before a round, every `before` must still
  * be in place (one read for the round); after it, every write is read back. Any mismatch or
- * failure undoes what was written, in reverse, and throws (ENTRY_MISMATCH, VERIFY_FAILED, or the
- * write's error); `unchanged` on the error says whether the undo restored everything.
+ * failure throws (ENTRY_MISMATCH, VERIFY_FAILED, or the write's error) with every write in the
+ * undo log (`opts.log`, the change's; without one the writes are undone here, in reverse, and
+ * `unchanged` on the error says whether that restored everything).
  */
-export async function zeroStopSwitch(pid: number, rounds: ZeroStopStep[][], opts: ZeroStopSwitchOptions = {}): Promise<ZeroStopSwitchResult> {
+export function zeroStopSwitch(pid: number, rounds: ZeroStopStep[][], opts: ZeroStopSwitchOptions = {}): Promise<ZeroStopSwitchResult> {
   const delayMs = opts.stepDelayMs ?? DEFAULT_STEP_DELAY_MS;
   if (!Number.isFinite(delayMs) || delayMs < 0) throw new HpError('INVALID_ARGUMENT', `stepDelayMs must be a non-negative number of milliseconds, not ${String(delayMs)}`);
   for (const s of rounds.flat()) {
     if (s.before.length === 0 || s.before.length !== s.after.length) throw new HpError('INVALID_ARGUMENT', `the step at ${hexAddr(s.addr)} must replace bytes with as many bytes`);
   }
-  const started = performance.now();
-  const done: ZeroStopStep[][] = [];
-  const fail = async (code: string, message: string, cause?: unknown): Promise<never> => {
-    const writes = done.flat().length;
-    const undone = await undoRounds(pid, done, delayMs);
-    const state = writes === 0 ? 'nothing had been written' : undone ? `the ${writes} write(s) already done were undone` : 'the writes already done could NOT all be undone';
-    throw new HpError(code, `${message}; ${state}`, { round: done.length, ...(cause ? { cause: String(cause) } : {}) }, writes === 0 || undone);
-  };
-  for (const round of rounds) {
-    if (done.length > 0 && delayMs > 0) await sleep(delayMs);
-    let now: Buffer[];
-    try {
-      now = await readAll(pid, round);
-    } catch (e) {
-      return fail(e instanceof HpError ? e.code : 'READ_FAILED', `cannot read the bytes to switch in process ${pid}: ${(e as Error).message}`, e);
-    }
-    const moved = round.findIndex((step, i) => !now[i].equals(step.before));
-    if (moved >= 0) {
-      const step = round[moved];
-      return fail('ENTRY_MISMATCH', `the ${step.what} bytes at ${hexAddr(step.addr)} in process ${pid} are ${hex(now[moved])}, expected ${hex(step.before)}: something else changed them`);
-    }
-    const written: ZeroStopStep[] = [];
-    done.push(written);
-    for (const step of round) {
-      // A failed write may have written part of the bytes: count it for the undo as well.
-      written.push(step);
+  return withUndoLog(opts.log, async (log) => {
+    const started = performance.now();
+    for (const [index, round] of rounds.entries()) {
+      if (index > 0 && delayMs > 0) await sleep(delayMs);
+      let now: Buffer[];
       try {
-        await native.writeMemory(pid, step.addr, step.after);
+        now = await readAll(pid, round);
       } catch (e) {
-        return fail(e instanceof HpError ? e.code : 'WRITE_FAILED', `cannot write at ${hexAddr(step.addr)} in process ${pid}: ${(e as Error).message}`, e);
+        throw new HpError(e instanceof HpError ? e.code : 'READ_FAILED', `cannot read the bytes to switch in process ${pid}: ${(e as Error).message}`, { round: index, cause: String(e) });
       }
+      const moved = round.findIndex((step, i) => !now[i].equals(step.before));
+      if (moved >= 0) {
+        const step = round[moved];
+        throw new HpError('ENTRY_MISMATCH', `the ${step.what} bytes at ${hexAddr(step.addr)} in process ${pid} are ${hex(now[moved])}, expected ${hex(step.before)}: something else changed them`, { round: index });
+      }
+      const rewrote = { any: false };
+      for (const [i, step] of round.entries()) {
+        log.add(undoWrite(pid, step, { index, first: i === 0, rewrote }, delayMs));
+        try {
+          await native.writeMemory(pid, step.addr, step.after);
+        } catch (e) {
+          throw new HpError(e instanceof HpError ? e.code : 'WRITE_FAILED', `cannot write at ${hexAddr(step.addr)} in process ${pid}: ${(e as Error).message}`, { round: index + 1, cause: String(e) });
+        }
+      }
+      const after = await readAll(pid, round).catch(() => undefined);
+      const wrong = round.findIndex((step, i) => !after?.[i].equals(step.after));
+      if (wrong >= 0) {
+        const step = round[wrong];
+        throw new HpError('VERIFY_FAILED', `the bytes at ${hexAddr(step.addr)} in process ${pid} read back as ${after ? hex(after[wrong]) : '(unreadable)'} instead of ${hex(step.after)}`, { round: index + 1 });
+      }
+      opts.onRound?.(index, round);
     }
-    const after = await readAll(pid, round).catch(() => undefined);
-    const wrong = round.findIndex((step, i) => !after?.[i].equals(step.after));
-    if (wrong >= 0) {
-      const step = round[wrong];
-      return fail('VERIFY_FAILED', `the bytes at ${hexAddr(step.addr)} in process ${pid} read back as ${after ? hex(after[wrong]) : '(unreadable)'} instead of ${hex(step.after)}`);
-    }
-    opts.onRound?.(done.length - 1, round);
-  }
-  return { steps: rounds.flat().length, rounds: rounds.length, durationUs: Math.round((performance.now() - started) * 1000) };
+    return { steps: rounds.flat().length, rounds: rounds.length, durationUs: Math.round((performance.now() - started) * 1000) };
+  });
 }
