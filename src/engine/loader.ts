@@ -9,6 +9,7 @@ import { HpError } from '../errors.js';
 import type { MapEntry } from '../proc/index.js';
 import { MAP_FIXED_NOREPLACE, MAP_SHARED, MFD_CLOEXEC, PAGE_SIZE, PROT_READ } from '../x64/syscalls.js';
 import { native, type RemoteFill, type TransactionOptions, type TransactionResult, type TransactionSite } from '../native.js';
+import { memfdName } from './mappings.js';
 import { nativeCalls, RemoteProcess, type BorrowedThread, type RemoteCall } from './remote.js';
 import { withUndoLog, type UndoLog } from './undo-log.js';
 
@@ -25,16 +26,6 @@ export interface MappedPatch {
   name: string;
   /** The thread mapping it borrowed (mapPatchImage; in a transaction its stop is the pause's). */
   borrowed?: BorrowedThread;
-}
-
-export const MEMFD_PREFIX = 'hp-agent:';
-
-export function memfdName(patchName: string): string {
-  return (MEMFD_PREFIX + patchName).slice(0, 240);
-}
-
-export function isPatchMapping(path: string): boolean {
-  return path.startsWith('/memfd:' + MEMFD_PREFIX);
 }
 
 /** The one batch that puts a patch into a target, and what it needs to know about it. */

@@ -37,13 +37,14 @@ import {
 } from '../x64/index.js';
 import { refuseBranchesIntoSite } from './branch-check.js';
 import { readEntries, type Entry, type FunctionState } from './entries.js';
-import { isPatchMapping, mapPatchAndSwitch, mapPatchImage, memfdName, type MappedPatch } from './loader.js';
+import { mapPatchAndSwitch, mapPatchImage, type MappedPatch } from './loader.js';
+import { isPatchMapping, mappingExtent, memfdName } from './mappings.js';
 import { encodeRecord, type PatchLabel, type PatchRecord, type SiteRecord } from './record.js';
 import { bindSymbols } from './resolve.js';
 import type { BorrowedThread } from './remote.js';
 import { PATCH_MODES, type Consistency, type PatchMode } from './modes.js';
 import { UndoLog } from './undo-log.js';
-import { mappingExtent, ProcessView, whileAlive } from './view.js';
+import { ProcessView, whileAlive } from './view.js';
 import { zeroStopSwitch } from './zero-stop.js';
 import type { ApplyOptions, ApplyReport, ChangeOptions, ChangeReport, FunctionSpec, InspectOptions, ObjectChange, RevertOptions, RevertReport, SiteAction, SiteReport, TransactionReport } from './types.js';
 

@@ -8,7 +8,7 @@ import { HpError } from '../errors.js';
 import { native } from '../native.js';
 import { findObject, loadedObjects, processExists, readMaps, type LoadedObject, type MapEntry } from '../proc/index.js';
 import { HOTPATCH_ENTRY_TABLE } from '../x64/index.js';
-import { isPatchMapping } from './loader.js';
+import { mappingExtent, patchMappingAt } from './mappings.js';
 import { decodeRecord, recordLength, RECORD_TRAILER_SIZE, type PatchRecord } from './record.js';
 
 export class ProcessView {
@@ -60,9 +60,7 @@ export class ProcessView {
 
   /** The hp-agent patch mapping (all its /proc/PID/maps lines) that contains `addr`, if any. */
   patchMappingAt(addr: number): MapEntry[] | undefined {
-    const hit = this.maps.find((m) => m.start <= addr && addr < m.end);
-    if (!hit || !isPatchMapping(hit.path)) return undefined;
-    return this.maps.filter((m) => m.inode === hit.inode && m.path === hit.path);
+    return patchMappingAt(this.maps, addr);
   }
 
   /** The record at the end of a patch mapping, read from the process once per change. */
@@ -88,11 +86,6 @@ export class ProcessView {
     }
     return t;
   }
-}
-
-/** Where a patch mapping (all the areas of one memfd, as patchMappingAt returns them) starts and ends. */
-export function mappingExtent(mapping: MapEntry[]): { start: number; end: number } {
-  return { start: Math.min(...mapping.map((m) => m.start)), end: Math.max(...mapping.map((m) => m.end)) };
 }
 
 async function readRecord(pid: number, mapping: MapEntry[]): Promise<PatchRecord> {
