@@ -73,8 +73,8 @@ function gotRelocation(obj: LoadedObject, name: string): Relocation | undefined 
   return index.got.get(name);
 }
 
-/** What the dynamic linker stored in the patched object's GOT for each name it imports (one read for all). */
-async function boundInGot(pid: number, obj: LoadedObject, names: string[]): Promise<Map<string, number>> {
+/** What the dynamic linker stored in the patched object's GOT for each name it imports (one read for all): the read step's part of binding. */
+export async function readGot(pid: number, obj: LoadedObject, names: string[]): Promise<Map<string, number>> {
   const slots = names.flatMap((name) => {
     const reloc = gotRelocation(obj, name);
     return reloc ? [{ name, addr: obj.bias + reloc.offset }] : [];
@@ -86,6 +86,11 @@ async function boundInGot(pid: number, obj: LoadedObject, names: string[]): Prom
     if (value !== 0) out.set(s.name, value);
   });
   return out;
+}
+
+/** Whether some name is neither in the GOT nor defined by the patched object: only then are the other loaded objects needed. */
+export function needsOtherObjects(patched: LoadedObject, got: ReadonlyMap<string, number>, names: string[]): boolean {
+  return names.some((name) => !got.has(name) && !ownDefinition(patched, name));
 }
 
 function exported(elf: ElfFile, name: string): ElfSymbol | undefined {
@@ -101,21 +106,16 @@ function exported(elf: ElfFile, name: string): ElfSymbol | undefined {
 }
 
 /**
- * Binds every name in `names`; names nobody defines are simply absent from the result. `loaded`
- * is only called when some name is neither in the GOT nor defined by the patched object.
+ * Binds every name in `names` (pure: `got` is what readGot read, `loaded` every object of the
+ * process, needed only when needsOtherObjects says so); names nobody defines are simply absent
+ * from the result.
  */
-export async function bindSymbols(
-  pid: number,
-  patched: LoadedObject,
-  loaded: () => LoadedObject[],
-  names: string[],
-): Promise<Map<string, Binding>> {
+export function bindSymbols(patched: LoadedObject, got: ReadonlyMap<string, number>, loaded: readonly LoadedObject[], names: string[]): Map<string, Binding> {
   const out = new Map<string, Binding>();
-  const inGot = await boundInGot(pid, patched, names);
   for (const name of names) {
-    const got = inGot.get(name);
-    if (got !== undefined) {
-      out.set(name, { name, address: got, from: `${patched.path} (GOT)` });
+    const inGot = got.get(name);
+    if (inGot !== undefined) {
+      out.set(name, { name, address: inGot, from: `${patched.path} (GOT)` });
       continue;
     }
     const own = ownDefinition(patched, name);
@@ -123,7 +123,7 @@ export async function bindSymbols(
       out.set(name, { name, address: patched.bias + own.value, from: patched.path });
       continue;
     }
-    for (const obj of loaded()) {
+    for (const obj of loaded) {
       if (obj === patched) continue;
       const sym = exported(obj.elf, name);
       if (!sym) continue;

@@ -1,8 +1,7 @@
 /**
- * One change's view of one process: /proc/PID/maps read once, each object, record and
- * hot-patch table looked up once. Patching a thousand processes is mostly reading /proc, so
- * nothing is read twice within a change; what the change itself maps is added by `addMapping`
- * instead of reading the maps again.
+ * The read step's view of one process (read.ts): /proc/PID/maps read once, each object, record
+ * and hot-patch table looked up once. Patching a thousand processes is mostly reading /proc, so
+ * nothing is read twice within a change.
  */
 import { HpError } from '../errors.js';
 import { native } from '../native.js';
@@ -50,12 +49,6 @@ export class ProcessView {
   loaded(): LoadedObject[] {
     this.#loaded ??= loadedObjects(this.pid, this.maps);
     return this.#loaded;
-  }
-
-  /** Counts a mapping this change made, so later placements in the same change avoid it. */
-  addMapping(start: number, end: number): void {
-    this.maps.push({ start, end, perms: '---p', read: false, write: false, exec: false, shared: false, offset: 0, dev: '00:00', inode: 0, path: '', deleted: false });
-    this.maps.sort((a, b) => a.start - b.start);
   }
 
   /** The hp-agent patch mapping (all its /proc/PID/maps lines) that contains `addr`, if any. */

@@ -1,13 +1,13 @@
-// bindSymbols looks names up through indexes built once per parsed file; it must bind exactly as
-// the linear searches it replaced (kept below as the reference) did.
+// Where a patch's imports point in the target: readGot reads what the dynamic linker bound, and
+// bindSymbols (pure) picks, in order, the GOT, the patched object's own definitions, the first
+// other object exporting the name.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { ElfFile, ElfSymbol } from '../../src/elf/index.js';
-import { bindSymbols, type Binding } from '../../src/engine/resolve.js';
-import { HpError } from '../../src/errors.js';
+import type { ElfSymbol } from '../../src/elf/index.js';
+import { bindSymbols, needsOtherObjects, readGot } from '../../src/engine/resolve.js';
 import { buildFixtures, fixturePath, spawnTarget, useTargets } from '../../src/harness/index.js';
 import { native } from '../../src/native.js';
 import { findObject, loadedObjects, type LoadedObject } from '../../src/proc/index.js';
@@ -18,102 +18,107 @@ beforeAll(async () => {
   await buildFixtures();
 }, 120_000);
 
-// ---- the reference: bindSymbols as it was, one linear search per name and process ----------
+const SYMBOL_KINDS_BOUND = new Set(['FUNC', 'OBJECT', 'NOTYPE', 'GNU_IFUNC', 'COMMON']);
+const defines = (name: string, value: number, tables: ElfSymbol[][]) => tables.some((t) => t.some((s) => s.defined && s.name === name && s.value === value));
+const exportsName = (o: LoadedObject, name: string) => o.elf.dynamicSymbols.some((s) => s.defined && s.bind !== 'LOCAL' && s.name === name);
 
-function preferGlobal(a: ElfSymbol, b: ElfSymbol): number {
-  const rank = (s: ElfSymbol) => (s.bind === 'LOCAL' ? 1 : 0) + (s.type === 'FUNC' || s.type === 'OBJECT' ? 0 : 2);
-  return rank(a) - rank(b);
-}
-function ownDefinition(obj: LoadedObject, name: string): ElfSymbol | undefined {
-  const all = [...obj.elf.symbols, ...obj.elf.dynamicSymbols].filter(
-    (s) => s.defined && s.name === name && s.type !== 'SECTION' && s.type !== 'FILE' && s.type !== 'TLS',
-  );
-  return all.sort(preferGlobal)[0];
-}
-function gotRelocation(obj: LoadedObject, name: string) {
-  return obj.elf.dynamicRelocations.find((r) => r.symbol?.name === name && (r.type === 6 || r.type === 7));
-}
-function exported(elf: ElfFile, name: string): ElfSymbol | undefined {
-  return elf.dynamicSymbols.find((s) => s.defined && s.name === name && s.bind !== 'LOCAL');
-}
-async function referenceBind(pid: number, patched: LoadedObject, loaded: () => LoadedObject[], names: string[]): Promise<Map<string, Binding>> {
-  const out = new Map<string, Binding>();
-  const slots = names.flatMap((name) => {
-    const reloc = gotRelocation(patched, name);
-    return reloc ? [{ name, addr: patched.bias + reloc.offset }] : [];
-  });
-  const values = await native.readRanges(pid, slots.map((s) => ({ addr: s.addr, length: 8 })));
-  const inGot = new Map<string, number>();
-  slots.forEach((s, i) => {
-    const value = Number(values[i].readBigUInt64LE(0));
-    if (value !== 0) inGot.set(s.name, value);
-  });
-  for (const name of names) {
-    const got = inGot.get(name);
-    if (got !== undefined) {
-      out.set(name, { name, address: got, from: `${patched.path} (GOT)` });
-      continue;
-    }
-    const own = ownDefinition(patched, name);
-    if (own) {
-      out.set(name, { name, address: patched.bias + own.value, from: patched.path });
-      continue;
-    }
-    for (const obj of loaded()) {
-      if (obj === patched) continue;
-      const sym = exported(obj.elf, name);
-      if (!sym) continue;
-      if (sym.type === 'GNU_IFUNC') throw new HpError('PATCH_IFUNC_SYMBOL', `${name} is an IFUNC`);
-      out.set(name, { name, address: obj.bias + sym.value, from: obj.path });
-      break;
-    }
-  }
-  return out;
-}
-
-const settle = async (work: () => Promise<Map<string, Binding>>) => {
-  try {
-    return { bound: [...(await work()).values()] };
-  } catch (e) {
-    return { error: (e as HpError).code };
-  }
-};
-
-describe('bindSymbols', () => {
+describe('bindSymbols on a live process', () => {
   for (const [fixture, object] of [
     ['uselib', 'libgreet.so'],
     ['uselib', undefined],
     ['helper_global', undefined],
   ] as const) {
-    it(`binds every name as the linear searches did (${fixture}, ${object ?? 'main executable'})`, async () => {
+    it(`binds each name from the GOT, else the patched object, else the first exporter (${fixture}, ${object ?? 'main executable'})`, async () => {
       const target = await spawnTarget(fixturePath(fixture));
       const patched = findObject(target.pid, object);
       const loaded = loadedObjects(target.pid);
       const libc = loaded.find((o) => o.path.split('/').pop()!.startsWith('libc.so'))!;
+      expect(libc).toBeDefined();
+      const ifunc = (n: string) => loaded.some((o) => o !== patched && o.elf.dynamicSymbols.some((s) => s.defined && s.name === n && s.type === 'GNU_IFUNC'));
       const names = [
         ...new Set([
           ...loaded.flatMap((o) => [...o.elf.symbols, ...o.elf.dynamicSymbols].map((s) => s.name)),
           ...patched.elf.dynamicRelocations.flatMap((r) => (r.symbol ? [r.symbol.name] : [])),
           'no_such_symbol_anywhere',
-          '',
         ]),
-      ];
+      ].filter((n) => n && !ifunc(n));
       expect(names.length).toBeGreaterThan(100);
-      expect(libc).toBeDefined();
-      let bound = 0;
-      for (const name of names) {
-        const got = await settle(() => bindSymbols(target.pid, patched, () => loaded, [name]));
-        expect(got, name).toEqual(await settle(() => referenceBind(target.pid, patched, () => loaded, [name])));
-        if (got.bound?.length) bound++;
+      const got = await readGot(target.pid, patched, names);
+      const bound = bindSymbols(patched, got, needsOtherObjects(patched, got, names) ? loaded : [], names);
+      expect(bound.has('no_such_symbol_anywhere')).toBe(false);
+      let fromGot = 0;
+      let own = 0;
+      let other = 0;
+      for (const [name, b] of bound) {
+        expect(b.name).toBe(name);
+        if (b.from.endsWith(' (GOT)')) {
+          // The very value the dynamic linker left in the first slot for the name, read on its own.
+          const slot = patched.elf.dynamicRelocations.find((r) => r.symbol?.name === name && (r.type === 6 || r.type === 7))!;
+          expect(Number((await native.readMemory(target.pid, patched.bias + slot.offset, 8)).readBigUInt64LE(0)), name).toBe(b.address);
+          fromGot++;
+        } else if (b.from === patched.path) {
+          expect(got.has(name), name).toBe(false);
+          expect(defines(name, b.address - patched.bias, [patched.elf.symbols, patched.elf.dynamicSymbols]), name).toBe(true);
+          own++;
+        } else {
+          const i = loaded.findIndex((o) => o.path === b.from);
+          expect(i, name).toBeGreaterThanOrEqual(0);
+          // The first object in load order (the patched one aside) that exports the name.
+          expect(loaded.findIndex((o) => o !== patched && exportsName(o, name)), name).toBe(i);
+          expect(defines(name, b.address - loaded[i].bias, [loaded[i].elf.dynamicSymbols]), name).toBe(true);
+          other++;
+        }
       }
-      expect(bound).toBeGreaterThan(50);
-      // And all names at once (those that do not throw).
-      const bindable = names.filter((n) => !exported(libc.elf, n) || exported(libc.elf, n)!.type !== 'GNU_IFUNC');
-      expect(await settle(() => bindSymbols(target.pid, patched, () => loaded, bindable))).toEqual(
-        await settle(() => referenceBind(target.pid, patched, () => loaded, bindable)),
-      );
+      // And every name left out is defined nowhere it could be bound from.
+      for (const name of names.filter((n) => !bound.has(n))) {
+        expect(got.has(name), name).toBe(false);
+        expect(loaded.some((o) => o !== patched && exportsName(o, name)), name).toBe(false);
+        const ownSymbols = [...patched.elf.symbols, ...patched.elf.dynamicSymbols].filter((s) => s.defined && s.name === name && SYMBOL_KINDS_BOUND.has(s.type));
+        expect(ownSymbols, name).toEqual([]);
+      }
+      expect(fromGot + own + other).toBeGreaterThan(50);
+      expect(other).toBeGreaterThan(0);
     });
   }
+
+  it('refuses an IFUNC the patched object does not import (its implementation cannot be picked)', async () => {
+    const target = await spawnTarget(fixturePath('uselib'));
+    const patched = findObject(target.pid, 'libgreet.so');
+    const loaded = loadedObjects(target.pid);
+    const libc = loaded.find((o) => o.path.split('/').pop()!.startsWith('libc.so'))!;
+    const name = libc.elf.dynamicSymbols.find((s) => s.defined && s.type === 'GNU_IFUNC' && !patched.elf.dynamicRelocations.some((r) => r.symbol?.name === s.name) && !patched.elf.symbols.some((o) => o.name === s.name))!.name;
+    const got = await readGot(target.pid, patched, [name]);
+    expect(needsOtherObjects(patched, got, [name])).toBe(true);
+    expect(() => bindSymbols(patched, got, loaded, [name])).toThrow(expect.objectContaining({ code: 'PATCH_IFUNC_SYMBOL' }) as unknown as Error);
+  });
+});
+
+describe('bindSymbols without a process', () => {
+  const sym = (name: string, value: number, extra: Partial<ElfSymbol> = {}): ElfSymbol => ({ name, value, size: 8, type: 'FUNC', bind: 'GLOBAL', visibility: 0, shndx: 1, defined: true, index: 0, ...extra }) as ElfSymbol;
+  const object = (p: string, bias: number, symbols: ElfSymbol[], dynamicSymbols: ElfSymbol[] = []): LoadedObject =>
+    ({ path: p, bias, elf: { symbols, dynamicSymbols, dynamicRelocations: [] } }) as unknown as LoadedObject;
+  const patched = object('/app', 0x1000, [sym('helper', 0x10, { bind: 'LOCAL' }), sym('both', 0x20)]);
+  const libA = object('/liba.so', 0x100000, [], [sym('both', 0x30), sym('only_a', 0x40), sym('hidden', 0x50, { bind: 'LOCAL' })]);
+  const libB = object('/libb.so', 0x200000, [], [sym('only_a', 0x60), sym('picky', 0x70, { type: 'GNU_IFUNC' }), sym('hidden', 0x80)]);
+
+  it('takes the GOT first, then the patched object, then the first loaded exporter', () => {
+    const got = new Map([['both', 0xabc]]);
+    const names = ['both', 'helper', 'only_a', 'hidden', 'missing'];
+    expect(needsOtherObjects(patched, got, ['both', 'helper'])).toBe(false);
+    expect(needsOtherObjects(patched, got, names)).toBe(true);
+    expect([...bindSymbols(patched, got, [patched, libA, libB], names).values()]).toEqual([
+      { name: 'both', address: 0xabc, from: '/app (GOT)' },
+      { name: 'helper', address: 0x1010, from: '/app' },
+      { name: 'only_a', address: 0x100040, from: '/liba.so' },
+      { name: 'hidden', address: 0x200080, from: '/libb.so' }, // a LOCAL symbol is not exported
+    ]);
+    expect(bindSymbols(patched, new Map(), [], ['both']).get('both')).toEqual({ name: 'both', address: 0x1020, from: '/app' });
+  });
+
+  it('refuses an IFUNC found only in another object', () => {
+    expect(() => bindSymbols(patched, new Map(), [libA, libB], ['picky'])).toThrow(/IFUNC/);
+    expect(bindSymbols(patched, new Map([['picky', 0x5]]), [libA, libB], ['picky']).get('picky')?.from).toBe('/app (GOT)');
+  });
 });
 
 // Ties the fixtures above do not have: two static functions of one name (the first in .symtab
@@ -150,7 +155,7 @@ int main(void) {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('keeps the first of equals, as the linear searches did', async () => {
+  it('keeps the first of equals: the first static definition, the first GOT slot', async () => {
     const { LD_BIND_NOW: _, ...env } = process.env;
     const child = spawn(join(dir, 'ties'), [], { stdio: ['pipe', 'pipe', 'inherit'], env });
     children.push(child);
@@ -162,9 +167,10 @@ int main(void) {
     expect(slots).toHaveLength(2);
     const values = (await native.readRanges(child.pid!, slots.map((r) => ({ addr: main.bias + r.offset, length: 8 })))).map((b) => Number(b.readBigUInt64LE(0)));
     expect(values[0]).not.toBe(values[1]);
-    const loaded = loadedObjects(child.pid!);
-    const got = await bindSymbols(child.pid!, main, () => loaded, ['dup', 'realpath']);
-    expect(got).toEqual(await referenceBind(child.pid!, main, () => loaded, ['dup', 'realpath']));
+    const names = ['dup', 'realpath'];
+    const inGot = await readGot(child.pid!, main, names);
+    expect(needsOtherObjects(main, inGot, names)).toBe(false);
+    const got = bindSymbols(main, inGot, [], names);
     expect(got.get('dup')?.address).toBe(main.bias + dups[0].value);
     expect(got.get('realpath')).toEqual({ name: 'realpath', address: values[0], from: `${main.path} (GOT)` });
   });
