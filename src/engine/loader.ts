@@ -65,7 +65,7 @@ function logBatch(log: UndoLog, remote: RemoteProcess, done: number[], calls: nu
   const undo: RemoteCall[] = [];
   if (done.length > 1 && done[1] >= 0) undo.push({ name: 'munmap', args: [done[1], size] });
   if (done.length > 0 && done.length < calls && done[0] >= 0) undo.push({ name: 'close', args: [done[0]] });
-  if (undo.length) log.add({ what: 'patch mapping(s)', keepIfLaterKept: true, undo: async () => (await remote.batch(undo), true) });
+  if (undo.length) log.add({ what: undo[0].name === 'munmap' ? 'patch mapping(s)' : 'memfd descriptor(s)', keepIfLaterKept: true, undo: async () => (await remote.batch(undo), true) });
 }
 
 function misplaced(at: number, base: number): HpError {
