@@ -4,7 +4,8 @@
  * now, with the records of the patches they jump into), the hot-patchable tables, what the
  * patched object's GOT binds for the patch's imports, and the earlier mappings of the same patch
  * that could be pointed at again. It returns a plain snapshot: the plan (plan.ts) is computed
- * from it alone, so planning is tested without a process.
+ * from it alone, so planning is tested without a process. (The execute step reads only what
+ * carrying out the plan needs: its own writes back, and the instructions a remote call borrows.)
  *
  * It refuses only what keeps it from reading safely: a namespace's init (unless allowed), an
  * object or function that is not there, a symbol that is not a function, a size that is not the
