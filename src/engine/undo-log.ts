@@ -73,7 +73,10 @@ export class UndoLog {
   async settle(error: unknown): Promise<never> {
     const { unchanged, summary } = await this.rollback();
     if (!(error instanceof HpError)) throw error;
-    throw new HpError(error.code, summary ? `${error.message}; ${summary}` : error.message, error.details, unchanged);
+    const settled = new HpError(error.code, summary ? `${error.message}; ${summary}` : error.message, error.details, unchanged);
+    // Where it failed, not where it was settled.
+    settled.stack = `${settled.name}: ${settled.message}${error.stack?.slice(error.stack.indexOf('\n')) ?? ''}`;
+    throw settled;
   }
 }
 

@@ -26,6 +26,10 @@ describe('the undo log', () => {
     expect(err.unchanged).toBe(true);
     expect(err.message).toBe('the bytes moved; the 1 patch mapping(s) and 2 write(s) already done were undone');
     expect(log.length).toBe(0);
+    // The stack still says where it failed.
+    const thrown = new HpError('WRITE_FAILED', 'short write');
+    const settled = await failure(new UndoLog(), thrown);
+    expect(settled.stack).toBe(`HpError: short write; nothing had been written${thrown.stack!.slice(thrown.stack!.indexOf('\n'))}`);
   });
 
   it('says nothing was written when no step was', async () => {
