@@ -348,9 +348,30 @@ describe('plan: every refusal', () => {
 
   it('a function too short for the jump, and code that lands inside the bytes the jump overwrites', () => {
     const short = new Simulated(loadedObject('short'));
-    expect(refusal(() => planOn(short, { object: short.obj.path, patchPath: 'x', functions: [{ name: 'tiny', replacement: 'tiny_v2' }] }, patchFile('short_fix.so'))).message).toMatch(/tiny/);
+    const tiny = refusal(() => planOn(short, { object: short.obj.path, patchPath: 'x', functions: [{ name: 'tiny', replacement: 'tiny_v2' }] }, patchFile('short_fix.so')));
+    expect(tiny.code).toBe('FUNCTION_TOO_SHORT');
+    expect(tiny.message).toMatch(/tiny/);
     const back = new Simulated(loadedObject('backbranch'));
     expect(refusal(() => planOn(back, { object: back.obj.path, patchPath: 'x', functions: [{ name: 'count_up', replacement: 'count_up_v2' }] }, patchFile('backbranch_fix.so'))).code).toBe('BRANCH_INTO_JUMP');
+  });
+
+  it('an import nothing defines, or one only an IFUNC of another object provides', () => {
+    const sim = loop();
+    // helper_global_fix.so imports `helper` and `counter`, which loop-pie does not define.
+    const fix = patchFile('helper_global_fix.so');
+    expect(fix.imports.sort()).toEqual(['counter', 'helper']);
+    const unbound = refusal(() => planOn(sim, patchCompute(), fix));
+    expect(unbound.code).toBe('PATCH_UNRESOLVED_SYMBOL');
+    expect(unbound.message).toMatch(/counter, helper/);
+    const lib = { ...loadedObject('libgreet.so'), path: '/usr/lib/libpicky.so' };
+    const ifunc = { ...lib.elf.dynamicSymbols.find((x) => x.defined)!, name: 'helper', type: 'GNU_IFUNC' as const };
+    const picky = { ...lib, elf: { dynamicSymbols: [ifunc] } } as unknown as LoadedObject;
+    expect(refusal(() => planOn(sim, patchCompute(), { ...fix, loaded: [sim.obj, picky] })).code).toBe('PATCH_IFUNC_SYMBOL');
+  });
+
+  it('a record too large for a mapping', () => {
+    const e = refusal(() => planOn(loop(), patchCompute(), patchFile('loop_fix.so'), { label: { packageId: 'x'.repeat(17 << 20) } }));
+    expect(e.code).toBe('TOO_MANY_SITES');
   });
 
   it('no room near the object, or none out of reach', () => {
