@@ -5,6 +5,8 @@
       "sources": [
         "native/addon.cc",
         "native/ptrace_ops.cc",
+        "native/procfs.cc",
+        "native/util.cc",
         "native/memory.cc",
         "native/remote_syscall.cc",
         "native/resume.cc",

@@ -16,12 +16,6 @@
 
 namespace hp {
 
-static std::string Hex(uint64_t v) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "0x%llx", (unsigned long long)v);
-  return buf;
-}
-
 // Inside the overwritten bytes, but not exactly at their start: a thread at the very first
 // byte has not executed any of them yet and will simply execute the new ones.
 static const Site* SiteContaining(const std::vector<Site>& sites, uint64_t pc) {
