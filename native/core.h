@@ -31,6 +31,21 @@ std::string Hex(uint64_t v);  // 0x… for messages
 // A step of the agent's work on a target (see HP_AGENT_KILL_AT_STEP in ptrace_ops.cc).
 void KillPoint();
 
+// ---- own_threads.cc: the agent's other threads step aside during a stop ---------------------
+// While one exists (on the tracer's thread), every other ordinary thread of this process is in
+// SCHED_IDLE, so it cannot hold a CPU an interrupted target thread needs (see own_threads.cc).
+class OwnThreadsAside {
+ public:
+  OwnThreadsAside();
+  ~OwnThreadsAside();
+  OwnThreadsAside(const OwnThreadsAside&) = delete;
+  OwnThreadsAside& operator=(const OwnThreadsAside&) = delete;
+  static int IdledNow();  // how many threads are idled at this instant (for the test)
+
+ private:
+  pid_t tid_;
+};
+
 // ---- memory.cc: the one place that reads and writes target memory ---------------------------
 // Through /proc/PID/mem, which (for a process we may ptrace) also writes read-only code pages,
 // because the kernel uses FOLL_FORCE for it, exactly like PTRACE_POKEDATA but in one call.

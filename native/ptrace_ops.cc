@@ -44,14 +44,16 @@ static const long kKillAt = [] {
 
 // Threads interrupted whose registers are not yet settled (see Tracee::Settle), over every
 // Tracee of this process: HP_AGENT_KILL_REPORT=FILE gets the count at the kill, so a test can
-// tell the one window in which a SIGKILL can still cost a blocked call an EINTR.
+// tell the one window in which a SIGKILL can still cost a blocked call an EINTR, and how many of
+// our own threads stood aside at that instant (own_threads.cc).
 static std::atomic<long> gUnsettled{0};
 
 void KillPoint() {
   if (kKillAt <= 0) return;
   if (gSteps.fetch_add(1, std::memory_order_relaxed) + 1 != kKillAt) return;
   if (const char* report = getenv("HP_AGENT_KILL_REPORT")) {
-    std::string line = "unsettled " + std::to_string(gUnsettled.load()) + "\n";
+    std::string line = "unsettled " + std::to_string(gUnsettled.load()) + " idled " +
+                       std::to_string(OwnThreadsAside::IdledNow()) + "\n";
     int fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {
       if (write(fd, line.data(), line.size()) < 0) {

@@ -11,6 +11,19 @@ import { entryBytes, fileEntryBytes, patchMappings } from './helpers.js';
 
 killTargetsAfterEach(afterEach);
 
+
+/** The scheduling policy (stat field 41; 0 = SCHED_OTHER, 5 = SCHED_IDLE) of each of our threads. */
+function ownThreadPolicies(): number[] {
+  return fs.readdirSync('/proc/self/task').flatMap((tid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38])];
+    } catch {
+      return []; // the thread ended
+    }
+  });
+}
+
 describe('the engine in-process', () => {
   it('applies, inspects and reverts with default options, repeatedly', async () => {
     const t = await spawnTarget(fixturePath('loop-pie'));
@@ -98,6 +111,8 @@ describe('the engine in-process', () => {
     expect(elapsed).toBeGreaterThanOrEqual(400);
     // A blocked loop would have fired the timer at most once.
     expect(ticks).toBeGreaterThan(elapsed / 10 / 4);
+    // Our threads stood aside (SCHED_IDLE) only for each stop, and every one is back now.
+    expect(ownThreadPolicies().filter((p) => p !== 0)).toEqual([]);
     expect((await entryBytes(t.pid, 'stuck')).equals(fileEntryBytes(t.pid, 'stuck'))).toBe(true);
     // The patch was mapped in the same attach as the refused switch: it is gone again, descriptor too.
     expect(patchMappings(t.pid)).toEqual([]);

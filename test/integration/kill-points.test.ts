@@ -25,6 +25,8 @@ interface Run {
   out: string;
   /** Killed: how many threads were interrupted and not yet settled at that instant. */
   unsettled: number;
+  /** Killed: how many of the agent's own threads were in SCHED_IDLE at that instant. */
+  idled: number;
 }
 
 const report = path.join(os.tmpdir(), `hp-kill-report-${process.pid}`);
@@ -37,12 +39,14 @@ function run(args: string[], step: number, home?: string): Promise<Run> {
     execFile(process.execPath, [cliPath, ...args], { timeout: 60_000, env }, (err, stdout, stderr) => {
       const e = err as (Error & { code?: number | string; signal?: string }) | null;
       let unsettled = 0;
+      let idled = 0;
       try {
-        unsettled = Number(/unsettled (\d+)/.exec(fs.readFileSync(report, 'utf8'))?.[1] ?? 0);
+        const said = /unsettled (\d+) idled (\d+)/.exec(fs.readFileSync(report, 'utf8'));
+        [unsettled, idled] = [Number(said?.[1] ?? 0), Number(said?.[2] ?? 0)];
       } catch {
         // not killed
       }
-      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, out: stdout + stderr, unsettled });
+      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, out: stdout + stderr, unsettled, idled });
     });
   });
 }
@@ -91,7 +95,11 @@ describe('the agent killed at every step', () => {
       expect(answersAllowed, `killed at step ${step}`).toContain(await t.request('call'));
       const [, e, early] = /eintr (\d+) early (\d+)/.exec(await disturbances(t))!.map(Number);
       expect(early, `killed at step ${step}: a wait returned early`).toBe(0);
-      if (killed && killed.unsettled > 0) windowKills++;
+      if (killed && killed.unsettled > 0) {
+        windowKills++;
+        // Inside a stop the agent's other threads stand aside (native/own_threads.cc).
+        expect(killed.idled, `killed at step ${step} inside a stop`).toBeGreaterThan(0);
+      }
       expect(e - eintrs, `killed at step ${step} with ${killed?.unsettled ?? 0} thread(s) unsettled`).toBeLessThanOrEqual(killed?.unsettled ?? 0);
       eintrs = e;
     };
