@@ -24,9 +24,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HpError } from '../errors.js';
+import { isGone, processStartTime, readProcStat } from '../proc/stat.js';
 import { fsyncDirSync } from './atomic.js';
 import { homeLayout } from './home.js';
-import { processStartTime, readProcStat } from './services.js';
 
 export interface LockInfo {
   pid: number;
@@ -143,7 +143,7 @@ function staleness(read: LockRead): StaleReason | undefined {
   if (!info) return 'unreadable';
   if (info.host !== os.hostname()) return undefined;
   const stat = readProcStat(info.pid);
-  if (!stat || stat.state === 'Z' || stat.state === 'X' || stat.state === 'x') return 'dead';
+  if (!stat || isGone(stat.state)) return 'dead';
   if (info.startTime >= 0 && stat.startTime !== info.startTime) return 'pid-reused';
   return undefined;
 }

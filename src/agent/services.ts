@@ -36,6 +36,7 @@ import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { peekBuildId } from '../elf/index.js';
 import { HpError } from '../errors.js';
+import { isGone, processIsSame, processStartTime, readProcStat } from '../proc/stat.js';
 import { nowIso } from '../clock.js';
 import { readJsonSync, writeJsonAtomic } from './atomic.js';
 import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
@@ -103,63 +104,7 @@ const POLL_MS = 15;
 const LOG_TAIL_BYTES = 2_000;
 
 // ---------------------------------------------------------------------------------------------
-// /proc/PID/stat
-
-export interface ProcStat {
-  pid: number;
-  comm: string;
-  /** Scheduler state letter: R, S, D, T, t, Z, X ... */
-  state: string;
-  ppid: number;
-  pgrp: number;
-  session: number;
-  /** Field 22: start time after boot, in clock ticks. */
-  startTime: number;
-}
-
-/** Parsed /proc/PID/stat, or undefined when there is no such process. */
-export function readProcStat(pid: number): ProcStat | undefined {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // "PID (comm) S PPID ..." — comm may contain spaces and ')', so cut at the last ')'.
-  const close = text.lastIndexOf(')');
-  const open = text.indexOf('(');
-  if (open < 0 || close < open) return undefined;
-  const rest = text.slice(close + 2).trim().split(/\s+/);
-  // rest[0] is field 3 (state), so field N is rest[N - 3].
-  const field = (n: number) => Number(rest[n - 3]);
-  return {
-    pid,
-    comm: text.slice(open + 1, close),
-    state: rest[0] ?? '?',
-    ppid: field(4),
-    pgrp: field(5),
-    session: field(6),
-    startTime: field(22),
-  };
-}
-
-/** Start time (field 22 of /proc/PID/stat) of a live process, undefined if gone or a zombie. */
-export function processStartTime(pid: number): number | undefined {
-  const stat = readProcStat(pid);
-  if (!stat || isDead(stat.state)) return undefined;
-  return stat.startTime;
-}
-
-function isDead(state: string): boolean {
-  return state === 'Z' || state === 'X' || state === 'x';
-}
-
-/** The process `pid` exists, is not a zombie, and started at `startTime` (PID reuse safe). */
-export function processIsSame(pid: number, startTime: number): boolean {
-  const stat = readProcStat(pid);
-  return stat !== undefined && !isDead(stat.state) && stat.startTime === startTime;
-}
+// Identity
 
 /** Same PID and same start time (so not a recycled PID), and not a zombie. */
 export function serviceAlive(record: Pick<ServiceRecord, 'pid' | 'startTime'>): boolean {
@@ -491,7 +436,7 @@ export async function waitServiceReady(
 function signalService(record: ServiceRecord, signal: NodeJS.Signals): void {
   // Check identity right before signalling: never signal a process that merely reuses the PID.
   const stat = readProcStat(record.pid);
-  if (!stat || isDead(stat.state) || stat.startTime !== record.startTime) return;
+  if (!stat || isGone(stat.state) || stat.startTime !== record.startTime) return;
   try {
     // A service we started leads its own process group: signal the group, so helpers it forked
     // go too. A record from elsewhere may not: then just the process.

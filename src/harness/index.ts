@@ -20,6 +20,7 @@ import os from 'node:os';
 import path, { basename } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { processExists, processState } from '../proc/stat.js';
 
 export interface TargetOptions {
   args?: string[];
@@ -215,23 +216,6 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** The state letter of /proc/PID/stat (R, S, D, T, t, Z, X, ...), or undefined if it is gone. */
-function procState(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // "pid (comm) S ...": comm may contain spaces and parentheses, the state follows the last ')'
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The process exists and is neither a zombie nor dead (it may be stopped or traced). */
-function isRunning(pid: number): boolean {
-  const state = procState(pid);
-  return state !== undefined && state !== 'Z' && state !== 'X' && state !== 'x';
-}
-
 function tracerPid(pid: number): number | undefined {
   try {
     const match = /^TracerPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -341,7 +325,7 @@ class TargetProcess implements Target, Killable {
       };
     });
     child.once('exit', (code, signal) => {
-      if (isRunning(this.targetPid)) {
+      if (processExists(this.targetPid)) {
         // Not the end of the target: either libuv's waitpid() took a pending ptrace-stop for an
         // exit (possible only for a direct child traced from this process), or launch died
         // before it (the target gets SIGKILL then). Watch /proc instead.
@@ -386,7 +370,7 @@ class TargetProcess implements Target, Killable {
   }
 
   alive(): boolean {
-    return !this.exitInfo && isRunning(this.targetPid);
+    return !this.exitInfo && processExists(this.targetPid);
   }
 
   request(line: string, timeoutMs = this.requestTimeoutMs): Promise<string> {
@@ -420,7 +404,7 @@ class TargetProcess implements Target, Killable {
       if (outcome === 'timeout') {
         const tracer = tracerPid(this.targetPid);
         throw new Error(
-          `${this.describe()}: still there ${KILL_WAIT_MS} ms after SIGKILL (state ${procState(this.targetPid) ?? '?'}` +
+          `${this.describe()}: still there ${KILL_WAIT_MS} ms after SIGKILL (state ${processState(this.targetPid) ?? '?'}` +
             `${tracer ? `, traced by pid ${tracer}` : ''})`,
         );
       }
@@ -499,7 +483,7 @@ class TargetProcess implements Target, Killable {
     this.watching = true;
     await delay(initialDelayMs);
     while (!this.exitInfo) {
-      if (!isRunning(this.targetPid)) {
+      if (!processExists(this.targetPid)) {
         // give Node a last chance to report the real status
         await delay(50);
         this.settleExit({ code: null, signal: null });

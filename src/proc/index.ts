@@ -12,5 +12,7 @@ export {
 export type { MapEntry } from './maps.js';
 export { FileSearch, computeLoadBias, findObject, loadedObjects, objectsIn, readElfFile, symbolAddress } from './objects.js';
 export type { LoadedObject } from './objects.js';
-export { exePath, isNamespaceInit, listThreads, readProcText, processExists, processName, processStat, processState, readAuxv, readStatus, tracerOf } from './procfs.js';
+export { isNamespaceInit, readProcText, readAuxv, readStatus } from './procfs.js';
+export { isGone, processExists, processIsSame, processStartTime, processState, readProcStat } from './stat.js';
+export type { ProcStat } from './stat.js';
 export type { ProcessStatus } from './procfs.js';

@@ -8,7 +8,8 @@ import { ET_EXEC, ElfFile, PT_LOAD, SHN_ABS } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { PAGE_SIZE } from '../x64/index.js';
 import { devNumber, readMaps, type MapEntry } from './maps.js';
-import { AT_ENTRY, AT_PHDR, checkPid, procPath, processExists, processState, readAuxv } from './procfs.js';
+import { AT_ENTRY, AT_PHDR, checkPid, procPath, readAuxv } from './procfs.js';
+import { processExists, processState } from './stat.js';
 
 export interface LoadedObject {
   /** Path as the kernel reports it in /proc/PID/maps (without ' (deleted)'). */

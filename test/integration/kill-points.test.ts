@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fixturePath, killTargetsAfterEach } from '../../src/harness/index.js';
+import { processExists } from '../../src/proc/stat.js';
 import { answers, BASELINE, bootMachine, cleanUp, expected, pkg, servicePid, type Machine } from './agent-helpers.js';
 import { cliPath, disturbances, spawnWaiters } from './helpers.js';
 
@@ -51,15 +52,6 @@ function run(args: string[], step: number, home?: string): Promise<Run> {
   });
 }
 
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !'ZXx'.includes(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Kills `change` at step 1, 1+EVERY, … until it runs to its end; after each kill `check` looks
  * at the service and repairs it with two more agent runs. Returns the kill points tried.
@@ -91,7 +83,7 @@ describe('the agent killed at every step', () => {
     let eintrs = 0;
     let windowKills = 0;
     const expectHealthy = async (step: number, answersAllowed: string[], killed?: Run) => {
-      expect(alive(t.pid), `killed at step ${step}: the target died`).toBe(true);
+      expect(processExists(t.pid), `killed at step ${step}: the target died`).toBe(true);
       expect(answersAllowed, `killed at step ${step}`).toContain(await t.request('call'));
       const [, e, early] = /eintr (\d+) early (\d+)/.exec(await disturbances(t))!.map(Number);
       expect(early, `killed at step ${step}: a wait returned early`).toBe(0);
@@ -133,7 +125,7 @@ describe('the agent killed at every step', () => {
     const apply = (id: string) => (step: number) => run(['apply', pkg(id), '--json'], step, m.home);
     const revert = (kb: string) => (step: number) => run(['revert', kb, '--json'], step, m.home);
     const level = async (step: number, allowed: string[], after = '') => {
-      expect(alive(pid), `killed at step ${step}: the service died`).toBe(true);
+      expect(processExists(pid), `killed at step ${step}: the service died`).toBe(true);
       expect(servicePid(m)).toBe(pid);
       const now = await answers(m.sock);
       const match = allowed.find((l) => JSON.stringify(now) === JSON.stringify(pickLevel(l, now)));
@@ -144,7 +136,7 @@ describe('the agent killed at every step', () => {
     // Right after a kill, each function may be at either level (the objects of a process switch
     // one transaction each): every answer must be one of the two levels' answers.
     const between = async (step: number, levels: string[]) => {
-      expect(alive(pid), `killed at step ${step}: the service died`).toBe(true);
+      expect(processExists(pid), `killed at step ${step}: the service died`).toBe(true);
       expect(servicePid(m)).toBe(pid);
       const now = await answers(m.sock);
       for (const [q, a] of Object.entries(now)) expect(levels.map((l) => expected[l][q]), `killed at step ${step}: "${q}"`).toContain(a);

@@ -6,9 +6,8 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { HpError } from '../../src/errors.js';
 import { buildFixtures, fixturePath, unixRequest } from '../../src/harness/index.js';
 import { ensureHome, homeLayout, serviceLogPath } from '../../src/agent/home.js';
+import { isGone, processStartTime, readProcStat } from '../../src/proc/stat.js';
 import {
-  processStartTime,
-  readProcStat,
   readServicePidFile,
   serviceAlive,
   servicePidFile,
@@ -62,7 +61,7 @@ function groupMembers(pgid: number): number[] {
     .map(Number)
     .filter((pid) => {
       const stat = readProcStat(pid);
-      return stat !== undefined && stat.pgrp === pgid && stat.state !== 'Z';
+      return stat !== undefined && stat.pgrp === pgid && !isGone(stat.state);
     });
 }
 
