@@ -10,7 +10,11 @@ export {
   readMaps,
 } from './maps.js';
 export type { MapEntry } from './maps.js';
-export { FileSearch, computeLoadBias, findObject, loadedObjects, objectsIn, readElfFile, symbolAddress } from './objects.js';
+export { computeLoadBias } from './loads.js';
+export { FileSearch } from './mapped-files.js';
+export { findObject, loadedObjects, objectsIn, symbolAddress } from './objects.js';
+// Reads a file that belongs to no process: src/elf's (named here too for the engine, which imports it from proc).
+export { readElfFile } from '../elf/read-file.js';
 export type { LoadedObject } from './objects.js';
 export { isNamespaceInit, readProcText, readAuxv, readStatus } from './procfs.js';
 export { isGone, processExists, processIsSame, processStartTime, processState, readProcStat } from './stat.js';
