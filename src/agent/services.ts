@@ -3,7 +3,7 @@
  *
  * How a service is started (and why):
  *
- *   agent ──spawn──> node -e LAUNCHER ──spawn(detached)──> SERVICE        (LAUNCHER exits at once)
+ *   agent ──spawn──> node service-launcher.js ──spawn(detached)──> SERVICE   (the launcher exits at once)
  *
  * - The service is a *grandchild* of the agent. The agent's child is a tiny Node launcher that
  *   spawns the service and exits as soon as the exec succeeded, printing the service's PID; the
@@ -34,6 +34,7 @@
 import { execFile, spawn } from 'node:child_process';
 import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { peekBuildId } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { isGone, processIsSame, processStartTime, readProcStat } from '../proc/stat.js';
@@ -41,7 +42,9 @@ import { nowIso } from '../clock.js';
 import { readJsonSync, writeJsonAtomic } from './atomic.js';
 import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
 import { killPoint } from './kill-point.js';
-import { DEFAULT_READINESS, expandRun, prepareReadiness, readFrom, readinessWaiter, type Readiness } from './readiness.js';
+import { DEFAULT_READINESS, expandRun, prepareReadiness, readinessWaiter, type Readiness } from './readiness.js';
+import type { LauncherAnswer, LauncherConfig } from './service-launcher.js';
+import { logSize, logTail } from './service-log.js';
 
 export interface ServiceSpec {
   name: string;
@@ -101,7 +104,6 @@ const DEFAULT_STOP_TIMEOUT_MS = 5_000;
 const KILL_WAIT_MS = 3_000;
 const LAUNCHER_TIMEOUT_MS = 15_000;
 const POLL_MS = 15;
-const LOG_TAIL_BYTES = 2_000;
 
 // ---------------------------------------------------------------------------------------------
 // Identity
@@ -138,37 +140,14 @@ export function readServicePidFile(home: string, name: string): ServiceRecord | 
 // ---------------------------------------------------------------------------------------------
 // Start
 
-// Runs as `node -e LAUNCHER CONFIG_JSON`: opens the FIFO (O_RDWR: never blocks, never EOF) and
-// the log, spawns the service in its own session with them as stdio, prints {"pid":N} or
-// {"error":...} and exits without waiting for the service.
-const LAUNCHER = `'use strict';
-const { spawn } = require('node:child_process');
-const fs = require('node:fs');
-const cfg = JSON.parse(process.argv[1]);
-const report = (o) => { fs.writeSync(1, JSON.stringify(o) + '\\n'); };
-let stdinFd, logFd;
-try {
-  stdinFd = fs.openSync(cfg.fifo, fs.constants.O_RDWR);
-  logFd = fs.openSync(cfg.log, 'a', 0o600);
-} catch (e) {
-  report({ error: e.message, code: e.code, stage: 'open' });
-  process.exit(1);
-}
-const child = spawn(cfg.file, cfg.args, { cwd: cfg.cwd, detached: true, stdio: [stdinFd, logFd, logFd] });
-child.once('error', (e) => { report({ error: e.message, code: e.code, stage: 'exec' }); process.exit(1); });
-child.once('spawn', () => { report({ pid: child.pid }); child.unref(); process.exit(0); });
-`;
+// The launcher is the compiled dist/agent/service-launcher.js whether this module runs from dist/
+// (or from the bundle, dist/bundle/), or from the TypeScript sources under a test runner: Node runs
+// JavaScript only, and every one of these sits two folders below the package root.
+const LAUNCHER = fileURLToPath(new URL('../../dist/agent/service-launcher.js', import.meta.url));
 
-interface LauncherAnswer {
-  pid?: number;
-  error?: string;
-  code?: string;
-  stage?: string;
-}
-
-function runLauncher(config: object, env: NodeJS.ProcessEnv): Promise<LauncherAnswer> {
+function runLauncher(config: LauncherConfig, env: NodeJS.ProcessEnv): Promise<LauncherAnswer> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', LAUNCHER, JSON.stringify(config)], {
+    const child = spawn(process.execPath, [LAUNCHER, JSON.stringify(config)], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -210,17 +189,6 @@ async function ensureFifo(fifo: string): Promise<void> {
   if (st?.isFIFO()) return;
   if (st) await fsp.rm(fifo, { force: true });
   await makeFifo(fifo);
-}
-
-async function logSize(file: string): Promise<number> {
-  const st = await fsp.stat(file).catch(() => undefined);
-  return st?.size ?? 0;
-}
-
-async function logTail(file: string, since: number): Promise<string> {
-  const size = await logSize(file);
-  const from = Math.max(since, size - LOG_TAIL_BYTES);
-  return (await readFrom(file, from, LOG_TAIL_BYTES)).toString('utf8').trim();
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -295,7 +263,6 @@ export async function startService(
   await fsp.mkdir(layout.run, { recursive: true, mode: 0o700 });
   await fsp.mkdir(layout.serviceLogs, { recursive: true, mode: 0o700 });
   const fifo = serviceStdinFifo(home, spec.name);
-  const log = serviceLogPath(home, spec.name);
   try {
     await ensureFifo(fifo);
   } catch (error) {
@@ -343,7 +310,7 @@ async function launchAndWait(
   try {
     answer = await runLauncher({ fifo, log, cwd: layout.run, file: spec.file, args }, env);
   } catch (error) {
-    throw new HpError('SERVICE_START_FAILED', `cannot start service ${spec.name}: cannot run the launcher ${process.execPath}: ${(error as Error).message}`, {
+    throw new HpError('SERVICE_START_FAILED', `cannot start service ${spec.name}: cannot run the launcher ${process.execPath} ${LAUNCHER}: ${(error as Error).message}`, {
       service: spec.name,
     });
   }

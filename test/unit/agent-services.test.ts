@@ -210,6 +210,33 @@ describe('services', () => {
     expect((await errorOf(start({ name: '../x', file: '/bin/sh', args: [] }))).code).toBe('BAD_NAME');
   });
 
+  it('reports a file the launcher cannot exec (a directory passes the access check), naming the stage', async () => {
+    const error = await errorOf(start({ name: 'dir', file: home, args: [] }));
+    expect(error.code).toBe('SERVICE_START_FAILED');
+    expect(error.details).toMatchObject({ service: 'dir', file: home, code: 'EACCES', stage: 'exec' });
+    expect(fs.existsSync(servicePidFile(home, 'dir'))).toBe(false);
+  });
+
+  it('the launcher is the compiled dist/agent/service-launcher.js, a program of its own that answers one line', async () => {
+    const launcher = new URL('../../dist/agent/service-launcher.js', import.meta.url).pathname;
+    const runIt = (config: object) =>
+      new Promise<string>((resolve, reject) => {
+        const child = spawn(process.execPath, [launcher, JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+        child.once('error', reject);
+        child.once('close', () => resolve(out));
+      });
+    const log = path.join(home, 'l.log');
+    expect(JSON.parse(await runIt({ fifo: path.join(home, 'missing.fifo'), log, cwd: home, file: '/bin/true', args: [] }))).toMatchObject({ code: 'ENOENT', stage: 'open' });
+    // a plain file as stdin will do here: the launcher only opens it
+    const stdin = path.join(home, 'stdin');
+    fs.writeFileSync(stdin, '');
+    const answer = JSON.parse(await runIt({ fifo: stdin, log, cwd: home, file: '/bin/sh', args: ['-c', 'echo started $$'] })) as { pid: number };
+    for (let i = 0; i < 200 && !fs.readFileSync(log, 'utf8').includes('started'); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fs.readFileSync(log, 'utf8')).toBe(`started ${answer.pid}\n`);
+  });
+
   it('serviceAlive is PID-reuse safe', async () => {
     const record = await start({ name: 'web', file: fixturePath('service'), args: [`${HP_RUN}/web.sock`, '1'] });
     expect(serviceAlive({ pid: record.pid, startTime: record.startTime + 1 })).toBe(false);
