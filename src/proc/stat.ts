@@ -19,6 +19,8 @@ export interface ProcStat {
   stime: number;
   /** Field 22: start time after boot, in clock ticks. With the PID, it tells a recycled PID apart. */
   startTime: number;
+  /** Field 41: scheduling policy (0 SCHED_OTHER, 1 SCHED_FIFO, 2 SCHED_RR, 3 SCHED_BATCH, 5 SCHED_IDLE). */
+  policy: number;
 }
 
 /** Parsed /proc/PID/stat (of thread `tid` of it when given), undefined when there is no such process. */
@@ -49,6 +51,7 @@ export function readProcStat(pid: number, tid?: number): ProcStat | undefined {
     utime: field(14),
     stime: field(15),
     startTime: field(22),
+    policy: field(41),
   };
 }
 

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { applyPatch, changeFunctions, inspectFunctions, revertFunctions } from '../../src/engine/patch.js';
-import { readMaps } from '../../src/proc/index.js';
+import { readMaps, readProcStat } from '../../src/proc/index.js';
 import { HpError } from '../../src/errors.js';
 import { fixturePath, killTargetsAfterEach, spawnTarget } from '../../src/harness/index.js';
 import { entryBytes, fileEntryBytes, patchMappings } from './helpers.js';
@@ -12,15 +12,11 @@ import { entryBytes, fileEntryBytes, patchMappings } from './helpers.js';
 killTargetsAfterEach(afterEach);
 
 
-/** The scheduling policy (stat field 41; 0 = SCHED_OTHER, 5 = SCHED_IDLE) of each of our threads. */
+/** The scheduling policy (0 = SCHED_OTHER, 5 = SCHED_IDLE) of each of our threads. */
 function ownThreadPolicies(): number[] {
   return fs.readdirSync('/proc/self/task').flatMap((tid) => {
-    try {
-      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38])];
-    } catch {
-      return []; // the thread ended
-    }
+    const stat = readProcStat(process.pid, Number(tid));
+    return stat ? [stat.policy] : []; // undefined: the thread ended
   });
 }
 

@@ -610,6 +610,7 @@ describe('process facts of real processes', () => {
     const main = readProcStat(p.pid)!;
     expect(main).toMatchObject({ pid: p.pid, comm: 'hp-family', pgrp: expect.any(Number), session: expect.any(Number) });
     expect(main.startTime).toBeGreaterThan(0);
+    expect(main.policy).toBe(0); // SCHED_OTHER
     for (const tid of tids) {
       const t = readProcStat(p.pid, tid)!;
       // a thread: its own id, the process's name, parent and start (threads start after it)
