@@ -24,7 +24,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HpError } from '../errors.js';
-import { fsyncDirSync } from './atomic.js';
+import { fsyncDirSync } from '../fs/atomic.js';
 import { homeLayout } from './home.js';
 import { processStartTime, readProcStat } from './services.js';
 

@@ -37,7 +37,7 @@ import path from 'node:path';
 import { peekBuildId } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { nowIso } from '../clock.js';
-import { readJsonSync, writeJsonAtomic } from './atomic.js';
+import { readJsonSync, writeJsonAtomic } from '../fs/atomic.js';
 import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
 import { killPoint } from './kill-point.js';
 import { DEFAULT_READINESS, expandRun, prepareReadiness, readFrom, readinessWaiter, type Readiness } from './readiness.js';
