@@ -27,7 +27,6 @@ export function exitCodeOf(e: unknown): number {
   return e.unchanged ? EXIT.refused : EXIT.failed;
 }
 
-export const addr = (n: number) => '0x' + n.toString(16);
 export const spacedHex = (hex: string) => hex.replace(/(..)(?!$)/g, '$1 ');
 
 /** How wide a table may be: COLUMNS, else the terminal's width; none when writing to a pipe (whole lines). */
