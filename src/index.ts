@@ -9,7 +9,8 @@ export { applyPatch, revertFunctions, inspectFunctions } from './engine/patch.js
 export type { ApplyOptions, ApplyReport, RevertOptions, RevertReport, FunctionSpec, FunctionState, SiteReport } from './engine/patch.js';
 export { apply, revert, status, history, reboot, boot, pack, planApply, planRevert, planReboot, planBoot } from './agent/library.js';
 export type { AgentPackOptions, AgentOptions, AgentApplyOptions, AgentRevertOptions, AgentStatusOptions, AgentHistoryOptions } from './agent/library.js';
-export type { InstallResult, RevertResult, RebootResult, PatchEntry, ApplyPlan, RevertPlan } from './agent/operations.js';
+export type { InstallResult, RevertResult, PatchEntry, ApplyPlan, RevertPlan } from './agent/operations.js';
+export type { RebootResult } from './agent/reboot.js';
 export type { RebootPlan } from './agent/reboot.js';
 export type { ProcessResult, PlannedProcessResult } from './agent/hotpatch.js';
 export type { ChangePlan, PlannedSite } from './engine/plan.js';

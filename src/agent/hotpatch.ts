@@ -15,7 +15,7 @@ import { changePlan, type ChangePlan } from '../engine/plan.js';
 import type { JumpKind } from '../x64/jump.js';
 import { ElfFile, inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
-import { describeHotpatchFunction, type HotpatchManifest, type Manifest } from '../package/index.js';
+import { describeHotpatchFunction, type HotpatchManifest } from '../package/index.js';
 import { baselineFiles, baselinePathOf, filePath, searchScope, type BaselineFiles } from './baseline.js';
 import { allPids, processesUnder, searchProcesses, type RunningProcess } from './discover.js';
 import type { AgentLogger } from './log.js';
@@ -383,8 +383,3 @@ function patchModeOf(m: HotpatchManifest | undefined): PatchMode {
 }
 
 export type ChangeReportLabel = { packageId: string; kb: string; baselineId: string; sequence: number } | undefined;
-
-export function isHotpatch(m: Manifest): m is HotpatchManifest {
-  return m.kind === 'hotpatch';
-}
-

@@ -477,6 +477,3 @@ function operationNow(s: Session): { interruptedOperation?: { kind: string; star
   const at = { kind: op.kind, startedAt: op.startedAt };
   return holder ? { runningOperation: { ...at, pid: holder.pid, command: holder.command } } : { interruptedOperation: at };
 }
-
-export { installedBaselineManifest, storedManifest };
-export type { RebootResult } from './reboot.js';

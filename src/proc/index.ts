@@ -13,4 +13,4 @@ export type { MapEntry } from './maps.js';
 export { FileSearch, computeLoadBias, findObject, loadedObjects, objectsIn, readElfFile, symbolAddress } from './objects.js';
 export type { LoadedObject } from './objects.js';
 export { exePath, isNamespaceInit, listThreads, readProcText, processExists, processName, processStat, processState, readAuxv, readStatus, tracerOf } from './procfs.js';
-export type { ProcessStatus } from './procfs.js';
+export type { ProcStatus } from './procfs.js';
