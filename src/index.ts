@@ -2,7 +2,7 @@
  * hp-agent as a library: the agent's operations (apply, revert, status, history, reboot, boot,
  * pack), the engine, the process views and the pure building blocks.
  */
-export { HpError } from './errors.js';
+export { ERROR_CODES, HpError, isErrorCode, type ErrorCode, type ErrorCodeInfo } from './errors.js';
 export { native } from './native.js';
 export type { TransactionResult, TransactionOptions, TransactionSite, ThreadSnapshot } from './native.js';
 export { applyPatch, revertFunctions, inspectFunctions } from './engine/patch.js';

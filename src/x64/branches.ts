@@ -29,7 +29,7 @@
  */
 import { createRequire } from 'node:module';
 import type * as Iced from 'iced-x86';
-import { BRANCH_INTO_JUMP, HpError } from '../errors.js';
+import { HpError } from '../errors.js';
 import { hexAddr } from '../hex.js';
 
 type IcedModule = typeof Iced;
@@ -175,7 +175,7 @@ export function refuseLandingsInside(site: OverwriteSite, code: Uint8Array, tran
       ? 'Not even zero-stop mode can change it in place'
       : (site.alternative ?? 'Built with hot-patchable entries (-fpatchable-function-entry=7,5) it would change through its padding instead, overwriting only a 2-byte NOP at the entry (zero-stop mode)');
   throw new HpError(
-    BRANCH_INTO_JUMP,
+    'BRANCH_INTO_JUMP',
     `refusing to ${site.verb ?? 'patch'} ${where}: its own code resumes inside ${what} (${range}), where a thread would run the middle of the jump: ${shown}. ${next}. Nothing was changed`,
     {
       function: site.name,
