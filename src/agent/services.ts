@@ -39,7 +39,7 @@ import { peekBuildId } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { isGone, processIsSame, processStartTime, readProcStat } from '../proc/stat.js';
 import { nowIso } from '../clock.js';
-import { readJsonSync, writeJsonAtomic } from './atomic.js';
+import { readJsonSync, writeJsonAtomic } from '../fs/atomic.js';
 import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
 import { killPoint } from './kill-point.js';
 import { DEFAULT_READINESS, expandRun, prepareReadiness, readinessWaiter, type Readiness } from './readiness.js';

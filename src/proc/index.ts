@@ -19,4 +19,4 @@ export type { LoadedObject } from './objects.js';
 export { isNamespaceInit, readProcText, readAuxv, readStatus } from './procfs.js';
 export { isGone, processExists, processIsSame, processStartTime, processState, readProcStat } from './stat.js';
 export type { ProcStat } from './stat.js';
-export type { ProcessStatus } from './procfs.js';
+export type { ProcStatus } from './procfs.js';

@@ -56,7 +56,7 @@ export function readProcBuffer(pid: number, file: string): Buffer {
 }
 
 /** The fields of /proc/PID/status hp-agent needs. */
-export interface ProcessStatus {
+export interface ProcStatus {
   /** Single-letter scheduler state (R, S, D, T, t, Z, X, ...). */
   state: string;
   ppid: number;
@@ -70,7 +70,7 @@ export interface ProcessStatus {
 }
 
 /** One read of /proc/PID/status. */
-export function readStatus(pid: number): ProcessStatus {
+export function readStatus(pid: number): ProcStatus {
   const status = readProcText(pid, 'status');
   const field = (name: string): string => {
     const m = new RegExp(`^${name}:\\s*(\\S+)`, 'm').exec(status);
