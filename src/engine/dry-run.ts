@@ -4,8 +4,7 @@
  * every command's `--json` uses for them.
  */
 import type { ChangeReport, SiteAction, SiteReport } from './patch.js';
-
-const hexAddr = (n: number) => '0x' + n.toString(16);
+import { hexAddr } from '../hex.js';
 
 export interface PlannedSite {
   action: SiteAction;

@@ -18,6 +18,7 @@ import {
 } from '../x64/index.js';
 import type { PatchLabel, SiteRecord } from './record.js';
 import type { ProcessView } from './view.js';
+import { hexBytes } from '../hex.js';
 
 export interface FunctionState {
   function: string;
@@ -50,8 +51,6 @@ export interface Entry {
   /** All `size` bytes of the function in the target now, when the caller asked for them. */
   body?: Buffer;
 }
-
-const hex = (b: Buffer) => b.toString('hex');
 
 /**
  * Reads and decodes the entries of `names` in `obj`; of the names in `whole`, the whole body too
@@ -138,7 +137,7 @@ async function ours(
   const record = await view.record(mapping);
   const site = record.sites.find((s) => s.siteAddress === jump.siteAddress);
   // A jump into our mapping that its record does not describe is not ours to undo.
-  if (!site || site.jump !== hex(bytesAtSite.subarray(0, site.jump.length / 2))) {
+  if (!site || site.jump !== hexBytes(bytesAtSite.subarray(0, site.jump.length / 2))) {
     return { state: 'foreign', jump, mapping: mapping[0].path };
   }
   return { state: 'patched', jump, mapping: mapping[0].path, record: { ...site, patch: record.patch, label: record.label } };

@@ -12,6 +12,7 @@ import { native, type RemoteFill, type TransactionOptions, type TransactionResul
 import { memfdName } from './mappings.js';
 import { nativeCalls, RemoteProcess, type BorrowedThread, type RemoteCall } from './remote.js';
 import { withUndoLog, type UndoLog } from './undo-log.js';
+import { hexAddr } from '../hex.js';
 
 export interface ImageSegment {
   offset: number;
@@ -69,7 +70,7 @@ function logBatch(log: UndoLog, remote: RemoteProcess, done: number[], calls: nu
 }
 
 function misplaced(at: number, base: number): HpError {
-  return new HpError('MAP_FAILED', `the kernel placed the patch at 0x${at.toString(16)} instead of 0x${base.toString(16)}`);
+  return new HpError('MAP_FAILED', `the kernel placed the patch at ${hexAddr(at)} instead of ${hexAddr(base)}`);
 }
 
 /**

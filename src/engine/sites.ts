@@ -13,8 +13,7 @@ import { refuseBranchesIntoSite } from './branch-check.js';
 import type { Entry } from './entries.js';
 import type { SiteRecord } from './record.js';
 import type { SiteAction, SiteReport } from './types.js';
-
-const hex = (b: Buffer) => b.toString('hex');
+import { hexAddr, hexBytes } from '../hex.js';
 
 /** One function's change, ready for either mode. */
 export interface FunctionPlan {
@@ -30,11 +29,11 @@ export interface FunctionPlan {
 export function refuseState(pid: number, e: Entry, replace: boolean): void {
   const s = e.state;
   if (s.state === 'patched' && !replace) {
-    throw new HpError('FUNCTION_ALREADY_PATCHED', `${s.function} in process ${pid} already jumps to 0x${s.jump!.target.toString(16)}; revert it first. Nothing was changed`, { function: s.function });
+    throw new HpError('FUNCTION_ALREADY_PATCHED', `${s.function} in process ${pid} already jumps to ${hexAddr(s.jump!.target)}; revert it first. Nothing was changed`, { function: s.function });
   }
   if (s.state === 'foreign' || s.state === 'modified') {
     const memory = e.hotMemory && s.form === 'padding' ? e.hotMemory : e.memoryBytes;
-    throw new HpError('ENTRY_MISMATCH', `the entry bytes of ${s.function} in process ${pid} (${hex(memory)}) differ from ${s.object} (${hex(e.fileBytes)})${s.state === 'foreign' ? ' and jump somewhere hp-agent did not put there' : ''}; refusing to overwrite code hp-agent does not know. Nothing was changed`, { function: s.function });
+    throw new HpError('ENTRY_MISMATCH', `the entry bytes of ${s.function} in process ${pid} (${hexBytes(memory)}) differ from ${s.object} (${hexBytes(e.fileBytes)})${s.state === 'foreign' ? ' and jump somewhere hp-agent did not put there' : ''}; refusing to overwrite code hp-agent does not know. Nothing was changed`, { function: s.function });
   }
 }
 
@@ -105,8 +104,8 @@ class SwitchEffect {
 /** A hot-patchable entry's change, in both modes, from its zero-stop steps. */
 function paddingPlan(report: Pick<SiteReport, 'action' | 'object' | 'function' | 'functionAddress' | 'replacement' | 'target'>, hot: PatchableEntry, steps: ZeroStopStep[]): FunctionPlan {
   const effect = new SwitchEffect(steps);
-  const padding = (when: 'before' | 'after') => hex(effect.bytes(hot.paddingAddress, hot.padding.length, when));
-  const entry = (when: 'before' | 'after') => hex(effect.bytes(hot.siteAddress, hot.nop.length, when));
+  const padding = (when: 'before' | 'after') => hexBytes(effect.bytes(hot.paddingAddress, hot.padding.length, when));
+  const entry = (when: 'before' | 'after') => hexBytes(effect.bytes(hot.siteAddress, hot.nop.length, when));
   return {
     sites: effect.sites(),
     steps,
@@ -132,7 +131,7 @@ export function planRestore(obj: LoadedObject, e: Entry): FunctionPlan {
   return {
     sites: [{ addr: jump!.siteAddress, expect, write }],
     needsStop: STOP_REASON.entryForm,
-    report: { ...reportBase('restore', obj, e), form: 'entry', siteAddress: jump!.siteAddress, kind: jump!.kind, keptEndbr64: jump!.siteAddress !== e.state.functionAddress, before: hex(expect), after: hex(write) },
+    report: { ...reportBase('restore', obj, e), form: 'entry', siteAddress: jump!.siteAddress, kind: jump!.kind, keptEndbr64: jump!.siteAddress !== e.state.functionAddress, before: hexBytes(expect), after: hexBytes(write) },
   };
 }
 
@@ -152,9 +151,9 @@ export function planRedirect(obj: LoadedObject, e: Entry, replacement: string, t
       siteAddress: hot.paddingAddress,
       kind: 'rel32',
       target,
-      original: hex(hot.padding),
-      jump: hex(jump),
-      zeroStop: { siteAddress: hot.siteAddress, entryNop: hot.entryNop, original: hex(hot.nop), switched: hex(switched) },
+      original: hexBytes(hot.padding),
+      jump: hexBytes(jump),
+      zeroStop: { siteAddress: hot.siteAddress, entryNop: hot.entryNop, original: hexBytes(hot.nop), switched: hexBytes(switched) },
     };
     const steps = action === 'repoint' ? planZeroStopRepoint(hot.entryAddress, hot, e.state.jump!.target, target) : planZeroStop(hot.entryAddress, hot, target);
     return { record, plan: paddingPlan(base, hot, steps) };
@@ -164,11 +163,11 @@ export function planRedirect(obj: LoadedObject, e: Entry, replacement: string, t
   refuseBranchesIntoSite(obj, e, jump.siteAddress, jump.bytes.length, 'entry');
   const { expect, write } = siteChange(e, jump.siteAddress, jump.bytes);
   return {
-    record: { function: e.state.function, replacement, functionAddress: e.state.functionAddress, siteAddress: jump.siteAddress, kind: jump.kind, target, original: hex(jump.original), jump: hex(jump.bytes) },
+    record: { function: e.state.function, replacement, functionAddress: e.state.functionAddress, siteAddress: jump.siteAddress, kind: jump.kind, target, original: hexBytes(jump.original), jump: hexBytes(jump.bytes) },
     plan: {
       sites: [{ addr: jump.siteAddress, expect, write }],
       needsStop: e.hot ? STOP_REASON.entryForm : STOP_REASON.notHot,
-      report: { ...base, form: 'entry', siteAddress: jump.siteAddress, kind: jump.kind, keptEndbr64: jump.keptEndbr64, before: hex(expect), after: hex(write) },
+      report: { ...base, form: 'entry', siteAddress: jump.siteAddress, kind: jump.kind, keptEndbr64: jump.keptEndbr64, before: hexBytes(expect), after: hexBytes(write) },
     },
   };
 }
@@ -201,7 +200,7 @@ export function checkOriginalBytes(pid: number, e: Entry, original: { size: numb
   if (actual !== original.sha256) {
     throw new HpError(
       'ORIGINAL_BYTES_MISMATCH',
-      `the ${e.size} bytes of ${e.state.function} in process ${pid} (at 0x${e.state.functionAddress.toString(16)} in ${e.state.object}) hash to ${actual}, not to the ${original.sha256} the patch was built for: this process does not run the code the patch replaces. Nothing was changed`,
+      `the ${e.size} bytes of ${e.state.function} in process ${pid} (at ${hexAddr(e.state.functionAddress)} in ${e.state.object}) hash to ${actual}, not to the ${original.sha256} the patch was built for: this process does not run the code the patch replaces. Nothing was changed`,
       { function: e.state.function, pid, expected: original.sha256, actual },
     );
   }

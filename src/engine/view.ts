@@ -9,6 +9,7 @@ import { findObject, loadedObjects, processExists, readMaps, type LoadedObject, 
 import { HOTPATCH_ENTRY_TABLE } from '../x64/index.js';
 import { mappingExtent, patchMappingAt } from './mappings.js';
 import { decodeRecord, recordLength, RECORD_TRAILER_SIZE, type PatchRecord } from './record.js';
+import { hexAddr } from '../hex.js';
 
 export class ProcessView {
   readonly maps: MapEntry[];
@@ -84,7 +85,7 @@ export class ProcessView {
 async function readRecord(pid: number, mapping: MapEntry[]): Promise<PatchRecord> {
   const { end } = mappingExtent(mapping);
   const length = recordLength(await native.readMemory(pid, end - RECORD_TRAILER_SIZE, RECORD_TRAILER_SIZE));
-  if (length === undefined) throw new HpError('RECORD_CORRUPT', `the patch mapping ending at 0x${end.toString(16)} in process ${pid} has no hp-agent record`);
+  if (length === undefined) throw new HpError('RECORD_CORRUPT', `the patch mapping ending at ${hexAddr(end)} in process ${pid} has no hp-agent record`);
   return decodeRecord(await native.readMemory(pid, end - RECORD_TRAILER_SIZE - length, length));
 }
 

@@ -11,11 +11,10 @@ import { HpError } from '../errors.js';
 import { native } from '../native.js';
 import type { ZeroStopStep } from '../x64/index.js';
 import { withUndoLog, type UndoLog, type UndoStep } from './undo-log.js';
+import { hexAddr, hexBytes } from '../hex.js';
 
 const DEFAULT_STEP_DELAY_MS = 1;
 
-const hexAddr = (n: number): string => '0x' + n.toString(16);
-const hex = (b: Buffer): string => b.toString('hex');
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export interface ZeroStopSwitchOptions {
@@ -101,7 +100,7 @@ export function zeroStopSwitch(pid: number, rounds: ZeroStopStep[][], opts: Zero
       const moved = round.findIndex((step, i) => !now[i].equals(step.before));
       if (moved >= 0) {
         const step = round[moved];
-        throw new HpError('ENTRY_MISMATCH', `the ${step.what} bytes at ${hexAddr(step.addr)} in process ${pid} are ${hex(now[moved])}, expected ${hex(step.before)}: something else changed them`, { round: index });
+        throw new HpError('ENTRY_MISMATCH', `the ${step.what} bytes at ${hexAddr(step.addr)} in process ${pid} are ${hexBytes(now[moved])}, expected ${hexBytes(step.before)}: something else changed them`, { round: index });
       }
       const rewrote = { any: false };
       for (const [i, step] of round.entries()) {
@@ -116,7 +115,7 @@ export function zeroStopSwitch(pid: number, rounds: ZeroStopStep[][], opts: Zero
       const wrong = round.findIndex((step, i) => !after?.[i].equals(step.after));
       if (wrong >= 0) {
         const step = round[wrong];
-        throw new HpError('VERIFY_FAILED', `the bytes at ${hexAddr(step.addr)} in process ${pid} read back as ${after ? hex(after[wrong]) : '(unreadable)'} instead of ${hex(step.after)}`, { round: index + 1 });
+        throw new HpError('VERIFY_FAILED', `the bytes at ${hexAddr(step.addr)} in process ${pid} read back as ${after ? hexBytes(after[wrong]) : '(unreadable)'} instead of ${hexBytes(step.after)}`, { round: index + 1 });
       }
       opts.onRound?.(index, round);
     }
