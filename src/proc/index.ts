@@ -13,8 +13,6 @@ export type { MapEntry } from './maps.js';
 export { computeLoadBias } from './loads.js';
 export { FileSearch } from './mapped-files.js';
 export { findObject, loadedObjects, objectsIn, symbolAddress } from './objects.js';
-// Reads a file that belongs to no process: src/elf's (named here too for the engine, which imports it from proc).
-export { readElfFile } from '../elf/read-file.js';
 export type { LoadedObject } from './objects.js';
 export { isNamespaceInit, readProcText, readAuxv, readStatus } from './procfs.js';
 export { isGone, processExists, processIsSame, processStartTime, processState, readProcStat } from './stat.js';

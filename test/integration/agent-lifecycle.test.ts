@@ -204,7 +204,7 @@ describe('a product packed by someone else', () => {
     expect(await unixRequest(sock, 'q')).toBe('newer answer');
 
     // Back to hp1 (auto: zero-stop again). (That no running thread is stopped is proved by the
-    // spinning fixture in zerostop.test.ts; this service's only thread sleeps in accept().)
+    // spinning fixture in zero-stop.test.ts; this service's only thread sleeps in accept().)
     const back = await agent(['revert', 'tiny-1.0-hp2']);
     expect(back.code, back.stderr).toBe(0);
     expect(back.json.processes).toMatchObject([{ pid, mode: 'zero-stop', pauseUs: 0 }]);

@@ -14,7 +14,8 @@ import { decodeRecord, recordLength, type PatchLabel, type PatchRecord, type Sit
 import type { ObjectChange } from '../../src/engine/types.js';
 import { HpError } from '../../src/errors.js';
 import { buildFixtures, fixturePath } from '../../src/harness/index.js';
-import { readElfFile, symbolAddress, type LoadedObject, type MapEntry } from '../../src/proc/index.js';
+import { readElfFile } from '../../src/elf/index.js';
+import { symbolAddress, type LoadedObject, type MapEntry } from '../../src/proc/index.js';
 import { detectPatchableEntry, ENTRY_PROBE_SIZE, HOTPATCH_PADDING_SIZE, HOTPATCH_PROBE_SIZE, planZeroStop, planZeroStopRepoint, USER_SPACE_END } from '../../src/x64/index.js';
 
 beforeAll(async () => {
