@@ -10,6 +10,7 @@ import {
   isExternalFile,
   MANIFEST_FIELDS,
   ReadinessSchema,
+  HealthCheckSchema,
   type Readiness,
   keyIdOfPrivateKey,
   packBaseline,
@@ -94,6 +95,7 @@ const BaselineIn = z.strictObject({
         managedBy: z.enum(['agent', 'external']).optional(),
         restart: z.array(z.string()).optional(),
         readiness: ReadinessSchema.optional(),
+        healthCheck: HealthCheckSchema.optional(),
       }),
     )
     .optional(),

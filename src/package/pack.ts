@@ -38,6 +38,7 @@ import {
   type PayloadEntry,
   type ServiceManager,
   type Readiness,
+  type HealthCheck,
 } from './manifest.js';
 
 interface CommonPackOptions {
@@ -91,6 +92,7 @@ export interface PackService {
   managedBy?: ServiceManager;
   restart?: string[];
   readiness?: Readiness;
+  healthCheck?: HealthCheck;
 }
 
 /** The service as the manifest holds it: arguments always present, optional fields only when set. */
@@ -102,6 +104,7 @@ export function serviceEntry(s: PackService): PackService & { args: string[] } {
     ...(s.managedBy ? { managedBy: s.managedBy } : {}),
     ...(s.restart ? { restart: s.restart } : {}),
     ...(s.readiness ? { readiness: s.readiness } : {}),
+    ...(s.healthCheck ? { healthCheck: s.healthCheck } : {}),
   };
 }
 
