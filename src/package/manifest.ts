@@ -258,6 +258,11 @@ export const BaselineManifestSchema = z.strictObject({
   kind: z.literal('baseline'),
   rebootBehavior: z.literal('AlwaysRequiresReboot', { error: 'a baseline replaces whole files and takes effect at reboot: expected "AlwaysRequiresReboot"' }),
   planned: z.boolean(),
+  /**
+   * A cumulative update for machines not enrolled in hotpatching: the id of the hotpatch whose
+   * fixes it carries as whole files (it needs a reboot). No hotpatch is built on it.
+   */
+  equivalentHotpatch: identifier.optional(),
   files: z.array(BaselineFileSchema).min(1, { error: 'a baseline needs at least one file' }).max(4096),
   services: z.array(ServiceSchema).max(256),
 });

@@ -56,6 +56,8 @@ interface CommonPackOptions {
 
 export interface PackBaselineOptions extends CommonPackOptions {
   planned: boolean;
+  /** A cumulative update beside this hotpatch (its fixes as whole files), not a baseline hotpatches build on. */
+  equivalentHotpatch?: string;
   /** Default: id. */
   baselineId?: string;
   /**
@@ -177,6 +179,7 @@ export async function packBaseline(opts: PackBaselineOptions): Promise<PackResul
     rebootBehavior: 'AlwaysRequiresReboot',
     baselineId: opts.baselineId ?? opts.id,
     planned: opts.planned,
+    ...(opts.equivalentHotpatch ? { equivalentHotpatch: opts.equivalentHotpatch } : {}),
     payload: entries,
     files,
     services: opts.services.map(serviceEntry),
