@@ -10,6 +10,7 @@
  * Pure: dates are calendar dates (YYYY-MM-DD, the manifests' releaseDate), compared in UTC.
  */
 import type { Classification } from '../package/index.js';
+import { isCriticalOrSecurity } from './azure.js';
 
 export const MONTH_NAMES = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'] as const;
 
@@ -60,6 +61,8 @@ export interface ReleasedPackage {
   kind: 'baseline' | 'hotpatch';
   /** Baselines: planned (calendar) or unplanned (a zero-day fix that could not be a hotpatch). */
   planned?: boolean;
+  /** A cumulative update: the hotpatch whose fixes it carries as whole files (a reboot). */
+  equivalentHotpatch?: string;
   releaseDate: string;
   classification: Classification;
 }
@@ -67,14 +70,12 @@ export interface ReleasedPackage {
 /**
  * What a package is on the calendar:
  * - `baseline`, `unplanned-baseline`, `hotpatch`: the month's security release;
- * - `cumulative-update`: a baseline that is not planned, released on the same day as a hotpatch —
- *   that month's fixes as a reboot update, for machines not enrolled in hotpatching;
+ * - `cumulative-update`: a baseline that names its equivalent hotpatch — that month's fixes as a
+ *   reboot update, for machines not enrolled in hotpatching;
  * - `non-security`: a classification other than Critical and Security; such updates are not
  *   security releases and keep no calendar (they are listed, never held to the second Tuesday).
  */
 export type PackageRole = MonthKind | 'cumulative-update' | 'non-security';
-
-export const isSecurityClassification = (c: Classification) => c === 'Critical' || c === 'Security';
 
 export interface PlacedPackage {
   id: string;
@@ -102,13 +103,12 @@ export interface CalendarCheck {
 const monthOf = (date: string) => Number(date.slice(5, 7));
 const yearOf = (date: string) => Number(date.slice(0, 4));
 
-/** The role a package plays, judged with the other packages released the same day. */
-export function packageRole(p: ReleasedPackage, all: readonly ReleasedPackage[]): PackageRole {
-  if (!isSecurityClassification(p.classification)) return 'non-security';
+/** The role a package plays on the calendar. */
+export function packageRole(p: ReleasedPackage): PackageRole {
+  if (!isCriticalOrSecurity([p.classification])) return 'non-security';
   if (p.kind === 'hotpatch') return 'hotpatch';
-  if (p.planned) return 'baseline';
-  const besideHotpatch = all.some((o) => o.kind === 'hotpatch' && o.releaseDate === p.releaseDate && isSecurityClassification(o.classification));
-  return besideHotpatch ? 'cumulative-update' : 'unplanned-baseline';
+  if (p.equivalentHotpatch) return 'cumulative-update';
+  return p.planned ? 'baseline' : 'unplanned-baseline';
 }
 
 const ROLE_WORDS: Record<PackageRole, string> = {
@@ -127,7 +127,7 @@ const ROLE_WORDS: Record<PackageRole, string> = {
  */
 export function checkCalendar(year: number, packages: readonly ReleasedPackage[]): CalendarCheck {
   const ofYear = packages.filter((p) => yearOf(p.releaseDate) === year);
-  const placed = ofYear.map((p) => ({ p, role: packageRole(p, ofYear) }));
+  const placed = ofYear.map((p) => ({ p, role: packageRole(p) }));
   const unplannedMonths = placed.filter((x) => x.role === 'unplanned-baseline').map((x) => monthOf(x.p.releaseDate));
   const calendar = releaseCalendar(year, unplannedMonths.filter((m) => !isPlannedBaselineMonth(m)));
   const problems: CalendarProblem[] = [];

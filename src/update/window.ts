@@ -3,8 +3,8 @@
  * installs Critical and Security updates only in off-peak hours of the machine's time zone, within
  * 30 days of their release.
  *
- * A window is two wall-clock times in an IANA time zone (default 22:00–06:00: it crosses
- * midnight), so its length follows daylight saving time: 22:00–06:00 in Europe/Rome lasts 7 hours
+ * A window is two wall-clock times in an IANA time zone (settings.ts; default 22:00–06:00: it
+ * crosses midnight), so its length follows daylight saving time: 22:00–06:00 in Europe/Rome lasts 7 hours
  * the night the clocks go forward and 9 the night they go back. A wall time the clocks skip
  * (02:30 on the spring-forward night) is taken as the first instant after the gap; a wall time
  * that happens twice (on the fall-back night) as its first occurrence. Time zones come from the
@@ -13,16 +13,7 @@
  * Pure: every function takes the instant it judges; nothing here reads the clock.
  */
 import { HpError } from '../errors.js';
-
-export interface OffPeakWindow {
-  /** Local start, minutes after midnight (22:00 = 1320). */
-  startMinute: number;
-  /** Local end, minutes after midnight; at or before the start: the window ends the next day. */
-  endMinute: number;
-}
-
-/** Azure's off-peak hours by default: 22:00 to 06:00 local time. */
-export const DEFAULT_OFF_PEAK: OffPeakWindow = { startMinute: 22 * 60, endMinute: 6 * 60 };
+import { DEFAULT_OFF_PEAK, type OffPeak } from './settings.js';
 
 /** An update is installed within this many days of its release. */
 export const INSTALL_WITHIN_DAYS = 30;
@@ -30,22 +21,8 @@ export const INSTALL_WITHIN_DAYS = 30;
 const DAY_MS = 86_400_000;
 const MINUTE_MS = 60_000;
 
-const HHMM_RE = /^([01]\d|2[0-3]):([0-5]\d)$/;
-
-/** `22:00-06:00` (or with an en dash) → a window; BAD_OFF_PEAK_WINDOW otherwise. */
-export function parseWindow(text: string): OffPeakWindow {
-  const parts = text.split(/[-–]/);
-  const [a, b] = parts.map((p) => HHMM_RE.exec(p.trim()));
-  if (parts.length !== 2 || !a || !b) {
-    throw new HpError('BAD_OFF_PEAK_WINDOW', `off-peak window "${text}" is not HH:MM-HH:MM (24-hour local times, e.g. 22:00-06:00)`);
-  }
-  const w = { startMinute: +a[1] * 60 + +a[2], endMinute: +b[1] * 60 + +b[2] };
-  if (w.startMinute === w.endMinute) throw new HpError('BAD_OFF_PEAK_WINDOW', `off-peak window "${text}" starts and ends at the same time: give a window of some length`);
-  return w;
-}
-
-const hhmm = (minute: number) => `${String(Math.floor(minute / 60)).padStart(2, '0')}:${String(minute % 60).padStart(2, '0')}`;
-export const formatWindow = (w: OffPeakWindow) => `${hhmm(w.startMinute)}-${hhmm(w.endMinute)}`;
+/** `HH:MM` (settings.ts checked it) → minutes after midnight. */
+const minuteOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
 
@@ -60,11 +37,6 @@ function formatter(timeZone: string): Intl.DateTimeFormat {
     formatters.set(timeZone, f);
   }
   return f;
-}
-
-/** The zone's canonical name (`utc` → `UTC`); BAD_TIME_ZONE for a name that is not one. */
-export function checkTimeZone(timeZone: string): string {
-  return formatter(timeZone).resolvedOptions().timeZone;
 }
 
 /** The wall clock at instant t in the zone, as if it were UTC (ms): comparable, and for arithmetic. */
@@ -109,35 +81,35 @@ export interface WindowSpan {
 }
 
 /** The window that opens on local day y-m-d. */
-function windowOpeningOn(timeZone: string, w: OffPeakWindow, y: number, m: number, d: number): WindowSpan {
-  const overnight = w.endMinute <= w.startMinute;
-  return { start: localToInstant(timeZone, y, m, d, w.startMinute), end: localToInstant(timeZone, y, m, d + (overnight ? 1 : 0), w.endMinute) };
+function windowOpeningOn(timeZone: string, w: OffPeak, y: number, m: number, d: number): WindowSpan {
+  const [start, end] = [minuteOf(w.start), minuteOf(w.end)];
+  return { start: localToInstant(timeZone, y, m, d, start), end: localToInstant(timeZone, y, m, d + (end <= start ? 1 : 0), end) };
 }
 
 /** Windows opening from the local day before `t` on, in order (enough to judge any instant near t). */
-function windowsNear(t: Date, timeZone: string, w: OffPeakWindow, days = 3): WindowSpan[] {
+function windowsNear(t: Date, timeZone: string, w: OffPeak, days = 3): WindowSpan[] {
   const [y, m, d] = localDate(t, timeZone);
   return Array.from({ length: days }, (_, i) => windowOpeningOn(timeZone, w, y, m, d - 1 + i));
 }
 
 /** The window `at` lies in (start inclusive, end exclusive), if any. */
-export function windowAt(at: Date, timeZone: string, w: OffPeakWindow = DEFAULT_OFF_PEAK): WindowSpan | undefined {
+export function windowAt(at: Date, timeZone: string, w: OffPeak = DEFAULT_OFF_PEAK): WindowSpan | undefined {
   return windowsNear(at, timeZone, w).find((s) => s.start <= at && at < s.end);
 }
 
-export const isInWindow = (at: Date, timeZone: string, w: OffPeakWindow = DEFAULT_OFF_PEAK): boolean => windowAt(at, timeZone, w) !== undefined;
+export const isInWindow = (at: Date, timeZone: string, w: OffPeak = DEFAULT_OFF_PEAK): boolean => windowAt(at, timeZone, w) !== undefined;
 
 /** The first window that opens strictly after `after`. */
-export function nextWindow(after: Date, timeZone: string, w: OffPeakWindow = DEFAULT_OFF_PEAK): WindowSpan {
+export function nextWindow(after: Date, timeZone: string, w: OffPeak = DEFAULT_OFF_PEAK): WindowSpan {
   const next = windowsNear(after, timeZone, w, 4).find((s) => s.start > after);
   if (!next) throw new HpError('INTERNAL', `no off-peak window found after ${after.toISOString()} in ${timeZone}`);
   return next;
 }
 
-export const nextWindowStart = (after: Date, timeZone: string, w: OffPeakWindow = DEFAULT_OFF_PEAK): Date => nextWindow(after, timeZone, w).start;
+export const nextWindowStart = (after: Date, timeZone: string, w: OffPeak = DEFAULT_OFF_PEAK): Date => nextWindow(after, timeZone, w).start;
 
 /** The window `at` is in, else the next one: where work that is due at `at` can run. */
-export const windowFrom = (at: Date, timeZone: string, w: OffPeakWindow = DEFAULT_OFF_PEAK): WindowSpan => windowAt(at, timeZone, w) ?? nextWindow(at, timeZone, w);
+export const windowFrom = (at: Date, timeZone: string, w: OffPeak = DEFAULT_OFF_PEAK): WindowSpan => windowAt(at, timeZone, w) ?? nextWindow(at, timeZone, w);
 
 /** When a release (its date, YYYY-MM-DD) was published: the start of that day, UTC. */
 export const releaseInstant = (releaseDate: string): Date => new Date(`${releaseDate}T00:00:00Z`);

@@ -42,16 +42,14 @@ describe('calendar check of a feed', () => {
   const fitting = [
     pkg('b01', 'baseline', '2027-01-12'),
     pkg('h02', 'hotpatch', '2027-02-09'),
-    pkg('c02', 'baseline', '2027-02-09', { planned: false }),
+    pkg('c02', 'baseline', '2027-02-09', { planned: false, equivalentHotpatch: 'h02' }),
     pkg('b04', 'baseline', '2027-04-13'),
     pkg('u06', 'baseline', '2027-06-08', { planned: false }),
     pkg('n03', 'hotpatch', '2027-03-23', { classification: 'Updates' }),
   ];
 
-  it('tells a cumulative update (beside a hotpatch) from an unplanned baseline (alone in its month)', () => {
-    expect(packageRole(fitting[2], fitting)).toBe('cumulative-update');
-    expect(packageRole(fitting[4], fitting)).toBe('unplanned-baseline');
-    expect(packageRole(fitting[5], fitting)).toBe('non-security');
+  it('tells a cumulative update (it names its hotpatch) from an unplanned baseline', () => {
+    expect(fitting.map((p) => packageRole(p))).toEqual(['baseline', 'hotpatch', 'cumulative-update', 'baseline', 'unplanned-baseline', 'non-security']);
   });
 
   it('finds nothing wrong with a feed that keeps the calendar, and places every package in its month', () => {
@@ -68,21 +66,23 @@ describe('calendar check of a feed', () => {
       pkg('oob', 'hotpatch', '2027-08-24'), // out of band: a Tuesday, but the fourth
       pkg('b05', 'baseline', '2027-05-11'), // planned baseline in a hotpatch month
       pkg('h07', 'hotpatch', '2027-07-13'), // hotpatch in a baseline month
-      pkg('h06', 'hotpatch', '2027-06-08'), // hotpatch beside the unplanned baseline: u06 becomes its cumulative update
+      pkg('h06', 'hotpatch', '2027-06-08'), // hotpatch in the month the unplanned baseline took
+      pkg('c07', 'baseline', '2027-07-13', { planned: false, equivalentHotpatch: 'h07' }), // cumulative update in a baseline month
       pkg('u10', 'baseline', '2027-10-12', { planned: false }), // unplanned baseline in a planned month
       pkg('old', 'hotpatch', '2026-08-24'), // another year: not this calendar's business
     ]);
     const byId = Object.fromEntries(c.problems.map((p) => [p.id, p.problem]));
-    expect(Object.keys(byId).sort()).toEqual(['b05', 'oob', 'u10', 'h07'].sort());
+    expect(Object.keys(byId).sort()).toEqual(['b05', 'c07', 'h06', 'h07', 'oob', 'u10']);
     expect(byId.oob).toMatch(/released 2027-08-24, outside the calendar: August's release day is the second Tuesday, 2027-08-10/);
     expect(byId.b05).toMatch(/planned baseline .* in May: planned baselines come in January, April, July and October/);
     expect(byId.h07).toMatch(/hotpatch .* in July: a planned baseline month has no hotpatch/);
     expect(byId.u10).toMatch(/unplanned baseline .* in October, a planned baseline's month/);
+    expect(byId.h06).toMatch(/hotpatch .* in June: the unplanned baseline replaced this month's hotpatch/);
+    expect(byId.c07).toMatch(/cumulative update .* in July: a planned baseline month has no hotpatch/);
   });
 
-  it('holds a non-security package to no calendar, and does not let it make a baseline a cumulative update', () => {
-    const c = checkCalendar(2027, [pkg('u06', 'baseline', '2027-06-08', { planned: false }), pkg('h06', 'hotpatch', '2027-06-08', { classification: 'Updates' })]);
-    // A non-security package is no security release: it neither makes u06 a cumulative update nor is reported.
+  it('holds a non-security package to no calendar', () => {
+    const c = checkCalendar(2027, [pkg('u06', 'baseline', '2027-06-08', { planned: false }), pkg('n06', 'hotpatch', '2027-06-08', { classification: 'Updates' }), pkg('n05', 'baseline', '2027-05-27', { classification: 'FeaturePack' })]);
     expect(c.problems).toEqual([]);
     expect(c.months[5].kind).toBe('unplanned-baseline');
   });
