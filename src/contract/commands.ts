@@ -4,7 +4,7 @@
  * schema that prints it (or the shared piece, when several do).
  */
 import { z } from 'zod';
-import { ManifestSchema } from '../package/manifest.js';
+import { CLASSIFICATIONS, ManifestSchema } from '../package/manifest.js';
 import {
   activityId,
   address,
@@ -295,5 +295,36 @@ export const trustListOutput = z.strictObject({ keys: z.array(trustedKey) });
 export const trustRemoveOutput = z.strictObject({ keyId, name: z.string().nullable(), removed: z.literal(true) });
 
 // ---- errors ---------------------------------------------------------------------------------------
+
+// ---- schedule ------------------------------------------------------------------------------------
+
+const releaseDate = z.string().regex(/^\d{4}-\d{2}-\d{2}$/).describe('a calendar date, YYYY-MM-DD');
+
+/** The release calendar of a year, and with --feed the feed's packages placed on it. */
+export const scheduleOutput = z.strictObject({
+  year: z.number().int(),
+  /** The feed read (folder or URL), with --feed. */
+  feed: z.string().optional(),
+  months: z.array(
+    z.strictObject({
+      month: z.number().int().min(1).max(12),
+      name: z.string(),
+      /** The second Tuesday. */
+      releaseDate,
+      kind: z.enum(['baseline', 'hotpatch', 'unplanned-baseline']),
+      packages: z.array(
+        z.strictObject({
+          packageId,
+          kbId,
+          releaseDate,
+          classification: z.enum(CLASSIFICATIONS),
+          role: z.enum(['baseline', 'hotpatch', 'unplanned-baseline', 'cumulative-update', 'non-security']),
+        }),
+      ),
+    }),
+  ),
+  /** Packages of the year whose date or kind does not fit the calendar, and why. */
+  problems: z.array(z.strictObject({ packageId, kbId, releaseDate, problem: z.string() })),
+});
 
 export const errorOutput = z.strictObject({ error: errorBody });

@@ -20,6 +20,7 @@ export const OUTPUT_SCHEMAS = {
   'trust-add': c.trustAddOutput,
   'trust-list': c.trustListOutput,
   'trust-remove': c.trustRemoveOutput,
+  schedule: c.scheduleOutput,
   error: c.errorOutput,
 } as const;
 

@@ -78,16 +78,16 @@ export interface ReleasedPackage {
 export type PackageRole = MonthKind | 'cumulative-update' | 'non-security';
 
 export interface PlacedPackage {
-  id: string;
-  kb: string;
+  packageId: string;
+  kbId: string;
   releaseDate: string;
   classification: Classification;
   role: PackageRole;
 }
 
 export interface CalendarProblem {
-  id: string;
-  kb: string;
+  packageId: string;
+  kbId: string;
   releaseDate: string;
   /** Why it does not fit. */
   problem: string;
@@ -131,7 +131,7 @@ export function checkCalendar(year: number, packages: readonly ReleasedPackage[]
   const unplannedMonths = placed.filter((x) => x.role === 'unplanned-baseline').map((x) => monthOf(x.p.releaseDate));
   const calendar = releaseCalendar(year, unplannedMonths.filter((m) => !isPlannedBaselineMonth(m)));
   const problems: CalendarProblem[] = [];
-  const report = (p: ReleasedPackage, problem: string) => problems.push({ id: p.id, kb: p.kb, releaseDate: p.releaseDate, problem });
+  const report = (p: ReleasedPackage, problem: string) => problems.push({ packageId: p.id, kbId: p.kb, releaseDate: p.releaseDate, problem });
   for (const { p, role } of placed) {
     if (role === 'non-security') continue;
     const month = calendar[monthOf(p.releaseDate) - 1];
@@ -153,7 +153,7 @@ export function checkCalendar(year: number, packages: readonly ReleasedPackage[]
     ...m,
     packages: placed
       .filter((x) => monthOf(x.p.releaseDate) === m.month)
-      .map(({ p, role }) => ({ id: p.id, kb: p.kb, releaseDate: p.releaseDate, classification: p.classification, role })),
+      .map(({ p, role }) => ({ packageId: p.id, kbId: p.kb, releaseDate: p.releaseDate, classification: p.classification, role })),
   }));
   return { year, months, problems };
 }

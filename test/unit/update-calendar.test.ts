@@ -56,7 +56,7 @@ describe('calendar check of a feed', () => {
     const c = checkCalendar(2027, fitting);
     expect(c.problems).toEqual([]);
     expect(c.months[5].kind).toBe('unplanned-baseline');
-    expect(c.months[1].packages.map((p) => [p.id, p.role])).toEqual([['h02', 'hotpatch'], ['c02', 'cumulative-update']]);
+    expect(c.months[1].packages.map((p) => [p.packageId, p.role])).toEqual([['h02', 'hotpatch'], ['c02', 'cumulative-update']]);
     expect(c.months[2].packages.map((p) => p.role)).toEqual(['non-security']);
   });
 
@@ -71,7 +71,7 @@ describe('calendar check of a feed', () => {
       pkg('u10', 'baseline', '2027-10-12', { planned: false }), // unplanned baseline in a planned month
       pkg('old', 'hotpatch', '2026-08-24'), // another year: not this calendar's business
     ]);
-    const byId = Object.fromEntries(c.problems.map((p) => [p.id, p.problem]));
+    const byId = Object.fromEntries(c.problems.map((p) => [p.packageId, p.problem]));
     expect(Object.keys(byId).sort()).toEqual(['b05', 'c07', 'h06', 'h07', 'oob', 'u10']);
     expect(byId.oob).toMatch(/released 2027-08-24, outside the calendar: August's release day is the second Tuesday, 2027-08-10/);
     expect(byId.b05).toMatch(/planned baseline .* in May: planned baselines come in January, April, July and October/);
