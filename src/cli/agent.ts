@@ -11,6 +11,7 @@ import { EXIT, printer, table } from './output.js';
 import { statusProblems } from '../agent/status-check.js';
 import { existingFile, nonEmpty, pidValues, wholeNumber } from './usage.js';
 import { applyPlanHuman, rebootPlanHuman, revertPlanHuman } from './plan.js';
+import { runCommand } from './run.js';
 import { scheduleCommand } from './schedule.js';
 
 interface Common {
@@ -145,7 +146,7 @@ function rebootExit(r: RebootResult): number {
 }
 
 export function agentCommands(y: Argv): Argv {
-  return scheduleCommand(y)
+  return runCommand(scheduleCommand(y))
     .command(
       'apply <package>',
       'Install a package: a baseline is staged (reboot required); a hotpatch is applied live',
