@@ -26,6 +26,7 @@ export type KnownHistoryAction =
   | 'boot'
   | 'refuse'
   | 'assess'
+  | 'installation'
   | 'enroll'
   | 'unenroll'
   | 'repair'
