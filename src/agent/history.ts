@@ -27,6 +27,7 @@ export type KnownHistoryAction =
   | 'refuse'
   | 'assess'
   | 'installation'
+  | 'config'
   | 'enroll'
   | 'unenroll'
   | 'repair'

@@ -5,18 +5,22 @@
  */
 import { z } from 'zod';
 import { ManifestSchema } from '../package/manifest.js';
+import { ASSESSMENT_MODES, ASSESSMENT_STATES, PATCH_MODES, REBOOT_SETTINGS } from '../update/azure.js';
+import { feedEntrySchema } from '../update/feed/index-format.js';
 import {
   activityId,
   address,
   baselineId,
   baselineRef,
   changePlan,
+  classification,
   changeSite,
   dateTime,
   enrollment,
   errorBody,
   hexBytes,
   inlineWarning,
+  installationState,
   jumpKind,
   keyId,
   kbId,
@@ -29,6 +33,7 @@ import {
   plainBaselineRef,
   plannedProcessResult,
   processResult,
+  rebootBehavior,
   rebootStatus,
   runningOperationRef,
   serviceRef,
@@ -135,8 +140,129 @@ const processStatus = z.strictObject({
   functions: z.array(functionStatus),
 });
 
+// ---- update management (Azure's shapes, DESIGN.md §8) -----------------------------------------------
+
+export const patchSettings = z.strictObject({
+  patchMode: z.enum(PATCH_MODES),
+  enableHotpatching: z.boolean(),
+  assessmentMode: z.enum(ASSESSMENT_MODES),
+  automaticByPlatformSettings: z.strictObject({ rebootSetting: z.enum(REBOOT_SETTINGS) }),
+});
+
+const hhmm = z.string().regex(/^\d{2}:\d{2}$/);
+const offPeakWindow = z.strictObject({ start: hhmm, end: hhmm }).describe('local time of the machine\'s time zone; an end before the start spans midnight');
+
+/** `config`, `config show`, `config set`: the settings and the enrollment (with `changed` after a set). */
+export const configOutput = z.strictObject({
+  patchSettings,
+  /** IANA name: the configured one, or the system's. */
+  timeZone: z.string(),
+  timeZoneSource: z.enum(['system', 'configured']),
+  offPeakWindow,
+  enrollment,
+  enrollmentReason: z.string().optional(),
+  enrollmentSince: dateTime.optional(),
+  changed: z.array(z.string()).optional(),
+});
+
+const updateError = z.strictObject({ code: z.string(), message: z.string() });
+
+export const availablePatch = z.strictObject({
+  patchId: packageId,
+  name: z.string(),
+  kbId,
+  classifications: z.array(classification),
+  rebootBehavior,
+  publishedDate: dateTime,
+  lastModifiedDateTime: dateTime,
+  assessmentState: z.enum(ASSESSMENT_STATES),
+});
+
+/** Azure's assess result. */
+export const assessOutput = z.strictObject({
+  status: operationStatus,
+  assessmentActivityId: activityId,
+  rebootPending: z.boolean(),
+  criticalAndSecurityPatchCount: z.number().int().nonnegative(),
+  otherPatchCount: z.number().int().nonnegative(),
+  startDateTime: dateTime,
+  lastModifiedDateTime: dateTime,
+  availablePatches: z.array(availablePatch),
+  error: updateError.optional(),
+});
+
+export const installPatch = z.strictObject({
+  patchId: packageId,
+  name: z.string(),
+  kbId,
+  classifications: z.array(classification),
+  rebootBehavior,
+  publishedDate: dateTime,
+  installationState,
+  /** Why it was excluded, not selected, left pending or failed. */
+  reason: z.string().optional(),
+});
+
+/** Azure's install result. */
+export const installResultOutput = z.strictObject({
+  status: operationStatus,
+  installationActivityId: activityId,
+  rebootStatus,
+  maintenanceWindowExceeded: z.boolean(),
+  excludedPatchCount: z.number().int().nonnegative(),
+  notSelectedPatchCount: z.number().int().nonnegative(),
+  pendingPatchCount: z.number().int().nonnegative(),
+  installedPatchCount: z.number().int().nonnegative(),
+  failedPatchCount: z.number().int().nonnegative(),
+  patches: z.array(installPatch),
+  startDateTime: dateTime,
+  lastModifiedDateTime: dateTime,
+  error: updateError.optional(),
+});
+
+/** `install --dry-run`: each patch in the state the install would leave it (planned ones `Installed`), nothing downloaded or written. */
+export const installPlanOutput = z.strictObject({
+  dryRun: z.literal(true),
+  patches: z.array(installPatch.extend({ estimatedMs: z.number().int().nonnegative().optional() })),
+  /** The reboot status the install would leave. */
+  rebootStatus,
+  maintenanceWindowExceeded: z.boolean(),
+});
+
+export const installOutput = z.union([installResultOutput, installPlanOutput]);
+
+/** `feed build`: the index written. */
+export const feedBuildOutput = z.strictObject({
+  dir: z.string(),
+  index: z.string(),
+  signature: z.string(),
+  generatedAt: dateTime,
+  expiresAt: dateTime,
+  packages: z.array(feedEntrySchema),
+});
+
+/** `feed serve`: printed once the server listens. */
+export const feedServeOutput = z.strictObject({ dir: z.string(), url: z.string(), port: z.number().int().positive() });
+
+/** The last assessment, as status shows it (the portal's "last assessed"). */
+const lastAssessment = z.strictObject({
+  status: operationStatus,
+  assessmentActivityId: activityId,
+  startDateTime: dateTime,
+  lastModifiedDateTime: dateTime,
+  criticalAndSecurityPatchCount: z.number().int().nonnegative(),
+  otherPatchCount: z.number().int().nonnegative(),
+  kbIds: z.array(kbId),
+});
+
 export const statusOutput = z.strictObject({
   enrollment,
+  enrollmentReason: z.string().optional(),
+  enrollmentSince: dateTime.optional(),
+  patchSettings: patchSettings.optional(),
+  timeZone: z.string().optional(),
+  offPeakWindow: offPeakWindow.optional(),
+  lastAssessment: lastAssessment.optional(),
   installedBaseline: baselineRef.optional(),
   pendingBaseline: baselineRef.optional(),
   runningBaselines: z.array(baselineId),

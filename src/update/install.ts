@@ -19,7 +19,8 @@ import { withSession, type Session } from '../agent/session.js';
 import { applicableBaseline, applicableHotpatch, releasedBy, type MachineView } from './applicable.js';
 import { machineView, publishedDate, type UpdateRunOptions } from './assess.js';
 import type { InstallParameters, InstallPatch, OperationStatus, UpdateInstallResult } from './azure.js';
-import { parseDuration } from './duration.js';
+import { formatDuration, parseDuration } from './duration.js';
+import { updateSettingsOf } from './settings.js';
 import type { FeedEntry } from './feed/index-format.js';
 import { describeSource, downloadPackage, readFeedIndex, type FeedSource } from './feed/source.js';
 import { checkInstallParameters, selectPatch, unknownKbs } from './select.js';
@@ -82,10 +83,24 @@ function patchOf(e: FeedEntry, installationState: InstallPatch['installationStat
   };
 }
 
+/**
+ * Whether `e` is left out, and how (undefined: it goes in): the install parameters first, then
+ * whether its estimate fits what is left of the window.
+ */
+function gate(e: FeedEntry, p: InstallParameters, ms: number, fits: (ms: number) => boolean): InstallPatch | undefined {
+  const sel = selectPatch(e, p);
+  if (sel.state !== 'Selected') return patchOf(e, sel.state, sel.reason);
+  if (!fits(ms)) return patchOf(e, 'Pending', `its estimate (${formatDuration(ms)}) does not fit in what is left of the maximum duration ${p.maximumDuration}`);
+  return undefined;
+}
+
+const noLongerApplies = (e: FeedEntry, after: MachineView) => patchOf(e, 'NotSelected', `no longer applies: the machine runs baseline ${after.activeBaseline?.id} now`);
+
 /** Install within a session (the caller holds the lock). Bad parameters: USAGE before anything runs. */
 export async function installIn(s: Session, source: FeedSource, params: InstallParameters, now: Date, o: InstallOptions = {}): Promise<UpdateInstallResult> {
   const p = checkInstallParameters(params);
   const windowMs = p.maximumDuration !== undefined ? parseDuration(p.maximumDuration) : undefined;
+  const rebootSetting = p.rebootSetting ?? updateSettingsOf(s.state).patchSettings.automaticByPlatformSettings.rebootSetting;
   const t0 = performance.now();
   const elapsed = o.elapsedMs ?? (() => performance.now() - t0);
   const start = now.toISOString();
@@ -142,13 +157,12 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
   // 1. The whole-file update the machine lacks.
   const before = machineView(s, await readStatus(s));
   const baseline = applicableBaseline(released, before);
-  const rebootAllowed = p.rebootSetting !== 'Never';
+  const rebootAllowed = rebootSetting !== 'Never';
   if (baseline) {
-    const sel = selectPatch(baseline, p);
-    if (sel.state !== 'Selected') done(patchOf(baseline, sel.state, sel.reason));
-    else if (!fits(estimateMs(baseline, rebootAllowed, { rebootDowntimeMs: rebootMs, processes: 0 }))) {
-      exceeded = true;
-      done(patchOf(baseline, 'Pending', `it would not finish inside the maximum duration ${p.maximumDuration}`));
+    const gated = gate(baseline, p, estimateMs(baseline, rebootAllowed, { rebootDowntimeMs: rebootMs, processes: 0 }), fits);
+    if (gated) {
+      exceeded ||= gated.installationState === 'Pending';
+      done(gated);
     } else if ((await install(baseline)) && rebootAllowed) {
       await doReboot();
     }
@@ -159,20 +173,19 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
   const after = machineView(s, st);
   const oldHotpatch = applicableHotpatch(released, before);
   const hotpatch = applicableHotpatch(released, after);
-  if (oldHotpatch && oldHotpatch.id !== hotpatch?.id) done(patchOf(oldHotpatch, 'NotSelected', `no longer applies: the machine now runs baseline ${after.activeBaseline?.id}`));
+  if (oldHotpatch && oldHotpatch.id !== hotpatch?.id) done(noLongerApplies(oldHotpatch, after));
   if (hotpatch) {
-    const sel = selectPatch(hotpatch, p);
     const processes = st.processes.filter((x) => x.baselineId === after.activeBaseline?.id).length;
-    if (sel.state !== 'Selected') done(patchOf(hotpatch, sel.state, sel.reason));
-    else if (!fits(estimateMs(hotpatch, false, { processes }))) {
-      exceeded = true;
-      done(patchOf(hotpatch, 'Pending', `it would not finish inside the maximum duration ${p.maximumDuration}`));
+    const gated = gate(hotpatch, p, estimateMs(hotpatch, false, { processes }), fits);
+    if (gated) {
+      exceeded ||= gated.installationState === 'Pending';
+      done(gated);
     } else await install(hotpatch);
   }
 
   // 3. Always: reboot once everything is in, if this install has not rebooted already.
   const installed = patches.filter((x) => x.installationState === 'Installed').length;
-  if (p.rebootSetting === 'Always' && installed > 0 && rebooted === undefined) await doReboot();
+  if (rebootSetting === 'Always' && installed > 0 && rebooted === undefined) await doReboot();
   if (windowMs !== undefined && elapsed() > windowMs) exceeded = true;
 
   const count = (state: InstallPatch['installationState']) => patches.filter((x) => x.installationState === state).length;
@@ -220,4 +233,66 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
 export async function install(home: string | undefined, source: FeedSource, params: InstallParameters, now: Date, o: InstallOptions = {}): Promise<UpdateInstallResult> {
   const p = checkInstallParameters(params);
   return withSession({ command: 'install', home, wait: o.wait, verbose: o.verbose }, (s) => installIn(s, source, p, now, o));
+}
+
+/** `install --dry-run`: what install would do, in order, with each step's estimate. */
+export interface InstallPlan {
+  dryRun: true;
+  patches: (InstallPatch & { estimatedMs?: number })[];
+  rebootStatus: RebootStatus;
+  maintenanceWindowExceeded: boolean;
+}
+
+/**
+ * The plan of an install, from the same rules and estimates (the window is spent by the
+ * estimates): reads the feed and the processes, downloads and writes nothing.
+ */
+export async function planInstallIn(s: Session, source: FeedSource, params: InstallParameters, now: Date): Promise<InstallPlan> {
+  const p = checkInstallParameters(params);
+  const windowMs = p.maximumDuration !== undefined ? parseDuration(p.maximumDuration) : undefined;
+  const rebootSetting = p.rebootSetting ?? updateSettingsOf(s.state).patchSettings.automaticByPlatformSettings.rebootSetting;
+  const index = await readFeedIndex(source, trustDir(s.home), now, s.signal);
+  const unknown = unknownKbs(p, index.packages);
+  if (unknown.length) throw new HpError('USAGE', `the feed ${describeSource(source)} lists no ${unknown.join(', ')}: check the KB numbers. Nothing was installed`, { kbIds: unknown });
+  const released = releasedBy(index.packages, now);
+  const st = await readStatus(s);
+  const before = machineView(s, st);
+  let spent = 0;
+  const fits = (ms: number) => windowMs === undefined || spent + ms <= windowMs;
+  const patches: InstallPlan['patches'] = [];
+  let exceeded = false;
+  let rebootStatus: RebootStatus = s.state.rebootStatus === 'Required' ? 'Required' : 'NotNeeded';
+  let after = before;
+  const take = (e: FeedEntry, ms: number): boolean => {
+    const gated = gate(e, p, ms, fits);
+    if (gated) {
+      exceeded ||= gated.installationState === 'Pending';
+      patches.push({ ...gated, estimatedMs: ms });
+      return false;
+    }
+    spent += ms;
+    patches.push({ ...patchOf(e, 'Installed'), estimatedMs: ms });
+    return true;
+  };
+  const baseline = applicableBaseline(released, before);
+  if (baseline) {
+    const reboots = rebootSetting !== 'Never';
+    if (take(baseline, estimateMs(baseline, reboots, { rebootDowntimeMs: await measuredRebootMs(s.home), processes: 0 }))) {
+      rebootStatus = reboots ? 'Completed' : 'Required';
+      if (reboots) after = viewAfterBoot(before, baseline);
+    }
+  }
+  const oldHotpatch = applicableHotpatch(released, before);
+  const hotpatch = applicableHotpatch(released, after);
+  if (oldHotpatch && oldHotpatch.id !== hotpatch?.id) patches.push(noLongerApplies(oldHotpatch, after));
+  // After a reboot the new baseline's processes are its services, one process each.
+  const processes = after === before ? st.processes.filter((x) => x.baselineId === before.activeBaseline?.id).length : s.state.services.length;
+  if (hotpatch && take(hotpatch, estimateMs(hotpatch, false, { processes })) && rebootSetting === 'Always' && rebootStatus !== 'Completed') rebootStatus = 'Completed';
+  return { dryRun: true, patches, rebootStatus, maintenanceWindowExceeded: exceeded };
+}
+
+/** `hp-agent install --dry-run`: reads only (no lock, nothing written). */
+export async function planInstall(home: string | undefined, source: FeedSource, params: InstallParameters, now: Date, o: UpdateRunOptions = {}): Promise<InstallPlan> {
+  const p = checkInstallParameters(params);
+  return withSession({ command: 'install --dry-run', home, verbose: o.verbose, readOnly: true }, (s) => planInstallIn(s, source, p, now));
 }
