@@ -21,6 +21,7 @@ import { beginOperation, endOperation, pendingOperation, transitionReboot, type 
 import { liveLockHolder } from './lock.js';
 import { computeStatus, levelOutput, type LevelOutput, type RunningOperation, type StatusReport } from './status.js';
 import { checkStorable, storedManifest, storedPackageDir, storePackage } from './store.js';
+import { updateStatus } from '../update/config.js';
 
 export type InstallationState = 'Unknown' | 'Installed' | 'Failed' | 'Excluded' | 'NotSelected' | 'Pending';
 export type OperationStatus = 'Unknown' | 'InProgress' | 'Failed' | 'Succeeded' | 'CompletedWithWarnings';
@@ -462,6 +463,7 @@ export async function status(s: Session): Promise<StatusReport> {
     pendingBaseline: kb(st.pendingBaseline),
     hotpatch: st.hotpatch,
     services: st.services.map((r) => ({ name: r.name, pid: r.pid, baselineId: r.baselineId, alive: serviceAlive(r) })),
+    update: updateStatus(st),
     ...operationNow(s),
   });
 }

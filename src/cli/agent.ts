@@ -13,6 +13,7 @@ import { existingFile, nonEmpty, pidValues, wholeNumber } from './usage.js';
 import { applyPlanHuman, rebootPlanHuman, revertPlanHuman } from './plan.js';
 import { runCommand } from './run.js';
 import { scheduleCommand } from './schedule.js';
+import { updateStatusLines } from './update.js';
 
 interface Common {
   json: boolean;
@@ -99,6 +100,7 @@ function statusHuman(s: StatusReport): string {
       ]],
     ),
   ];
+  lines.push(...updateStatusLines(s));
   if (s.runningOperation) lines.push('', `an agent (PID ${s.runningOperation.pid}, "${s.runningOperation.command}") is running "${s.runningOperation.kind}" (started ${s.runningOperation.startedAt})`);
   if (s.interruptedOperation) lines.push('', `an agent was interrupted during "${s.interruptedOperation.kind}" (started ${s.interruptedOperation.startedAt}); the next apply, revert, reboot or boot finishes it`);
   if (s.rebootPendingReasons.length) lines.push('', 'reboot pending because:', ...s.rebootPendingReasons.map((r) => `  - ${r}`));
@@ -339,7 +341,8 @@ function historyOutput(r: HistoryRead): Output<'history'> {
 function summarize(detail: Record<string, unknown>): string {
   const parts: string[] = [];
   for (const [k, v] of Object.entries(detail)) {
-    if (Array.isArray(v)) parts.push(`${k}: ${v.length}${outcomes(v)}`);
+    if (k === 'kbIds' && Array.isArray(v)) parts.push(`KBs: ${v.join(' ') || '-'}`);
+    else if (Array.isArray(v)) parts.push(`${k}: ${v.length}${outcomes(v)}`);
     else if (v !== null && typeof v === 'object') continue;
     else parts.push(`${k}: ${String(v)}`);
   }

@@ -1,19 +1,11 @@
 /** `hp-agent run`: the long-running agent of automatic patching (src/update/run.ts). */
 import type { Argv } from 'yargs';
-import { parseIsoDateTime } from '../clock.js';
+import type { Output } from '../contract/index.js';
 import { runAgent, type RunAction } from '../update/run.js';
 import { EXIT, printer } from './output.js';
-import { feedOption } from './schedule.js';
+import type { FeedSource } from '../update/feed/source.js';
+import { feedOption, isoTime } from './update.js';
 import { usage, wholeNumber } from './usage.js';
-
-const instant = (flag: string) => (v: unknown): Date => {
-  if (Array.isArray(v)) throw usage(`${flag} was given ${v.length} times; give it once`);
-  try {
-    return parseIsoDateTime(String(v), flag);
-  } catch (e) {
-    throw usage((e as Error).message);
-  }
-};
 
 /** One line a person reads: when, what, the KB, the result, why. */
 function actionLine(a: RunAction): string {
@@ -27,9 +19,9 @@ export function runCommand(y: Argv): Argv {
     'The long-running agent: automatic assessment and patching by the machine\'s patch settings (a foreground process; SIGTERM stops it cleanly)',
     (c) =>
       c
-        .option('feed', { requiresArg: true, demandOption: true, coerce: feedOption, describe: 'the update feed: a folder or an http(s) URL' })
-        .option('simulate-from', { requiresArg: true, coerce: instant('--simulate-from'), describe: 'run on a simulated clock from this ISO 8601 instant (jumping from one due event to the next, no sleeping)' })
-        .option('simulate-until', { requiresArg: true, coerce: instant('--simulate-until'), describe: 'the simulated clock\'s end (with --simulate-from)' })
+        .option('feed', feedOption)
+        .option('simulate-from', { requiresArg: true, coerce: (v: unknown) => isoTime('--simulate-from', v), describe: 'run on a simulated clock from this ISO 8601 instant (jumping from one due event to the next, no sleeping)' })
+        .option('simulate-until', { requiresArg: true, coerce: (v: unknown) => isoTime('--simulate-until', v), describe: 'the simulated clock\'s end (with --simulate-from)' })
         .option('scan-interval', { requiresArg: true, default: 5000, coerce: wholeNumber('--scan-interval', 'milliseconds', 100, 3_600_000), describe: 'real clock: ms between looks for processes that started below the hotpatch level' })
         .option('json', { type: 'boolean', default: false, describe: 'one JSON object per line, one line per action' })
         .option('verbose', { type: 'boolean', default: false, describe: 'mirror the log on stderr' })
@@ -39,7 +31,7 @@ export function runCommand(y: Argv): Argv {
           return true;
         }),
     async (a) => {
-      const args = a as unknown as { feed: string; simulateFrom?: Date; simulateUntil?: Date; scanInterval: number; json: boolean; verbose: boolean };
+      const args = a as unknown as { feed: FeedSource; simulateFrom?: Date; simulateUntil?: Date; scanInterval: number; json: boolean; verbose: boolean };
       const out = printer(args.json);
       try {
         await runAgent({
@@ -48,7 +40,10 @@ export function runCommand(y: Argv): Argv {
           simulateUntil: args.simulateUntil,
           scanIntervalMs: args.scanInterval,
           verbose: args.verbose,
-          onAction: (x) => process.stdout.write(`${args.json ? JSON.stringify(x) : actionLine(x)}\n`),
+          onAction: (x) => {
+            const line: Output<'run'> = x;
+            process.stdout.write(`${args.json ? JSON.stringify(line) : actionLine(x)}\n`);
+          },
         });
         process.exitCode = EXIT.ok;
       } catch (e) {

@@ -5,23 +5,17 @@ import type { Output } from '../contract/index.js';
 import { withSession } from '../agent/session.js';
 import { trustDir } from '../package/index.js';
 import { checkCalendar, type CalendarCheck, type PackageRole } from '../update/calendar.js';
-import { describeSource, parseFeedSource, readFeedIndex } from '../update/feed/source.js';
+import { describeSource, readFeedIndex, type FeedSource } from '../update/feed/source.js';
 import { printer, table } from './output.js';
-import { nonEmpty, wholeNumber } from './usage.js';
-
-/** coerce for --feed: a folder that exists or an http(s) URL (USAGE otherwise); kept as typed. */
-export const feedOption = (v: unknown): string => {
-  const text = nonEmpty('--feed')(v);
-  parseFeedSource(text);
-  return text;
-};
+import { feedOption } from './update.js';
+import { wholeNumber } from './usage.js';
 
 export interface ScheduleOptions {
   home?: string;
   /** Default: the current year (HP_AGENT_NOW's, when set). */
   year?: number;
-  /** A feed (folder or http(s) URL) whose packages are placed on the calendar and checked. */
-  feed?: string;
+  /** A feed whose packages are placed on the calendar and checked. */
+  feed?: FeedSource;
 }
 
 export type ScheduleReport = CalendarCheck & { feed?: string };
@@ -30,8 +24,8 @@ export type ScheduleReport = CalendarCheck & { feed?: string };
 export async function schedule(o: ScheduleOptions): Promise<ScheduleReport> {
   const at = now();
   const year = o.year ?? at.getUTCFullYear();
-  if (o.feed === undefined) return checkCalendar(year, []);
-  const source = parseFeedSource(o.feed);
+  const source = o.feed;
+  if (source === undefined) return checkCalendar(year, []);
   return withSession({ command: 'schedule', home: o.home, readOnly: true }, async (s) => {
     const index = await readFeedIndex(source, trustDir(s.home), at, s.signal);
     return { ...checkCalendar(year, index.packages), feed: describeSource(source) };
@@ -68,10 +62,10 @@ export function scheduleCommand(y: Argv): Argv {
     (c) =>
       c
         .option('year', { requiresArg: true, coerce: wholeNumber('--year', 'a year', 1970, 9999), describe: 'the year (default: this year)' })
-        .option('feed', { requiresArg: true, coerce: feedOption, describe: 'a feed (folder or http(s) URL): place its packages on the calendar and report those that do not fit' })
+        .option('feed', { ...feedOption, demandOption: false, describe: 'a feed (folder or http(s) URL): place its packages on the calendar and report those that do not fit' })
         .option('json', { type: 'boolean', default: false, describe: 'print one JSON object (stable field names)' }),
     async (a) => {
-      const args = a as unknown as { year?: number; feed?: string; json: boolean };
+      const args = a as unknown as { year?: number; feed?: FeedSource; json: boolean };
       const out = printer(args.json);
       try {
         const r = await schedule({ year: args.year, feed: args.feed });

@@ -64,7 +64,8 @@ export interface AssessResult {
 /** Azure's install parameters (`maximumDuration` is ISO 8601, e.g. PT4H). */
 export interface InstallParameters {
   maximumDuration?: string;
-  rebootSetting: RebootSetting;
+  /** Default: the machine's automaticByPlatformSettings.rebootSetting. */
+  rebootSetting?: RebootSetting;
   classificationsToInclude?: Classification[];
   kbNumbersToInclude?: string[];
   kbNumbersToExclude?: string[];

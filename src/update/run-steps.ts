@@ -8,16 +8,17 @@
  */
 import fs from 'node:fs';
 import { HpError } from '../errors.js';
-import { applyPackage, installedBaselineManifest, reboot, revertPackage, status as readStatus } from '../agent/operations.js';
+import { applyPackage, installedBaselineManifest, revertPackage, status as readStatus } from '../agent/operations.js';
 import { applyLevel, levelManifest, previousLevel } from '../agent/hotpatch.js';
 import { serviceAlive } from '../agent/services.js';
 import type { Session } from '../agent/session.js';
-import { transitionReboot } from '../agent/state.js';
 import { assessIn } from './assess.js';
 import { isCriticalOrSecurity } from './azure.js';
+import { installIn } from './install.js';
 import type { FeedEntry } from './feed/index-format.js';
 import { downloadPackage, readFeedIndex, type FeedSource } from './feed/source.js';
-import { trustDir } from '../package/index.js';
+import { trustDir, type Classification } from '../package/index.js';
+import type { RebootStatus } from '../agent/state.js';
 import { checkHealth } from './run-health.js';
 import { effectiveTimeZone, updateSettingsOf, type UpdateSettings } from './settings.js';
 import { daysSinceRelease, installDeadline, INSTALL_WITHIN_DAYS, withinInstallDays, type WindowSpan } from './window.js';
@@ -32,7 +33,7 @@ export interface RunAction {
   result?: 'Succeeded' | 'Failed' | 'CompletedWithWarnings';
   kbId?: string;
   packageId?: string;
-  classification?: string;
+  classification?: Classification;
   releaseDate?: string;
   /** Days from the release to this action, and whether that keeps the 30-day rule. */
   daysSinceRelease?: number;
@@ -42,7 +43,7 @@ export interface RunAction {
   pids?: number[];
   healthy?: boolean;
   detail?: string;
-  rebootStatus?: string;
+  rebootStatus?: RebootStatus;
   /** assess: the KBs available, and Azure's two counts. */
   kbIds?: string[];
   criticalAndSecurityPatchCount?: number;
@@ -107,12 +108,14 @@ export async function assessStep(s: Session, ctx: StepContext, at: Date, reason:
 
 /**
  * Whether a window has work: the last assessment found Critical or Security updates, or failed,
- * or the feed has released something since it (a machine whose agent was off finds here what it
+ * or hotpatching was switched on or off since it, or the feed has released something since it (a machine whose agent was off finds here what it
  * missed). Reads the feed's index only — nothing is recorded — so a quiet night costs little.
  */
 export async function installMayBeDue(s: Session, ctx: StepContext, at: Date): Promise<boolean> {
   const last = s.state.lastAssessment as { status: string; lastModifiedDateTime: string; criticalAndSecurityPatchCount?: number } | undefined;
   if (!last || last.status !== 'Succeeded' || (last.criticalAndSecurityPatchCount ?? 1) > 0) return true;
+  // Hotpatching switched since: other updates apply now (cumulative updates, or the next baseline).
+  if (s.state.enrollmentDetail && s.state.enrollmentDetail.since > last.lastModifiedDateTime) return true;
   let index;
   try {
     index = await readFeedIndex(ctx.source, trustDir(s.home), at, s.signal);
@@ -166,52 +169,36 @@ async function failed(s: Session, ctx: StepContext, e: FeedEntry, w: WindowSpan,
   return false;
 }
 
-/** A baseline or cumulative update: staged, then a reboot if rebootSetting allows. True when it runs. */
+/**
+ * A baseline or cumulative update: installed as `hp-agent install` installs it (staged, then
+ * rebooted as rebootSetting allows), then every service's health checked. True when it runs and
+ * every service is healthy.
+ */
 async function installBaseline(s: Session, ctx: StepContext, at: Date, w: WindowSpan, e: FeedEntry, where: string): Promise<boolean> {
   const rule = dayRule(e, at);
   const rebootSetting = updateSettingsOf(s.state).patchSettings.automaticByPlatformSettings.rebootSetting;
   const kind = e.equivalentHotpatch ? `cumulative update (the fixes of ${e.equivalentHotpatch} for a machine not enrolled in hotpatching)` : e.planned ? 'planned baseline' : 'unplanned baseline';
-  const reason = `${where}; ${e.classification} ${kind}, ${rule.reason}`;
+  const reason = `${where}; ${e.classification} ${kind}, ${rule.reason}; rebootSetting ${rebootSetting}`;
+  const common = { kbId: e.kb, packageId: e.id, classification: e.classification, releaseDate: e.releaseDate, daysSinceRelease: rule.daysSinceRelease, withinDays: rule.withinDays, window: windowOut(w) };
+  let r;
   try {
-    await withDownload(s, ctx, e, (file) => applyPackage(s, file));
+    r = await installIn(s, ctx.source, { rebootSetting, kbNumbersToInclude: [e.kb] }, at);
   } catch (err) {
     return failed(s, ctx, e, w, reason, err);
   }
-  const common = { kbId: e.kb, packageId: e.id, classification: e.classification, releaseDate: e.releaseDate, daysSinceRelease: rule.daysSinceRelease, withinDays: rule.withinDays, window: windowOut(w) };
-  if (rebootSetting === 'Never') {
-    const why = `${reason}; staged: rebootSetting Never, so it waits for a reboot someone else makes (rebootStatus Required)`;
-    await s.record({ action: 'auto-install', packageId: e.id, kb: e.kb, result: 'Succeeded', detail: { reason: why, window: windowOut(w), rebootStatus: s.state.rebootStatus } });
-    ctx.emit({ action: 'install', result: 'Succeeded', ...common, rebootStatus: s.state.rebootStatus, reason: why });
-    return false;
-  }
-  await s.record({ action: 'auto-install', packageId: e.id, kb: e.kb, result: 'Succeeded', detail: { reason, window: windowOut(w), rebootSetting } });
-  ctx.emit({ action: 'install', result: 'Succeeded', ...common, rebootStatus: s.state.rebootStatus, reason: `${reason}; staged, rebooting (rebootSetting ${rebootSetting})` });
-  return rebootNow(s, ctx, w, `${where}: ${e.kb} needs a reboot and rebootSetting ${rebootSetting} allows it`, e);
-}
-
-/** Reboots into the installed baseline, then checks every service's health. True when all are healthy. */
-async function rebootNow(s: Session, ctx: StepContext, w: WindowSpan, reason: string, e?: FeedEntry): Promise<boolean> {
-  if (s.state.rebootStatus !== 'Required') s.state = transitionReboot(s.state, 'Required');
-  let r;
-  try {
-    r = await reboot(s);
-  } catch (err) {
-    const detail = err instanceof Error ? err.message : String(err);
-    ctx.emit({ action: 'reboot', result: 'Failed', window: windowOut(w), reason, detail, ...(e ? { kbId: e.kb, packageId: e.id } : {}) });
-    return false;
-  }
-  const health = await servicesHealth(s);
+  const patch = r.patches.find((p) => p.patchId === e.id);
+  if (patch?.installationState !== 'Installed') return failed(s, ctx, e, w, reason, new Error(patch?.reason ?? r.error?.message ?? `${e.kb} was not installed`));
+  const rebooted = r.rebootStatus === 'Completed' || r.rebootStatus === 'Failed';
+  const health = rebooted ? await servicesHealth(s) : [];
   const sick = health.filter((h) => !h.healthy);
-  ctx.emit({
-    action: 'reboot',
-    result: sick.length ? 'CompletedWithWarnings' : 'Succeeded',
-    rebootStatus: r.rebootStatus,
-    window: windowOut(w),
-    reason,
-    detail: `${r.fromBaselineId ?? '(none)'} → ${r.toBaselineId ?? '(none)'}, downtime ${r.downtimeMs} ms; ${health.map((h) => `${h.name}: ${h.detail}`).join('; ')}`,
-    ...(e ? { kbId: e.kb, packageId: e.id } : {}),
-  });
-  return sick.length === 0;
+  const result = r.rebootStatus === 'Failed' || sick.length ? 'CompletedWithWarnings' : 'Succeeded';
+  const detail = rebooted
+    ? `rebooted (rebootStatus ${r.rebootStatus}); ${health.map((h) => `${h.name}: ${h.detail}`).join('; ')}`
+    : `staged; not rebooted (rebootStatus ${r.rebootStatus}): ${rebootSetting === 'Never' ? 'rebootSetting Never leaves the reboot to someone else' : 'no reboot'}`;
+  await s.record({ action: 'auto-install', packageId: e.id, kb: e.kb, result, detail: { reason, window: windowOut(w), rebootStatus: r.rebootStatus, health: health.map((h) => ({ service: h.name, healthy: h.healthy, detail: h.detail })) } });
+  ctx.emit({ action: 'install', result, ...common, rebootStatus: r.rebootStatus, reason, detail });
+  if (rebooted) ctx.emit({ action: 'reboot', result: r.rebootStatus === 'Completed' ? 'Succeeded' : 'Failed', kbId: e.kb, packageId: e.id, window: windowOut(w), rebootStatus: r.rebootStatus, reason: `${where}: ${e.kb} needs a reboot and rebootSetting ${rebootSetting} allows it`, detail });
+  return rebooted && result === 'Succeeded';
 }
 
 /** The active baseline's services with their recorded processes. */

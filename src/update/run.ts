@@ -20,7 +20,7 @@
 import { NOW_ENV, now as clockNow } from '../clock.js';
 import { HpError } from '../errors.js';
 import { withSession } from '../agent/session.js';
-import { parseFeedSource, describeSource } from './feed/source.js';
+import { describeSource, type FeedSource } from './feed/source.js';
 import { assessStep, catchUp, installMayBeDue, installStep, type RunAction, type StepContext } from './run-steps.js';
 import { effectiveTimeZone, updateSettingsOf } from './settings.js';
 import { nextWindowStart, windowAt } from './window.js';
@@ -34,8 +34,8 @@ export const DEFAULT_SCAN_MS = 5_000;
 
 export interface RunOptions {
   home?: string;
-  /** The update feed: a folder or an http(s) URL. */
-  feed: string;
+  /** The update feed (a folder or an http(s) URL: parseFeedSource). */
+  feed: FeedSource;
   /** Run on a simulated clock from this instant until that one (both or neither). */
   simulateFrom?: Date;
   simulateUntil?: Date;
@@ -95,7 +95,7 @@ async function at<T>(t: Date, simulated: boolean, work: () => Promise<T>): Promi
 }
 
 export async function runAgent(o: RunOptions): Promise<RunSummary> {
-  const source = parseFeedSource(o.feed);
+  const source = o.feed;
   const simulated = o.simulateFrom !== undefined;
   if (simulated !== (o.simulateUntil !== undefined)) throw new HpError('USAGE', '--simulate-from and --simulate-until go together');
   if (simulated && o.simulateUntil! <= o.simulateFrom!) throw new HpError('USAGE', `--simulate-until (${o.simulateUntil!.toISOString()}) must be after --simulate-from (${o.simulateFrom!.toISOString()})`);
