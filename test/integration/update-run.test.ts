@@ -1,0 +1,78 @@
+// `hp-agent run` against real services: a failing health check stops the rollout at the first
+// service and rolls it back; a machine whose agent was off across windows catches up at the next
+// one; a process started below the hotpatch level gets it as soon as it is seen; SIGTERM stops it.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { runOutput } from '../../src/contract/commands.js';
+import { unixRequest } from '../../src/harness/index.js';
+import { isInWindow } from '../../src/update/window.js';
+import { cleanUp, startAgent } from './agent-helpers.js';
+import { simulate, TZ, versions, yearMachine } from './update-year-helpers.js';
+
+afterEach(cleanUp);
+
+describe('hp-agent run', () => {
+  it('stops the rollout at the first service whose health check fails, and rolls that service back', async () => {
+    const m = await yearMachine({ extra: true }); // the feed: 2027.01 and a hotpatch whose greeting is wrong
+    const actions = await simulate(m, '2027-02-09T12:00:00Z', '2027-02-10T12:00:00Z');
+    const services = actions.filter((a) => a.action === 'service');
+    expect(services.map((a) => [a.service, a.result, a.healthy])).toEqual([['greetd-a', 'Failed', false]]);
+    expect(services[0].detail).toMatch(/health check: "hello bob" to .*greetd-a\.sock answered "hullo bob", expected "hello bob"/);
+    const rollback = actions.filter((a) => a.action === 'rollback');
+    expect(rollback.map((a) => [a.service, a.result])).toEqual([['greetd-a', 'Succeeded']]);
+    expect(rollback[0].detail).toContain('plain baseline 2027.01');
+    const install = actions.filter((a) => a.action === 'install');
+    expect(install.map((a) => [a.packageId, a.result])).toEqual([['2027.01-broken', 'Failed']]);
+    expect(isInWindow(new Date(install[0].time), TZ)).toBe(true);
+    // greetd-b was never touched, greetd-a is back: both answer as the baseline does, from memory too.
+    const sock = (s: string) => path.join(m.home, 'run', `${s}.sock`);
+    expect(await unixRequest(sock('greetd-a'), 'hello bob')).toBe('hello bob');
+    expect(await unixRequest(sock('greetd-b'), 'hello bob')).toBe('hello bob');
+    const st = await m.at('2027-02-10T12:00:00Z', ['status']);
+    expect(st.json.processes.map((p: any) => p.hotpatchSequence)).toEqual([0, 0]);
+    expect(st.json.hotpatch).toBeUndefined();
+    const h = await m.at('2027-02-10T12:00:00Z', ['history']);
+    const auto = h.json.entries.find((e: any) => e.action === 'auto-install');
+    expect(auto).toMatchObject({ packageId: '2027.01-broken', result: 'Failed', detail: { stoppedAt: 'greetd-a', servicesDone: [] } });
+  });
+
+  it('installs at the next window when the agent was not running across the windows after a release', async () => {
+    const m = await yearMachine();
+    const before = await simulate(m, '2027-01-13T00:00:00Z', '2027-02-09T12:00:00Z');
+    expect(before.filter((a) => a.action === 'install')).toEqual([]);
+    // Off from the release day's noon (February 9) to February 12 noon: three windows missed.
+    const after = await simulate(m, '2027-02-12T12:00:00Z', '2027-02-14T00:00:00Z');
+    const install = after.filter((a) => a.action === 'install');
+    expect(install.map((a) => [a.packageId, a.result, a.time, a.daysSinceRelease])).toEqual([['2027.01-hp1', 'Succeeded', '2027-02-12T21:00:00.000Z', 3]]);
+    expect(install[0].withinDays).toBe(true);
+    expect(await versions(m)).toEqual(['2027.01-hp1', '2027.01-hp1']);
+  });
+
+  it('brings a process started below the hotpatch level up to it as soon as it is seen, and stops cleanly on SIGTERM', async () => {
+    const m = await yearMachine();
+    // Level 1 on the services (at its release, by a one-shot install).
+    const inst = await m.at('2027-02-10T12:00:00Z', ['install', '--feed', m.feed]);
+    expect(inst.code, inst.stdout + inst.stderr).toBe(0);
+    expect(await versions(m)).toEqual(['2027.01-hp1', '2027.01-hp1']);
+
+    const run = startAgent(m.home, ['run', '--feed', m.feed, '--scan-interval', '200', '--json'], { json: false, env: { HP_AGENT_NOW: '' } });
+    // A new process of the baseline's greetd, started by someone else after the level was applied.
+    const sock = path.join(m.home, 'run', 'late.sock');
+    const late = spawn(path.join(m.home, 'system', '2027.01', 'bin', 'greetd'), [sock, '1'], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+    late.unref();
+    let answer = '';
+    for (let i = 0; i < 100 && answer !== '2027.01-hp1'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      answer = await unixRequest(sock, 'version').catch(() => '');
+    }
+    expect(answer).toBe('2027.01-hp1');
+    process.kill(run.pid, 'SIGTERM');
+    const r = await run.done;
+    expect(r.code, r.stderr).toBe(0);
+    const actions = r.stdout.trim().split('\n').map((l) => runOutput.parse(JSON.parse(l)));
+    const caught = actions.filter((a) => a.action === 'catch-up');
+    expect(caught.map((a) => [a.pids, a.result, a.packageId])).toEqual([[[late.pid], 'Succeeded', '2027.01-hp1']]);
+    expect(actions.at(-1)).toMatchObject({ action: 'stop', reason: expect.stringContaining('SIGTERM') });
+  });
+});
