@@ -27,6 +27,8 @@ export interface ProductSpec {
     releaseDate: string;
     classification: Classification;
     planned: boolean;
+    /** A cumulative update: the hotpatch whose fixes it carries as whole files. */
+    equivalentHotpatch?: string;
     files: { path: string; mode: number }[];
     services: { name: string; file: string; args: string[] }[];
   }[];
@@ -78,7 +80,7 @@ export async function buildFixturePackages(dir = packagesDir): Promise<string[]>
     const out = fixturePackage(b.id, dir);
     const files = b.files.map((f) => ({ path: f.path, source: path.join(bin, b.dir, f.path), mode: f.mode }));
     if (newer(out, [specFile, keyFile, ...files.map((f) => f.source)])) continue;
-    await packBaseline({ out, id: b.id, kb: b.kb, title: b.title, releaseDate: b.releaseDate, classification: b.classification, planned: b.planned, files, services: b.services, privateKeyPem });
+    await packBaseline({ out, id: b.id, kb: b.kb, title: b.title, releaseDate: b.releaseDate, classification: b.classification, planned: b.planned, equivalentHotpatch: b.equivalentHotpatch, files, services: b.services, privateKeyPem });
     built.push(out);
   }
   for (const h of spec.hotpatches) {
