@@ -83,10 +83,13 @@ function installHuman(r: UpdateInstallResult | InstallPlan): string {
   return `${head}\n${table(['KB', 'PATCH', 'STATE', 'REBOOT', 'WHY'], r.patches.map((p) => [p.kbId, p.patchId, p.installationState, p.rebootBehavior, p.reason ?? '']))}`;
 }
 
-/** 0 done; 3 nothing could be installed (refused); 4 failed after something was written; 5 some installed, some not. */
+/**
+ * 0 done (a window that ran out included: the rest is Pending); 3 failed on the feed before
+ * anything was installed; 4 failed; 5 some installed, some failed.
+ */
 function installExit(r: UpdateInstallResult): number {
   if (r.status === 'Succeeded') return EXIT.ok;
-  if (r.status === 'Failed') return EXIT.failed;
+  if (r.status === 'Failed') return r.error?.code.startsWith('FEED_') ? EXIT.refused : EXIT.failed;
   return r.failedPatchCount > 0 || r.rebootStatus === 'Failed' ? EXIT.partial : EXIT.ok;
 }
 

@@ -27,7 +27,7 @@ export interface ProductSpec {
     releaseDate: string;
     classification: Classification;
     planned: boolean;
-    /** A cumulative update: the hotpatch whose fixes it carries. */
+    /** A cumulative update: the hotpatch whose fixes it carries as whole files. */
     equivalentHotpatch?: string;
     files: { path: string; mode: number }[];
     services: PackService[];

@@ -49,7 +49,8 @@ export function estimateMs(e: FeedEntry, reboots: boolean, est: Estimates): numb
 export async function measuredRebootMs(home: string): Promise<number | undefined> {
   const { entries } = await readHistory(home, { sinceDays: Infinity });
   const ms = entries
-    .filter((e) => e.action === 'reboot' && e.result !== 'Refused' && typeof e.detail?.downtimeMs === 'number' && (e.detail.downtimeMs as number) > 0)
+    // A boot only starts services: its time is not a reboot's downtime.
+    .filter((e) => e.action === 'reboot' && e.detail?.mode === 'reboot' && typeof e.detail.downtimeMs === 'number' && e.detail.downtimeMs > 0)
     .slice(0, 10)
     .map((e) => e.detail!.downtimeMs as number);
   return ms.length ? Math.max(...ms) : undefined;

@@ -4,11 +4,10 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runOutput } from '../../src/contract/commands.js';
 import { unixRequest } from '../../src/harness/index.js';
 import { isInWindow } from '../../src/update/window.js';
 import { cleanUp, startAgent } from './agent-helpers.js';
-import { simulate, TZ, versions, yearMachine } from './update-year-helpers.js';
+import { actionLines, simulate, TZ, versions, yearMachine } from './update-year-helpers.js';
 
 afterEach(cleanUp);
 
@@ -70,7 +69,7 @@ describe('hp-agent run', () => {
     process.kill(run.pid, 'SIGTERM');
     const r = await run.done;
     expect(r.code, r.stderr).toBe(0);
-    const actions = r.stdout.trim().split('\n').map((l) => runOutput.parse(JSON.parse(l)));
+    const actions = actionLines(r.stdout);
     const caught = actions.filter((a) => a.action === 'catch-up');
     expect(caught.map((a) => [a.pids, a.result, a.packageId])).toEqual([[[late.pid], 'Succeeded', '2027.01-hp1']]);
     expect(actions.at(-1)).toMatchObject({ action: 'stop', reason: expect.stringContaining('SIGTERM') });

@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { runOutput } from '../../src/contract/commands.js';
+import type { Output } from '../../src/contract/index.js';
+import { expectConforms } from '../contract-validate.js';
 import { demoPublicKey, packagesDir } from '../../src/demo/fixture-packages.js';
 import { yearExtraDir, yearPackagesDir, yearSpec } from '../../src/demo/year-packages.js';
 import { agent, newHome, type AgentResult } from './agent-helpers.js';
@@ -35,13 +36,22 @@ export async function yearMachine(o: { extra?: boolean } = {}): Promise<YearMach
   return { home, feed, at };
 }
 
-export type Action = ReturnType<typeof runOutput.parse>;
+export type Action = Output<'run'>;
+
+/** `run --json`'s lines, each checked against the contract (zod and the shipped JSON Schema). */
+export function actionLines(stdout: string): Action[] {
+  return stdout.trim().split('\n').map((l) => {
+    const a = JSON.parse(l) as Action;
+    expectConforms('run', a);
+    return a;
+  });
+}
 
 /** `hp-agent run --simulate-from --simulate-until --json`: every line must be one action of the contract. */
 export async function simulate(m: YearMachine, from: string, until: string): Promise<Action[]> {
   const r = await agent(m.home, ['run', '--feed', m.feed, '--simulate-from', from, '--simulate-until', until, '--json'], { json: false });
   expect(r.code, r.stderr).toBe(0);
-  const actions = r.stdout.trim().split('\n').map((l) => runOutput.parse(JSON.parse(l)));
+  const actions = actionLines(r.stdout);
   expect(actions[0].action).toBe('start');
   expect(actions.at(-1)!.action).toBe('stop');
   expect(actions.filter((a) => a.action === 'error'), JSON.stringify(actions.filter((a) => a.action === 'error'))).toEqual([]);

@@ -4,6 +4,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { releaseCalendar } from '../../src/update/calendar.js';
 import { isInWindow, withinInstallDays } from '../../src/update/window.js';
+import { expectConforms } from '../contract-validate.js';
 import { cleanUp } from './agent-helpers.js';
 import { month, simulate, spec, TZ, versions, yearMachine, type Action } from './update-year-helpers.js';
 
@@ -30,6 +31,16 @@ describe('a year of releases with automatic patching', () => {
   it('installs every Critical and Security update in an off-peak window within 30 days: no reboot in a hotpatch month, one per baseline, the non-security update listed but never installed', async () => {
     const m = await yearMachine();
     expect(await versions(m)).toEqual(['2027.01', '2027.01']);
+    // The calendar, checked against the feed: only the out-of-band hotpatch does not fit.
+    const sched = await m.at('2027-01-13T00:00:00Z', ['schedule', '--year', '2027', '--feed', m.feed]);
+    expect(sched.code, sched.stderr).toBe(0);
+    expectConforms('schedule', sched.json);
+    expect(sched.json.months.map((x: any) => x.kind)).toEqual(calendar.map((x) => x.kind));
+    expect(sched.json.problems.map((p: any) => p.kbId)).toEqual(['KB5700308']);
+    expect(sched.json.months[5].packages).toEqual([{ packageId: '2027.06', kbId: 'KB5700006', releaseDate: '2027-06-08', classification: 'Critical', role: 'unplanned-baseline' }]);
+    const human = await m.at('2027-01-13T00:00:00Z', ['schedule', '--feed', m.feed], false);
+    expect(human.stdout).toMatch(/^June +2027-06-08 +UNPLANNED BASELINE +KB5700006 2027\.06$/m);
+    expect(human.stdout).toContain('KB5700308 2027.07-hp2: a hotpatch (Critical) released 2027-08-24, outside the calendar');
     const actions = await simulate(m, '2027-01-13T00:00:00Z', '2028-01-01T00:00:00Z');
 
     const automatic = [...spec.baselines.filter((b) => !b.equivalentHotpatch && b.id !== '2027.01'), ...spec.hotpatches.filter((h) => h.classification !== 'Updates')];
