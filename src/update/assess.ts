@@ -105,12 +105,12 @@ export async function assessIn(s: Session, source: FeedSource, now: Date): Promi
     time: r.lastModifiedDateTime,
     activityId: activity,
     detail: {
-      feed: describeSource(source),
       kbIds: r.availablePatches.map((p) => p.kbId),
+      rebootPending: r.rebootPending,
       criticalAndSecurityPatchCount: r.criticalAndSecurityPatchCount,
       otherPatchCount: r.otherPatchCount,
-      rebootPending: r.rebootPending,
       ...(r.error ? { code: r.error.code, message: r.error.message } : {}),
+      feed: describeSource(source),
     },
   });
   s.log.info('assessed', { feed: describeSource(source), status: r.status, available: r.availablePatches.map((p) => p.patchId) });

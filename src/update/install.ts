@@ -214,17 +214,18 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
     result: statusOf === 'Failed' ? 'Failed' : statusOf === 'CompletedWithWarnings' ? 'CompletedWithWarnings' : 'Succeeded',
     time: result.lastModifiedDateTime,
     activityId: activity,
+    // What the portal's history shows first: the KBs installed and the reboot.
     detail: {
-      feed: describeSource(source),
       kbIds: patches.filter((x) => x.installationState === 'Installed').map((x) => x.kbId),
+      rebootStatus,
       installedPatchCount: installed,
       pendingPatchCount: pending,
       failedPatchCount: failed,
       excludedPatchCount: result.excludedPatchCount,
       notSelectedPatchCount: result.notSelectedPatchCount,
-      rebootStatus,
       maintenanceWindowExceeded: exceeded,
       ...(error ? { code: error.code, message: error.message } : {}),
+      feed: describeSource(source),
     },
   });
   return result;

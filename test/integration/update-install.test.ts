@@ -55,7 +55,7 @@ describe('assess', () => {
     const feed = await feedOf();
     expect((await at(m.home, MAR)(['install', '--feed', feed, '--classifications-to-include', 'Security'])).code).toBe(0);
     const r = await at(m.home, MAR)(['assess', '--feed', feed]);
-    expect(r.json.availablePatches.map((p: { patchId: string }) => [p.patchId, p.classifications[0]])).toEqual([['2026.11-hp2', 'Updates']]);
+    expect(r.json.availablePatches.map((p: { patchId: string; classifications: string[] }) => [p.patchId, p.classifications[0]])).toEqual([['2026.11-hp2', 'Updates']]);
     expect(r.json).toMatchObject({ criticalAndSecurityPatchCount: 0, otherPatchCount: 1 });
     const early = await at(m.home, '2027-02-01T00:00:00Z')(['assess', '--feed', feed]);
     expect(early.json.availablePatches).toEqual([]);
