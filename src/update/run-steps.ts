@@ -55,6 +55,11 @@ export interface StepContext {
   emit: (a: Omit<RunAction, 'time'>) => void;
   /** Packages already reported as skipped (a non-security update is said once, not every night). */
   skipped: Set<string>;
+  /**
+   * Hotpatches whose rollout failed a health check while this agent ran: not tried again every
+   * night on the same services (a person decides: `hp-agent install`, or a later level replaces it).
+   */
+  unhealthy: Set<string>;
 }
 
 const windowOut = (w: WindowSpan) => ({ start: w.start.toISOString(), end: w.end.toISOString() });
@@ -144,7 +149,11 @@ export async function installStep(s: Session, ctx: StepContext, at: Date, w: Win
       await s.record({ action: 'auto-skip', packageId: e.id, kb: e.kb, result: 'Succeeded', detail: { reason } });
       ctx.emit({ action: 'skip', kbId: e.kb, packageId: e.id, classification: e.classification, releaseDate: e.releaseDate, reason });
     }
-    const e = entries.find((x) => isCriticalOrSecurity([x.classification]));
+    for (const e of entries.filter((x) => ctx.unhealthy.has(x.id) && !ctx.skipped.has(x.id))) {
+      ctx.skipped.add(e.id);
+      ctx.emit({ action: 'skip', kbId: e.kb, packageId: e.id, classification: e.classification, releaseDate: e.releaseDate, reason: `${where}: ${e.kb} failed a health check in an earlier window and was rolled back; automatic patching does not try it again (install it by hand, or wait for the level that replaces it)` });
+    }
+    const e = entries.find((x) => isCriticalOrSecurity([x.classification]) && !ctx.unhealthy.has(x.id));
     if (!e) return;
     const ok = e.kind === 'baseline' ? await installBaseline(s, ctx, at, w, e, where) : await rolloutHotpatch(s, ctx, at, w, e, where);
     if (!ok) return;
@@ -234,6 +243,7 @@ async function rolloutHotpatch(s: Session, ctx: StepContext, at: Date, w: Window
         const ok = r.status === 'Succeeded' && health.healthy;
         ctx.emit({ action: 'service', ...common, service: svc.name, pids: [rec.pid], result: ok ? 'Succeeded' : 'Failed', healthy: health.healthy, reason: `${reason}; one service at a time (availability first)`, detail: `${r.processes.map((p) => `${p.pid}: ${p.outcome}`).join('; ')}; health check: ${health.detail}` });
         if (!ok) {
+          ctx.unhealthy.add(e.id);
           await rollBack(s, ctx, e, svc.name, rec.pid, common, `${svc.name} failed its health check after ${e.kb} (${health.detail}): rollout stopped, ${done.length ? `${done.join(', ')} keep${done.length === 1 ? 's' : ''}` : 'no other service has'} the level; rolled back`);
           await s.record({ action: 'auto-install', packageId: e.id, kb: e.kb, result: 'Failed', detail: { reason, window: windowOut(w), stoppedAt: svc.name, health: health.detail, servicesDone: done } });
           ctx.emit({ action: 'install', result: 'Failed', ...common, daysSinceRelease: rule.daysSinceRelease, withinDays: rule.withinDays, reason, detail: `stopped at ${svc.name}: ${health.detail}` });

@@ -106,7 +106,7 @@ export async function runAgent(o: RunOptions): Promise<RunSummary> {
     actions++;
     o.onAction({ time: t.toISOString(), ...a });
   };
-  const ctx: StepContext = { source, emit, skipped: new Set() };
+  const ctx: StepContext = { source, emit, skipped: new Set(), unhealthy: new Set() };
   const signals = stopSignals();
   /** The window whose installation was done (once per window, however often the loop wakes in it). */
   let handledWindow: number | undefined;

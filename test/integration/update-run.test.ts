@@ -2,11 +2,12 @@
 // service and rolls it back; a machine whose agent was off across windows catches up at the next
 // one; a process started below the hotpatch level gets it as soon as it is seen; SIGTERM stops it.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { unixRequest } from '../../src/harness/index.js';
 import { isInWindow } from '../../src/update/window.js';
-import { cleanUp, startAgent } from './agent-helpers.js';
+import { agent, cleanUp, newHome, startAgent } from './agent-helpers.js';
 import { actionLines, simulate, TZ, versions, yearMachine } from './update-year-helpers.js';
 
 afterEach(cleanUp);
@@ -14,7 +15,7 @@ afterEach(cleanUp);
 describe('hp-agent run', () => {
   it('stops the rollout at the first service whose health check fails, and rolls that service back', async () => {
     const m = await yearMachine({ extra: true }); // the feed: 2027.01 and a hotpatch whose greeting is wrong
-    const actions = await simulate(m, '2027-02-09T12:00:00Z', '2027-02-10T12:00:00Z');
+    const actions = await simulate(m, '2027-02-09T12:00:00Z', '2027-02-11T12:00:00Z');
     const services = actions.filter((a) => a.action === 'service');
     expect(services.map((a) => [a.service, a.result, a.healthy])).toEqual([['greetd-a', 'Failed', false]]);
     expect(services[0].detail).toMatch(/health check: "hello bob" to .*greetd-a\.sock answered "hullo bob", expected "hello bob"/);
@@ -24,14 +25,16 @@ describe('hp-agent run', () => {
     const install = actions.filter((a) => a.action === 'install');
     expect(install.map((a) => [a.packageId, a.result])).toEqual([['2027.01-broken', 'Failed']]);
     expect(isInWindow(new Date(install[0].time), TZ)).toBe(true);
+    // Not tried again on the nights after: said once.
+    expect(actions.filter((a) => a.action === 'skip').map((a) => [a.packageId, a.time])).toEqual([['2027.01-broken', '2027-02-10T21:00:00.000Z']]);
     // greetd-b was never touched, greetd-a is back: both answer as the baseline does, from memory too.
     const sock = (s: string) => path.join(m.home, 'run', `${s}.sock`);
     expect(await unixRequest(sock('greetd-a'), 'hello bob')).toBe('hello bob');
     expect(await unixRequest(sock('greetd-b'), 'hello bob')).toBe('hello bob');
-    const st = await m.at('2027-02-10T12:00:00Z', ['status']);
+    const st = await m.at('2027-02-11T12:00:00Z', ['status']);
     expect(st.json.processes.map((p: any) => p.hotpatchSequence)).toEqual([0, 0]);
     expect(st.json.hotpatch).toBeUndefined();
-    const h = await m.at('2027-02-10T12:00:00Z', ['history']);
+    const h = await m.at('2027-02-11T12:00:00Z', ['history']);
     const auto = h.json.entries.find((e: any) => e.action === 'auto-install');
     expect(auto).toMatchObject({ packageId: '2027.01-broken', result: 'Failed', detail: { stoppedAt: 'greetd-a', servicesDone: [] } });
   });
@@ -73,5 +76,26 @@ describe('hp-agent run', () => {
     const caught = actions.filter((a) => a.action === 'catch-up');
     expect(caught.map((a) => [a.pids, a.result, a.packageId])).toEqual([[[late.pid], 'Succeeded', '2027.01-hp1']]);
     expect(actions.at(-1)).toMatchObject({ action: 'stop', reason: expect.stringContaining('SIGTERM') });
+  });
+
+  it('refuses bad usage before anything runs (exit 2)', async () => {
+    const home = newHome();
+    const feed = newHome();
+    const bad = [
+      ['run'], // no feed
+      ['run', '--feed', path.join(feed, 'none')],
+      ['run', '--feed', feed, '--simulate-from', '2027-01-01T00:00:00Z'],
+      ['run', '--feed', feed, '--simulate-from', '2027-01-01', '--simulate-until', '2027-02-01T00:00:00Z'],
+      ['run', '--feed', feed, '--simulate-from', '2027-02-01T00:00:00Z', '--simulate-until', '2027-01-01T00:00:00Z'],
+      ['run', '--feed', feed, '--scan-interval', '0'],
+      ['schedule', '--year', 'next'],
+      ['schedule', '--feed', 'ftp://example.invalid/feed'],
+    ];
+    for (const args of bad) {
+      const r = await agent(home, args);
+      expect(r.code, `${args.join(' ')}: ${r.stdout}`).toBe(2);
+      expect(r.json.error.code).toBe('USAGE');
+    }
+    expect(fs.readdirSync(home)).toEqual([]);
   });
 });
