@@ -15,13 +15,13 @@ import { runCommand } from './run.js';
 import { scheduleCommand } from './schedule.js';
 import { updateStatusLines } from './update.js';
 
-interface Common {
+export interface Common {
   json: boolean;
   verbose: boolean;
   wait: number;
 }
 
-const common = (y: Argv) =>
+export const common = (y: Argv) =>
   y
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON object (stable field names, Azure spellings)' })
     .option('verbose', { type: 'boolean', default: false, describe: 'mirror the log (JSON lines in $HP_AGENT_HOME/logs/agent.log) on stderr' })

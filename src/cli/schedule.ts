@@ -1,36 +1,12 @@
 /** `hp-agent schedule`: the release calendar of a year, checked against a feed. */
 import type { Argv } from 'yargs';
-import { now } from '../clock.js';
 import type { Output } from '../contract/index.js';
-import { withSession } from '../agent/session.js';
-import { trustDir } from '../package/index.js';
-import { checkCalendar, type CalendarCheck, type PackageRole } from '../update/calendar.js';
-import { describeSource, readFeedIndex, type FeedSource } from '../update/feed/source.js';
+import type { PackageRole } from '../update/calendar.js';
+import type { FeedSource } from '../update/feed/source.js';
+import { schedule, type ScheduleReport } from '../update/schedule.js';
 import { printer, table } from './output.js';
 import { feedOption } from './update.js';
 import { wholeNumber } from './usage.js';
-
-export interface ScheduleOptions {
-  home?: string;
-  /** Default: the current year (HP_AGENT_NOW's, when set). */
-  year?: number;
-  /** A feed whose packages are placed on the calendar and checked. */
-  feed?: FeedSource;
-}
-
-export type ScheduleReport = CalendarCheck & { feed?: string };
-
-/** The calendar of the year, with a feed's packages placed on it and the ones that do not fit. */
-export async function schedule(o: ScheduleOptions): Promise<ScheduleReport> {
-  const at = now();
-  const year = o.year ?? at.getUTCFullYear();
-  const source = o.feed;
-  if (source === undefined) return checkCalendar(year, []);
-  return withSession({ command: 'schedule', home: o.home, readOnly: true }, async (s) => {
-    const index = await readFeedIndex(source, trustDir(s.home), at, s.signal);
-    return { ...checkCalendar(year, index.packages), feed: describeSource(source) };
-  });
-}
 
 const KIND_WORDS = { baseline: 'BASELINE', hotpatch: 'hotpatch', 'unplanned-baseline': 'UNPLANNED BASELINE' } as const;
 const ROLE_SHORT: Record<PackageRole, string> = { baseline: '', 'unplanned-baseline': '', hotpatch: '', 'cumulative-update': 'cu ', 'non-security': 'non-security ' };

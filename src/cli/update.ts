@@ -15,20 +15,9 @@ import { parseFeedSource } from '../update/feed/source.js';
 import { install, planInstall, type InstallPlan } from '../update/install.js';
 import { normalizeKb, parseClassification } from '../update/select.js';
 import { parseIsoDateTime } from '../clock.js';
+import { common, type Common } from './agent.js';
 import { EXIT, printer, table } from './output.js';
 import { existingFile, nonEmpty, usage, wholeNumber } from './usage.js';
-
-interface Common {
-  json: boolean;
-  verbose: boolean;
-  wait: number;
-}
-
-const common = (y: Argv) =>
-  y
-    .option('json', { type: 'boolean', default: false, describe: 'print one JSON object (stable field names, Azure spellings)' })
-    .option('verbose', { type: 'boolean', default: false, describe: 'mirror the log (JSON lines in $HP_AGENT_HOME/logs/agent.log) on stderr' })
-    .option('wait', { requiresArg: true, default: 30000, coerce: wholeNumber('--wait', 'milliseconds', 0), describe: 'ms to wait for another running agent to finish' });
 
 export const feedOption = { type: 'string', requiresArg: true, demandOption: true, coerce: (v: unknown) => parseFeedSource(String(nonEmpty('--feed')(v))), describe: 'the update feed: a folder holding index.json, or an http(s) URL' } as const;
 

@@ -45,12 +45,8 @@ import {
 
 // ---- apply ----------------------------------------------------------------------------------------
 
-/** Azure's install result (DESIGN.md §8), plus what happened in each process. */
-export const applyResultOutput = z.strictObject({
-  status: operationStatus,
-  /** Azure's name for the operation id; the same value as `activityId`. */
-  installationActivityId: activityId,
-  activityId,
+/** The counts and flags of Azure's install result (apply's and install's). */
+const installOutcome = {
   rebootStatus,
   maintenanceWindowExceeded: z.boolean(),
   excludedPatchCount: z.number().int().nonnegative(),
@@ -58,6 +54,15 @@ export const applyResultOutput = z.strictObject({
   pendingPatchCount: z.number().int().nonnegative(),
   installedPatchCount: z.number().int().nonnegative(),
   failedPatchCount: z.number().int().nonnegative(),
+};
+
+/** Azure's install result (DESIGN.md §8), plus what happened in each process. */
+export const applyResultOutput = z.strictObject({
+  status: operationStatus,
+  /** Azure's name for the operation id; the same value as `activityId`. */
+  installationActivityId: activityId,
+  activityId,
+  ...installOutcome,
   patches: z.array(patchEntry),
   startDateTime: dateTime,
   processes: z.array(processResult),
@@ -167,13 +172,18 @@ export const configOutput = z.strictObject({
 
 const updateError = z.strictObject({ code: z.string(), message: z.string() });
 
-export const availablePatch = z.strictObject({
+/** What names a patch in the assess and install results. */
+const patchIdentity = {
   patchId: packageId,
   name: z.string(),
   kbId,
   classifications: z.array(classification),
   rebootBehavior,
   publishedDate: dateTime,
+};
+
+export const availablePatch = z.strictObject({
+  ...patchIdentity,
   lastModifiedDateTime: dateTime,
   assessmentState: z.enum(ASSESSMENT_STATES),
 });
@@ -192,12 +202,7 @@ export const assessOutput = z.strictObject({
 });
 
 export const installPatch = z.strictObject({
-  patchId: packageId,
-  name: z.string(),
-  kbId,
-  classifications: z.array(classification),
-  rebootBehavior,
-  publishedDate: dateTime,
+  ...patchIdentity,
   installationState,
   /** Why it was excluded, not selected, left pending or failed. */
   reason: z.string().optional(),
@@ -207,13 +212,7 @@ export const installPatch = z.strictObject({
 export const installResultOutput = z.strictObject({
   status: operationStatus,
   installationActivityId: activityId,
-  rebootStatus,
-  maintenanceWindowExceeded: z.boolean(),
-  excludedPatchCount: z.number().int().nonnegative(),
-  notSelectedPatchCount: z.number().int().nonnegative(),
-  pendingPatchCount: z.number().int().nonnegative(),
-  installedPatchCount: z.number().int().nonnegative(),
-  failedPatchCount: z.number().int().nonnegative(),
+  ...installOutcome,
   patches: z.array(installPatch),
   startDateTime: dateTime,
   lastModifiedDateTime: dateTime,

@@ -11,12 +11,14 @@ import { installedBaselineManifest, status as readStatus } from '../agent/operat
 import { withSession, type Session } from '../agent/session.js';
 import type { StatusReport } from '../agent/status.js';
 import { applicablePatches, type MachineView } from './applicable.js';
-import { isCriticalOrSecurity, type AssessResult, type AvailablePatch } from './azure.js';
+import { isCriticalOrSecurity, type AssessResult, type AvailablePatch, type PatchIdentity } from './azure.js';
 import type { FeedEntry, FeedIndex } from './feed/index-format.js';
 import { describeSource, readFeedIndex, type FeedSource } from './feed/source.js';
 
-/** A release date as Azure's publishedDate (a date-time). */
-export const publishedDate = (e: FeedEntry): string => `${e.releaseDate}T00:00:00.000Z`;
+/** A feed entry as both results name a patch (its release date as Azure's publishedDate, a date-time). */
+export function patchIdentity(e: FeedEntry): PatchIdentity {
+  return { patchId: e.id, name: e.title, kbId: e.kb, classifications: [e.classification], rebootBehavior: e.rebootBehavior, publishedDate: `${e.releaseDate}T00:00:00.000Z` };
+}
 
 /** What the machine has and runs, for applicablePatches. */
 export function machineView(s: Session, st: StatusReport): MachineView {
@@ -38,18 +40,7 @@ export interface Assessment {
   index?: FeedIndex;
 }
 
-function availablePatch(e: FeedEntry, at: string): AvailablePatch {
-  return {
-    patchId: e.id,
-    name: e.title,
-    kbId: e.kb,
-    classifications: [e.classification],
-    rebootBehavior: e.rebootBehavior,
-    publishedDate: publishedDate(e),
-    lastModifiedDateTime: at,
-    assessmentState: 'Available',
-  };
-}
+const availablePatch = (e: FeedEntry, at: string): AvailablePatch => ({ ...patchIdentity(e), lastModifiedDateTime: at, assessmentState: 'Available' });
 
 /** Assess within a session (the caller holds the lock); records it and keeps it as the last assessment. */
 export async function assessIn(s: Session, source: FeedSource, now: Date): Promise<Assessment> {

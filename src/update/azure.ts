@@ -36,14 +36,18 @@ export interface UpdateError {
   message: string;
 }
 
-/** One entry of `availablePatches[]`. */
-export interface AvailablePatch {
+/** What names a patch in both results. */
+export interface PatchIdentity {
   patchId: string;
   name: string;
   kbId: string;
   classifications: Classification[];
   rebootBehavior: RebootBehavior;
   publishedDate: string;
+}
+
+/** One entry of `availablePatches[]`. */
+export interface AvailablePatch extends PatchIdentity {
   lastModifiedDateTime: string;
   assessmentState: AssessmentState;
 }
@@ -75,20 +79,14 @@ export interface InstallParameters {
 }
 
 /** One entry of the install result's `patches[]`. */
-export interface InstallPatch {
-  patchId: string;
-  name: string;
-  kbId: string;
-  classifications: Classification[];
-  rebootBehavior: RebootBehavior;
-  publishedDate: string;
+export interface InstallPatch extends PatchIdentity {
   installationState: InstallationState;
   /** Why it was excluded, not selected, left pending or failed (hp-agent's own detail). */
   reason?: string;
 }
 
-/** Azure's install result. */
-export interface UpdateInstallResult {
+/** The status, counts and flags of Azure's install result (`apply` prints them too). */
+export interface InstallOutcome {
   status: OperationStatus;
   installationActivityId: string;
   rebootStatus: RebootStatus;
@@ -98,6 +96,10 @@ export interface UpdateInstallResult {
   pendingPatchCount: number;
   installedPatchCount: number;
   failedPatchCount: number;
+}
+
+/** Azure's install result. */
+export interface UpdateInstallResult extends InstallOutcome {
   patches: InstallPatch[];
   startDateTime: string;
   lastModifiedDateTime: string;

@@ -17,7 +17,7 @@ import { applyPackage, reboot, status as readStatus } from '../agent/operations.
 import { transitionReboot, type RebootStatus } from '../agent/state.js';
 import { withSession, type Session } from '../agent/session.js';
 import { applicableBaseline, applicableHotpatch, releasedBy, type MachineView } from './applicable.js';
-import { machineView, publishedDate, type UpdateRunOptions } from './assess.js';
+import { machineView, patchIdentity, type UpdateRunOptions } from './assess.js';
 import type { InstallParameters, InstallPatch, OperationStatus, UpdateInstallResult } from './azure.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { updateSettingsOf } from './settings.js';
@@ -71,18 +71,7 @@ export interface InstallOptions extends UpdateRunOptions {
   onPatch?: (p: InstallPatch) => void;
 }
 
-function patchOf(e: FeedEntry, installationState: InstallPatch['installationState'], reason?: string): InstallPatch {
-  return {
-    patchId: e.id,
-    name: e.title,
-    kbId: e.kb,
-    classifications: [e.classification],
-    rebootBehavior: e.rebootBehavior,
-    publishedDate: publishedDate(e),
-    installationState,
-    ...(reason ? { reason } : {}),
-  };
-}
+const patchOf = (e: FeedEntry, installationState: InstallPatch['installationState'], reason?: string): InstallPatch => ({ ...patchIdentity(e), installationState, ...(reason ? { reason } : {}) });
 
 /**
  * Whether `e` is left out, and how (undefined: it goes in): the install parameters first, then
