@@ -19,6 +19,7 @@
  */
 import { NOW_ENV, now as clockNow } from '../clock.js';
 import { HpError } from '../errors.js';
+import type { AgentLogger } from '../agent/log.js';
 import { withSession } from '../agent/session.js';
 import { describeSource, type FeedSource } from './feed/source.js';
 import { assessStep, catchUp, installMayBeDue, installStep, type RunAction, type StepContext } from './run-steps.js';
@@ -99,12 +100,18 @@ export async function runAgent(o: RunOptions): Promise<RunSummary> {
   const simulated = o.simulateFrom !== undefined;
   if (simulated !== (o.simulateUntil !== undefined)) throw new HpError('USAGE', '--simulate-from and --simulate-until go together');
   if (simulated && o.simulateUntil! <= o.simulateFrom!) throw new HpError('USAGE', `--simulate-until (${o.simulateUntil!.toISOString()}) must be after --simulate-from (${o.simulateFrom!.toISOString()})`);
+  // On the real clock the loop must see time pass: a fixed now is for one-shot commands.
+  if (!simulated && process.env[NOW_ENV]) throw new HpError('USAGE', `${NOW_ENV} fixes now for a one-shot command; the loop on a simulated clock is --simulate-from/--simulate-until`);
   const scanMs = o.scanIntervalMs ?? DEFAULT_SCAN_MS;
   let t = simulated ? o.simulateFrom! : clockNow();
   let actions = 0;
+  /** The log of the session under way (each event's session opens and closes its own). */
+  let log: AgentLogger | undefined;
   const emit = (a: Omit<RunAction, 'time'>) => {
     actions++;
-    o.onAction({ time: t.toISOString(), ...a });
+    const action = { time: t.toISOString(), ...a };
+    log?.info(`automatic patching: ${a.action}`, action);
+    o.onAction(action);
   };
   const ctx: StepContext = { source, emit, skipped: new Set(), unhealthy: new Set() };
   const signals = stopSignals();
@@ -119,6 +126,7 @@ export async function runAgent(o: RunOptions): Promise<RunSummary> {
       try {
         next = await at(t, simulated, () =>
           withSession({ command: 'run', home: o.home, verbose: o.verbose, wait: true }, async (s) => {
+            log = s.log;
             const settings = updateSettingsOf(s.state);
             const ps = settings.patchSettings;
             const tz = effectiveTimeZone(settings);
@@ -142,10 +150,12 @@ export async function runAgent(o: RunOptions): Promise<RunSummary> {
           }),
         );
       } catch (e) {
+        log = undefined;
         if (e instanceof HpError && e.code === 'INTERRUPTED') break;
         emit({ action: 'error', result: 'Failed', reason: 'the step failed; the loop goes on at the next due event', detail: e instanceof HpError ? `${e.code}: ${e.message}` : String(e) });
         next = new Date(t.getTime() + HOUR_MS);
       }
+      log = undefined;
       if (simulated) {
         // Never stand still: an event due now that changed nothing must not run again at once.
         t = new Date(Math.max(next.getTime(), t.getTime() + 1000));
