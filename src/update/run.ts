@@ -137,12 +137,12 @@ export async function runAgent(o: RunOptions): Promise<RunSummary> {
               handledWindow = win.start.getTime();
               if (await installMayBeDue(s, ctx, t)) await installStep(s, ctx, t, win);
             }
-            const last = s.state.lastAssessment ? Date.parse(s.state.lastAssessment.lastModifiedDateTime) : undefined;
+            const last = s.state.lastAssessment ? Date.parse(s.state.lastAssessment.startDateTime) : undefined;
             if (ps.assessmentMode === 'AutomaticByPlatform' && (last === undefined || t.getTime() - last >= ASSESS_EVERY_MS)) {
               await assessStep(s, ctx, t, `assessmentMode AutomaticByPlatform: assessed every 24 hours (${last === undefined ? 'never assessed before' : `last ${new Date(last).toISOString()}`})`);
             }
             const due: number[] = [];
-            const assessed = s.state.lastAssessment ? Date.parse(s.state.lastAssessment.lastModifiedDateTime) : undefined;
+            const assessed = s.state.lastAssessment ? Date.parse(s.state.lastAssessment.startDateTime) : undefined;
             if (ps.assessmentMode === 'AutomaticByPlatform') due.push(assessed === undefined ? t.getTime() + HOUR_MS : assessed + ASSESS_EVERY_MS);
             if (auto) due.push(nextWindowStart(t, tz, settings.offPeak).getTime());
             if (!simulated) due.push(t.getTime() + scanMs);

@@ -78,6 +78,20 @@ describe('hp-agent run', () => {
     expect(actions.at(-1)).toMatchObject({ action: 'stop', reason: expect.stringContaining('SIGTERM') });
   });
 
+  it('assesses every 24 hours with assessmentMode AutomaticByPlatform, and installs nothing with patchMode Manual', async () => {
+    const m = await yearMachine();
+    const set = await m.at('2027-02-01T00:00:00Z', ['config', 'set', 'patchMode', 'Manual', 'enableHotpatching', 'false', 'assessmentMode', 'AutomaticByPlatform']);
+    expect(set.code, set.stdout + set.stderr).toBe(0);
+    const actions = await simulate(m, '2027-02-08T06:00:00Z', '2027-02-11T07:00:00Z');
+    const assessed = actions.filter((a) => a.action === 'assess');
+    expect(assessed.map((a) => a.time)).toEqual(['2027-02-08T06:00:00.000Z', '2027-02-09T06:00:00.000Z', '2027-02-10T06:00:00.000Z', '2027-02-11T06:00:00.000Z']);
+    for (const a of assessed) expect(a.reason).toMatch(/^assessmentMode AutomaticByPlatform: assessed every 24 hours/);
+    // Released on the 9th: listed from the assessment after it (the cumulative update: hotpatching is off).
+    expect(assessed.map((a) => a.kbIds)).toEqual([[], ['KB5700202'], ['KB5700202'], ['KB5700202']]);
+    expect(actions.filter((a) => a.action === 'install' || a.action === 'reboot' || a.action === 'service')).toEqual([]);
+    expect(await versions(m)).toEqual(['2027.01', '2027.01']);
+  });
+
   it('refuses bad usage before anything runs (exit 2)', async () => {
     const home = newHome();
     const feed = newHome();
