@@ -238,7 +238,9 @@ export function updateCommands(y: Argv): Argv {
             out.result(body, () => installHuman(p));
             return;
           }
-          const r = await install(undefined, args.feed, params, now(), { verbose: args.verbose, wait: args.wait });
+          // Installing takes reboots and downloads: say each patch's fate as it becomes known.
+          const onPatch = args.json ? undefined : (p: { kbId: string; patchId: string; installationState: string }) => process.stderr.write(`hp-agent: ${p.kbId} ${p.patchId}: ${p.installationState}\n`);
+          const r = await install(undefined, args.feed, params, now(), { verbose: args.verbose, wait: args.wait, onPatch });
           const body: Output<'install'> = r;
           out.result(body, () => installHuman(r));
           process.exitCode = installExit(r);

@@ -137,6 +137,23 @@ describe('install', () => {
     }
   });
 
+  it('a window estimated from the reboots this machine measured: the baseline fits once a reboot was timed', async () => {
+    const m = await machine();
+    const feed = await feedOf();
+    expect((await at(m.home, JAN)(['install', '--feed', feed, '--maximum-duration', 'PT1M', '--dry-run'])).json.patches.map((p: { installationState: string }) => p.installationState)).toEqual(['Pending', 'Installed']);
+    const rebooted = await at(m.home, JAN)(['reboot']);
+    expect(rebooted.code).toBe(0);
+    expect(rebooted.json.downtimeMs).toBeLessThan(10_000);
+    const plan = await at(m.home, JAN)(['install', '--feed', feed, '--maximum-duration', 'PT1M', '--dry-run']);
+    expect(plan.json.patches[0]).toMatchObject({ patchId: '2026.11', installationState: 'Installed' });
+    expect(plan.json.patches[0].estimatedMs).toBeLessThan(60_000);
+    const r = await at(m.home, JAN)(['install', '--feed', feed, '--maximum-duration', 'PT1M']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(states(r)).toEqual([['2026.11', 'Installed'], ['2026.10-hp2', 'NotSelected']]);
+    expect(r.json).toMatchObject({ maintenanceWindowExceeded: false, rebootStatus: 'Completed', status: 'Succeeded' });
+    expect(await answers(m.socket)).toEqual(expected.b2);
+  });
+
   it('--dry-run plans the same order with estimates and changes nothing', async () => {
     const m = await machine();
     const feed = await feedOf();
