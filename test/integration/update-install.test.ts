@@ -94,6 +94,17 @@ describe('install', () => {
     expect(await answers(m.socket)).toEqual(expected['b1+hp2']);
     const st = await at(m.home, JAN)(['status']);
     expect(st.json).toMatchObject({ pendingBaseline: { baselineId: '2026.11' }, rebootPending: true });
+
+    // The next install that may reboot does: onto the staged baseline, then its latest hotpatch.
+    const plan = await at(m.home, MAR)(['install', '--feed', feed, '--dry-run']);
+    expect(plan.json.patches.map((p: { patchId: string; installationState: string }) => [p.patchId, p.installationState])).toEqual([['2026.11-hp2', 'Installed']]);
+    expect(plan.json.rebootStatus).toBe('Completed');
+    const next = await at(m.home, MAR)(['install', '--feed', feed]);
+    expect(next.code, next.stderr).toBe(0);
+    expect(states(next)).toEqual([['2026.11-hp2', 'Installed']]);
+    expect(next.json.rebootStatus).toBe('Completed');
+    expect(servicePid(m.home)).not.toBe(m.pid);
+    expect(await answers(m.socket)).toEqual(expected['b2+hp2']);
   });
 
   it('Always: reboots even for a hotpatch alone, and the reboot keeps the level', async () => {
