@@ -136,7 +136,8 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
       done(patchOf(e, 'Installed', r.status === 'CompletedWithWarnings' ? 'installed, but some processes could not be changed (see the history)' : undefined));
       return true;
     } catch (err) {
-      if (!(err instanceof HpError)) throw err;
+      // SIGINT/SIGTERM stop the install at this safe point (what is done stays done).
+      if (!(err instanceof HpError) || err.code === 'INTERRUPTED') throw err;
       error ??= { code: err.code, message: err.message };
       done(patchOf(e, 'Failed', err.message));
       return false;
@@ -151,7 +152,7 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
     try {
       rebooted = (await reboot(s)).rebootStatus;
     } catch (err) {
-      if (!(err instanceof HpError)) throw err;
+      if (!(err instanceof HpError) || err.code === 'INTERRUPTED') throw err;
       rebooted = 'Failed';
       error ??= { code: err.code, message: err.message };
     }
