@@ -207,7 +207,7 @@ export function updateCommands(y: Argv): Argv {
           .option('exclude-kbs-requiring-reboot', { type: 'boolean', default: false, describe: 'leave out every update that needs a reboot' })
           .option('max-patch-publish-date', { type: 'string', requiresArg: true, coerce: (v: unknown) => (isoTime('--max-patch-publish-date', v), String(v)), describe: 'only updates published on or before this ISO 8601 date-time' })
           .option('maximum-duration', { type: 'string', requiresArg: true, coerce: (v: unknown) => durationText(v), describe: 'the maintenance window, ISO 8601 (e.g. PT4H): no update starts that cannot finish inside it' })
-          .option('reboot-setting', { type: 'string', requiresArg: true, choices: REBOOT_SETTINGS, describe: 'IfRequired (default: the machine\'s rebootSetting) | Never (a baseline stays staged) | Always' })
+          .option('reboot-setting', { type: 'string', requiresArg: true, choices: REBOOT_SETTINGS, coerce: (v: unknown) => nonEmpty('--reboot-setting')(v), describe: 'IfRequired (default: the machine\'s rebootSetting) | Never (a baseline stays staged) | Always' })
           .option('dry-run', { type: 'boolean', default: false, describe: 'print what would be installed, in which order, with its estimate, and change nothing' }),
       async (a) => {
         const args = a as unknown as Common & {
@@ -238,7 +238,9 @@ export function updateCommands(y: Argv): Argv {
             out.result(body, () => installHuman(p));
             return;
           }
-          const r = await install(undefined, args.feed, params, now(), { verbose: args.verbose, wait: args.wait });
+          // Installing takes reboots and downloads: say each patch's fate as it becomes known.
+          const onPatch = args.json ? undefined : (p: { kbId: string; patchId: string; installationState: string }) => process.stderr.write(`hp-agent: ${p.kbId} ${p.patchId}: ${p.installationState}\n`);
+          const r = await install(undefined, args.feed, params, now(), { verbose: args.verbose, wait: args.wait, onPatch });
           const body: Output<'install'> = r;
           out.result(body, () => installHuman(r));
           process.exitCode = installExit(r);

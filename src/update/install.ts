@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { HpError } from '../errors.js';
 import { trustDir } from '../package/index.js';
 import { readHistory } from '../agent/history.js';
-import { applyPackage, reboot, status as readStatus } from '../agent/operations.js';
+import { applyPackage, installedBaselineManifest, reboot, status as readStatus } from '../agent/operations.js';
 import { transitionReboot, type RebootStatus } from '../agent/state.js';
 import { withSession, type Session } from '../agent/session.js';
 import { applicableBaseline, applicableHotpatch, releasedBy, type MachineView } from './applicable.js';
@@ -42,8 +42,11 @@ export interface Estimates {
 /** How long installing `e` may take (pure). `reboots`: whether the install reboots for it. */
 export function estimateMs(e: FeedEntry, reboots: boolean, est: Estimates): number {
   if (e.kind === 'hotpatch') return HOTPATCH_BASE_ESTIMATE_MS + HOTPATCH_PER_PROCESS_MS * est.processes;
-  return STAGE_ESTIMATE_MS + (reboots ? 2 * (est.rebootDowntimeMs ?? UNMEASURED_REBOOT_MS / 2) : 0);
+  return STAGE_ESTIMATE_MS + (reboots ? rebootEstimateMs(est.rebootDowntimeMs) : 0);
 }
+
+/** A reboot: twice the longest measured one (a margin for a slower start), or the unmeasured guess. */
+export const rebootEstimateMs = (measuredMs: number | undefined): number => (measuredMs === undefined ? UNMEASURED_REBOOT_MS : 2 * measuredMs);
 
 /** The longest of this machine's last ten measured reboots (the agent records each one's downtime). */
 export async function measuredRebootMs(home: string): Promise<number | undefined> {
@@ -57,9 +60,19 @@ export async function measuredRebootMs(home: string): Promise<number | undefined
 }
 
 /** A view of the machine once baseline `b` is booted (for the dry run's plan of what follows). */
-export function viewAfterBoot(m: MachineView, b: FeedEntry): MachineView {
+export function viewAfterBoot(m: MachineView, b: { baselineId: string; releaseDate?: string; equivalentHotpatch?: string }): MachineView {
   const enrolls = m.enrollment === 'Pending' && !b.equivalentHotpatch;
   return { enrollment: enrolls ? 'Enabled' : m.enrollment, activeBaseline: { id: b.baselineId, releaseDate: b.releaseDate }, hotpatchSequence: 0, runningLevels: [] };
+}
+
+/**
+ * A baseline staged by an earlier install that did not reboot (`Never`) is rebooted onto now,
+ * when the reboot setting allows and the reboot fits in the window: "if required" is the
+ * machine's need, not only this install's.
+ */
+function rebootsForStaged(stagedBefore: boolean, rebootAllowed: boolean, fits: boolean): 'reboot' | 'window' | undefined {
+  if (!stagedBefore || !rebootAllowed) return undefined;
+  return fits ? 'reboot' : 'window';
 }
 
 export interface InstallOptions extends UpdateRunOptions {
@@ -123,7 +136,8 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
       done(patchOf(e, 'Installed', r.status === 'CompletedWithWarnings' ? 'installed, but some processes could not be changed (see the history)' : undefined));
       return true;
     } catch (err) {
-      if (!(err instanceof HpError)) throw err;
+      // SIGINT/SIGTERM stop the install at this safe point (what is done stays done).
+      if (!(err instanceof HpError) || err.code === 'INTERRUPTED') throw err;
       error ??= { code: err.code, message: err.message };
       done(patchOf(e, 'Failed', err.message));
       return false;
@@ -138,7 +152,7 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
     try {
       rebooted = (await reboot(s)).rebootStatus;
     } catch (err) {
-      if (!(err instanceof HpError)) throw err;
+      if (!(err instanceof HpError) || err.code === 'INTERRUPTED') throw err;
       rebooted = 'Failed';
       error ??= { code: err.code, message: err.message };
     }
@@ -156,6 +170,11 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
     } else if ((await install(baseline)) && rebootAllowed) {
       await doReboot();
     }
+  }
+  if (rebooted === undefined) {
+    const staged = rebootsForStaged(s.state.pendingBaseline !== undefined, rebootAllowed, fits(rebootEstimateMs(rebootMs)));
+    if (staged === 'reboot') await doReboot();
+    exceeded ||= staged === 'window';
   }
 
   // 2. The latest hotpatch of the baseline that runs now.
@@ -272,6 +291,18 @@ export async function planInstallIn(s: Session, source: FeedSource, params: Inst
       rebootStatus = reboots ? 'Completed' : 'Required';
       if (reboots) after = viewAfterBoot(before, baseline);
     }
+  }
+  const pendingId = s.state.pendingBaseline?.id;
+  if (after === before && pendingId) {
+    const ms = rebootEstimateMs(await measuredRebootMs(s.home));
+    const staged = rebootsForStaged(true, rebootSetting !== 'Never', fits(ms));
+    if (staged === 'reboot') {
+      spent += ms;
+      rebootStatus = 'Completed';
+      const m = installedBaselineManifest(s.home, pendingId);
+      after = viewAfterBoot(before, { baselineId: pendingId, releaseDate: m?.releaseDate, equivalentHotpatch: m?.equivalentHotpatch });
+    }
+    exceeded ||= staged === 'window';
   }
   const oldHotpatch = applicableHotpatch(released, before);
   const hotpatch = applicableHotpatch(released, after);

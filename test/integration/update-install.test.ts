@@ -94,6 +94,17 @@ describe('install', () => {
     expect(await answers(m.socket)).toEqual(expected['b1+hp2']);
     const st = await at(m.home, JAN)(['status']);
     expect(st.json).toMatchObject({ pendingBaseline: { baselineId: '2026.11' }, rebootPending: true });
+
+    // The next install that may reboot does: onto the staged baseline, then its latest hotpatch.
+    const plan = await at(m.home, MAR)(['install', '--feed', feed, '--dry-run']);
+    expect(plan.json.patches.map((p: { patchId: string; installationState: string }) => [p.patchId, p.installationState])).toEqual([['2026.11-hp2', 'Installed']]);
+    expect(plan.json.rebootStatus).toBe('Completed');
+    const next = await at(m.home, MAR)(['install', '--feed', feed]);
+    expect(next.code, next.stderr).toBe(0);
+    expect(states(next)).toEqual([['2026.11-hp2', 'Installed']]);
+    expect(next.json.rebootStatus).toBe('Completed');
+    expect(servicePid(m.home)).not.toBe(m.pid);
+    expect(await answers(m.socket)).toEqual(expected['b2+hp2']);
   });
 
   it('Always: reboots even for a hotpatch alone, and the reboot keeps the level', async () => {
@@ -135,6 +146,23 @@ describe('install', () => {
       expect(await answers(m.socket), c.args.join(' ')).toEqual(expected[c.level]);
       await cleanUpdateDirsExcept(feed);
     }
+  });
+
+  it('a window estimated from the reboots this machine measured: the baseline fits once a reboot was timed', async () => {
+    const m = await machine();
+    const feed = await feedOf();
+    expect((await at(m.home, JAN)(['install', '--feed', feed, '--maximum-duration', 'PT1M', '--dry-run'])).json.patches.map((p: { installationState: string }) => p.installationState)).toEqual(['Pending', 'Installed']);
+    const rebooted = await at(m.home, JAN)(['reboot']);
+    expect(rebooted.code).toBe(0);
+    expect(rebooted.json.downtimeMs).toBeLessThan(10_000);
+    const plan = await at(m.home, JAN)(['install', '--feed', feed, '--maximum-duration', 'PT1M', '--dry-run']);
+    expect(plan.json.patches[0]).toMatchObject({ patchId: '2026.11', installationState: 'Installed' });
+    expect(plan.json.patches[0].estimatedMs).toBeLessThan(60_000);
+    const r = await at(m.home, JAN)(['install', '--feed', feed, '--maximum-duration', 'PT1M']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(states(r)).toEqual([['2026.11', 'Installed'], ['2026.10-hp2', 'NotSelected']]);
+    expect(r.json).toMatchObject({ maintenanceWindowExceeded: false, rebootStatus: 'Completed', status: 'Succeeded' });
+    expect(await answers(m.socket)).toEqual(expected.b2);
   });
 
   it('--dry-run plans the same order with estimates and changes nothing', async () => {

@@ -45,6 +45,8 @@ describe('bad input', () => {
       ['--kb-numbers-to-exclude', 'KB5999999'], // well formed, but the feed has no such KB
       ['--reboot-setting', 'Sometimes'],
       ['--max-patch-publish-date', '2027-01-01'],
+      ['--reboot-setting', 'Never', '--reboot-setting', 'Always'],
+      ['--maximum-duration', 'PT1H', '--maximum-duration', 'PT2H'],
     ];
     for (const args of usage) {
       const r = await agent(['install', '--feed', feed, ...args]);

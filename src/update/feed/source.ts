@@ -68,6 +68,7 @@ async function readFeedFile(s: FeedSource, name: string, limit: number, signal?:
   try {
     res = await fetch(url, { signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(REQUEST_TIMEOUT_MS)]) : AbortSignal.timeout(REQUEST_TIMEOUT_MS), redirect: 'error' });
   } catch (e) {
+    if (signal?.aborted) throw signal.reason;
     const cause = (e as { cause?: { code?: string; message?: string } }).cause;
     throw unreachable(s, name, cause?.code ?? cause?.message ?? (e as Error).message);
   }
@@ -83,6 +84,7 @@ async function readFeedFile(s: FeedSource, name: string, limit: number, signal?:
     }
   } catch (e) {
     if (e instanceof HpError) throw e;
+    if (signal?.aborted) throw signal.reason;
     throw new HpError('FEED_DOWNLOAD_FAILED', `the download of ${name} from ${describeSource(s)} was cut off after ${total} bytes (${(e as Error).message}); nothing of it was kept. Nothing was changed`, { feed: describeSource(s), file: name, bytes: total });
   }
   return Buffer.concat(chunks);
