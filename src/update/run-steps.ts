@@ -119,6 +119,8 @@ export async function assessStep(s: Session, ctx: StepContext, at: Date, reason:
 export async function installMayBeDue(s: Session, ctx: StepContext, at: Date): Promise<boolean> {
   const last = s.state.lastAssessment as { status: string; lastModifiedDateTime: string; criticalAndSecurityPatchCount?: number } | undefined;
   if (!last || last.status !== 'Succeeded' || (last.criticalAndSecurityPatchCount ?? 1) > 0) return true;
+  // A baseline staged under rebootSetting Never waits for a reboot the setting may allow by now.
+  if (s.state.pendingBaseline && updateSettingsOf(s.state).patchSettings.automaticByPlatformSettings.rebootSetting !== 'Never') return true;
   // Hotpatching switched since: other updates apply now (cumulative updates, or the next baseline).
   if (s.state.enrollmentDetail && s.state.enrollmentDetail.since > last.lastModifiedDateTime) return true;
   let index;
@@ -139,6 +141,7 @@ export async function installMayBeDue(s: Session, ctx: StepContext, at: Date): P
 export async function installStep(s: Session, ctx: StepContext, at: Date, w: WindowSpan): Promise<void> {
   const settings = updateSettingsOf(s.state);
   const where = describeWindow(w, settings);
+  if (!(await rebootOntoStaged(s, ctx, at, w, where))) return;
   // A baseline booted in this window can bring a hotpatch of its own: a few rounds at most.
   for (let round = 0; round < 3; round++) {
     const entries = await assessStep(s, ctx, at, `${where}: automatic patching (patchMode AutomaticByPlatform) assesses before it installs`);
@@ -158,6 +161,28 @@ export async function installStep(s: Session, ctx: StepContext, at: Date, w: Win
     const ok = e.kind === 'baseline' ? await installBaseline(s, ctx, at, w, e, where) : await rolloutHotpatch(s, ctx, at, w, e, where);
     if (!ok) return;
   }
+}
+
+/**
+ * A baseline an earlier window staged without rebooting (rebootSetting Never then) is rebooted
+ * onto once the setting allows it, before anything else; true when nothing stands in the way.
+ */
+async function rebootOntoStaged(s: Session, ctx: StepContext, at: Date, w: WindowSpan, where: string): Promise<boolean> {
+  const pending = s.state.pendingBaseline;
+  const rebootSetting = updateSettingsOf(s.state).patchSettings.automaticByPlatformSettings.rebootSetting;
+  if (!pending || rebootSetting === 'Never') return true;
+  const reason = `${where}: baseline ${pending.id} (${pending.kb}) was staged ${pending.installedAt} without a reboot, and rebootSetting ${rebootSetting} allows one now`;
+  let r;
+  try {
+    r = await installIn(s, ctx.source, { rebootSetting, kbNumbersToInclude: [pending.kb] }, at);
+  } catch (err) {
+    ctx.emit({ action: 'reboot', result: 'Failed', kbId: pending.kb, packageId: pending.packageId, window: windowOut(w), reason, detail: (err as Error).message });
+    return false;
+  }
+  const health = await servicesHealth(s);
+  const ok = r.rebootStatus === 'Completed' && health.every((h) => h.healthy);
+  ctx.emit({ action: 'reboot', result: ok ? 'Succeeded' : 'Failed', kbId: pending.kb, packageId: pending.packageId, window: windowOut(w), rebootStatus: r.rebootStatus, reason, detail: health.map((h) => `${h.name}: ${h.detail}`).join('; ') });
+  return ok;
 }
 
 /** Runs `work` on the package downloaded from the feed (verified against the index), then drops the download. */

@@ -92,6 +92,20 @@ describe('hp-agent run', () => {
     expect(await versions(m)).toEqual(['2027.01', '2027.01']);
   });
 
+  it('leaves a baseline staged under rebootSetting Never, and reboots onto it at the first window after the setting allows it', async () => {
+    const m = await yearMachine();
+    expect((await m.at('2027-04-01T00:00:00Z', ['config', 'set', 'automaticByPlatformSettings.rebootSetting', 'Never'])).code).toBe(0);
+    const never = await simulate(m, '2027-04-13T12:00:00Z', '2027-04-15T00:00:00Z');
+    expect(never.filter((a) => a.action === 'install').map((a) => [a.packageId, a.rebootStatus])).toEqual([['2027.04', 'Required']]);
+    expect(never.filter((a) => a.action === 'reboot')).toEqual([]);
+    expect(await versions(m)).toEqual(['2027.01', '2027.01']);
+    expect((await m.at('2027-04-15T06:00:00Z', ['config', 'set', 'automaticByPlatformSettings.rebootSetting', 'IfRequired'])).code).toBe(0); // 08:00 in Rome
+    const allowed = await simulate(m, '2027-04-15T06:00:00Z', '2027-04-16T12:00:00Z');
+    expect(allowed.filter((a) => a.action === 'reboot').map((a) => [a.packageId, a.result, a.time])).toEqual([['2027.04', 'Succeeded', '2027-04-15T20:00:00.000Z']]);
+    expect(allowed.filter((a) => a.action === 'install')).toEqual([]);
+    expect(await versions(m)).toEqual(['2027.04', '2027.04']);
+  });
+
   it('refuses bad usage before anything runs (exit 2)', async () => {
     const home = newHome();
     const feed = newHome();
