@@ -147,7 +147,7 @@ function rebootExit(r: RebootResult): number {
 }
 
 /** What a command did (or, with --dry-run, would do): its --json body, its text for people, how it ends. */
-interface Outcome<Body> {
+export interface Outcome<Body> {
   body: Body;
   human: () => string;
   /** For people, on stderr; --json carries them in the body. */
@@ -157,8 +157,8 @@ interface Outcome<Body> {
 }
 
 /** One of the agent's commands: its yargs definition, what it runs, and what it runs with --dry-run. */
-interface AgentCommand<C extends OutputCommand, A> {
-  command: string;
+export interface AgentCommand<C extends OutputCommand, A> {
+  command: string | [string, ...string[]];
   describe: string;
   /** Its own options, after the common ones (--dry-run is added when it has a dry run). */
   options?: (y: Argv) => Argv;
@@ -171,7 +171,7 @@ interface AgentCommand<C extends OutputCommand, A> {
  * the command; prints the outcome (one JSON object, or text and warnings) or the error; and sets
  * the exit code from it.
  */
-function agentCommand<C extends OutputCommand, A>(c: AgentCommand<C, A>): (y: Argv) => Argv {
+export function agentCommand<C extends OutputCommand, A>(c: AgentCommand<C, A>): (y: Argv) => Argv {
   const options = (y: Argv) => {
     const withOwn = c.options ? c.options(common(y)) : common(y);
     return c.dryRun ? withOwn.option('dry-run', dryRunOption) : withOwn;
