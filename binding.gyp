@@ -5,6 +5,9 @@
       "sources": [
         "native/addon.cc",
         "native/ptrace_ops.cc",
+        "native/procfs.cc",
+        "native/util.cc",
+        "native/own_threads.cc",
         "native/memory.cc",
         "native/remote_syscall.cc",
         "native/resume.cc",

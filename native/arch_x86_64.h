@@ -20,6 +20,27 @@ constexpr int64_t kERESTARTNOINTR = 513;
 constexpr int64_t kERESTARTNOHAND = 514;
 constexpr int64_t kERESTART_RESTARTBLOCK = 516;
 
+// The two instructions of the target's C library a borrowed thread runs (see remote_syscall.cc):
+//   0f 05        syscall        a call with our registers …
+//   c3           ret            … then back into the signal frame's return address:
+//   48 c7 c0 0f 00 00 00   mov rax, 15 (rt_sigreturn)
+//   0f 05                  syscall      glibc's __restore_rt, which gives the thread its own registers
+constexpr uint8_t kSyscallRetBytes[] = {0x0f, 0x05, 0xc3};
+constexpr uint8_t kSigreturnBytes[] = {0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05};
+
+// The system call convention: number in rax, arguments in rdi, rsi, rdx, r10, r8, r9; the kernel
+// keeps the number in orig_rax for a restart (-1: nothing to restart).
+inline void SetSyscall(user_regs_struct& r, uint64_t nr, const uint64_t (&args)[6]) {
+  r.rax = nr;
+  r.orig_rax = uint64_t(-1);
+  r.rdi = args[0];
+  r.rsi = args[1];
+  r.rdx = args[2];
+  r.r10 = args[3];
+  r.r8 = args[4];
+  r.r9 = args[5];
+}
+
 constexpr uint64_t kNrRtSigreturn = 15;
 constexpr uint64_t kNrRestartSyscall = 219;
 

@@ -22,11 +22,29 @@ struct CoreError {
   bool set() const { return !code.empty(); }
 };
 
+// ---- util.cc ---------------------------------------------------------------------------------
 bool Fail(CoreError& err, const std::string& code, const std::string& message);
-// A step of the agent's work on a target (see HP_AGENT_KILL_AT_STEP in ptrace_ops.cc).
-void KillPoint();
 std::string ErrnoText(int e);
 uint64_t MonotonicNs();
+std::string Hex(uint64_t v);  // 0x… for messages
+
+// A step of the agent's work on a target (see HP_AGENT_KILL_AT_STEP in ptrace_ops.cc).
+void KillPoint();
+
+// ---- own_threads.cc: the agent's other threads step aside during a stop ---------------------
+// While one exists (on the tracer's thread), every other ordinary thread of this process is in
+// SCHED_IDLE, so it cannot hold a CPU an interrupted target thread needs (see own_threads.cc).
+class OwnThreadsAside {
+ public:
+  OwnThreadsAside();
+  ~OwnThreadsAside();
+  OwnThreadsAside(const OwnThreadsAside&) = delete;
+  OwnThreadsAside& operator=(const OwnThreadsAside&) = delete;
+  static int IdledNow();  // how many threads are idled at this instant (for the test)
+
+ private:
+  pid_t tid_;
+};
 
 // ---- memory.cc: the one place that reads and writes target memory ---------------------------
 // Through /proc/PID/mem, which (for a process we may ptrace) also writes read-only code pages,
@@ -121,6 +139,11 @@ class Tracee {
   std::deque<TracedThread> threads_;
 };
 
+// Refuses, before any ptrace request, a process that is gone, a zombie, a child of this very
+// process, or traced by someone else.
+bool CheckTraceable(pid_t pid, CoreError& err);
+
+// ---- procfs.cc: what the core reads from /proc ------------------------------------------------
 std::vector<pid_t> ListThreads(pid_t pid);
 struct ProcStatus {
   bool ok = false;  // false: no such process (or /proc unreadable)
@@ -130,9 +153,6 @@ struct ProcStatus {
 };
 ProcStatus ReadProcStatus(pid_t pid);
 bool ProcessAlive(pid_t pid);
-// Refuses, before any ptrace request, a process that is gone, a zombie, a child of this very
-// process, or traced by someone else.
-bool CheckTraceable(pid_t pid, CoreError& err);
 // A thread asleep in a system call (borrowing it disturbs no work), else the main thread.
 pid_t ThreadToBorrow(pid_t pid);
 int TracerOf(pid_t pid);
@@ -144,8 +164,14 @@ struct ThreadSafety {
   bool shadowStack = false;
 };
 bool ReadThreadSafety(pid_t pid, pid_t tid, ThreadSafety& out);
+// The state letter of /proc/PID/task/TID/stat, 0 when there is no such thread.
+char ThreadState(pid_t pid, pid_t tid);
+// A state letter (or 0) that means the task has exited: zombie, dead, or gone from /proc.
+bool StateIsGone(char state);
 // The thread has exited (zombie or dead) or is gone from /proc.
 bool ThreadFinished(pid_t pid, pid_t tid);
+// The call a thread is blocked in (/proc/PID/task/TID/syscall), or -1 (running, not in a call).
+long BlockedCall(pid_t pid, pid_t tid);
 
 // ---- resume.cc: how a stopped thread goes back to its work, with us or without us -----------
 // A blocked call interrupted by our stop shows -ERESTART* in rax; the kernel restarts it on
@@ -279,3 +305,10 @@ struct ThreadSnapshot {
 bool SnapshotThreads(pid_t pid, std::vector<ThreadSnapshot>& out, CoreError& err);
 
 }  // namespace hp
+
+// One ptrace wrapper, enforced: outside ptrace_ops.cc the name ptrace does not compile; every
+// request goes through Tracee, where the rules that keep a target safe live.
+#ifndef HP_PTRACE_WRAPPER
+#include <sys/ptrace.h>
+#pragma GCC poison ptrace
+#endif

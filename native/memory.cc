@@ -12,12 +12,6 @@
 
 namespace hp {
 
-static std::string Hex(uint64_t v) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "0x%llx", (unsigned long long)v);
-  return buf;
-}
-
 MemFile::MemFile(pid_t pid, CoreError& err) : pid_(pid) {
   std::string path = "/proc/" + std::to_string(pid) + "/mem";
   fd_ = open(path.c_str(), O_RDWR | O_CLOEXEC);

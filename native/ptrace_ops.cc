@@ -9,7 +9,6 @@
 //  - never single-step: a tracer that dies with a step armed leaves the thread a SIGTRAP that
 //    kills it. Syscall stops are reported with PTRACE_O_TRACESYSGOOD, whose stop code (0x85) is
 //    not a valid signal, so a thread left in one by a dead tracer is not sent SIGTRAP either.
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -27,9 +26,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <string>
 
+#define HP_PTRACE_WRAPPER  // the one file allowed to call ptrace(2)
 #include "core.h"
 
 namespace hp {
@@ -45,14 +44,16 @@ static const long kKillAt = [] {
 
 // Threads interrupted whose registers are not yet settled (see Tracee::Settle), over every
 // Tracee of this process: HP_AGENT_KILL_REPORT=FILE gets the count at the kill, so a test can
-// tell the one window in which a SIGKILL can still cost a blocked call an EINTR.
+// tell the one window in which a SIGKILL can still cost a blocked call an EINTR, and how many of
+// our own threads stood aside at that instant (own_threads.cc).
 static std::atomic<long> gUnsettled{0};
 
 void KillPoint() {
   if (kKillAt <= 0) return;
   if (gSteps.fetch_add(1, std::memory_order_relaxed) + 1 != kKillAt) return;
   if (const char* report = getenv("HP_AGENT_KILL_REPORT")) {
-    std::string line = "unsettled " + std::to_string(gUnsettled.load()) + "\n";
+    std::string line = "unsettled " + std::to_string(gUnsettled.load()) + " idled " +
+                       std::to_string(OwnThreadsAside::IdledNow()) + "\n";
     int fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {
       if (write(fd, line.data(), line.size()) < 0) {
@@ -63,86 +64,14 @@ void KillPoint() {
   kill(getpid(), SIGKILL);
 }
 
-// Every ptrace request of the agent.
+// Every ptrace request of the agent; the only call of ptrace(2) in the core (core.h poisons the
+// name everywhere else, so a direct call elsewhere does not compile).
 static long Ptrace(enum __ptrace_request req, pid_t tid, void* addr, void* data) {
   KillPoint();
   return ptrace(req, tid, addr, data);
 }
 
 static const long kSeizeOptions = PTRACE_O_TRACESYSGOOD;
-
-bool Fail(CoreError& err, const std::string& code, const std::string& message) {
-  if (!err.set()) {
-    err.code = code;
-    err.message = message;
-  }
-  return false;
-}
-
-std::string ErrnoText(int e) { return std::string(strerror(e)); }
-
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
-
-std::vector<pid_t> ListThreads(pid_t pid) {
-  std::vector<pid_t> tids;
-  std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = opendir(dir.c_str());
-  if (!d) return tids;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    tids.push_back(pid_t(atoi(e->d_name)));
-  }
-  closedir(d);
-  std::sort(tids.begin(), tids.end());
-  return tids;
-}
-
-// /proc/PID/status in one read (open + read + close): it is read for every process patched.
-ProcStatus ReadProcStatus(pid_t pid) {
-  ProcStatus st;
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/status", int(pid));
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return st;
-  char buf[4096];
-  ssize_t n;
-  do n = read(fd, buf, sizeof buf - 1);
-  while (n < 0 && errno == EINTR);
-  close(fd);
-  if (n <= 0) return st;
-  buf[n] = 0;
-  auto field = [&](const char* name) -> const char* {
-    size_t len = strlen(name);
-    for (const char* line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : nullptr) {
-      if (strncmp(line, name, len) == 0 && line[len] == ':') {
-        const char* v = line + len + 1;
-        while (*v == ' ' || *v == '\t') v++;
-        return v;
-      }
-    }
-    return nullptr;
-  };
-  const char* state = field("State");
-  const char* ppid = field("PPid");
-  const char* tracer = field("TracerPid");
-  if (!state) return st;
-  st.ok = true;
-  st.state = *state;
-  st.ppid = ppid ? pid_t(atoi(ppid)) : 0;
-  st.tracer = tracer ? pid_t(atoi(tracer)) : 0;
-  return st;
-}
-
-bool ProcessAlive(pid_t pid) {
-  ProcStatus st = ReadProcStatus(pid);
-  return st.ok && st.state != 'Z' && st.state != 'X' && st.state != 'x';
-}
-
-int TracerOf(pid_t pid) { return ReadProcStatus(pid).tracer; }
 
 static bool AlreadyTraced(pid_t pid, pid_t tracer, CoreError& err) {
   std::string comm;
@@ -156,73 +85,13 @@ static bool AlreadyTraced(pid_t pid, pid_t tracer, CoreError& err) {
 bool CheckTraceable(pid_t pid, CoreError& err) {
   ProcStatus st = ReadProcStatus(pid);
   if (!st.ok) return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid));
-  if (st.state == 'Z' || st.state == 'X' || st.state == 'x')
+  if (StateIsGone(st.state))
     return Fail(err, "PROCESS_NOT_FOUND", "process " + std::to_string(pid) + " has exited (a zombie not yet reaped by its parent)");
   // libuv reaps the children of a Node process with waitpid(), which would swallow their ptrace stops.
   if (st.ppid == getpid())
     return Fail(err, "TARGET_IS_OUR_CHILD", "process " + std::to_string(pid) +
                                                  " is a child of this agent process; run hp-agent as a separate process to patch it");
   if (st.tracer != 0) return AlreadyTraced(pid, st.tracer, err);
-  return true;
-}
-
-pid_t ThreadToBorrow(pid_t pid) {
-  for (pid_t tid : ListThreads(pid)) {
-    char path[96];
-    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", int(pid), int(tid));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    char buf[1024];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) continue;
-    buf[n] = 0;
-    // The state follows the command name, which may itself contain ") ".
-    const char* close = strrchr(buf, ')');
-    if (close && close[1] == ' ' && close[2] == 'S') return tid;
-  }
-  return pid;
-}
-
-bool ThreadFinished(pid_t pid, pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
-  std::string stat;
-  if (!std::getline(in, stat)) return true;  // already gone
-  size_t close = stat.rfind(')');
-  if (close == std::string::npos || close + 2 >= stat.size()) return true;
-  char state = stat[close + 2];
-  return state == 'Z' || state == 'X' || state == 'x';
-}
-
-int TracerOfThread(pid_t pid, pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.compare(0, 10, "TracerPid:") == 0) return atoi(line.c_str() + 10);
-  return 0;
-}
-
-// /proc/PID/task/TID/status of one thread, whole (a few hundred bytes).
-static std::string ThreadStatus(pid_t pid, pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status");
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-static std::string StatusField(const std::string& status, const char* name) {
-  std::string key = std::string("\n") + name + ":";
-  size_t at = status.find(key);
-  if (at == std::string::npos) return "";
-  size_t from = status.find_first_not_of(" \t", at + key.size());
-  size_t to = status.find('\n', from);
-  return from == std::string::npos ? "" : status.substr(from, to == std::string::npos ? std::string::npos : to - from);
-}
-
-bool ReadThreadSafety(pid_t pid, pid_t tid, ThreadSafety& out) {
-  std::string status = ThreadStatus(pid, tid);
-  std::string blocked = StatusField(status, "SigBlk");
-  if (blocked.empty()) return false;
-  out.sigmask = strtoull(blocked.c_str(), nullptr, 16);
-  out.shadowStack = StatusField(status, "x86_Thread_features").find("shstk") != std::string::npos;
   return true;
 }
 
@@ -406,18 +275,6 @@ bool Tracee::Stop(TracedThread& t, CoreError& err) {
                 "process " + std::to_string(pid_) + " exited while it was being stopped");
   }
   return WaitForStop(t, err);
-}
-
-// The call a thread is blocked in, from /proc/PID/task/TID/syscall ("232 0x… …"), or -1.
-static long BlockedCall(pid_t pid, pid_t tid) {
-  char path[96], buf[32] = {0};
-  snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", int(pid), int(tid));
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0 || buf[0] < '0' || buf[0] > '9') return -1;  // "running", "-1 …"
-  return strtol(buf, nullptr, 10);
 }
 
 bool Tracee::StopAll(CoreError& err) {

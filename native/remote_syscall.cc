@@ -15,18 +15,13 @@
 
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <memory>
 
 #include "arch_x86_64.h"
 #include "core.h"
 
 namespace hp {
-
-static std::string Hex(uint64_t v) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "0x%llx", (unsigned long long)v);
-  return buf;
-}
 
 // The borrowed thread's stack below its red zone, from the top: the strings some calls take,
 // the XSAVE area (64-byte aligned, as XRSTOR wants), the signal frame (where rsp points).
@@ -118,8 +113,8 @@ static bool Matches(pid_t pid, uint64_t addr, const std::vector<uint8_t>& want, 
 // The caller may pass gadgets remembered from another process of the same program: make sure
 // the bytes really are these instructions here before pointing a thread at them.
 static bool CheckGadgets(pid_t pid, const Gadgets& g, CoreError& err) {
-  static const std::vector<uint8_t> kSyscallRet = {0x0f, 0x05, 0xc3};
-  static const std::vector<uint8_t> kSigreturn = {0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05};
+  static const std::vector<uint8_t> kSyscallRet(std::begin(kSyscallRetBytes), std::end(kSyscallRetBytes));
+  static const std::vector<uint8_t> kSigreturn(std::begin(kSigreturnBytes), std::end(kSigreturnBytes));
   if (!Matches(pid, g.syscallRet, kSyscallRet, err))
     return Fail(err, "NO_SYSCALL_GADGET", "the bytes at " + Hex(g.syscallRet) + " in process " + std::to_string(pid) + " are not `syscall; ret`");
   if (!Matches(pid, g.sigreturn, kSigreturn, err))
@@ -171,14 +166,7 @@ static bool RunBatch(Tracee& tracee, TracedThread& t, const Gadgets& g, const st
       user_regs_struct call = stopped;
       call.rip = g.syscallRet;
       call.rsp = scratch.frame();
-      call.rax = calls[i].nr;
-      call.orig_rax = uint64_t(-1);  // nothing for the kernel to restart: the frame has the thread's own call
-      call.rdi = args[0];
-      call.rsi = args[1];
-      call.rdx = args[2];
-      call.r10 = args[3];
-      call.r8 = args[4];
-      call.r9 = args[5];
+      SetSyscall(call, calls[i].nr, args);  // orig_rax -1: the frame, not the kernel, has the thread's own call
       int64_t ret = 0;
       ok = tracee.SetRegs(t, call, err) && tracee.RunToSyscall(t, g.syscallRet + kSyscallInsnLen, scratch.frame(), true, ret, err);
       if (ok && t.gone) ok = Fail(err, "PROCESS_EXITED", "thread " + std::to_string(tid) + " exited during a remote call");
@@ -234,6 +222,7 @@ bool RemoteSyscalls(pid_t pid, pid_t tid, const Gadgets& gadgets, const std::vec
   if (fill && (fill->fdCall > fill->afterCall || fill->afterCall >= calls.size()))
     return Fail(err, "BAD_REMOTE_CALL", "the fill names a call that is not in the batch");
   if (!CheckGadgets(pid, gadgets, err)) return false;
+  OwnThreadsAside aside;  // the borrowed thread is held: it must not wait for our other threads
   Tracee tracee(pid);  // its destructor detaches, handing back any signal that arrived meanwhile
   TracedThread* t = Borrow(tracee, tid, out, err);
   bool ok = t && RunBatch(tracee, *t, gadgets, calls, fill, nullptr, out, err);

@@ -9,18 +9,13 @@
 #include <time.h>
 
 #include <algorithm>
+#include <optional>
 #include <cstdio>
 #include <cstring>
 
 #include "core.h"
 
 namespace hp {
-
-static std::string Hex(uint64_t v) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "0x%llx", (unsigned long long)v);
-  return buf;
-}
 
 // Inside the overwritten bytes, but not exactly at their start: a thread at the very first
 // byte has not executed any of them yet and will simply execute the new ones.
@@ -222,6 +217,10 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
   if (!CheckTraceable(pid, err)) return false;
   MemFile mem(pid, err);
   if (!mem.ok()) return false;
+  // Our other threads stand aside for each stop and come back for the waits between retries
+  // (where a CPU hog would starve them). Set up before the stop: listing them is not pause.
+  std::optional<OwnThreadsAside> aside;
+  aside.emplace();
   Tracee tracee(pid);
   // The thread the prelude borrowed stays stopped into the switch: if it was running (not asleep
   // in a call), the pause counts from when the prelude stopped it.
@@ -268,6 +267,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
   uint64_t backoffUs = 50;  // a thread inside a site leaves it within nanoseconds once let go
   for (;;) {
     out.attempts++;
+    if (!aside) aside.emplace();
     RealtimeScope rt(opts.realtime);
     out.realtime = rt.active();
     if (!tracee.StopAll(err)) return false;
@@ -290,6 +290,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
       if (err.set()) return false;
       tracee.ContinueAll();
       out.totalStoppedNs += MonotonicNs() - t0;
+      aside.reset();
       if (MonotonicNs() >= deadline) {
         return Fail(err, blockedBy,
                     blocker + "; gave up after " + std::to_string(opts.timeoutMs) + " ms and " +
@@ -346,6 +347,7 @@ bool MeasureFloor(pid_t pid, const std::vector<Site>& sites, bool realtime, Floo
   if (!ProcessAlive(pid)) return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid));
   MemFile mem(pid, err);
   if (!mem.ok()) return false;
+  OwnThreadsAside aside;  // as a transaction does, so the floor is measured the same way
   RealtimeScope rt(realtime);
   out.realtime = rt.active();
   Tracee tracee(pid);

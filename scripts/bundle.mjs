@@ -58,7 +58,7 @@ const builtinsByRequire = {
 
 // string-width (yargs' help layout) creates an Intl.Segmenter and a \p{RGI_Emoji} regular
 // expression at load: ~25 ms of every command (~40 ms of --help), for text that is almost always
-// printable ASCII, whose width is its length in every version of it (test/unit/startup.test.ts).
+// printable ASCII, whose width is its length in every version of it (test/integration/startup.test.ts).
 // Load it on the first other text only.
 const lazyStringWidth = {
   name: 'lazy-string-width',

@@ -2,14 +2,15 @@
  * hp-agent as a library: the agent's operations (apply, revert, status, history, reboot, boot,
  * pack), the engine, the process views and the pure building blocks.
  */
-export { HpError } from './errors.js';
+export { ERROR_CODES, HpError, isErrorCode, type ErrorCode, type ErrorCodeInfo } from './errors.js';
 export { native } from './native.js';
 export type { TransactionResult, TransactionOptions, TransactionSite, ThreadSnapshot } from './native.js';
 export { applyPatch, revertFunctions, inspectFunctions } from './engine/patch.js';
 export type { ApplyOptions, ApplyReport, RevertOptions, RevertReport, FunctionSpec, FunctionState, SiteReport } from './engine/patch.js';
 export { apply, revert, status, history, reboot, boot, pack, planApply, planRevert, planReboot, planBoot } from './agent/library.js';
 export type { AgentPackOptions, AgentOptions, AgentApplyOptions, AgentRevertOptions, AgentStatusOptions, AgentHistoryOptions } from './agent/library.js';
-export type { InstallResult, RevertResult, RebootResult, PatchEntry, ApplyPlan, RevertPlan } from './agent/operations.js';
+export type { InstallResult, RevertResult, PatchEntry, ApplyPlan, RevertPlan } from './agent/operations.js';
+export type { RebootResult } from './agent/reboot.js';
 export type { RebootPlan } from './agent/reboot.js';
 export type { ProcessResult, PlannedProcessResult } from './agent/hotpatch.js';
 export type { ChangePlan, PlannedSite } from './engine/plan.js';

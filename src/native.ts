@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { HpError } from './errors.js';
+import { HpError, type ErrorCode } from './errors.js';
 
 export interface TransactionSite {
   addr: number;
@@ -147,7 +147,8 @@ async function call<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (e) {
     if (e instanceof HpError) throw e;
-    const err = e as Error & { code?: string; unchanged?: boolean; preludeComplete?: boolean };
+    // The core's codes are the catalogue's (test/unit/error-codes.test.ts reads them in native/).
+    const err = e as Error & { code?: ErrorCode; unchanged?: boolean; preludeComplete?: boolean };
     if (err.code) throw new HpError(err.code, err.message, err.preludeComplete !== undefined ? { preludeComplete: err.preludeComplete } : {}, err.unchanged !== false);
     throw e;
   }

@@ -11,7 +11,7 @@ import { HpError } from '../errors.js';
 import { ElfFile } from '../elf/index.js';
 import { isExternalFile, type BaselineManifest, type ExternalFile } from '../package/index.js';
 import type { MappedFile, SearchScope } from './discover.js';
-import { writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { baselineDir, homeLayout, writeBaselinePointer } from './home.js';
 import type { ServiceSpec } from './services.js';
 

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { peekBuildId } from '../elf/index.js';
-import { FileSearch, objectsIn, parseMaps, processStat, readProcText, type LoadedObject, type MapEntry } from '../proc/index.js';
+import { FileSearch, isGone, objectsIn, parseMaps, readProcStat, readProcText, type LoadedObject, type MapEntry } from '../proc/index.js';
 
 /**
  * What a search looks for: files under `root` (the agent's system folder, or one baseline's),
@@ -107,8 +107,8 @@ function* searchMatching(mayMatch: (raw: string) => boolean, named: (path: strin
       const objects = objectsIn(pid, maps, wanted, search);
       // One read of /proc/PID/stat, after the objects: the process still lives (not a zombie),
       // and its command name.
-      const stat = processStat(pid);
-      if (!stat || stat.state === undefined || 'ZXx'.includes(stat.state)) continue;
+      const stat = readProcStat(pid);
+      if (!stat || isGone(stat.state)) continue;
       const files = objects.map((o) => ({ path: o.path, buildId: o.buildId, deleted: o.mappings.some((m) => m.deleted) }));
       found = { pid, comm: stat.comm, files, maps, objects };
     } catch {

@@ -14,8 +14,8 @@ import { changeFunctions, type ChangeReport, type ObjectChange, type PatchMode, 
 import { changePlan, type ChangePlan } from '../engine/plan.js';
 import type { JumpKind } from '../x64/jump.js';
 import { ElfFile, inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';
-import { HpError } from '../errors.js';
-import { describeHotpatchFunction, type HotpatchManifest, type Manifest } from '../package/index.js';
+import { HpError, type ErrorCode } from '../errors.js';
+import { describeHotpatchFunction, type HotpatchManifest } from '../package/index.js';
 import { baselineFiles, baselinePathOf, filePath, searchScope, type BaselineFiles } from './baseline.js';
 import { allPids, processesUnder, searchProcesses, type RunningProcess } from './discover.js';
 import type { AgentLogger } from './log.js';
@@ -30,7 +30,7 @@ export interface ProcessResult {
   comm: string;
   outcome: ProcessOutcome;
   reason?: string;
-  errorCode?: string;
+  errorCode?: ErrorCode;
   /** Failed or Skipped: whether the process was left exactly as it was (a refusal before any write, or a rollback that undid it all). */
   unchanged?: boolean;
   /** How the process was switched: 'zero-stop' stopped no thread (pauseUs 0). */
@@ -368,8 +368,8 @@ async function applyToProcess(o: LevelShare, proc: RunningProcess): Promise<Plan
       ...(r.dryRun ? { plan: changePlan(r) } : {}),
     };
   } catch (e) {
-    const err = e as HpError;
-    return { ...base, outcome: 'Failed', reason: err.message, errorCode: err.code ?? 'INTERNAL', unchanged: e instanceof HpError && e.unchanged };
+    const err = e instanceof HpError ? e : undefined;
+    return { ...base, outcome: 'Failed', reason: (e as Error).message, errorCode: err?.code ?? 'INTERNAL', unchanged: err?.unchanged ?? false };
   }
 }
 
@@ -383,8 +383,3 @@ function patchModeOf(m: HotpatchManifest | undefined): PatchMode {
 }
 
 export type ChangeReportLabel = { packageId: string; kb: string; baselineId: string; sequence: number } | undefined;
-
-export function isHotpatch(m: Manifest): m is HotpatchManifest {
-  return m.kind === 'hotpatch';
-}
-

@@ -27,11 +27,10 @@ import {
   status as statusOp,
   type ApplyPlan,
   type InstallResult,
-  type RebootResult,
   type RevertPlan,
   type RevertResult,
 } from './operations.js';
-import type { RebootPlan } from './reboot.js';
+import type { RebootPlan, RebootResult } from './reboot.js';
 import { withSession } from './session.js';
 import type { StatusReport } from './status.js';
 

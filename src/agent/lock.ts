@@ -19,14 +19,13 @@
  * signal (a session: see interrupt.ts), which then stop the work and release the lock themselves:
  * releasing it under work still running would let a second agent in.
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HpError } from '../errors.js';
-import { fsyncDirSync } from './atomic.js';
+import { isGone, processStartTime, readProcStat } from '../proc/stat.js';
+import { fsyncDirSync, tempPathFor } from '../fs/atomic.js';
 import { homeLayout } from './home.js';
-import { processStartTime, readProcStat } from './services.js';
 
 export interface LockInfo {
   pid: number;
@@ -107,7 +106,7 @@ function readLock(file: string): LockRead | undefined {
 
 /** Create `file` holding `content`, all at once; false when it already exists. */
 function createExclusive(file: string, content: string): boolean {
-  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = tempPathFor(file);
   try {
     const fd = fs.openSync(temp, 'wx', 0o644);
     try {
@@ -143,7 +142,7 @@ function staleness(read: LockRead): StaleReason | undefined {
   if (!info) return 'unreadable';
   if (info.host !== os.hostname()) return undefined;
   const stat = readProcStat(info.pid);
-  if (!stat || stat.state === 'Z' || stat.state === 'X' || stat.state === 'x') return 'dead';
+  if (!stat || isGone(stat.state)) return 'dead';
   if (info.startTime >= 0 && stat.startTime !== info.startTime) return 'pid-reused';
   return undefined;
 }

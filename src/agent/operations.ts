@@ -8,9 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { HpError } from '../errors.js';
 import { nowIso } from '../clock.js';
-import { openPackage, trustDir, type BaselineManifest, type Classification, type RebootBehavior, type HotpatchManifest, type Manifest } from '../package/index.js';
+import { openPackage, type BaselineManifest, type Classification, type RebootBehavior, type HotpatchManifest, type Manifest } from '../package/index.js';
 import { baselineStaged, checkInstalledFiles, installedBaselineManifest, stageBaseline } from './baseline.js';
-import { writeBaselinePointer } from './home.js';
+import { homeLayout, writeBaselinePointer } from './home.js';
 import { killPoint } from './kill-point.js';
 import { planReboot, previewReboot, runReboot, savedIntent, startReboot, type RebootPlan, type RebootResult } from './reboot.js';
 import { applyLevel, checkHotpatchFits, hotpatchWarnings, levelManifest, previousLevel, type PlannedProcessResult, type ProcessResult } from './hotpatch.js';
@@ -96,7 +96,7 @@ type Opened<M> = OpenedPackage & { manifest: M };
 async function withVerifiedPackage<T>(s: Session, file: string, o: ApplyOptions, activity: string, record: boolean, work: (pkg: OpenedPackage, stored: boolean) => Promise<T>): Promise<T> {
   let pkg;
   try {
-    pkg = await openPackage(file, { trustDir: trustDir(s.home), allowUnsigned: o.allowUnsigned, signal: s.signal });
+    pkg = await openPackage(file, { trustDir: homeLayout(s.home).trustedKeys, allowUnsigned: o.allowUnsigned, signal: s.signal });
     // The last point where a signal stops the command before it changes anything.
     s.signal.throwIfAborted();
   } catch (e) {
@@ -470,6 +470,3 @@ function operationNow(s: Session): { interruptedOperation?: { kind: string; star
   const at = { kind: op.kind, startedAt: op.startedAt };
   return holder ? { runningOperation: { ...at, pid: holder.pid, command: holder.command } } : { interruptedOperation: at };
 }
-
-export { installedBaselineManifest, storedManifest };
-export type { RebootResult } from './reboot.js';

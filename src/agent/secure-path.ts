@@ -7,7 +7,7 @@
  * be writable by group or others; otherwise the agent refuses them, naming the path and the fix.
  */
 import { statSync, type Stats } from 'node:fs';
-import { HpError } from '../errors.js';
+import { HpError, type ErrorCode } from '../errors.js';
 
 const GROUP_OR_OTHER_WRITE = 0o022;
 
@@ -21,7 +21,7 @@ export const agentUid = (): number => process.geteuid?.() ?? 0;
  * points to) belongs to the agent's user or root and is not writable by group or others. `what`
  * names it in the message. A missing path passes (its creator will be the agent).
  */
-export function checkNotTampered(path: string, what: string, code: string, st?: Stats): void {
+export function checkNotTampered(path: string, what: string, code: ErrorCode, st?: Stats): void {
   if (!st) {
     try {
       st = statSync(path);

@@ -3,7 +3,7 @@
  *
  * How a service is started (and why):
  *
- *   agent ──spawn──> node -e LAUNCHER ──spawn(detached)──> SERVICE        (LAUNCHER exits at once)
+ *   agent ──spawn──> node service-launcher.js ──spawn(detached)──> SERVICE   (the launcher exits at once)
  *
  * - The service is a *grandchild* of the agent. The agent's child is a tiny Node launcher that
  *   spawns the service and exits as soon as the exec succeeded, printing the service's PID; the
@@ -34,13 +34,17 @@
 import { execFile, spawn } from 'node:child_process';
 import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { peekBuildId } from '../elf/index.js';
 import { HpError } from '../errors.js';
+import { isGone, processIsSame, processStartTime, readProcStat } from '../proc/stat.js';
 import { nowIso } from '../clock.js';
-import { readJsonSync, writeJsonAtomic } from './atomic.js';
+import { readJsonSync, writeJsonAtomic } from '../fs/atomic.js';
 import { checkSafeName, homeLayout, serviceLogPath } from './home.js';
 import { killPoint } from './kill-point.js';
-import { DEFAULT_READINESS, expandRun, prepareReadiness, readFrom, readinessWaiter, type Readiness } from './readiness.js';
+import { DEFAULT_READINESS, expandRun, prepareReadiness, readinessWaiter, type Readiness } from './readiness.js';
+import type { LauncherAnswer, LauncherConfig } from './service-launcher.js';
+import { logSize, logTail } from './service-log.js';
 
 export interface ServiceSpec {
   name: string;
@@ -100,66 +104,9 @@ const DEFAULT_STOP_TIMEOUT_MS = 5_000;
 const KILL_WAIT_MS = 3_000;
 const LAUNCHER_TIMEOUT_MS = 15_000;
 const POLL_MS = 15;
-const LOG_TAIL_BYTES = 2_000;
 
 // ---------------------------------------------------------------------------------------------
-// /proc/PID/stat
-
-export interface ProcStat {
-  pid: number;
-  comm: string;
-  /** Scheduler state letter: R, S, D, T, t, Z, X ... */
-  state: string;
-  ppid: number;
-  pgrp: number;
-  session: number;
-  /** Field 22: start time after boot, in clock ticks. */
-  startTime: number;
-}
-
-/** Parsed /proc/PID/stat, or undefined when there is no such process. */
-export function readProcStat(pid: number): ProcStat | undefined {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // "PID (comm) S PPID ..." — comm may contain spaces and ')', so cut at the last ')'.
-  const close = text.lastIndexOf(')');
-  const open = text.indexOf('(');
-  if (open < 0 || close < open) return undefined;
-  const rest = text.slice(close + 2).trim().split(/\s+/);
-  // rest[0] is field 3 (state), so field N is rest[N - 3].
-  const field = (n: number) => Number(rest[n - 3]);
-  return {
-    pid,
-    comm: text.slice(open + 1, close),
-    state: rest[0] ?? '?',
-    ppid: field(4),
-    pgrp: field(5),
-    session: field(6),
-    startTime: field(22),
-  };
-}
-
-/** Start time (field 22 of /proc/PID/stat) of a live process, undefined if gone or a zombie. */
-export function processStartTime(pid: number): number | undefined {
-  const stat = readProcStat(pid);
-  if (!stat || isDead(stat.state)) return undefined;
-  return stat.startTime;
-}
-
-function isDead(state: string): boolean {
-  return state === 'Z' || state === 'X' || state === 'x';
-}
-
-/** The process `pid` exists, is not a zombie, and started at `startTime` (PID reuse safe). */
-export function processIsSame(pid: number, startTime: number): boolean {
-  const stat = readProcStat(pid);
-  return stat !== undefined && !isDead(stat.state) && stat.startTime === startTime;
-}
+// Identity
 
 /** Same PID and same start time (so not a recycled PID), and not a zombie. */
 export function serviceAlive(record: Pick<ServiceRecord, 'pid' | 'startTime'>): boolean {
@@ -193,37 +140,14 @@ export function readServicePidFile(home: string, name: string): ServiceRecord | 
 // ---------------------------------------------------------------------------------------------
 // Start
 
-// Runs as `node -e LAUNCHER CONFIG_JSON`: opens the FIFO (O_RDWR: never blocks, never EOF) and
-// the log, spawns the service in its own session with them as stdio, prints {"pid":N} or
-// {"error":...} and exits without waiting for the service.
-const LAUNCHER = `'use strict';
-const { spawn } = require('node:child_process');
-const fs = require('node:fs');
-const cfg = JSON.parse(process.argv[1]);
-const report = (o) => { fs.writeSync(1, JSON.stringify(o) + '\\n'); };
-let stdinFd, logFd;
-try {
-  stdinFd = fs.openSync(cfg.fifo, fs.constants.O_RDWR);
-  logFd = fs.openSync(cfg.log, 'a', 0o600);
-} catch (e) {
-  report({ error: e.message, code: e.code, stage: 'open' });
-  process.exit(1);
-}
-const child = spawn(cfg.file, cfg.args, { cwd: cfg.cwd, detached: true, stdio: [stdinFd, logFd, logFd] });
-child.once('error', (e) => { report({ error: e.message, code: e.code, stage: 'exec' }); process.exit(1); });
-child.once('spawn', () => { report({ pid: child.pid }); child.unref(); process.exit(0); });
-`;
+// The launcher is the compiled dist/agent/service-launcher.js whether this module runs from dist/
+// (or from the bundle, dist/bundle/), or from the TypeScript sources under a test runner: Node runs
+// JavaScript only, and every one of these sits two folders below the package root.
+const LAUNCHER = fileURLToPath(new URL('../../dist/agent/service-launcher.js', import.meta.url));
 
-interface LauncherAnswer {
-  pid?: number;
-  error?: string;
-  code?: string;
-  stage?: string;
-}
-
-function runLauncher(config: object, env: NodeJS.ProcessEnv): Promise<LauncherAnswer> {
+function runLauncher(config: LauncherConfig, env: NodeJS.ProcessEnv): Promise<LauncherAnswer> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', LAUNCHER, JSON.stringify(config)], {
+    const child = spawn(process.execPath, [LAUNCHER, JSON.stringify(config)], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -265,17 +189,6 @@ async function ensureFifo(fifo: string): Promise<void> {
   if (st?.isFIFO()) return;
   if (st) await fsp.rm(fifo, { force: true });
   await makeFifo(fifo);
-}
-
-async function logSize(file: string): Promise<number> {
-  const st = await fsp.stat(file).catch(() => undefined);
-  return st?.size ?? 0;
-}
-
-async function logTail(file: string, since: number): Promise<string> {
-  const size = await logSize(file);
-  const from = Math.max(since, size - LOG_TAIL_BYTES);
-  return (await readFrom(file, from, LOG_TAIL_BYTES)).toString('utf8').trim();
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -350,7 +263,6 @@ export async function startService(
   await fsp.mkdir(layout.run, { recursive: true, mode: 0o700 });
   await fsp.mkdir(layout.serviceLogs, { recursive: true, mode: 0o700 });
   const fifo = serviceStdinFifo(home, spec.name);
-  const log = serviceLogPath(home, spec.name);
   try {
     await ensureFifo(fifo);
   } catch (error) {
@@ -398,7 +310,7 @@ async function launchAndWait(
   try {
     answer = await runLauncher({ fifo, log, cwd: layout.run, file: spec.file, args }, env);
   } catch (error) {
-    throw new HpError('SERVICE_START_FAILED', `cannot start service ${spec.name}: cannot run the launcher ${process.execPath}: ${(error as Error).message}`, {
+    throw new HpError('SERVICE_START_FAILED', `cannot start service ${spec.name}: cannot run the launcher ${process.execPath} ${LAUNCHER}: ${(error as Error).message}`, {
       service: spec.name,
     });
   }
@@ -491,7 +403,7 @@ export async function waitServiceReady(
 function signalService(record: ServiceRecord, signal: NodeJS.Signals): void {
   // Check identity right before signalling: never signal a process that merely reuses the PID.
   const stat = readProcStat(record.pid);
-  if (!stat || isDead(stat.state) || stat.startTime !== record.startTime) return;
+  if (!stat || isGone(stat.state) || stat.startTime !== record.startTime) return;
   try {
     // A service we started leads its own process group: signal the group, so helpers it forked
     // go too. A record from elsewhere may not: then just the process.

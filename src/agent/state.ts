@@ -2,13 +2,13 @@
  * The agent's state file, <home>/state.json: what is installed, what runs, the reboot cycle, and a
  * half-done operation if the last run was killed in the middle of one.
  *
- * Every change is saved atomically (atomic.ts). Helpers here never mutate the state they are
+ * Every change is saved atomically (src/fs/atomic.ts). Helpers here never mutate the state they are
  * given: they return a new one, so a caller that fails half-way still holds the old value.
  */
 import { z } from 'zod';
 import { HpError } from '../errors.js';
 import { nowIso } from '../clock.js';
-import { readJson, writeJsonAtomic } from './atomic.js';
+import { readJson, writeJsonAtomic } from '../fs/atomic.js';
 import { homeLayout } from './home.js';
 import { enrollmentDetailSchema, updateSettingsSchema } from '../update/settings.js';
 

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { HpError } from '../errors.js';
 import type { Manifest } from '../package/index.js';
-import { writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { checkSafeName, homeLayout } from './home.js';
 
 export interface OpenedPackageLike {

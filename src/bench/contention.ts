@@ -24,7 +24,6 @@ import path from 'node:path';
 import { native } from '../native.js';
 import { fixturePath } from '../harness/index.js';
 import { Benchd, BENCH_PATCH, functionName, sampleIndexes } from './benchd.js';
-import { floorPrimitive } from './pause.js';
 import { cliProblem, runCli } from './scale-agent.js';
 import { tailRatio, tailStats, type TailStats } from './stats.js';
 
@@ -59,7 +58,6 @@ export interface ContentionSection {
   /** The floor's pause (first interrupt → last resume), µs; real-time like the agent's stop. */
   floorPauseUs?: TailStats;
   floorSamplesUs: number[];
-  floorNote?: string;
   durationS?: number;
   failures: number;
   errors: string[];
@@ -104,8 +102,6 @@ export async function contentionSection(rounds: number, log: (line: string) => v
   const pid = String(t.pid);
   const fn = functionName(0);
   const samples = Object.fromEntries(CONTENTION_STEPS.map((s) => [s, [] as TryStop[]])) as Record<ContentionStep, TryStop[]>;
-  const floor = floorPrimitive();
-  if (!floor) out.floorNote = 'this build of the native core has no floor()';
   try {
     for (let round = 0; round < rounds && out.failures < Math.max(3, rounds >> 2); round++) {
       const patch = path.join(dir, `round-${round}`, BENCH_PATCH);
@@ -128,12 +124,10 @@ export async function contentionSection(rounds: number, log: (line: string) => v
       }
       for (const s of CONTENTION_STEPS) samples[s].push(got[s]!);
       out.targetThreads = got.apply!.threads;
-      if (floor) {
-        // The bytes the revert put back, written over themselves: the floor of the same stop.
-        const sites = await Promise.all(got.revert2!.sites.map(async (s) => ({ addr: Number(s.siteAddress), write: await native.readMemory(t.pid, Number(s.siteAddress), s.after.length / 2) })));
-        const f = await floor(t.pid, sites, { realtime: true });
-        out.floorSamplesUs.push(f.pauseNs / 1000);
-      }
+      // The bytes the revert put back, written over themselves: the floor of the same stop.
+      const sites = await Promise.all(got.revert2!.sites.map(async (s) => ({ addr: Number(s.siteAddress), write: await native.readMemory(t.pid, Number(s.siteAddress), s.after.length / 2) })));
+      const f = await native.floor(t.pid, sites, { realtime: true });
+      out.floorSamplesUs.push(f.pauseNs / 1000);
       out.rounds++;
     }
     // Still the original function after all these rounds.

@@ -20,17 +20,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { applyPatch, revertFunctions, type ApplyReport } from '../engine/patch.js';
 import { native } from '../native.js';
 import { fixturePath } from '../harness/index.js';
-import { Benchd, BENCH_PATCH, contextSwitches, functionNames, functionSpecs, sampleIndexes, spinFor, timed, type Mode, type Window } from './benchd.js';
+import { Benchd, BENCH_PATCH, contextSwitches, functionNames, functionSpecs, sampleIndexes, spinFor, timed, type Mode } from './benchd.js';
 import { ratio, rounded, summarize, type Stats } from './stats.js';
-
-export interface FloorResult {
-  pauseNs: number;
-  totalNs: number;
-  threads: number;
-}
-
-/** native.floor(pid, sites, options): see src/native.ts. */
-export type FloorFn = (pid: number, sites: { addr: number; write: Buffer }[], options?: { realtime?: boolean }) => Promise<FloorResult>;
 
 export interface PauseConfig {
   threads: number;
@@ -91,29 +82,7 @@ export interface PauseCase extends PauseConfig {
 }
 
 export interface PauseSection {
-  floorAvailable: boolean;
-  /** Why the floor is missing, when it is. */
-  floorNote?: string;
   cases: PauseCase[];
-}
-
-const NO_FLOOR = 'the native core has no floor() yet (native.floor, being added to src/native.ts); rebuild the core with `npm run build:native` once it is there';
-
-/** native.floor if this build of the core has it. */
-export function floorPrimitive(): FloorFn | undefined {
-  const f = (native as unknown as Record<string, unknown>).floor;
-  return typeof f === 'function' ? (f as FloorFn) : undefined;
-}
-
-/** Calls the floor; a TypeError means the compiled core lacks it (the TypeScript side has it). */
-async function tryFloor(floor: FloorFn | undefined, pid: number, sites: { addr: number; write: Buffer }[], realtime: boolean): Promise<FloorResult | 'missing'> {
-  if (!floor) return 'missing';
-  try {
-    return await floor(pid, sites, { realtime });
-  } catch (e) {
-    if (e instanceof TypeError) return 'missing';
-    throw e;
-  }
 }
 
 function remember(errors: string[], e: unknown): void {
@@ -129,7 +98,7 @@ export interface PauseRunOptions {
 }
 
 /** One case of the matrix on a fresh target, killed afterwards whatever happens. */
-export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorState: { floor?: FloorFn; available: boolean }): Promise<PauseCase> {
+export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions): Promise<PauseCase> {
   const started = performance.now();
   const out: PauseCase = { ...cfg, consistency: cfg.consistency ?? 'entry', target: `benchd ${cfg.threads} ${cfg.mode} ${cfg.functions}`, runs: 0, failures: 0, errors: [] };
   const consistency = out.consistency;
@@ -175,17 +144,9 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
     const maxFailures = Math.max(5, opts.runs >> 2);
 
     while (out.runs < opts.runs && out.failures < maxFailures) {
-      let floorWindow: Window | undefined;
-      if (floorState.available) {
-        const f = await timed(() => tryFloor(floorState.floor, t.pid, floorSites, warm.realtime));
-        if (f.value === 'missing') {
-          floorState.available = false;
-        } else {
-          floorWindow = f.window;
-          floorPause.push(f.value.pauseNs / 1000);
-          floorTotal.push(f.value.totalNs / 1000);
-        }
-      }
+      const floor = await timed(() => native.floor(t.pid, floorSites, { realtime: warm.realtime }));
+      floorPause.push(floor.value.pauseNs / 1000);
+      floorTotal.push(floor.value.totalNs / 1000);
 
       let s0 = voluntary();
       let a: Awaited<ReturnType<typeof timed<ApplyReport>>>;
@@ -194,7 +155,7 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
       } catch (e) {
         out.failures++;
         remember(out.errors, e);
-        if (floorWindow) floorGap.push(...(await t.gapsUs([floorWindow])));
+        floorGap.push(...(await t.gapsUs([floor.window])));
         continue; // a failed apply changed nothing
       }
       stopped += voluntary() - s0;
@@ -217,12 +178,12 @@ export async function pauseCase(cfg: PauseConfig, opts: PauseRunOptions, floorSt
       const asleep = await timed(() => delay(a.ms));
       const spinning = await timed(() => spinFor(a.ms));
 
-      const gaps = await t.gapsUs([a.window, r.window, asleep.window, spinning.window, ...(floorWindow ? [floorWindow] : [])]);
+      const gaps = await t.gapsUs([a.window, r.window, asleep.window, spinning.window, floor.window]);
       applyGap.push(gaps[0]);
       revertGap.push(gaps[1]);
       noise.push(gaps[2]);
       cpuNoise.push(gaps[3]);
-      if (floorWindow) floorGap.push(gaps[4]);
+      floorGap.push(gaps[4]);
       applyPause.push(a.value.pauseUs);
       revertPause.push(r.value.pauseUs);
       applyWall.push(a.ms);
@@ -275,25 +236,24 @@ export function pauseConfigs(matrix: PauseMatrix): PauseConfig[] {
 }
 
 export async function pauseSection(matrix: PauseMatrix, opts: PauseRunOptions): Promise<PauseSection> {
-  const floorState = { floor: floorPrimitive(), available: true };
   const cases: PauseCase[] = [];
   for (const cfg of pauseConfigs(matrix)) {
     const { threads, mode, functions } = cfg;
     const started = performance.now();
     let c: PauseCase;
     try {
-      c = await pauseCase(cfg, opts, floorState);
+      c = await pauseCase(cfg, opts);
     } catch (e) {
       c = { ...cfg, target: `benchd ${threads} ${mode} ${functions}`, runs: 0, durationS: Math.round((performance.now() - started) / 100) / 10, failures: 1, errors: [] };
       remember(c.errors, e);
     }
     cases.push(c);
-    opts.onProgress?.({ floorAvailable: floorState.available, floorNote: floorState.available ? undefined : NO_FLOOR, cases: [...cases] });
+    opts.onProgress?.({ cases: [...cases] });
     const f = (s?: Stats) => (s ? s.median.toFixed(0) : '-');
     opts.log(
       `pause ${String(threads).padStart(2)} ${mode} ${String(functions).padStart(3)} fn${cfg.consistency === 'function' ? ' (function consistency)' : ''}: ${c.runs} runs, pause ${f(c.applyPauseUs)} µs, floor ${f(c.floorPauseUs)} µs, gap ${f(c.applyGapUs)} µs` +
         `${c.ratio !== undefined ? `, ratio ${c.ratio}` : ''}, stopped ${c.stopped ?? '-'}${c.errors.length ? `, ${c.failures} failure(s): ${c.errors[0]}` : ''} (${((performance.now() - started) / 1000).toFixed(1)} s)`,
     );
   }
-  return { floorAvailable: floorState.available, floorNote: floorState.available ? undefined : NO_FLOOR, cases };
+  return { cases };
 }

@@ -99,7 +99,7 @@ export function reading(r: Omit<BenchReport, 'reading'>): string[] {
       const over = withRatio.filter((c) => c.ratio! > 1.5);
       if (over.length && over.length <= 6) out.push(`Over 1.5×: ${over.map((c) => `${caseLabel(c)} (${c.ratio}×)`).join('; ')}.`);
     } else {
-      out.push(`No pause/floor ratio: ${pause.floorNote ?? 'the floor was not measured'}.`);
+      out.push('No pause/floor ratio: the floor was not measured.');
     }
     if (checked.length) {
       const sorted = [...checked].sort((a, b) => a.ratio! - b.ratio!);
@@ -289,7 +289,7 @@ function contentionReading(c: ContentionSection | null): string[] {
     `Under contention (${c.target}: busy threads calling the patched function; \`hp-agent try\` as a fresh process, ${c.rounds} rounds), pause median / p90 / max: ` +
       steps.map((s) => `${STEP_LABEL[s]} ${f(c.steps[s]!.pauseUs)} (p90 ${c.steps[s]!.p90Ratio ?? '–'}× the floor's)`).join('; ') +
       `; the floor ${f(c.floorPauseUs)}. ` +
-      (c.floorPauseUs ? (over.length ? `Over the ${TAIL_GOAL}× goal: ${over.map((s) => STEP_LABEL[s]).join(', ')}.` : `Every step's p90 within ${TAIL_GOAL}× of the floor's.`) : `No floor: ${c.floorNote ?? 'not measured'}.`),
+      (c.floorPauseUs ? (over.length ? `Over the ${TAIL_GOAL}× goal: ${over.map((s) => STEP_LABEL[s]).join(', ')}.` : `Every step's p90 within ${TAIL_GOAL}× of the floor's.`) : 'No floor: not measured.'),
   ];
 }
 
@@ -321,7 +321,6 @@ export function renderMarkdown(r: BenchReport): string {
         'The target also has its main thread and the recorder (the "stopped" column: threads stopped per apply). "Consistency": entry (the switch needs every thread stopped, nothing more) or function (during the same stop the core also checks that no thread runs, or has a return address into, the code being replaced: every thread\'s live stack is read). "Recorder stops": how much the recorder\'s voluntary context switches grew over all counted applies and reverts (each stop counts; compare zero-stop). "Time s": the whole case. Figures: median / p99 / max, µs unless marked.',
       '',
     );
-    if (!r.pause.floorAvailable) lines.push(`**Floor not measured:** ${r.pause.floorNote}`, '');
     lines.push(
       ...table(
         ['threads', 'mode', 'fns', 'consistency', 'stopped', 'runs', 'apply pause', 'floor pause', 'ratio', 'revert pause', 'apply gap', 'floor gap', 'noise gap', 'cpu noise gap', 'apply wall ms', 'revert wall ms', 'recorder stops', 'time s', 'notes'],

@@ -18,10 +18,10 @@
  * A sample of the processes must answer the patched value after each apply and the original one
  * after each revert (asked through the holder). Every target is killed at the end of each point.
  */
-import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { applyPatch, revertFunctions } from '../engine/patch.js';
 import { fixturePath, spawnTarget, type Target } from '../harness/index.js';
+import { processExists } from '../proc/stat.js';
 import { BENCH_PATCH, BENCHD, functionSpecs, patchedAnswer, unpatchedAnswer } from './benchd.js';
 import { cliProblem, cliStartupMs, removeAgentMachine, runCli, setUpAgentMachine, type AgentMachine, type CliRun } from './scale-agent.js';
 import { rounded, summarize, type Stats } from './stats.js';
@@ -148,16 +148,6 @@ async function pool<T>(items: T[], concurrency: number, fn: (item: T, index: num
 function spread(n: number, count: number): number[] {
   if (n <= count) return Array.from({ length: n }, (_, i) => i);
   return Array.from({ length: count }, (_, i) => Math.floor((i * (n - 1)) / (count - 1)));
-}
-
-function running(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X' && state !== 'x';
-  } catch {
-    return false;
-  }
 }
 
 /** The holder process (scale-holder.ts), driven through the harness's line protocol. */
@@ -380,10 +370,10 @@ async function scalePoint(
     }
     // The holder waited for each target; check from here too.
     const deadline = performance.now() + 5000;
-    let left = pids.filter(running);
+    let left = pids.filter(processExists);
     while (left.length && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
-      left = left.filter(running);
+      left = left.filter(processExists);
     }
     if (left.length) {
       for (const pid of left) {

@@ -1,9 +1,10 @@
 /** The agent's commands: apply, revert, status, history, reboot, boot. */
 import cliProgress from 'cli-progress';
 import type { Argv } from 'yargs';
-import type { Output } from '../contract/index.js';
+import type { Output, OutputCommand } from '../contract/index.js';
 import { apply, boot, history, planApply, planBoot, planReboot, planRevert, reboot, revert, status } from '../agent/library.js';
-import type { InstallResult, RebootResult, RevertResult } from '../agent/operations.js';
+import type { InstallResult, RevertResult } from '../agent/operations.js';
+import type { RebootPlan, RebootResult } from '../agent/reboot.js';
 import type { HistoryRead } from '../agent/history.js';
 import type { PlannedProcessResult as ProcessResult } from '../agent/hotpatch.js';
 import type { StatusReport } from '../agent/status.js';
@@ -147,176 +148,150 @@ function rebootExit(r: RebootResult): number {
   return r.hotpatch.status === 'Failed' ? EXIT.failed : EXIT.partial;
 }
 
+/** What a command did (or, with --dry-run, would do): its --json body, its text for people, how it ends. */
+export interface Outcome<Body> {
+  body: Body;
+  human: () => string;
+  /** For people, on stderr; --json carries them in the body. */
+  warnings?: readonly { message: string }[];
+  /** The exit code; none: 0. */
+  exit?: number;
+}
+
+/** One of the agent's commands: its yargs definition, what it runs, and what it runs with --dry-run. */
+export interface AgentCommand<C extends OutputCommand, A> {
+  command: string | [string, ...string[]];
+  describe: string;
+  /** Its own options, after the common ones (--dry-run is added when it has a dry run). */
+  options?: (y: Argv) => Argv;
+  run: (args: A & Common) => Promise<Outcome<Output<C>>>;
+  dryRun?: (args: A & Common) => Promise<Outcome<Output<C>>>;
+}
+
+/**
+ * Registers a command with the one handler they share: it runs the dry run under --dry-run, else
+ * the command; prints the outcome (one JSON object, or text and warnings) or the error; and sets
+ * the exit code from it.
+ */
+export function agentCommand<C extends OutputCommand, A>(c: AgentCommand<C, A>): (y: Argv) => Argv {
+  const options = (y: Argv) => {
+    const withOwn = c.options ? c.options(common(y)) : common(y);
+    return c.dryRun ? withOwn.option('dry-run', dryRunOption) : withOwn;
+  };
+  const handler = async (parsed: unknown) => {
+    const args = parsed as A & Common & { dryRun?: boolean };
+    const out = printer(args.json);
+    try {
+      const o = await (args.dryRun && c.dryRun ? c.dryRun(args) : c.run(args));
+      out.result(o.body, o.human);
+      out.warn(o.warnings);
+      if (o.exit !== undefined) process.exitCode = o.exit;
+    } catch (e) {
+      process.exitCode = out.error(e);
+    }
+  };
+  return (y) => y.command(c.command, c.describe, options, handler);
+}
+
+type ApplyArgs = { package: string; pid?: number[]; allowUnsigned: boolean; allowDowngrade: boolean };
+
+const rebootPlanOutcome = (p: RebootPlan): Outcome<Output<'reboot'>> => ({ body: p, human: () => rebootPlanHuman(p) });
+const rebootOutcome = (r: RebootResult): Outcome<Output<'reboot'>> => ({ body: r, human: () => rebootHuman(r), exit: rebootExit(r) });
+
+/** In the order `hp-agent --help` lists them. */
+const AGENT_COMMANDS = [
+  agentCommand<'apply', ApplyArgs>({
+    command: 'apply <package>',
+    describe: 'Install a package: a baseline is staged (reboot required); a hotpatch is applied live',
+    options: (c) =>
+      c
+        .positional('package', { type: 'string', demandOption: true, coerce: existingFile('package'), describe: 'a signed .hpkg file' })
+        .option('pid', { ...pidOption, describe: 'only these processes (hotpatch; repeatable)' })
+        .option('allow-unsigned', { type: 'boolean', default: false, describe: 'developer switch: accept an unsigned or untrusted package' })
+        .option('allow-downgrade', { type: 'boolean', default: false, describe: 'install a baseline released before the one running or installed (it takes effect at the next reboot)' }),
+    dryRun: async (a) => {
+      const p = await planApply({ package: a.package, pids: a.pid, allowUnsigned: a.allowUnsigned, allowDowngrade: a.allowDowngrade, verbose: a.verbose });
+      // The exit code the apply would end with (a dry run's own failure aside).
+      return { body: p, human: () => applyPlanHuman(p), warnings: p.warnings, exit: processExit(p.processes, p.patches[0].installationState === 'Failed') };
+    },
+    run: async (a) => {
+      const bar = progressBar(a.json);
+      let r: InstallResult;
+      try {
+        r = await apply({ package: a.package, pids: a.pid, allowUnsigned: a.allowUnsigned, allowDowngrade: a.allowDowngrade, onProgress: bar.update, verbose: a.verbose, wait: a.wait });
+      } finally {
+        bar.stop();
+      }
+      return { body: r, human: () => installHuman(r), warnings: r.warnings, exit: processExit(r.processes, r.status === 'Failed') };
+    },
+  }),
+  agentCommand<'revert', { package: string; pid?: number[] }>({
+    command: 'revert <package>',
+    describe: 'Roll the applied hotpatch back live, to the previous level or to the plain baseline',
+    options: (c) => c.positional('package', { type: 'string', demandOption: true, coerce: nonEmpty('package'), describe: 'the applied hotpatch: package id or KB' }).option('pid', pidOption),
+    dryRun: async (a) => {
+      const p = await planRevert({ package: a.package, pids: a.pid, verbose: a.verbose });
+      const failed = p.processes.filter((x) => x.outcome === 'Failed' || x.outcome === 'Skipped').length;
+      return { body: p, human: () => revertPlanHuman(p), exit: processExit(p.processes, failed > 0 && failed === p.processes.length) };
+    },
+    run: async (a) => {
+      const r: RevertResult = await revert({ package: a.package, pids: a.pid, verbose: a.verbose, wait: a.wait });
+      return {
+        body: r,
+        human: () => `reverted ${r.from.kbId} ${r.from.packageId} → ${'packageId' in r.to ? `${r.to.kbId} ${r.to.packageId} (#${r.to.sequence})` : `plain baseline ${r.to.baselineId}`}; status ${r.status}\n${processTable(r.processes)}`,
+        exit: processExit(r.processes, r.status === 'Failed'),
+      };
+    },
+  }),
+  agentCommand<'status', { check: boolean }>({
+    command: 'status',
+    describe: 'What the machine really runs: baselines, reboot pending, hotpatch level per process (read from memory)',
+    options: (c) =>
+      c.option('check', {
+        type: 'boolean',
+        default: false,
+        describe: `exit ${EXIT.refused} and say why when a process is not compliant, a service is not running, a reboot is pending or an operation was interrupted (for monitoring and CI)`,
+      }),
+    run: async (a) => {
+      const r = await status({ verbose: a.verbose });
+      if (!a.check) return { body: r, human: () => statusHuman(r) };
+      const problems = statusProblems(r);
+      return {
+        body: { ...r, check: { healthy: problems.length === 0, problems } },
+        human: () => `${statusHuman(r)}\n\n${problems.length === 0 ? 'check: healthy' : ['check: NOT healthy', ...problems.map((p) => `  - ${p}`)].join('\n')}`,
+        exit: problems.length === 0 ? EXIT.ok : EXIT.refused,
+      };
+    },
+  }),
+  agentCommand<'history', { days: number }>({
+    command: 'history',
+    describe: 'Update history: what was installed, reverted, rebooted, when, with what result',
+    options: (c) => c.option('days', { requiresArg: true, default: 30, coerce: wholeNumber('--days', 'a number of days', 1, 36_500), describe: 'how far back, in days' }),
+    run: async (a) => {
+      const r = historyOutput(await history({ days: a.days, verbose: a.verbose }));
+      return {
+        body: r,
+        human: () =>
+          r.entries.length === 0 ? `no updates in the last ${a.days} days` : table(['TIME', 'ACTION', 'KB', 'PACKAGE', 'RESULT', 'DETAIL'], r.entries.map((e) => [e.time, e.action, e.kbId ?? '-', e.packageId ?? '-', e.result, e.detail ? summarize(e.detail) : ''])),
+      };
+    },
+  }),
+  agentCommand<'reboot', object>({
+    command: 'reboot',
+    describe: 'Simulated reboot: stop the services, switch to the installed baseline, start them, report the downtime',
+    dryRun: async (a) => rebootPlanOutcome(await planReboot({ verbose: a.verbose })),
+    run: async (a) => rebootOutcome(await reboot({ verbose: a.verbose, wait: a.wait })),
+  }),
+  agentCommand<'boot', object>({
+    command: 'boot',
+    describe: 'The machine powered on: start the installed baseline\'s services (and its hotpatch level)',
+    dryRun: async (a) => rebootPlanOutcome(await planBoot({ verbose: a.verbose })),
+    run: async (a) => rebootOutcome(await boot({ verbose: a.verbose, wait: a.wait })),
+  }),
+];
+
 export function agentCommands(y: Argv): Argv {
-  return runCommand(scheduleCommand(y))
-    .command(
-      'apply <package>',
-      'Install a package: a baseline is staged (reboot required); a hotpatch is applied live',
-      (c) =>
-        common(c)
-          .positional('package', { type: 'string', demandOption: true, coerce: existingFile('package'), describe: 'a signed .hpkg file' })
-          .option('pid', { ...pidOption, describe: 'only these processes (hotpatch; repeatable)' })
-          .option('allow-unsigned', { type: 'boolean', default: false, describe: 'developer switch: accept an unsigned or untrusted package' })
-          .option('allow-downgrade', { type: 'boolean', default: false, describe: 'install a baseline released before the one running or installed (it takes effect at the next reboot)' })
-          .option('dry-run', dryRunOption),
-      async (a) => {
-        const args = a as unknown as Common & { package: string; pid?: number[]; allowUnsigned: boolean; allowDowngrade: boolean; dryRun: boolean };
-        const out = printer(args.json);
-        if (args.dryRun) {
-          try {
-            const p = await planApply({ package: args.package, pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, verbose: args.verbose });
-            const body: Output<'apply'> = p;
-            out.result(body, () => applyPlanHuman(p));
-            out.warn(p.warnings);
-            // The exit code the apply would end with (a dry run's own failure aside).
-            process.exitCode = processExit(p.processes, p.patches[0].installationState === 'Failed');
-          } catch (e) {
-            process.exitCode = out.error(e);
-          }
-          return;
-        }
-        const bar = progressBar(args.json);
-        try {
-          const r = await apply({ package: args.package, pids: args.pid, allowUnsigned: args.allowUnsigned, allowDowngrade: args.allowDowngrade, onProgress: bar.update, verbose: args.verbose, wait: args.wait });
-          bar.stop();
-          const body: Output<'apply'> = r;
-          out.result(body, () => installHuman(r));
-          out.warn(r.warnings);
-          process.exitCode = processExit(r.processes, r.status === 'Failed');
-        } catch (e) {
-          bar.stop();
-          process.exitCode = out.error(e);
-        }
-      },
-    )
-    .command(
-      'revert <package>',
-      'Roll the applied hotpatch back live, to the previous level or to the plain baseline',
-      (c) => common(c).positional('package', { type: 'string', demandOption: true, coerce: nonEmpty('package'), describe: 'the applied hotpatch: package id or KB' }).option('pid', pidOption).option('dry-run', dryRunOption),
-      async (a) => {
-        const args = a as unknown as Common & { package: string; pid?: number[]; dryRun: boolean };
-        const out = printer(args.json);
-        if (args.dryRun) {
-          try {
-            const p = await planRevert({ package: args.package, pids: args.pid, verbose: args.verbose });
-            const body: Output<'revert'> = p;
-            out.result(body, () => revertPlanHuman(p));
-            const failed = p.processes.filter((x) => x.outcome === 'Failed' || x.outcome === 'Skipped').length;
-            process.exitCode = processExit(p.processes, failed > 0 && failed === p.processes.length);
-          } catch (e) {
-            process.exitCode = out.error(e);
-          }
-          return;
-        }
-        try {
-          const r: RevertResult = await revert({ package: args.package, pids: args.pid, verbose: args.verbose, wait: args.wait });
-          const body: Output<'revert'> = r;
-          out.result(body, () => `reverted ${r.from.kbId} ${r.from.packageId} → ${'packageId' in r.to ? `${r.to.kbId} ${r.to.packageId} (#${r.to.sequence})` : `plain baseline ${r.to.baselineId}`}; status ${r.status}\n${processTable(r.processes)}`);
-          process.exitCode = processExit(r.processes, r.status === 'Failed');
-        } catch (e) {
-          process.exitCode = out.error(e);
-        }
-      },
-    )
-    .command(
-      'status',
-      'What the machine really runs: baselines, reboot pending, hotpatch level per process (read from memory)',
-      (c) =>
-        common(c).option('check', {
-          type: 'boolean',
-          default: false,
-          describe: `exit ${EXIT.refused} and say why when a process is not compliant, a service is not running, a reboot is pending or an operation was interrupted (for monitoring and CI)`,
-        }),
-      async (a) => {
-        const args = a as unknown as Common & { check: boolean };
-        const out = printer(args.json);
-        try {
-          const r = await status({ verbose: args.verbose });
-          if (!args.check) {
-            const body: Output<'status'> = r;
-            out.result(body, () => statusHuman(r));
-            return;
-          }
-          const problems = statusProblems(r);
-          const body: Output<'status'> = { ...r, check: { healthy: problems.length === 0, problems } };
-          out.result(body, () =>
-            `${statusHuman(r)}\n\n${problems.length === 0 ? 'check: healthy' : ['check: NOT healthy', ...problems.map((p) => `  - ${p}`)].join('\n')}`);
-          process.exitCode = problems.length === 0 ? EXIT.ok : EXIT.refused;
-        } catch (e) {
-          process.exitCode = out.error(e);
-        }
-      },
-    )
-    .command(
-      'history',
-      'Update history: what was installed, reverted, rebooted, when, with what result',
-      (c) => common(c).option('days', { requiresArg: true, default: 30, coerce: wholeNumber('--days', 'a number of days', 1, 36_500), describe: 'how far back, in days' }),
-      async (a) => {
-        const args = a as unknown as Common & { days: number };
-        const out = printer(args.json);
-        try {
-          const r = historyOutput(await history({ days: args.days, verbose: args.verbose }));
-          out.result(r, () =>
-            r.entries.length === 0 ? `no updates in the last ${args.days} days` : table(['TIME', 'ACTION', 'KB', 'PACKAGE', 'RESULT', 'DETAIL'], r.entries.map((e) => [e.time, e.action, e.kbId ?? '-', e.packageId ?? '-', e.result, e.detail ? summarize(e.detail) : ''])));
-        } catch (e) {
-          process.exitCode = out.error(e);
-        }
-      },
-    )
-    .command(
-      'reboot',
-      'Simulated reboot: stop the services, switch to the installed baseline, start them, report the downtime',
-      (c) => common(c).option('dry-run', dryRunOption),
-      async (a) => {
-        const args = a as unknown as Common & { dryRun: boolean };
-        const out = printer(args.json);
-        if (args.dryRun) {
-          try {
-            const p = await planReboot({ verbose: args.verbose });
-            const body: Output<'reboot'> = p;
-            out.result(body, () => rebootPlanHuman(p));
-          } catch (e) {
-            process.exitCode = out.error(e);
-          }
-          return;
-        }
-        try {
-          const r = await reboot({ verbose: args.verbose, wait: args.wait });
-          const body: Output<'reboot'> = r;
-          out.result(body, () => rebootHuman(r));
-          process.exitCode = rebootExit(r);
-        } catch (e) {
-          process.exitCode = out.error(e);
-        }
-      },
-    )
-    .command(
-      'boot',
-      'The machine powered on: start the installed baseline\'s services (and its hotpatch level)',
-      (c) => common(c).option('dry-run', dryRunOption),
-      async (a) => {
-        const args = a as unknown as Common & { dryRun: boolean };
-        const out = printer(args.json);
-        if (args.dryRun) {
-          try {
-            const p = await planBoot({ verbose: args.verbose });
-            const body: Output<'reboot'> = p;
-            out.result(body, () => rebootPlanHuman(p));
-          } catch (e) {
-            process.exitCode = out.error(e);
-          }
-          return;
-        }
-        try {
-          const r = await boot({ verbose: args.verbose, wait: args.wait });
-          const body: Output<'reboot'> = r;
-          out.result(body, () => rebootHuman(r));
-          process.exitCode = rebootExit(r);
-        } catch (e) {
-          process.exitCode = out.error(e);
-        }
-      },
-    );
+  return AGENT_COMMANDS.reduce((parser, add) => add(parser), runCommand(scheduleCommand(y)));
 }
 
 /**

@@ -4,8 +4,9 @@ import { readFile, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { Argv } from 'yargs';
 import { HpError } from '../errors.js';
-import { generateKeyPair, KEY_ID_RE, loadTrusted, parsePublicKey, trustAdd, trustDir, trustRemove, writeFileAtomic } from '../package/index.js';
-import { agentHome } from '../agent/home.js';
+import { generateKeyPair, KEY_ID_RE, loadTrusted, parsePublicKey, trustAdd, trustRemove } from '../package/index.js';
+import { writeFileAtomic } from '../fs/atomic.js';
+import { agentHome, homeLayout } from '../agent/home.js';
 import { EXIT, printer, table } from './output.js';
 import type { Output } from '../contract/index.js';
 import { existingFile, nonEmpty, usage } from './usage.js';
@@ -80,7 +81,7 @@ export function trustCommand(y: Argv): Argv {
           const a = argv as unknown as { key: string; name?: string; json: boolean };
           const out = printer(a.json);
           try {
-            const key = await trustAdd(trustDir(agentHome()), await readTextInput(a.key, 'public key'), a.name);
+            const key = await trustAdd(homeLayout(agentHome()).trustedKeys, await readTextInput(a.key, 'public key'), a.name);
             const body: Output<'trust-add'> = { keyId: key.keyId, name: key.name ?? null, added: key.added ?? null };
             out.result(body, () => `trusted key ${key.keyId}${key.name ? ` (${key.name})` : ''}`);
             process.exitCode = EXIT.ok;
@@ -97,7 +98,7 @@ export function trustCommand(y: Argv): Argv {
           const a = argv as unknown as { json: boolean };
           const out = printer(a.json);
           try {
-            const keys = await loadTrusted(trustDir(agentHome()));
+            const keys = await loadTrusted(homeLayout(agentHome()).trustedKeys);
             const body: Output<'trust-list'> = { keys: keys.map((k) => ({ keyId: k.keyId, name: k.name ?? null, added: k.added ?? null })) };
             out.result(body, () =>
               keys.length === 0
@@ -120,7 +121,7 @@ export function trustCommand(y: Argv): Argv {
           const a = argv as unknown as { key: string; json: boolean };
           const out = printer(a.json);
           try {
-            const key = await trustRemove(trustDir(agentHome()), a.key);
+            const key = await trustRemove(homeLayout(agentHome()).trustedKeys, a.key);
             const body: Output<'trust-remove'> = { keyId: key.keyId, name: key.name ?? null, removed: true };
             out.result(body, () => `removed key ${key.keyId}${key.name ? ` (${key.name})` : ''}: packages it signs are refused from now on`);
             process.exitCode = EXIT.ok;

@@ -1,6 +1,6 @@
 /** Shared output helpers of the command line: tables for people, one JSON object for programs. */
 import { signalExitCode } from '../agent/interrupt.js';
-import { HpError } from '../errors.js';
+import { HpError, type ErrorCode } from '../errors.js';
 import type { Output } from '../contract/index.js';
 
 /** Exit codes: documented in the README and in `hp-agent --help` (and 128 + N after signal N: see interrupt.ts). */
@@ -17,7 +17,7 @@ export const EXIT = {
 } as const;
 
 /** Refusals that are the caller's mistake, not the input's: bad usage (exit 2). */
-const USAGE_CODES = new Set(['USAGE', 'PACKAGE_NOT_FOUND', 'PACKAGE_NOT_A_FILE']);
+const USAGE_CODES = new Set<ErrorCode>(['USAGE', 'PACKAGE_NOT_FOUND', 'PACKAGE_NOT_A_FILE']);
 
 /** The exit code for an error: usage, interrupted by a signal, refused (nothing changed), failed, internal. */
 export function exitCodeOf(e: unknown): number {
@@ -27,7 +27,6 @@ export function exitCodeOf(e: unknown): number {
   return e.unchanged ? EXIT.refused : EXIT.failed;
 }
 
-export const addr = (n: number) => '0x' + n.toString(16);
 export const spacedHex = (hex: string) => hex.replace(/(..)(?!$)/g, '$1 ');
 
 /** How wide a table may be: COLUMNS, else the terminal's width; none when writing to a pipe (whole lines). */

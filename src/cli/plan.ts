@@ -8,7 +8,8 @@ import type { RebootPlan } from '../agent/reboot.js';
 import type { PlannedProcessResult as ProcessResult } from '../agent/hotpatch.js';
 import type { ChangePlan } from '../engine/plan.js';
 import type { SiteReport } from '../engine/patch.js';
-import { addr, spacedHex, table } from './output.js';
+import { spacedHex, table } from './output.js';
+import { hexAddr } from '../hex.js';
 
 type SiteRow = Pick<SiteReport, 'function' | 'replacement' | 'kind' | 'keptEndbr64' | 'before' | 'after'> & {
   functionAddress: number | string;
@@ -17,7 +18,7 @@ type SiteRow = Pick<SiteReport, 'function' | 'replacement' | 'kind' | 'keptEndbr
   entry?: { before: string; after: string };
 };
 
-const at = (a: number | string) => (typeof a === 'number' ? addr(a) : a);
+const at = (a: number | string) => (typeof a === 'number' ? hexAddr(a) : a);
 
 /** One row per site: function, addresses, jump, bytes before and after (the entry NOP's too, for a padding site). */
 export function sitesTable(sites: SiteRow[], withAction = false): string {

@@ -8,12 +8,12 @@ import { acquireTryLock } from '../agent/lock.js';
 import type { z } from 'zod';
 import type { Output } from '../contract/index.js';
 import type { tryApplyOutput as TryApplySchema, tryRevertOutput as TryRevertSchema } from '../contract/commands.js';
-import { inlinedCopyWarnings, type InlineWarning } from '../elf/index.js';
+import { inlinedCopyWarnings, readElfFile, type InlineWarning } from '../elf/index.js';
 import { HpError } from '../errors.js';
 import { applyPatch, PATCH_MODES, planPatch, planRevert, revertFunctions, type ApplyReport, type FunctionSpec, type PatchMode, type RevertReport, type SiteReport } from '../engine/patch.js';
 import { changePlan, type ChangePlan } from '../engine/plan.js';
-import { readElfFile } from '../proc/index.js';
-import { addr, EXIT, printer } from './output.js';
+import { EXIT, printer } from './output.js';
+import { hexAddr } from '../hex.js';
 import { changePlanHuman, sitesTable } from './plan.js';
 import { existingFile, nonEmpty, pidValues, usage, wholeNumber } from './usage.js';
 
@@ -48,15 +48,15 @@ export function parseFunctionSpec(spec: string): FunctionSpec {
 function sitesOutput(sites: SiteReport[]) {
   return sites.map(({ functionAddress, siteAddress, target, entry, ...s }) => ({
     ...s,
-    functionAddress: addr(functionAddress),
-    siteAddress: addr(siteAddress),
-    ...(target !== undefined ? { target: addr(target) } : {}),
-    ...(entry ? { entry: { ...entry, siteAddress: addr(entry.siteAddress) } } : {}),
+    functionAddress: hexAddr(functionAddress),
+    siteAddress: hexAddr(siteAddress),
+    ...(target !== undefined ? { target: hexAddr(target) } : {}),
+    ...(entry ? { entry: { ...entry, siteAddress: hexAddr(entry.siteAddress) } } : {}),
   }));
 }
 
 function tryApplyOutput(r: ApplyReport): z.output<typeof TryApplySchema> {
-  return { ...r, patch: { ...r.patch, base: addr(r.patch.base) }, bindings: r.bindings.map((b) => ({ ...b, address: addr(b.address) })), sites: sitesOutput(r.sites) };
+  return { ...r, patch: { ...r.patch, base: hexAddr(r.patch.base) }, bindings: r.bindings.map((b) => ({ ...b, address: hexAddr(b.address) })), sites: sitesOutput(r.sites) };
 }
 
 function tryRevertOutput(r: RevertReport): z.output<typeof TryRevertSchema> {
@@ -211,7 +211,7 @@ function reportOutput(r: Report): z.output<typeof TryApplySchema> | z.output<typ
 function reportLine(a: TryArgs, r: Report): string {
   if (a.revert) return `reverted ${r.sites.length} function(s) in PID ${r.pid} (${r.object.path}) — ${pauseLine(r)}\n${sitesTable(r.sites)}`;
   const p = (r as ApplyReport).patch;
-  return `patched ${r.sites.length} function(s) in PID ${r.pid} (${r.object.path}) with ${p.mapping} at ${addr(p.base)} — ${pauseLine(r)}\n${sitesTable(r.sites)}`;
+  return `patched ${r.sites.length} function(s) in PID ${r.pid} (${r.object.path}) with ${p.mapping} at ${hexAddr(p.base)} — ${pauseLine(r)}\n${sitesTable(r.sites)}`;
 }
 
 function errorBody(e: HpError | Error) {

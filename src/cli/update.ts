@@ -11,11 +11,11 @@ import { setConfig, showConfig, type ConfigReport } from '../update/config.js';
 import { parseDuration } from '../update/duration.js';
 import { buildFeed } from '../update/feed/build.js';
 import { serveFeed } from '../update/feed/serve.js';
-import { parseFeedSource } from '../update/feed/source.js';
+import { parseFeedSource, type FeedSource } from '../update/feed/source.js';
 import { install, planInstall, type InstallPlan } from '../update/install.js';
 import { normalizeKb, parseClassification } from '../update/select.js';
 import { parseIsoDateTime } from '../clock.js';
-import { common, type Common } from './agent.js';
+import { agentCommand } from './agent.js';
 import { EXIT, printer, table } from './output.js';
 import { existingFile, nonEmpty, usage, wholeNumber } from './usage.js';
 
@@ -82,47 +82,97 @@ function installExit(r: UpdateInstallResult): number {
   return r.failedPatchCount > 0 || r.rebootStatus === 'Failed' ? EXIT.partial : EXIT.ok;
 }
 
+const configShow = agentCommand<'config', object>({
+  command: ['show', '$0'],
+  describe: 'Show the settings and the enrollment with its reason',
+  run: async (a) => {
+    const r = await showConfig(undefined, { verbose: a.verbose });
+    return { body: r, human: () => configHuman(r) };
+  },
+});
+
+const configSet = agentCommand<'config', { pairs: [string, string][] }>({
+  command: 'set <pairs..>',
+  describe:
+    'Change settings: KEY VALUE pairs, all or none (patchMode Manual|AutomaticByOS|AutomaticByPlatform; enableHotpatching true|false; assessmentMode ImageDefault|AutomaticByPlatform; automaticByPlatformSettings.rebootSetting IfRequired|Never|Always; timeZone IANA-NAME|system; offPeakWindow HH:MM-HH:MM)',
+  options: (d) =>
+    d.positional('pairs', {
+      type: 'string',
+      array: true,
+      coerce: (v: unknown) => {
+        const xs = (Array.isArray(v) ? v : [v]).map(String);
+        if (xs.length % 2) throw usage(`config set takes KEY VALUE pairs; "${xs.at(-1)}" has no value`);
+        return xs.flatMap((x, i) => (i % 2 ? [] : [[x, xs[i + 1]] as [string, string]]));
+      },
+      describe: 'KEY VALUE [KEY VALUE …]',
+    }),
+  run: async (a) => {
+    const r = await setConfig(undefined, a.pairs, { verbose: a.verbose, wait: a.wait });
+    return { body: r, human: () => configHuman(r) };
+  },
+});
+
+const assessCommand = agentCommand<'assess', { feed: FeedSource }>({
+  command: 'assess',
+  describe: 'Assess now: which updates of the feed this machine lacks, compared with what is installed and what its processes run',
+  options: (c) => c.option('feed', feedOption),
+  run: async (a) => {
+    const r = await assess(undefined, a.feed, now(), { verbose: a.verbose, wait: a.wait });
+    return { body: r, human: () => assessHuman(r), exit: r.status === 'Failed' ? EXIT.refused : EXIT.ok };
+  },
+});
+
+interface InstallArgs {
+  feed: FeedSource;
+  classificationsToInclude?: InstallParameters['classificationsToInclude'];
+  kbNumbersToInclude?: string[];
+  kbNumbersToExclude?: string[];
+  excludeKbsRequiringReboot: boolean;
+  maxPatchPublishDate?: string;
+  maximumDuration?: string;
+  rebootSetting?: InstallParameters['rebootSetting'];
+}
+
+/** Azure's install parameters from the command line (only those given). */
+const installParameters = (a: InstallArgs): InstallParameters => ({
+  ...(a.rebootSetting ? { rebootSetting: a.rebootSetting } : {}),
+  ...(a.classificationsToInclude ? { classificationsToInclude: a.classificationsToInclude } : {}),
+  ...(a.kbNumbersToInclude ? { kbNumbersToInclude: a.kbNumbersToInclude } : {}),
+  ...(a.kbNumbersToExclude ? { kbNumbersToExclude: a.kbNumbersToExclude } : {}),
+  ...(a.excludeKbsRequiringReboot ? { excludeKbsRequiringReboot: true } : {}),
+  ...(a.maxPatchPublishDate ? { maxPatchPublishDate: a.maxPatchPublishDate } : {}),
+  ...(a.maximumDuration ? { maximumDuration: a.maximumDuration } : {}),
+});
+
+const installCommand = agentCommand<'install', InstallArgs>({
+  command: 'install',
+  describe: 'Install updates now, by Azure\'s install parameters: a missing baseline first (rebooting as the reboot setting allows), then the latest hotpatch',
+  options: (c) =>
+    c
+      .option('feed', feedOption)
+      .option('classifications-to-include', { type: 'string', array: true, requiresArg: true, coerce: listOf('--classifications-to-include', parseClassification), describe: `only these classifications (${CLASSIFICATIONS.join(', ')}); repeatable or comma-separated` })
+      .option('kb-numbers-to-include', { type: 'string', array: true, requiresArg: true, coerce: listOf('--kb-numbers-to-include', normalizeKb), describe: 'also these KBs (KB5046101 or 5046101); repeatable or comma-separated' })
+      .option('kb-numbers-to-exclude', { type: 'string', array: true, requiresArg: true, coerce: listOf('--kb-numbers-to-exclude', normalizeKb), describe: 'never these KBs; repeatable or comma-separated' })
+      .option('exclude-kbs-requiring-reboot', { type: 'boolean', default: false, describe: 'leave out every update that needs a reboot' })
+      .option('max-patch-publish-date', { type: 'string', requiresArg: true, coerce: (v: unknown) => (isoTime('--max-patch-publish-date', v), String(v)), describe: 'only updates published on or before this ISO 8601 date-time' })
+      .option('maximum-duration', { type: 'string', requiresArg: true, coerce: (v: unknown) => durationText(v), describe: 'the maintenance window, ISO 8601 (e.g. PT4H): no update starts that cannot finish inside it' })
+      .option('reboot-setting', { type: 'string', requiresArg: true, choices: REBOOT_SETTINGS, coerce: (v: unknown) => nonEmpty('--reboot-setting')(v), describe: 'IfRequired (default: the machine\'s rebootSetting) | Never (a baseline stays staged) | Always' }),
+  run: async (a) => {
+    // Installing takes reboots and downloads: say each patch's fate as it becomes known.
+    const onPatch = a.json ? undefined : (p: { kbId: string; patchId: string; installationState: string }) => process.stderr.write(`hp-agent: ${p.kbId} ${p.patchId}: ${p.installationState}\n`);
+    const r = await install(undefined, a.feed, installParameters(a), now(), { verbose: a.verbose, wait: a.wait, onPatch });
+    return { body: r, human: () => installHuman(r), exit: installExit(r) };
+  },
+  dryRun: async (a) => {
+    const p = await planInstall(undefined, a.feed, installParameters(a), now(), { verbose: a.verbose });
+    return { body: p, human: () => installHuman(p) };
+  },
+});
+
 export function updateCommands(y: Argv): Argv {
-  return y
+  return installCommand(assessCommand(y))
     .command('config', 'The machine\'s patch settings (Azure\'s patchSettings, time zone, off-peak window) and its hotpatch enrollment', (c) =>
-      c
-        .command(['show', '$0'], 'Show the settings and the enrollment with its reason', (d) => common(d), async (a) => {
-          const args = a as unknown as Common;
-          const out = printer(args.json);
-          try {
-            const r = await showConfig(undefined, { verbose: args.verbose });
-            const body: Output<'config'> = r;
-            out.result(body, () => configHuman(r));
-          } catch (e) {
-            process.exitCode = out.error(e);
-          }
-        })
-        .command(
-          'set <pairs..>',
-          'Change settings: KEY VALUE pairs, all or none (patchMode Manual|AutomaticByOS|AutomaticByPlatform; enableHotpatching true|false; assessmentMode ImageDefault|AutomaticByPlatform; automaticByPlatformSettings.rebootSetting IfRequired|Never|Always; timeZone IANA-NAME|system; offPeakWindow HH:MM-HH:MM)',
-          (d) =>
-            common(d).positional('pairs', {
-              type: 'string',
-              array: true,
-              coerce: (v: unknown) => {
-                const xs = (Array.isArray(v) ? v : [v]).map(String);
-                if (xs.length % 2) throw usage(`config set takes KEY VALUE pairs; "${xs.at(-1)}" has no value`);
-                return xs.flatMap((x, i) => (i % 2 ? [] : [[x, xs[i + 1]] as [string, string]]));
-              },
-              describe: 'KEY VALUE [KEY VALUE …]',
-            }),
-          async (a) => {
-            const args = a as unknown as Common & { pairs: [string, string][] };
-            const out = printer(args.json);
-            try {
-              const r = await setConfig(undefined, args.pairs, { verbose: args.verbose, wait: args.wait });
-              const body: Output<'config'> = r;
-              out.result(body, () => configHuman(r));
-            } catch (e) {
-              process.exitCode = out.error(e);
-            }
-          },
-        )
+      configSet(configShow(c))
         .example('$0 config set enableHotpatching false', 'back on ordinary updates: security fixes arrive as cumulative updates that need a reboot')
         .example('$0 config set timeZone Europe/Rome offPeakWindow 23:00-05:00', '')
         .demandCommand(1, 'name a config command: show or set'),
@@ -177,77 +227,6 @@ export function updateCommands(y: Argv): Argv {
           },
         )
         .demandCommand(1, 'name a feed command: build or serve'),
-    )
-    .command(
-      'assess',
-      'Assess now: which updates of the feed this machine lacks, compared with what is installed and what its processes run',
-      (c) => common(c).option('feed', feedOption),
-      async (a) => {
-        const args = a as unknown as Common & { feed: ReturnType<typeof parseFeedSource> };
-        const out = printer(args.json);
-        try {
-          const r = await assess(undefined, args.feed, now(), { verbose: args.verbose, wait: args.wait });
-          const body: Output<'assess'> = r;
-          out.result(body, () => assessHuman(r));
-          process.exitCode = r.status === 'Failed' ? EXIT.refused : EXIT.ok;
-        } catch (e) {
-          process.exitCode = out.error(e);
-        }
-      },
-    )
-    .command(
-      'install',
-      'Install updates now, by Azure\'s install parameters: a missing baseline first (rebooting as the reboot setting allows), then the latest hotpatch',
-      (c) =>
-        common(c)
-          .option('feed', feedOption)
-          .option('classifications-to-include', { type: 'string', array: true, requiresArg: true, coerce: listOf('--classifications-to-include', parseClassification), describe: `only these classifications (${CLASSIFICATIONS.join(', ')}); repeatable or comma-separated` })
-          .option('kb-numbers-to-include', { type: 'string', array: true, requiresArg: true, coerce: listOf('--kb-numbers-to-include', normalizeKb), describe: 'also these KBs (KB5046101 or 5046101); repeatable or comma-separated' })
-          .option('kb-numbers-to-exclude', { type: 'string', array: true, requiresArg: true, coerce: listOf('--kb-numbers-to-exclude', normalizeKb), describe: 'never these KBs; repeatable or comma-separated' })
-          .option('exclude-kbs-requiring-reboot', { type: 'boolean', default: false, describe: 'leave out every update that needs a reboot' })
-          .option('max-patch-publish-date', { type: 'string', requiresArg: true, coerce: (v: unknown) => (isoTime('--max-patch-publish-date', v), String(v)), describe: 'only updates published on or before this ISO 8601 date-time' })
-          .option('maximum-duration', { type: 'string', requiresArg: true, coerce: (v: unknown) => durationText(v), describe: 'the maintenance window, ISO 8601 (e.g. PT4H): no update starts that cannot finish inside it' })
-          .option('reboot-setting', { type: 'string', requiresArg: true, choices: REBOOT_SETTINGS, coerce: (v: unknown) => nonEmpty('--reboot-setting')(v), describe: 'IfRequired (default: the machine\'s rebootSetting) | Never (a baseline stays staged) | Always' })
-          .option('dry-run', { type: 'boolean', default: false, describe: 'print what would be installed, in which order, with its estimate, and change nothing' }),
-      async (a) => {
-        const args = a as unknown as Common & {
-          feed: ReturnType<typeof parseFeedSource>;
-          classificationsToInclude?: InstallParameters['classificationsToInclude'];
-          kbNumbersToInclude?: string[];
-          kbNumbersToExclude?: string[];
-          excludeKbsRequiringReboot: boolean;
-          maxPatchPublishDate?: string;
-          maximumDuration?: string;
-          rebootSetting?: InstallParameters['rebootSetting'];
-          dryRun: boolean;
-        };
-        const out = printer(args.json);
-        const params = {
-          ...(args.rebootSetting ? { rebootSetting: args.rebootSetting } : {}),
-          ...(args.classificationsToInclude ? { classificationsToInclude: args.classificationsToInclude } : {}),
-          ...(args.kbNumbersToInclude ? { kbNumbersToInclude: args.kbNumbersToInclude } : {}),
-          ...(args.kbNumbersToExclude ? { kbNumbersToExclude: args.kbNumbersToExclude } : {}),
-          ...(args.excludeKbsRequiringReboot ? { excludeKbsRequiringReboot: true } : {}),
-          ...(args.maxPatchPublishDate ? { maxPatchPublishDate: args.maxPatchPublishDate } : {}),
-          ...(args.maximumDuration ? { maximumDuration: args.maximumDuration } : {}),
-        };
-        try {
-          if (args.dryRun) {
-            const p = await planInstall(undefined, args.feed, params, now(), { verbose: args.verbose });
-            const body: Output<'install'> = p;
-            out.result(body, () => installHuman(p));
-            return;
-          }
-          // Installing takes reboots and downloads: say each patch's fate as it becomes known.
-          const onPatch = args.json ? undefined : (p: { kbId: string; patchId: string; installationState: string }) => process.stderr.write(`hp-agent: ${p.kbId} ${p.patchId}: ${p.installationState}\n`);
-          const r = await install(undefined, args.feed, params, now(), { verbose: args.verbose, wait: args.wait, onPatch });
-          const body: Output<'install'> = r;
-          out.result(body, () => installHuman(r));
-          process.exitCode = installExit(r);
-        } catch (e) {
-          process.exitCode = out.error(e);
-        }
-      },
     );
 }
 

@@ -11,6 +11,7 @@
  */
 import zlib from 'node:zlib';
 import type { ElfFile } from './elf-file.js';
+import { hexAddr } from '../hex.js';
 
 export const DW_TAG_compile_unit = 0x11;
 export const DW_TAG_inlined_subroutine = 0x1d;
@@ -75,7 +76,7 @@ class Reader {
     this.pos = pos;
   }
   need(n: number): void {
-    if (this.pos + n > this.buf.length) throw new DwarfError(`truncated at offset 0x${this.pos.toString(16)}`);
+    if (this.pos + n > this.buf.length) throw new DwarfError(`truncated at offset ${hexAddr(this.pos)}`);
   }
   u8(): number {
     this.need(1);
@@ -127,7 +128,7 @@ class Reader {
   }
   cstring(): string {
     const end = this.buf.indexOf(0, this.pos);
-    if (end < 0) throw new DwarfError(`unterminated string at offset 0x${this.pos.toString(16)}`);
+    if (end < 0) throw new DwarfError(`unterminated string at offset ${hexAddr(this.pos)}`);
     const s = this.buf.toString('utf8', this.pos, end);
     this.pos = end + 1;
     return s;
@@ -240,7 +241,7 @@ function readValue(r: Reader, form: number, unit: Unit, s: Sections, implicit: n
     case 0x1f01: return { addrx: r.uleb() }; // GNU_addr_index
     case 0x1f02: return { strx: r.uleb() }; // GNU_str_index
     default:
-      throw new DwarfError(`unknown attribute form 0x${form.toString(16)} at offset 0x${r.pos.toString(16)}`);
+      throw new DwarfError(`unknown attribute form ${hexAddr(form)} at offset ${hexAddr(r.pos)}`);
   }
 }
 
@@ -275,7 +276,7 @@ function readUnitHeader(r: Reader, s: Sections): { unit: Unit; end: number; abbr
     length = r.u64();
     offsetSize = 8;
   } else if (length >= 0xfffffff0) {
-    throw new DwarfError(`reserved unit length 0x${length.toString(16)} at 0x${offset.toString(16)}`);
+    throw new DwarfError(`reserved unit length ${hexAddr(length)} at ${hexAddr(offset)}`);
   }
   const end = r.pos + length;
   const version = r.u16();
@@ -291,9 +292,9 @@ function readUnitHeader(r: Reader, s: Sections): { unit: Unit; end: number; abbr
     abbrevOffset = r.uN(offsetSize);
     addressSize = r.u8();
   } else {
-    throw new DwarfError(`DWARF version ${version} at 0x${offset.toString(16)} is not supported`);
+    throw new DwarfError(`DWARF version ${version} at ${hexAddr(offset)} is not supported`);
   }
-  if (addressSize !== 4 && addressSize !== 8) throw new DwarfError(`address size ${addressSize} at 0x${offset.toString(16)}`);
+  if (addressSize !== 4 && addressSize !== 8) throw new DwarfError(`address size ${addressSize} at ${hexAddr(offset)}`);
   return { unit: { offset, version, offsetSize, addressSize }, end, abbrevs: readAbbrevs(s.abbrev, abbrevOffset) };
 }
 
@@ -314,7 +315,7 @@ export function readDwarf(elf: ElfFile): DwarfInfo | undefined {
   const r = new Reader(info);
   while (r.pos < info.length) {
     const { unit, end, abbrevs } = readUnitHeader(r, s);
-    if (end > info.length) throw new DwarfError(`unit at 0x${unit.offset.toString(16)} runs past .debug_info`);
+    if (end > info.length) throw new DwarfError(`unit at ${hexAddr(unit.offset)} runs past .debug_info`);
     // Entries nest: `stack` holds, for each open level, the nearest function entry above it.
     const stack: (Die | undefined)[] = [];
     let first = true;
@@ -326,7 +327,7 @@ export function readDwarf(elf: ElfFile): DwarfInfo | undefined {
         continue;
       }
       const ab = abbrevs.get(code);
-      if (!ab) throw new DwarfError(`unknown abbreviation ${code} at 0x${offset.toString(16)}`);
+      if (!ab) throw new DwarfError(`unknown abbreviation ${code} at ${hexAddr(offset)}`);
       const keep = ab.tag === DW_TAG_subprogram || ab.tag === DW_TAG_inlined_subroutine;
       const values = new Map<number, Value>();
       for (const a of ab.attrs) {

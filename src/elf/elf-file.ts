@@ -45,6 +45,7 @@ import type {
   Relocation,
   Section,
 } from './types.js';
+import { hexAddr } from '../hex.js';
 
 const PN_XNUM = 0xffff;
 
@@ -60,7 +61,6 @@ const SYMBOL_TYPES: Record<number, ElfSymbolType> = {
 };
 const SYMBOL_BINDS: Record<number, ElfSymbolBind> = { 0: 'LOCAL', 1: 'GLOBAL', 2: 'WEAK' };
 
-const hex = (n: number): string => `0x${n.toString(16)}`;
 
 /**
  * A little-endian ELF64 x86-64 file held in memory. The header, program headers and section headers
@@ -130,7 +130,7 @@ export class ElfFile {
       offset + length > this.buffer.length
     ) {
       this.#corrupt(
-        `${what} (file offset ${hex(offset)}, ${length} bytes) lies outside the file (${this.buffer.length} bytes); the file is truncated or corrupt`,
+        `${what} (file offset ${hexAddr(offset)}, ${length} bytes) lies outside the file (${this.buffer.length} bytes); the file is truncated or corrupt`,
         { offset, length, fileSize: this.buffer.length },
       );
     }
@@ -155,7 +155,7 @@ export class ElfFile {
     this.#check(off, 8, what);
     const v = this.buffer.readBigUInt64LE(off);
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
-      this.#corrupt(`${what} at file offset ${hex(off)} is 0x${v.toString(16)}, beyond 2^53`, {
+      this.#corrupt(`${what} at file offset ${hexAddr(off)} is ${hexAddr(v)}, beyond 2^53`, {
         offset: off,
       });
     }
@@ -166,7 +166,7 @@ export class ElfFile {
     this.#check(off, 8, what);
     const v = this.buffer.readBigInt64LE(off);
     if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
-      this.#corrupt(`${what} at file offset ${hex(off)} is ${v}, beyond ±2^53`, { offset: off });
+      this.#corrupt(`${what} at file offset ${hexAddr(off)} is ${v}, beyond ±2^53`, { offset: off });
     }
     return Number(v);
   }
@@ -321,7 +321,7 @@ export class ElfFile {
       if (p.type === PT_LOAD || p.type === PT_DYNAMIC || p.type === PT_NOTE) {
         if (p.filesz > 0) this.#check(p.offset, p.filesz, `file contents of program header ${i}`);
         if (p.type === PT_LOAD && p.filesz > p.memsz) {
-          this.#corrupt(`PT_LOAD program header ${i} has p_filesz ${hex(p.filesz)} > p_memsz ${hex(p.memsz)}`);
+          this.#corrupt(`PT_LOAD program header ${i} has p_filesz ${hexAddr(p.filesz)} > p_memsz ${hexAddr(p.memsz)}`);
         }
         if (!Number.isSafeInteger(p.vaddr + p.memsz)) {
           this.#corrupt(`program header ${i} ends beyond 2^53`);
@@ -450,7 +450,7 @@ export class ElfFile {
     for (const r of regions) {
       this.#check(r.offset, r.size, r.what);
       const id = buildIdInNotes(this.buffer.subarray(r.offset, r.offset + r.size), r.align);
-      if (typeof id === 'object') this.#corrupt(`${r.what}: note at file offset ${hex(r.offset + id.overrunAt)} runs past the end of its region`);
+      if (typeof id === 'object') this.#corrupt(`${r.what}: note at file offset ${hexAddr(r.offset + id.overrunAt)} runs past the end of its region`);
       if (id !== undefined) return id;
     }
     return undefined;
@@ -501,7 +501,7 @@ export class ElfFile {
     const strsz = this.dynamic.find((d) => d.tag === DT_STRSZ)?.value;
     if (strtabAddr !== undefined) {
       const off = this.vaddrToFileOffset(strtabAddr);
-      if (off === undefined) this.#corrupt(`DT_STRTAB ${hex(strtabAddr)} is not inside any PT_LOAD file contents`);
+      if (off === undefined) this.#corrupt(`DT_STRTAB ${hexAddr(strtabAddr)} is not inside any PT_LOAD file contents`);
       const size = strsz ?? this.buffer.length - off;
       this.#check(off, size, 'dynamic string table (DT_STRTAB/DT_STRSZ)');
       return { offset: off, size };
@@ -566,12 +566,12 @@ export class ElfFile {
     this.#check(sec.offset, count * 8, `relocation section ${sec.name}`);
     const push = (addr: number): void => {
       const slot = this.vaddrToFileOffset(addr);
-      if (slot === undefined) this.#corrupt(`${sec.name} relocates ${hex(addr)}, which has no file contents`);
+      if (slot === undefined) this.#corrupt(`${sec.name} relocates ${hexAddr(addr)}, which has no file contents`);
       out.push({
         offset: addr,
         type: R_X86_64_RELATIVE,
         symbolIndex: 0,
-        addend: this.#i64(slot, `${sec.name} implicit addend at ${hex(addr)}`),
+        addend: this.#i64(slot, `${sec.name} implicit addend at ${hexAddr(addr)}`),
         section: sec.name,
       });
     };
@@ -627,7 +627,7 @@ export class ElfFile {
       if (!p) {
         throw new HpError(
           'ELF_ADDRESS_UNMAPPED',
-          `${this.name}: address ${hex(pos)} (reading ${length} bytes at ${hex(vaddr)}) is not inside any PT_LOAD segment`,
+          `${this.name}: address ${hexAddr(pos)} (reading ${length} bytes at ${hexAddr(vaddr)}) is not inside any PT_LOAD segment`,
           { file: this.name, vaddr, length, unmapped: pos },
         );
       }
@@ -635,7 +635,7 @@ export class ElfFile {
       const fileEnd = Math.min(chunkEnd, p.vaddr + p.filesz);
       if (pos < fileEnd) {
         const src = p.offset + (pos - p.vaddr);
-        this.#check(src, fileEnd - pos, `file contents of PT_LOAD at ${hex(p.vaddr)}`);
+        this.#check(src, fileEnd - pos, `file contents of PT_LOAD at ${hexAddr(p.vaddr)}`);
         this.buffer.copy(out, pos - vaddr, src, src + (fileEnd - pos));
       }
       pos = chunkEnd;

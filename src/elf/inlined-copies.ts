@@ -6,6 +6,7 @@
  */
 import { DW_TAG_inlined_subroutine, readDwarf, type Die, type DwarfInfo } from './dwarf.js';
 import type { ElfFile } from './elf-file.js';
+import { hexAddr } from '../hex.js';
 
 export interface InlinedCaller {
   /** The caller's symbol name (linkage name when DWARF gives one), as `--function` takes it. */
@@ -89,7 +90,7 @@ export function inlinedCallers(elf: ElfFile, name: string): InlineCheck {
     if (!caller.hasCode || declared.has(declaration(info, caller))) continue;
     const known = callers.get(caller);
     if (known) known.copies++;
-    else callers.set(caller, { name: nameOf(info, caller) ?? `<function at 0x${(caller.lowPc ?? 0).toString(16)}>`, address: caller.lowPc, copies: 1 });
+    else callers.set(caller, { name: nameOf(info, caller) ?? `<function at ${hexAddr(caller.lowPc ?? 0)}>`, address: caller.lowPc, copies: 1 });
   }
   return { dwarf: true, callers: [...callers.values()].sort((a, b) => (a.address ?? 0) - (b.address ?? 0)) };
 }
@@ -122,7 +123,7 @@ export function inlinedCopyWarnings(elf: ElfFile, object: string, functions: str
       code: 'INLINED_COPIES',
       object,
       function: fn,
-      callers: callers.map((c) => ({ name: c.name, ...(c.address !== undefined ? { address: `0x${c.address.toString(16)}` } : {}), copies: c.copies })),
+      callers: callers.map((c) => ({ name: c.name, ...(c.address !== undefined ? { address: hexAddr(c.address) } : {}), copies: c.copies })),
       message:
         `${fn} is inlined into ${names} (${object}, from its DWARF): ${callers.length === 1 ? 'that caller runs its own copy' : 'those callers run their own copies'} of the old code, which redirecting ${fn} does not reach. ` +
         `Patch ${callers.length === 1 ? 'it' : 'them'} too, or rebuild with ${fn} marked __attribute__((noinline)) so every call goes through its entry`,

@@ -7,7 +7,7 @@
  * switch together. A patch whose replacements only work as a set needs the stop mode. Reverting
  * gives back the exact original padding and entry bytes.
  */
-import { HpError } from '../errors.js';
+import { HpError, type ErrorCode } from '../errors.js';
 import { native } from '../native.js';
 import type { ZeroStopStep } from '../x64/index.js';
 
@@ -85,7 +85,7 @@ export async function zeroStopSwitch(pid: number, rounds: ZeroStopStep[][], opts
   }
   const started = performance.now();
   const done: ZeroStopStep[][] = [];
-  const fail = async (code: string, message: string, cause?: unknown): Promise<never> => {
+  const fail = async (code: ErrorCode, message: string, cause?: unknown): Promise<never> => {
     const writes = done.flat().length;
     const undone = await undoRounds(pid, done, delayMs);
     const state = writes === 0 ? 'nothing had been written' : undone ? `the ${writes} write(s) already done were undone` : 'the writes already done could NOT all be undone';

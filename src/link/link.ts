@@ -24,6 +24,7 @@ import {
   type Relocation,
 } from '../elf/index.js';
 import { PAGE_SIZE, loadSegments, validatePatch } from './validate.js';
+import { hexAddr } from '../hex.js';
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
@@ -75,7 +76,6 @@ export interface LinkedPatch {
   resolved: ResolvedSymbol[];
 }
 
-const hex = (n: number | bigint): string => `${n < 0 ? '-' : ''}0x${(n < 0 ? -n : n).toString(16)}`;
 
 function protOf(flags: number): number {
   return (flags & PF_R ? PROT_READ : 0) | (flags & PF_W ? PROT_WRITE : 0) | (flags & PF_X ? PROT_EXEC : 0);
@@ -169,7 +169,7 @@ export function linkPatch(patch: ElfFile, base: number, resolve: SymbolResolver)
   if (!Number.isSafeInteger(base) || base < 0 || base % PAGE_SIZE !== 0 || base + layout.span > USER_ADDRESS_LIMIT) {
     throw new HpError(
       'PATCH_BAD_BASE',
-      `cannot place ${name} at ${Number.isSafeInteger(base) ? hex(base) : String(base)}: the base must be page-aligned (${PAGE_SIZE}) and the ${layout.span}-byte image must fit below ${hex(USER_ADDRESS_LIMIT)}`,
+      `cannot place ${name} at ${Number.isSafeInteger(base) ? hexAddr(base) : String(base)}: the base must be page-aligned (${PAGE_SIZE}) and the ${layout.span}-byte image must fit below ${hexAddr(USER_ADDRESS_LIMIT)}`,
       { patch: name, base, span: layout.span },
     );
   }
@@ -228,7 +228,7 @@ export function linkPatch(patch: ElfFile, base: number, resolve: SymbolResolver)
   const overflow = (r: Relocation, value: bigint, range: string): never => {
     throw new HpError(
       'PATCH_RELOCATION_OVERFLOW',
-      `${name}: ${relocationTypeName(r.type)} at ${hex(r.offset)}${r.symbol ? ` against ${r.symbol.name}` : ''} computes ${hex(value)}, which does not fit ${range}; place the patch closer to ${r.symbol?.name ?? 'its target'} or build the patch with -fPIC`,
+      `${name}: ${relocationTypeName(r.type)} at ${hexAddr(r.offset)}${r.symbol ? ` against ${r.symbol.name}` : ''} computes ${hexAddr(value)}, which does not fit ${range}; place the patch closer to ${r.symbol?.name ?? 'its target'} or build the patch with -fPIC`,
       { patch: name, offset: r.offset, type: relocationTypeName(r.type), symbol: r.symbol?.name, value: value.toString() },
     );
   };
@@ -272,7 +272,7 @@ export function linkPatch(patch: ElfFile, base: number, resolve: SymbolResolver)
       }
       default:
         // validatePatch refused every other type already.
-        throw new HpError('PATCH_UNSUPPORTED_RELOCATION', `${name}: unexpected relocation ${relocationTypeName(r.type)} at ${hex(r.offset)}`, {
+        throw new HpError('PATCH_UNSUPPORTED_RELOCATION', `${name}: unexpected relocation ${relocationTypeName(r.type)} at ${hexAddr(r.offset)}`, {
           patch: name,
         });
     }

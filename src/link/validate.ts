@@ -43,6 +43,7 @@ import {
   type ElfSymbol,
   type Relocation,
 } from '../elf/index.js';
+import { hexAddr } from '../hex.js';
 
 export const PAGE_SIZE = 4096;
 /** Largest image hp-agent agrees to build (a patch is a handful of functions, not a program). */
@@ -64,7 +65,6 @@ export const SUPPORTED_RELOCATIONS: ReadonlyMap<number, number> = new Map([
 /** crtstuff functions gcc puts into .init_array of every default `-shared` link; harmless, never run. */
 const HARMLESS_INIT_ARRAY = new Set(['frame_dummy', 'register_tm_clones']);
 
-const hex = (n: number): string => `0x${n.toString(16)}`;
 
 function listNames(names: string[], max = 8): string {
   return names.length <= max ? names.join(', ') : `${names.slice(0, max).join(', ')} and ${names.length - max} more`;
@@ -112,7 +112,7 @@ function validateLayout(patch: ElfFile): void {
   if (sorted[0].vaddr !== 0) {
     throw new HpError(
       'PATCH_LAYOUT',
-      `${name}'s lowest PT_LOAD segment starts at ${hex(sorted[0].vaddr)}, not 0; hp-agent expects a shared object laid out from address 0 (as ld -shared produces) and relocates it as base + vaddr`,
+      `${name}'s lowest PT_LOAD segment starts at ${hexAddr(sorted[0].vaddr)}, not 0; hp-agent expects a shared object laid out from address 0 (as ld -shared produces) and relocates it as base + vaddr`,
       { patch: name, lowestVaddr: sorted[0].vaddr },
     );
   }
@@ -122,7 +122,7 @@ function validateLayout(patch: ElfFile): void {
     if (b.vaddr < a.vaddr + a.memsz) {
       throw new HpError(
         'PATCH_LAYOUT',
-        `${name} has overlapping PT_LOAD segments: [${hex(a.vaddr)}, ${hex(a.vaddr + a.memsz)}) and [${hex(b.vaddr)}, ${hex(b.vaddr + b.memsz)}); the image would be ambiguous`,
+        `${name} has overlapping PT_LOAD segments: [${hexAddr(a.vaddr)}, ${hexAddr(a.vaddr + a.memsz)}) and [${hexAddr(b.vaddr)}, ${hexAddr(b.vaddr + b.memsz)}); the image would be ambiguous`,
         { patch: name },
       );
     }
@@ -131,7 +131,7 @@ function validateLayout(patch: ElfFile): void {
     if (aLastPage === bFirstPage && a.flags !== b.flags) {
       throw new HpError(
         'PATCH_LAYOUT',
-        `${name} has PT_LOAD segments with different permissions sharing the page at ${hex(bFirstPage * PAGE_SIZE)}; pages are protected as a whole, so the patch cannot be mapped as linked (link it with the default -z separate-code layout)`,
+        `${name} has PT_LOAD segments with different permissions sharing the page at ${hexAddr(bFirstPage * PAGE_SIZE)}; pages are protected as a whole, so the patch cannot be mapped as linked (link it with the default -z separate-code layout)`,
         { patch: name, page: bFirstPage * PAGE_SIZE },
       );
     }
@@ -153,7 +153,7 @@ function relocationSymbolName(r: Relocation): string {
 
 function describeRelocation(r: Relocation): string {
   const sym = relocationSymbolName(r);
-  return `${relocationTypeName(r.type)} at ${hex(r.offset)}${sym ? ` against ${sym}` : ''} (${r.section})`;
+  return `${relocationTypeName(r.type)} at ${hexAddr(r.offset)}${sym ? ` against ${sym}` : ''} (${r.section})`;
 }
 
 function validateRelocations(patch: ElfFile): void {
@@ -198,7 +198,7 @@ function validateRelocations(patch: ElfFile): void {
     if (addr !== undefined && size > 0 && !covered(addr, size)) {
       throw new HpError(
         'PATCH_LAYOUT',
-        `${name}'s dynamic section lists relocations (${label} at ${hex(addr)}, ${size} bytes) that no relocation section header describes; hp-agent reads relocations through the section headers and would miss them (was the patch stripped of its section headers?)`,
+        `${name}'s dynamic section lists relocations (${label} at ${hexAddr(addr)}, ${size} bytes) that no relocation section header describes; hp-agent reads relocations through the section headers and would miss them (was the patch stripped of its section headers?)`,
         { patch: name, table: label },
       );
     }
@@ -278,7 +278,7 @@ function nameAt(patch: ElfFile, addr: number): string {
   const dyn = patch.dynamicSymbols.filter((s) => s.defined && s.value === addr && s.name !== '');
   const all = [...cands, ...dyn];
   const best = all.find((s) => s.type === 'FUNC' && s.bind !== 'LOCAL') ?? all.find((s) => s.type === 'FUNC') ?? all[0];
-  return best ? best.name : `code at ${hex(addr)}`;
+  return best ? best.name : `code at ${hexAddr(addr)}`;
 }
 
 function validateConstructors(patch: ElfFile): void {
@@ -307,7 +307,7 @@ function validateConstructors(patch: ElfFile): void {
       const fn = nameAt(patch, init);
       throw new HpError(
         'PATCH_CONSTRUCTOR',
-        `${name} has an initialization function (DT_INIT → ${fn} at ${hex(init)}) that is not the C runtime's empty _init${stripped}; hp-agent never runs code from a patch while loading it, so it would silently not run`,
+        `${name} has an initialization function (DT_INIT → ${fn} at ${hexAddr(init)}) that is not the C runtime's empty _init${stripped}; hp-agent never runs code from a patch while loading it, so it would silently not run`,
         { patch: name, kind: 'init', function: fn, address: init },
       );
     }
@@ -332,7 +332,7 @@ function validateConstructors(patch: ElfFile): void {
       } else {
         const raw = patch.readVirtual(slot, 8).readBigUInt64LE();
         if (raw > BigInt(Number.MAX_SAFE_INTEGER)) {
-          offenders.push({ slot, fn: `a pointer to 0x${raw.toString(16)}` });
+          offenders.push({ slot, fn: `a pointer to ${hexAddr(raw)}` });
           continue;
         }
         target = Number(raw);

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { createGunzip, gzipSync } from 'node:zlib';
 import { Header, Pax, Parser, type ReadEntry } from 'tar';
 import { HpError } from '../errors.js';
-import { writeFileAtomic } from '../agent/atomic.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { relativePathProblem, type Manifest } from './manifest.js';
 
 export const MANIFEST_FILE = 'manifest.json';

@@ -1,5 +1,4 @@
 /** Packages: the signed, verifiable unit in which baselines and hotpatches travel. */
-import { join } from 'node:path';
 
 export * from './manifest.js';
 export {
@@ -34,9 +33,4 @@ export {
 } from './keys.js';
 export { openPackage, type OpenedPackage, type OpenPackageOptions } from './read.js';
 export { describeHotpatchFunction, packBaseline, packHotpatch, serviceEntry, type FunctionSource, type PackBaselineOptions, type PackHotpatchOptions, type PackResult, type PackService } from './pack.js';
-export { writeFileAtomic } from '../agent/atomic.js';
 
-/** The trust store inside the agent's home directory. */
-export function trustDir(home: string): string {
-  return join(home, 'trusted-keys');
-}

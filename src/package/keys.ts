@@ -18,7 +18,7 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sig
 import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HpError } from '../errors.js';
-import { writeFileAtomic } from '../agent/atomic.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { checkNotTampered } from '../agent/secure-path.js';
 
 export interface KeyPair {

@@ -11,7 +11,7 @@ import { loadTrusted, verifyManifest, type TrustedKey } from './keys.js';
 import { parseManifest, type Manifest } from './manifest.js';
 
 export interface OpenPackageOptions {
-  /** The trust store directory (see trustDir(home)). */
+  /** The trust store directory (the agent's: homeLayout(home).trustedKeys). */
   trustDir: string;
   /**
    * Developer switch: accept a package without a signature, or signed by a key the trust store

@@ -10,7 +10,13 @@ export {
   readMaps,
 } from './maps.js';
 export type { MapEntry } from './maps.js';
-export { FileSearch, computeLoadBias, findObject, loadedObjects, objectsIn, readElfFile, symbolAddress } from './objects.js';
+export { computeLoadBias } from './loads.js';
+export { FileSearch } from './mapped-files.js';
+export { findObject, loadedObjects, objectsIn, symbolAddress } from './objects.js';
+// Reads a file that belongs to no process: src/elf's (named here too for the engine, which imports it from proc).
+export { readElfFile } from '../elf/read-file.js';
 export type { LoadedObject } from './objects.js';
-export { exePath, isNamespaceInit, listThreads, readProcText, processExists, processName, processStat, processState, readAuxv, readStatus, tracerOf } from './procfs.js';
-export type { ProcessStatus } from './procfs.js';
+export { isNamespaceInit, readProcText, readAuxv, readStatus } from './procfs.js';
+export { isGone, processExists, processIsSame, processStartTime, processState, readProcStat } from './stat.js';
+export type { ProcStat } from './stat.js';
+export type { ProcStatus } from './procfs.js';

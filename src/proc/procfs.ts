@@ -2,8 +2,9 @@
  * Small, error-mapped readers of /proc/PID/* files. Every failure becomes an HpError that says
  * which process and which file, and whether the process is gone or merely not accessible.
  */
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { HpError } from '../errors.js';
+import { isGone, processState } from './stat.js';
 
 export function procPath(pid: number, file: string): string {
   return `/proc/${pid}/${file}`;
@@ -23,7 +24,7 @@ export function procError(pid: number, file: string, err: unknown): HpError {
     return new HpError('PROCESS_NOT_FOUND', `cannot inspect process ${pid}: no such process`, { pid });
   }
   const state = processState(pid);
-  if (state === 'Z' || state === 'X' || state === 'x') {
+  if (state !== undefined && isGone(state)) {
     return new HpError('PROCESS_NOT_FOUND', `cannot inspect process ${pid}: it has exited (zombie not yet reaped by its parent)`, { pid, state });
   }
   if (code === 'EACCES' || code === 'EPERM') {
@@ -54,58 +55,8 @@ export function readProcBuffer(pid: number, file: string): Buffer {
   }
 }
 
-/** Thread ids of the process (the entries of /proc/PID/task), ascending. */
-export function listThreads(pid: number): number[] {
-  checkPid(pid);
-  let names: string[];
-  try {
-    names = readdirSync(procPath(pid, 'task'));
-  } catch (err) {
-    throw procError(pid, 'task', err);
-  }
-  return names
-    .filter((n) => /^\d+$/.test(n))
-    .map(Number)
-    .sort((a, b) => a - b);
-}
-
-/** Single-letter scheduler state from /proc/PID/stat (R, S, D, T, t, Z, X, ...), undefined if gone. */
-export function processState(pid: number): string | undefined {
-  return processStat(pid)?.state;
-}
-
-/**
- * The scheduler state and command name from one read of /proc/PID/stat, undefined if gone. The
- * name is /proc/PID/comm's (the kernel prints the same, unescaped, in both files), for callers
- * that need both without reading twice.
- */
-export function processStat(pid: number): { state: string | undefined; comm: string } | undefined {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
-  let stat: string;
-  try {
-    stat = readFileSync(procPath(pid, 'stat'), 'utf8');
-  } catch {
-    return undefined;
-  }
-  // "PID (comm) S ..." — comm may itself contain ')' and spaces, so cut at the last ')'.
-  const close = stat.lastIndexOf(')');
-  const m = /^\s*(\S)/.exec(stat.slice(close + 1));
-  return { state: m ? m[1] : undefined, comm: stat.slice(stat.indexOf('(') + 1, close) };
-}
-
-/** True when the process exists and is not a zombie (or dead). */
-export function processExists(pid: number): boolean {
-  const state = processState(pid);
-  return state !== undefined && state !== 'Z' && state !== 'X' && state !== 'x';
-}
-
-/** The process's command name (/proc/PID/comm, at most 15 characters). */
-export function processName(pid: number): string {
-  return readProcText(pid, 'comm').replace(/\n$/, '');
-}
-
 /** The fields of /proc/PID/status hp-agent needs. */
-export interface ProcessStatus {
+export interface ProcStatus {
   /** Single-letter scheduler state (R, S, D, T, t, Z, X, ...). */
   state: string;
   ppid: number;
@@ -119,7 +70,7 @@ export interface ProcessStatus {
 }
 
 /** One read of /proc/PID/status. */
-export function readStatus(pid: number): ProcessStatus {
+export function readStatus(pid: number): ProcStatus {
   const status = readProcText(pid, 'status');
   const field = (name: string): string => {
     const m = new RegExp(`^${name}:\\s*(\\S+)`, 'm').exec(status);
@@ -137,21 +88,6 @@ export function readStatus(pid: number): ProcessStatus {
  */
 export function isNamespaceInit(pid: number): boolean {
   return pid === 1 || readStatus(pid).nsPids.at(-1) === 1;
-}
-
-/** Pid of the process tracing `pid` (a debugger, strace, or hp-agent itself), 0 when none. */
-export function tracerOf(pid: number): number {
-  return readStatus(pid).tracerPid;
-}
-
-/** Target of /proc/PID/exe, as the kernel reports it (a " (deleted)" suffix is kept). */
-export function exePath(pid: number): string {
-  checkPid(pid);
-  try {
-    return readlinkSync(procPath(pid, 'exe'));
-  } catch (err) {
-    throw procError(pid, 'exe', err);
-  }
 }
 
 /** Auxiliary-vector tags hp-agent reads (Linux ABI, <linux/auxvec.h>). */

@@ -6,8 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { HpError } from '../errors.js';
-import { trustDir } from '../package/index.js';
-import { installedBaselineManifest, status as readStatus } from '../agent/operations.js';
+import { installedBaselineManifest } from '../agent/baseline.js';
+import { status as readStatus } from '../agent/operations.js';
 import { withSession, type Session } from '../agent/session.js';
 import type { StatusReport } from '../agent/status.js';
 import { applicablePatches, type MachineView } from './applicable.js';
@@ -50,7 +50,7 @@ export async function assessIn(s: Session, source: FeedSource, now: Date): Promi
   const end = () => new Date(now.getTime() + Math.round(performance.now() - t0)).toISOString();
   let out: Assessment;
   try {
-    const index = await readFeedIndex(source, trustDir(s.home), now, s.signal);
+    const index = await readFeedIndex(source, s.layout.trustedKeys, now, s.signal);
     const st = await readStatus(s);
     const entries = applicablePatches(index.packages, machineView(s, st), now);
     const at = end();

@@ -10,10 +10,10 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { HpError } from '../errors.js';
-import { trustDir } from '../package/index.js';
+import { HpError, isErrorCode } from '../errors.js';
 import { readHistory } from '../agent/history.js';
-import { applyPackage, installedBaselineManifest, reboot, status as readStatus } from '../agent/operations.js';
+import { installedBaselineManifest } from '../agent/baseline.js';
+import { applyPackage, reboot, status as readStatus } from '../agent/operations.js';
 import { transitionReboot, type RebootStatus } from '../agent/state.js';
 import { withSession, type Session } from '../agent/session.js';
 import { applicableBaseline, applicableHotpatch, releasedBy, type MachineView } from './applicable.js';
@@ -109,7 +109,7 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
   const start = now.toISOString();
   const activity = randomUUID();
 
-  const index = await readFeedIndex(source, trustDir(s.home), now, s.signal);
+  const index = await readFeedIndex(source, s.layout.trustedKeys, now, s.signal);
   const unknown = unknownKbs(p, index.packages);
   if (unknown.length) throw new HpError('USAGE', `the feed ${describeSource(source)} lists no ${unknown.join(', ')}: check the KB numbers. Nothing was installed`, { kbIds: unknown });
   const released = releasedBy(index.packages, now);
@@ -132,7 +132,7 @@ export async function installIn(s: Session, source: FeedSource, params: InstallP
     try {
       file = await downloadPackage(source, e, s.layout.downloads, s.signal);
       const r = await applyPackage(s, file, { onProgress: o.onProgress });
-      if (r.status === 'Failed') throw new HpError(r.error?.code ?? 'INSTALL_FAILED', r.error?.message ?? `${e.kb} failed in every process`);
+      if (r.status === 'Failed') throw new HpError(r.error && isErrorCode(r.error.code) ? r.error.code : 'INSTALL_FAILED', r.error?.message ?? `${e.kb} failed in every process`);
       done(patchOf(e, 'Installed', r.status === 'CompletedWithWarnings' ? 'installed, but some processes could not be changed (see the history)' : undefined));
       return true;
     } catch (err) {
@@ -261,7 +261,7 @@ export async function planInstallIn(s: Session, source: FeedSource, params: Inst
   const p = checkInstallParameters(params);
   const windowMs = p.maximumDuration !== undefined ? parseDuration(p.maximumDuration) : undefined;
   const rebootSetting = p.rebootSetting ?? updateSettingsOf(s.state).patchSettings.automaticByPlatformSettings.rebootSetting;
-  const index = await readFeedIndex(source, trustDir(s.home), now, s.signal);
+  const index = await readFeedIndex(source, s.layout.trustedKeys, now, s.signal);
   const unknown = unknownKbs(p, index.packages);
   if (unknown.length) throw new HpError('USAGE', `the feed ${describeSource(source)} lists no ${unknown.join(', ')}: check the KB numbers. Nothing was installed`, { kbIds: unknown });
   const released = releasedBy(index.packages, now);

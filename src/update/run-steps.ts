@@ -8,7 +8,8 @@
  */
 import fs from 'node:fs';
 import { HpError } from '../errors.js';
-import { applyPackage, installedBaselineManifest, revertPackage, status as readStatus } from '../agent/operations.js';
+import { applyPackage, revertPackage, status as readStatus } from '../agent/operations.js';
+import { installedBaselineManifest } from '../agent/baseline.js';
 import { applyLevel, levelManifest, previousLevel } from '../agent/hotpatch.js';
 import { serviceAlive } from '../agent/services.js';
 import type { Session } from '../agent/session.js';
@@ -17,7 +18,7 @@ import { isCriticalOrSecurity } from './azure.js';
 import { installIn } from './install.js';
 import type { FeedEntry } from './feed/index-format.js';
 import { downloadPackage, readFeedIndex, type FeedSource } from './feed/source.js';
-import { trustDir, type Classification } from '../package/index.js';
+import type { Classification } from '../package/index.js';
 import type { RebootStatus } from '../agent/state.js';
 import { checkHealth } from './run-health.js';
 import { effectiveTimeZone, updateSettingsOf, type UpdateSettings } from './settings.js';
@@ -125,7 +126,7 @@ export async function installMayBeDue(s: Session, ctx: StepContext, at: Date): P
   if (s.state.enrollmentDetail && s.state.enrollmentDetail.since > last.lastModifiedDateTime) return true;
   let index;
   try {
-    index = await readFeedIndex(ctx.source, trustDir(s.home), at, s.signal);
+    index = await readFeedIndex(ctx.source, s.layout.trustedKeys, at, s.signal);
   } catch {
     return true; // the assessment will say what is wrong with the feed
   }

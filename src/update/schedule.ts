@@ -1,7 +1,6 @@
 /** `hp-agent schedule`: the release calendar of a year (calendar.ts), with a feed's packages placed on it. */
 import { now } from '../clock.js';
 import { withSession } from '../agent/session.js';
-import { trustDir } from '../package/index.js';
 import { checkCalendar, type CalendarCheck } from './calendar.js';
 import { describeSource, readFeedIndex, type FeedSource } from './feed/source.js';
 
@@ -22,7 +21,7 @@ export async function schedule(o: ScheduleOptions): Promise<ScheduleReport> {
   const source = o.feed;
   if (source === undefined) return checkCalendar(year, []);
   return withSession({ command: 'schedule', home: o.home, readOnly: true }, async (s) => {
-    const index = await readFeedIndex(source, trustDir(s.home), at, s.signal);
+    const index = await readFeedIndex(source, s.layout.trustedKeys, at, s.signal);
     return { ...checkCalendar(year, index.packages), feed: describeSource(source) };
   });
 }

@@ -29,7 +29,8 @@
  */
 import { createRequire } from 'node:module';
 import type * as Iced from 'iced-x86';
-import { BRANCH_INTO_JUMP, HpError } from '../errors.js';
+import { HpError } from '../errors.js';
+import { hexAddr } from '../hex.js';
 
 type IcedModule = typeof Iced;
 let iced: IcedModule | undefined;
@@ -130,7 +131,6 @@ export function landingsInside(transfers: ControlTransfer[], start: number, leng
   return out;
 }
 
-const hex = (n: number): string => '0x' + n.toString(16);
 const plus = (n: number): string => `+${n}`;
 
 export interface OverwriteSite {
@@ -161,13 +161,13 @@ export interface OverwriteSite {
 export function refuseLandingsInside(site: OverwriteSite, code: Uint8Array, transfers: ControlTransfer[]): void {
   const found = landingsInside(transfers, site.start, site.length).map((f) => ({ ...f, text: instructionText(code, f.offset, site.address) }));
   if (found.length === 0) return;
-  const where = `${site.name} at ${hex(site.address)}`;
+  const where = `${site.name} at ${hexAddr(site.address)}`;
   const what = site.form === 'padding' ? `the ${site.length}-byte NOP of its hot-patchable entry` : `the ${site.length} bytes the jump would overwrite`;
   const range = `${site.name}${plus(site.start)} … ${site.name}${plus(site.start + site.length - 1)}`;
   const each = found.map((f) =>
     f.how === 'branch'
-      ? `\`${f.text}\` at ${hex(site.address + f.offset)} (${site.name}${plus(f.offset)}) jumps to ${site.name}${plus(f.lands)}`
-      : `\`${f.text}\` at ${hex(site.address + f.offset)} (${site.name}${plus(f.offset)}) returns to ${site.name}${plus(f.lands)}`,
+      ? `\`${f.text}\` at ${hexAddr(site.address + f.offset)} (${site.name}${plus(f.offset)}) jumps to ${site.name}${plus(f.lands)}`
+      : `\`${f.text}\` at ${hexAddr(site.address + f.offset)} (${site.name}${plus(f.offset)}) returns to ${site.name}${plus(f.lands)}`,
   );
   const shown = each.slice(0, 3).join('; ') + (each.length > 3 ? `; and ${each.length - 3} more` : '');
   const next =
@@ -175,7 +175,7 @@ export function refuseLandingsInside(site: OverwriteSite, code: Uint8Array, tran
       ? 'Not even zero-stop mode can change it in place'
       : (site.alternative ?? 'Built with hot-patchable entries (-fpatchable-function-entry=7,5) it would change through its padding instead, overwriting only a 2-byte NOP at the entry (zero-stop mode)');
   throw new HpError(
-    BRANCH_INTO_JUMP,
+    'BRANCH_INTO_JUMP',
     `refusing to ${site.verb ?? 'patch'} ${where}: its own code resumes inside ${what} (${range}), where a thread would run the middle of the jump: ${shown}. ${next}. Nothing was changed`,
     {
       function: site.name,

@@ -4,6 +4,7 @@
  * Nothing else in hp-agent should hard-code an opcode byte or an x86-64 address-space limit.
  */
 import { HpError } from '../errors.js';
+import { hexAddr } from '../hex.js';
 
 /** Size of a page on x86-64 Linux (user space always sees 4 KiB base pages). */
 export const PAGE_SIZE = 0x1000;
@@ -76,7 +77,6 @@ function checkAddress(what: string, value: number): void {
   }
 }
 
-const hex = (n: number): string => '0x' + n.toString(16);
 
 /**
  * Whether an instruction of `length` bytes (default: a rel32 jump) at `from` whose rel32 field
@@ -99,7 +99,7 @@ export function encodeJump(from: number, to: number, kind?: JumpKind): { kind: J
     if (!rel32Reaches(from, to)) {
       throw new HpError(
         'JUMP_OUT_OF_RANGE',
-        `refusing to encode a rel32 jump from ${hex(from)} to ${hex(to)}: the displacement ${to - from - REL32_JUMP_SIZE} does not fit in a signed 32-bit field`,
+        `refusing to encode a rel32 jump from ${hexAddr(from)} to ${hexAddr(to)}: the displacement ${to - from - REL32_JUMP_SIZE} does not fit in a signed 32-bit field`,
         { from, to },
       );
     }
@@ -172,7 +172,7 @@ export function planJumpSite(
   const room = fn.size - offset;
   const reaches = rel32Reaches(siteAddress, target);
   const details = { function: fn.name, address: fn.address, size: fn.size, keptEndbr64, target };
-  const where = `${fn.name} at ${hex(fn.address)}`;
+  const where = `${fn.name} at ${hexAddr(fn.address)}`;
   const sizeText =
     fn.size <= 0
       ? 'its symbol has no size, so the room for a jump is unknown'
@@ -187,7 +187,7 @@ export function planJumpSite(
     // Long enough for rel32 but the target is beyond its reach, and too short for abs64.
     throw new HpError(
       'JUMP_OUT_OF_RANGE',
-      `refusing to patch ${where}: the target ${hex(target)} is beyond the ±2 GiB reach of a ${REL32_JUMP_SIZE}-byte rel32 jump and ${sizeText}, fewer than the ${ABS64_JUMP_SIZE} bytes an absolute jump needs`,
+      `refusing to patch ${where}: the target ${hexAddr(target)} is beyond the ±2 GiB reach of a ${REL32_JUMP_SIZE}-byte rel32 jump and ${sizeText}, fewer than the ${ABS64_JUMP_SIZE} bytes an absolute jump needs`,
       { ...details, bytesNeeded: ABS64_JUMP_SIZE + offset },
     );
   } else {
@@ -201,7 +201,7 @@ export function planJumpSite(
 
   const length = jumpSize(kind);
   if (target >= siteAddress && target < siteAddress + length) {
-    throw new HpError('JUMP_TARGET_INVALID', `refusing to patch ${where}: the target ${hex(target)} lies inside the bytes the jump would overwrite`, details);
+    throw new HpError('JUMP_TARGET_INVALID', `refusing to patch ${where}: the target ${hexAddr(target)} lies inside the bytes the jump would overwrite`, details);
   }
   if (fn.entryBytes.length < offset + length) {
     throw new HpError(

@@ -46,6 +46,7 @@
  */
 import { HpError } from '../errors.js';
 import { ENDBR64_SIZE, REL32_JUMP_SIZE, encodeJump, hasEndbr64, rel32Reaches } from './jump.js';
+import { hexAddr } from '../hex.js';
 
 /** The section gcc and clang fill with the address of every patchable entry's padding (8 bytes each). */
 export const HOTPATCH_ENTRY_TABLE = '__patchable_function_entries';
@@ -96,7 +97,6 @@ export interface ZeroStopStep {
   what: 'padding' | 'entry';
 }
 
-const hex = (n: number): string => '0x' + n.toString(16);
 
 function checkAddress(what: string, value: number): void {
   if (!Number.isSafeInteger(value) || value < HOTPATCH_PADDING_SIZE) {
@@ -138,7 +138,7 @@ function backDisp8(layout: PatchableEntry): number {
   const byte = disp & 0xff;
   if (disp < -128 || !(byte in HARMLESS_DISP8)) {
     // Only reachable with a hand-made layout: the two layouts gcc produces give f9 and f5.
-    throw new HpError('NOT_HOT_PATCHABLE', `the entry NOP at ${hex(layout.siteAddress)} is ${-disp} bytes after the padding; only 7 (no endbr64) or 11 (after endbr64) give a harmless intermediate state`);
+    throw new HpError('NOT_HOT_PATCHABLE', `the entry NOP at ${hexAddr(layout.siteAddress)} is ${-disp} bytes after the padding; only 7 (no endbr64) or 11 (after endbr64) give a harmless intermediate state`);
   }
   return byte;
 }
@@ -150,7 +150,7 @@ export function switchedEntryBytes(layout: PatchableEntry): Buffer {
 
 function checkLayout(entryAddress: number, layout: PatchableEntry): void {
   if (layout.entryAddress !== entryAddress) {
-    throw new HpError('INVALID_ARGUMENT', `the layout describes the entry at ${hex(layout.entryAddress)}, not ${hex(entryAddress)}`);
+    throw new HpError('INVALID_ARGUMENT', `the layout describes the entry at ${hexAddr(layout.entryAddress)}, not ${hexAddr(entryAddress)}`);
   }
 }
 
@@ -161,12 +161,12 @@ export function paddingJump(layout: PatchableEntry, target: number): Buffer {
   if (!rel32Reaches(layout.paddingAddress, target)) {
     throw new HpError(
       'JUMP_OUT_OF_RANGE',
-      `refusing a zero-stop switch of the entry at ${hex(layout.entryAddress)}: the target ${hex(target)} is beyond the ±2 GiB reach of the 5-byte jump in its padding (the padding has no room for an absolute jump); map the patch closer`,
+      `refusing a zero-stop switch of the entry at ${hexAddr(layout.entryAddress)}: the target ${hexAddr(target)} is beyond the ±2 GiB reach of the 5-byte jump in its padding (the padding has no room for an absolute jump); map the patch closer`,
       { entryAddress: layout.entryAddress, target },
     );
   }
   if (target >= layout.paddingAddress && target < layout.siteAddress + HOTPATCH_ENTRY_NOP_SIZE) {
-    throw new HpError('JUMP_TARGET_INVALID', `refusing a zero-stop switch of the entry at ${hex(layout.entryAddress)}: the target ${hex(target)} lies inside the bytes being rewritten`, {
+    throw new HpError('JUMP_TARGET_INVALID', `refusing a zero-stop switch of the entry at ${hexAddr(layout.entryAddress)}: the target ${hexAddr(target)} lies inside the bytes being rewritten`, {
       entryAddress: layout.entryAddress,
       target,
     });

@@ -12,6 +12,7 @@ import { expect } from 'vitest';
 import { processesUnder } from '../../src/agent/discover.js';
 import { fixturePackage, demoPublicKey, productSpec } from '../../src/demo/fixture-packages.js';
 import { unixRequest } from '../../src/harness/index.js';
+import { processExists } from '../../src/proc/stat.js';
 import { buildArchive, MANIFEST_FILE, readArchive, sha256Hex, writePackageFile } from '../../src/package/archive.js';
 import { signManifest } from '../../src/package/keys.js';
 import { cliPath, entryBytes, patchMappings } from './helpers.js';
@@ -90,16 +91,6 @@ export function agent(home: string, args: string[], opts: AgentOptions = {}): Pr
   return startAgent(home, args, opts).done;
 }
 
-function isLive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
 /** Every process of a home: the services state.json records and whatever runs its installed files. */
 export function homePids(home: string): number[] {
   const pids = new Set<number>();
@@ -136,8 +127,8 @@ export async function cleanUp(): Promise<void> {
     }
   }
   const deadline = Date.now() + 5_000;
-  while (victims.some(isLive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  const left = victims.filter(isLive);
+  while (victims.some(processExists) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const left = victims.filter(processExists);
   for (const home of homes) fs.rmSync(home, { recursive: true, force: true });
   homes.clear();
   if (left.length) throw new Error(`processes still alive after SIGKILL: ${left.join(', ')}`);
@@ -173,7 +164,7 @@ export function servicePid(m: Machine): number {
   const state = JSON.parse(fs.readFileSync(path.join(m.home, 'state.json'), 'utf8')) as { services: { name: string; pid: number }[] };
   const pid = state.services.find((s) => s.name === 'greetd')?.pid;
   expect(pid).toBeGreaterThan(0);
-  expect(isLive(pid!)).toBe(true);
+  expect(processExists(pid!)).toBe(true);
   return pid!;
 }
 

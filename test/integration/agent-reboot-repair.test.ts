@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { storedPackageDir } from '../../src/agent/store.js';
+import { processExists, processState } from '../../src/proc/stat.js';
 import { agent, answers, BASELINE, bootMachine, cleanUp, expected, newHome, pkg, servicePid, startAgent, type AgentResult, type Machine } from './agent-helpers.js';
 import { demoPublicKey } from '../../src/demo/fixture-packages.js';
 
@@ -21,9 +22,7 @@ function greetdProcesses(home: string): number[] {
     if (!/^\d+$/.test(name)) continue;
     try {
       const exe = fs.readlinkSync(`/proc/${name}/exe`);
-      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      if (exe.startsWith(system) && exe.endsWith('/bin/greetd') && state !== 'Z') out.push(Number(name));
+      if (exe.startsWith(system) && exe.endsWith('/bin/greetd') && processExists(Number(name))) out.push(Number(name));
     } catch {
       // gone, or not ours
     }
@@ -199,7 +198,7 @@ describe('status while an operation runs', () => {
     const m = await bootMachine();
     const running = startAgent(m.home, ['apply', pkg('2026.10-hp1')], { env: { HP_AGENT_TEST_STOP_AT: 'level:after-processes' } });
     // Wait until it stopped itself at that step (holding the lock, its intent recorded).
-    const stateOf = () => fs.readFileSync(`/proc/${running.pid}/stat`, 'utf8').split(') ')[1][0];
+    const stateOf = () => processState(running.pid);
     for (let i = 0; i < 300 && stateOf() !== 'T'; i++) await sleep(50);
     expect(stateOf()).toBe('T');
 

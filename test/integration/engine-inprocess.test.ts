@@ -4,12 +4,21 @@
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { applyPatch, changeFunctions, inspectFunctions, revertFunctions } from '../../src/engine/patch.js';
-import { readMaps } from '../../src/proc/index.js';
+import { readMaps, readProcStat } from '../../src/proc/index.js';
 import { HpError } from '../../src/errors.js';
 import { fixturePath, killTargetsAfterEach, spawnTarget } from '../../src/harness/index.js';
 import { entryBytes, fileEntryBytes, patchMappings } from './helpers.js';
 
 killTargetsAfterEach(afterEach);
+
+
+/** The scheduling policy (0 = SCHED_OTHER, 5 = SCHED_IDLE) of each of our threads. */
+function ownThreadPolicies(): number[] {
+  return fs.readdirSync('/proc/self/task').flatMap((tid) => {
+    const stat = readProcStat(process.pid, Number(tid));
+    return stat ? [stat.policy] : []; // undefined: the thread ended
+  });
+}
 
 describe('the engine in-process', () => {
   it('applies, inspects and reverts with default options, repeatedly', async () => {
@@ -98,6 +107,8 @@ describe('the engine in-process', () => {
     expect(elapsed).toBeGreaterThanOrEqual(400);
     // A blocked loop would have fired the timer at most once.
     expect(ticks).toBeGreaterThan(elapsed / 10 / 4);
+    // Our threads stood aside (SCHED_IDLE) only for each stop, and every one is back now.
+    expect(ownThreadPolicies().filter((p) => p !== 0)).toEqual([]);
     expect((await entryBytes(t.pid, 'stuck')).equals(fileEntryBytes(t.pid, 'stuck'))).toBe(true);
     // The patch was mapped in the same attach as the refused switch: it is gone again, descriptor too.
     expect(patchMappings(t.pid)).toEqual([]);

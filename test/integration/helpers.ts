@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/native.js';
-import { findObject, readMaps, symbolAddress } from '../../src/proc/index.js';
+import { findObject, readMaps, readProcStat, symbolAddress } from '../../src/proc/index.js';
 import { fixturePath, spawnTarget, type Target } from '../../src/harness/index.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -64,8 +64,8 @@ export const WAITERS = 14;
 export function threadStates(pid: number): Map<number, string> {
   const states = new Map<number, string>();
   for (const tid of fs.readdirSync(`/proc/${pid}/task`).map(Number)) {
-    const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    states.set(tid, stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
+    const state = readProcStat(pid, tid)?.state;
+    if (state) states.set(tid, state);
   }
   return states;
 }

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fixturePath, killTargetsAfterEach } from '../../src/harness/index.js';
+import { processExists } from '../../src/proc/stat.js';
 import { answers, BASELINE, bootMachine, cleanUp, expected, pkg, servicePid, type Machine } from './agent-helpers.js';
 import { cliPath, disturbances, spawnWaiters } from './helpers.js';
 
@@ -25,6 +26,8 @@ interface Run {
   out: string;
   /** Killed: how many threads were interrupted and not yet settled at that instant. */
   unsettled: number;
+  /** Killed: how many of the agent's own threads were in SCHED_IDLE at that instant. */
+  idled: number;
 }
 
 const report = path.join(os.tmpdir(), `hp-kill-report-${process.pid}`);
@@ -37,23 +40,16 @@ function run(args: string[], step: number, home?: string): Promise<Run> {
     execFile(process.execPath, [cliPath, ...args], { timeout: 60_000, env }, (err, stdout, stderr) => {
       const e = err as (Error & { code?: number | string; signal?: string }) | null;
       let unsettled = 0;
+      let idled = 0;
       try {
-        unsettled = Number(/unsettled (\d+)/.exec(fs.readFileSync(report, 'utf8'))?.[1] ?? 0);
+        const said = /unsettled (\d+) idled (\d+)/.exec(fs.readFileSync(report, 'utf8'));
+        [unsettled, idled] = [Number(said?.[1] ?? 0), Number(said?.[2] ?? 0)];
       } catch {
         // not killed
       }
-      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, out: stdout + stderr, unsettled });
+      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, out: stdout + stderr, unsettled, idled });
     });
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !'ZXx'.includes(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -87,11 +83,15 @@ describe('the agent killed at every step', () => {
     let eintrs = 0;
     let windowKills = 0;
     const expectHealthy = async (step: number, answersAllowed: string[], killed?: Run) => {
-      expect(alive(t.pid), `killed at step ${step}: the target died`).toBe(true);
+      expect(processExists(t.pid), `killed at step ${step}: the target died`).toBe(true);
       expect(answersAllowed, `killed at step ${step}`).toContain(await t.request('call'));
       const [, e, early] = /eintr (\d+) early (\d+)/.exec(await disturbances(t))!.map(Number);
       expect(early, `killed at step ${step}: a wait returned early`).toBe(0);
-      if (killed && killed.unsettled > 0) windowKills++;
+      if (killed && killed.unsettled > 0) {
+        windowKills++;
+        // Inside a stop the agent's other threads stand aside (native/own_threads.cc).
+        expect(killed.idled, `killed at step ${step} inside a stop`).toBeGreaterThan(0);
+      }
       expect(e - eintrs, `killed at step ${step} with ${killed?.unsettled ?? 0} thread(s) unsettled`).toBeLessThanOrEqual(killed?.unsettled ?? 0);
       eintrs = e;
     };
@@ -125,7 +125,7 @@ describe('the agent killed at every step', () => {
     const apply = (id: string) => (step: number) => run(['apply', pkg(id), '--json'], step, m.home);
     const revert = (kb: string) => (step: number) => run(['revert', kb, '--json'], step, m.home);
     const level = async (step: number, allowed: string[], after = '') => {
-      expect(alive(pid), `killed at step ${step}: the service died`).toBe(true);
+      expect(processExists(pid), `killed at step ${step}: the service died`).toBe(true);
       expect(servicePid(m)).toBe(pid);
       const now = await answers(m.sock);
       const match = allowed.find((l) => JSON.stringify(now) === JSON.stringify(pickLevel(l, now)));
@@ -136,7 +136,7 @@ describe('the agent killed at every step', () => {
     // Right after a kill, each function may be at either level (the objects of a process switch
     // one transaction each): every answer must be one of the two levels' answers.
     const between = async (step: number, levels: string[]) => {
-      expect(alive(pid), `killed at step ${step}: the service died`).toBe(true);
+      expect(processExists(pid), `killed at step ${step}: the service died`).toBe(true);
       expect(servicePid(m)).toBe(pid);
       const now = await answers(m.sock);
       for (const [q, a] of Object.entries(now)) expect(levels.map((l) => expected[l][q]), `killed at step ${step}: "${q}"`).toContain(a);

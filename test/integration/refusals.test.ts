@@ -2,7 +2,8 @@
 import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../src/native.js';
-import { findObject, symbolAddress, tracerOf } from '../../src/proc/index.js';
+import { findObject, symbolAddress } from '../../src/proc/index.js';
+import { tracerOf } from '../proc-helpers.js';
 import { fixturePath, killTargetsAfterEach, spawnTarget, tempSocketPath, type Target } from '../../src/harness/index.js';
 import { entryBytes, fileEntryBytes, hpAgent, patchMappings } from './helpers.js';
 

@@ -7,7 +7,7 @@ import { HpError } from '../../src/errors.js';
 import { mapPatchImage, unmapPatch } from '../../src/engine/loader.js';
 import { RemoteProcess, targetGadgets } from '../../src/engine/remote.js';
 import { native } from '../../src/native.js';
-import { findFreeRegionNear, readMaps } from '../../src/proc/index.js';
+import { findFreeRegionNear, readMaps, readProcStat } from '../../src/proc/index.js';
 import { fixturePath, killTargetsAfterEach, spawnTarget } from '../../src/harness/index.js';
 import { MFD_CLOEXEC, PAGE_SIZE, PROT_EXEC, PROT_READ } from '../../src/x64/syscalls.js';
 
@@ -24,9 +24,8 @@ function memfds(pid: number): string[] {
     .filter((link) => link.startsWith('/memfd:'));
 }
 
-function threadState(pid: number, tid: number): string {
-  const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+function threadState(pid: number, tid: number): string | undefined {
+  return readProcStat(pid, tid)?.state;
 }
 
 describe('remote calls', () => {
@@ -141,9 +140,8 @@ describe('remote calls', () => {
       expect(await t.request('park')).toBe('parked');
       // The spinner: the thread that gathers CPU time (the main thread only answers requests).
       const cpu = (tid: number) => {
-        const stat = fs.readFileSync(`/proc/${t.pid}/task/${tid}/stat`, 'utf8');
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        return Number(f[11]) + Number(f[12]);
+        const stat = readProcStat(t.pid, tid);
+        return stat ? stat.utime + stat.stime : 0;
       };
       const busiest = () => fs.readdirSync(`/proc/${t.pid}/task`).map(Number).filter((tid) => tid !== t.pid).sort((a, b) => cpu(b) - cpu(a))[0];
       for (let i = 0; i < 200 && cpu(busiest()) < 3; i++) await new Promise((resolve) => setTimeout(resolve, 10));

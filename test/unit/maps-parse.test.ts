@@ -1,10 +1,12 @@
-// The hand-written /proc/PID/maps parser against the regex it replaced, and the st_dev encoding
-// of the devices it reports.
+// The hand-written /proc/PID/maps parser against the regex it replaced, the st_dev encoding of
+// the devices it reports, and the loads and load bias computed from its lines.
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { HpError } from '../../src/errors.js';
-import { devNumber, parseMaps, type MapEntry } from '../../src/proc/index.js';
+import { PT_LOAD, type ElfFile } from '../../src/elf/index.js';
+import { computeLoadBias, devNumber, parseMaps, type MapEntry } from '../../src/proc/index.js';
+import { groupInstances } from '../../src/proc/loads.js';
 
 /** The parser as it was (a regex per line): the reference the new one must agree with. */
 const LINE = /^([0-9a-f]+)-([0-9a-f]+)\s+([r-][w-][x-][ps])\s+([0-9a-f]+)\s+([0-9a-f]+:[0-9a-f]+)\s+(\d+)(?:\s+(.*))?$/i;
@@ -201,5 +203,47 @@ describe('devNumber', () => {
       const [major, minor] = execFileSync('stat', ['-L', '-c', '%Hd %Ld', file], { encoding: 'utf8' }).trim().split(' ').map(Number);
       expect(devNumber(`${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`), file).toBe(statSync(file).dev);
     }
+  });
+});
+
+describe('loads of a file in maps, and their bias (pure: no process, no file)', () => {
+  const line = (start: number, end: number, perms: string, offset: number, dev: string, inode: number, path: string) =>
+    `${start.toString(16)}-${end.toString(16)} ${perms} ${offset.toString(16).padStart(8, '0')} ${dev} ${inode} ${path}`;
+  const lib = (base: number, dev = 'fe:00', inode = 42, path = '/usr/lib/libx.so') => [
+    line(base, base + 0x1000, 'r--p', 0, dev, inode, path),
+    line(base + 0x1000, base + 0x3000, 'r-xp', 0x1000, dev, inode, path),
+    line(base + 0x3000, base + 0x4000, 'rw-p', 0x3000, dev, inode, path),
+  ];
+
+  it('groups the mappings of one file into one load, and another load of it (offsets start again) apart', () => {
+    const maps = parseMaps(
+      [...lib(0x7f0000000000), '7f0000004000-7f0000005000 rw-p 00000000 00:00 0 ', '7fff00000000-7fff00021000 rw-p 00000000 00:00 0 [stack]', ...lib(0x7f1000000000)].join('\n'),
+    );
+    const loads = groupInstances(maps);
+    expect(loads.map((l) => [l.path, l.mappings[0].start, l.mappings.length])).toEqual([
+      ['/usr/lib/libx.so', 0x7f0000000000, 3],
+      ['/usr/lib/libx.so', 0x7f1000000000, 3],
+    ]);
+  });
+
+  it('tells one inode number on two devices apart, and opens only files a mapping of which is wanted', () => {
+    const maps = parseMaps([...lib(0x7f0000000000, 'fe:00'), ...lib(0x7f1000000000, '00:2a', 42, '/overlay/libx.so'), ...lib(0x7f2000000000, 'fe:00', 7, '/usr/lib/liby.so')].join('\n'));
+    expect(groupInstances(maps).map((l) => `${l.dev} ${l.path}`)).toEqual(['fe:00 /usr/lib/libx.so', '00:2a /overlay/libx.so', 'fe:00 /usr/lib/liby.so']);
+    expect(groupInstances(maps, (p) => p.endsWith('liby.so')).map((l) => l.path)).toEqual(['/usr/lib/liby.so']);
+    expect(groupInstances(maps, () => false)).toEqual([]);
+  });
+
+  it('computes the bias from the PT_LOAD that holds the first mapping, the one explaining most mappings winning', () => {
+    const load = (offset: number, vaddr: number, filesz: number) => ({ type: PT_LOAD, flags: 0, offset, vaddr, filesz, memsz: filesz, align: 0x1000 });
+    const elf = (headers: ReturnType<typeof load>[]) => ({ programHeaders: headers }) as unknown as ElfFile;
+    const maps = parseMaps(lib(0x7f0000000000).join('\n'));
+    // the usual layout: vaddr == offset
+    expect(computeLoadBias(elf([load(0, 0, 0x1000), load(0x1000, 0x1000, 0x2000), load(0x3000, 0x3000, 0x800)]), maps)).toBe(0x7f0000000000);
+    // a first vaddr that is not 0 (prelinked, or a non-zero base)
+    expect(computeLoadBias(elf([load(0, 0x400000, 0x1000), load(0x1000, 0x401000, 0x2000), load(0x3000, 0x403000, 0x800)]), maps)).toBe(0x7f0000000000 - 0x400000);
+    // two segments share the page of offset 0: the one the other mappings agree with wins
+    expect(computeLoadBias(elf([load(0, 0x10000, 0x800), load(0x800, 0x800, 0x800), load(0x1000, 0x1000, 0x2000), load(0x3000, 0x3000, 0x800)]), maps)).toBe(0x7f0000000000);
+    // no PT_LOAD holds the first mapping's offset
+    expect(computeLoadBias(elf([load(0x5000, 0x5000, 0x1000)]), maps)).toBeUndefined();
   });
 });

@@ -20,7 +20,7 @@ beforeAll(async () => {
 
 describe('the npm package', () => {
   it('holds the agent, the native core sources, the demo fixtures and the licence', () => {
-    for (const f of ['bin/hp-agent.js', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'binding.gyp', 'LICENSE', 'fixtures/Makefile', 'fixtures/baselines/packages.json', 'fixtures/bin/baselines/b1/bin/greetd']) {
+    for (const f of ['bin/hp-agent.js', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/agent/service-launcher.js', 'dist/harness/index.js', 'binding.gyp', 'LICENSE', 'fixtures/Makefile', 'fixtures/baselines/packages.json', 'fixtures/bin/baselines/b1/bin/greetd']) {
       expect(files).toContain(f);
     }
     expect(files.some((f) => f.startsWith('native/') && f.endsWith('.cc'))).toBe(true);

@@ -8,7 +8,8 @@ import { keysCommand } from '../../src/cli/keys.js';
 import { failUsage } from '../../src/cli/usage.js';
 import { HpError } from '../../src/errors.js';
 import { packCommand, parseFileSpec, parseServiceSpec, parseTargetFunctionSpec } from '../../src/cli/pack.js';
-import { openPackage, trustDir, type HotpatchManifest } from '../../src/package/index.js';
+import { openPackage, type HotpatchManifest } from '../../src/package/index.js';
+import { homeLayout } from '../../src/agent/home.js';
 
 const root = resolve(import.meta.dirname, '../..');
 const service = join(root, 'fixtures/bin/service');
@@ -94,7 +95,7 @@ describe('hp-agent keygen, trust, pack', () => {
     const add = await cli(['trust', 'add', join(dir, 'release.pub'), '--name', 'Release team']);
     expect(add.code).toBe(0);
     expect(add.stdout).toContain(`trusted key ${keyId} (Release team)`);
-    expect(statSync(join(trustDir(home), `${keyId}.pub`)).isFile()).toBe(true);
+    expect(statSync(join(homeLayout(home).trustedKeys, `${keyId}.pub`)).isFile()).toBe(true);
     const list = await cli(['trust', 'list']);
     expect(list.stdout).toMatch(/^KEY ID\s+NAME\s+ADDED/);
     expect(list.stdout).toContain(keyId);
@@ -115,7 +116,7 @@ describe('hp-agent keygen, trust, pack', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/FILE\s+MODE\s+SIZE\s+BUILD-ID\s+SHA-256/);
     expect(r.stdout).toContain('bin/service  0755');
-    const p = await openPackage(out, { trustDir: trustDir(home) });
+    const p = await openPackage(out, { trustDir: homeLayout(home).trustedKeys });
     expect(p.signer?.keyId).toBe(keyId);
     expect(p.manifest).toMatchObject({ kind: 'baseline', planned: true, services: [{ name: 'svc', file: 'bin/service', args: ['${HP_RUN}/svc.sock', '4'] }] });
   });
@@ -131,7 +132,7 @@ describe('hp-agent keygen, trust, pack', () => {
     const json = JSON.parse(r.stdout);
     expect(json.keyId).toBe(keyId);
     expect(json.manifest).toMatchObject({ kind: 'hotpatch', sequence: 2, consistency: 'function', targets: [{ path: 'bin/service', functions: [{ symbol: 'handle_request', replacement: 'handle_request_v2' }] }] });
-    expect((await openPackage(out, { trustDir: trustDir(home) })).sha256).toBe(json.sha256);
+    expect((await openPackage(out, { trustDir: homeLayout(home).trustedKeys })).sha256).toBe(json.sha256);
   });
 
   it('pack hotpatch warns when the function is inlined into callers, naming them', async () => {
@@ -163,7 +164,7 @@ describe('hp-agent keygen, trust, pack', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/TARGET\s+BUILD-ID\s+PATCH OBJECT\s+FUNCTION\s+SIZE/);
     expect(r.stdout).toContain('handle_request → handle_request_v2');
-    const m = (await openPackage(join(dir, 'from-json.hpkg'), { trustDir: trustDir(home) })).manifest as HotpatchManifest;
+    const m = (await openPackage(join(dir, 'from-json.hpkg'), { trustDir: homeLayout(home).trustedKeys })).manifest as HotpatchManifest;
     expect(m).toMatchObject({ id: 'hp-json', sequence: 3, consistency: 'entry' });
   });
 

@@ -19,7 +19,6 @@ import {
   serializeManifest,
   signManifest,
   trustAdd,
-  trustDir,
   trustList,
   validateManifest,
   verifyManifest,
@@ -30,6 +29,7 @@ import {
   type PackBaselineOptions,
   type PackHotpatchOptions,
 } from '../../src/package/index.js';
+import { homeLayout } from '../../src/agent/home.js';
 
 // ------------------------------------------------------------------------------------------------
 // Helpers
@@ -263,7 +263,7 @@ function schemaError<M extends Manifest>(m: M, edit: (m: M) => void): string {
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'hp-package-'));
   home = join(dir, 'home');
-  trusted = trustDir(home);
+  trusted = homeLayout(home).trustedKeys;
   key = generateKeyPair();
   stranger = generateKeyPair();
   await trustAdd(trusted, key.publicKeyPem, 'release team');

@@ -22,6 +22,7 @@ import {
   type PatchableEntry,
   type ZeroStopStep,
 } from '../../src/x64/index.js';
+import { hexAddr } from '../../src/hex.js';
 
 const ENTRY = 0x55555555a175;
 const TARGET = ENTRY + 0x10000000; // a patch mapped 256 MiB above
@@ -66,8 +67,6 @@ function codeOf(fn: () => unknown): string | undefined {
   return undefined;
 }
 
-const hex = (n: number) => `0x${n.toString(16)}`;
-
 /** Padding, optional endbr64, the entry NOP and a `ret` standing for the function body. */
 function image(nop: number[], endbr: boolean): Buffer {
   return Buffer.from([...Array(HOTPATCH_PADDING_SIZE).fill(0x90), ...(endbr ? [...ENDBR64] : []), ...nop, RET]);
@@ -76,7 +75,7 @@ function image(nop: number[], endbr: boolean): Buffer {
 /** Writes one step into a copy of `code` (which starts at the padding), checking `before`. */
 function applyStep(code: Buffer, layout: PatchableEntry, step: ZeroStopStep): Buffer {
   const at = step.addr - layout.paddingAddress;
-  expect(code.subarray(at, at + step.before.length).equals(step.before), `before of step at ${hex(step.addr)}`).toBe(true);
+  expect(code.subarray(at, at + step.before.length).equals(step.before), `before of step at ${hexAddr(step.addr)}`).toBe(true);
   const out = Buffer.from(code);
   step.after.copy(out, at);
   return out;
@@ -102,18 +101,18 @@ function runFrom(code: Buffer, layout: PatchableEntry, from: number): string[] {
   const seen: string[] = [];
   let pc = from;
   for (const insn of insns) {
-    expect(insn.address, `decoding from ${hex(from)}`).toBe(pc);
+    expect(insn.address, `decoding from ${hexAddr(from)}`).toBe(pc);
     if (pc === body) return seen;
     seen.push(insn.text);
     if (insn.text.startsWith('jmp ')) {
-      expect(insn.text, `the only jump is back to the padding`).toBe(`jmp ${hex(layout.paddingAddress)}`);
+      expect(insn.text, `the only jump is back to the padding`).toBe(`jmp ${hexAddr(layout.paddingAddress)}`);
       return seen;
     }
-    expect(HARMLESS.has(insn.text), `"${insn.text}" at ${hex(pc)} (from ${hex(from)})`).toBe(true);
+    expect(HARMLESS.has(insn.text), `"${insn.text}" at ${hexAddr(pc)} (from ${hexAddr(from)})`).toBe(true);
     pc += insn.length;
-    expect(pc <= body, `an instruction at ${hex(insn.address)} straddles the body at ${hex(body)}`).toBe(true);
+    expect(pc <= body, `an instruction at ${hexAddr(insn.address)} straddles the body at ${hexAddr(body)}`).toBe(true);
   }
-  throw new Error(`ran off the end from ${hex(from)}`);
+  throw new Error(`ran off the end from ${hexAddr(from)}`);
 }
 
 /** Instruction starts between the entry and the body in a state, decoded from the entry. */
@@ -228,7 +227,7 @@ describe.each([
   const original = image(nop, endbr);
   const layout = detectPatchableEntry(ENTRY, original)!;
   const d8 = endbr ? 'cmc' : 'stc';
-  const back = `jmp ${hex(ENTRY - 5)}`;
+  const back = `jmp ${hexAddr(ENTRY - 5)}`;
   const pre = endbr ? ['endbr64'] : [];
 
   it('switch: padding first, then one byte at a time; every state proven by objdump', () => {
@@ -243,7 +242,7 @@ describe.each([
         : [['xchg %ax,%ax'], ['xchg %ax,%ax'], ['nop', 'nop'], ['nop', d8], [back]];
     expect(seen).toEqual(expected.map((s) => [...pre, ...s]));
     const final = all[all.length - 1];
-    expect(paddingJumpText(final, layout)).toBe(`jmp ${hex(TARGET)}`);
+    expect(paddingJumpText(final, layout)).toBe(`jmp ${hexAddr(TARGET)}`);
     expect(final.subarray(layout.siteAddress - layout.paddingAddress, layout.siteAddress - layout.paddingAddress + 2).equals(switchedEntryBytes(layout))).toBe(true);
     expect(zeroStopStateOf(layout, final)).toEqual({ state: 'switched', target: TARGET });
     expect(zeroStopStateOf(layout, original)).toEqual({ state: 'original' });
@@ -279,7 +278,7 @@ describe.each([
   it('the first byte first would be fatal: that order is never planned', () => {
     const wrong = Buffer.from([0xeb, nop[1]]);
     const [insn] = disassemble(wrong, layout.siteAddress);
-    expect(insn.text).toBe(`jmp ${hex(layout.siteAddress + 2 + (nop[1] << 24 >> 24))}`);
+    expect(insn.text).toBe(`jmp ${hexAddr(layout.siteAddress + 2 + (nop[1] << 24 >> 24))}`);
     const all = states(original, layout, planZeroStop(ENTRY, layout, TARGET));
     const at = layout.siteAddress - layout.paddingAddress;
     for (const s of all) expect(s.subarray(at, at + 2).equals(wrong)).toBe(false);

@@ -6,7 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { HpError } from '../../errors.js';
-import { openPackage, signManifest, writeFileAtomic } from '../../package/index.js';
+import { openPackage, signManifest } from '../../package/index.js';
+import { writeFileAtomic } from '../../fs/atomic.js';
 import { entryOf, INDEX_FILE, INDEX_SCHEMA_VERSION, INDEX_SIGNATURE_FILE, serializeIndex, type FeedIndex } from './index-format.js';
 
 export interface BuildFeedOptions {

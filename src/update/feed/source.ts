@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { HpError } from '../../errors.js';
-import { loadTrusted, verifyManifest, writeFileAtomic } from '../../package/index.js';
+import { loadTrusted, verifyManifest } from '../../package/index.js';
+import { writeFileAtomic } from '../../fs/atomic.js';
 import { checkFresh, INDEX_FILE, INDEX_SIGNATURE_FILE, parseIndex, type FeedEntry, type FeedIndex } from './index-format.js';
 
 export type FeedSource = { kind: 'dir'; dir: string } | { kind: 'url'; url: URL };

@@ -14,7 +14,8 @@ import { HpError } from '../errors.js';
 const DEFAULT_MODE = 0o644;
 const TEMP_PATTERN = /^\.(.+)\.(\d+)\.[0-9a-f]{12}\.tmp$/;
 
-function tempPathFor(target: string): string {
+/** A writer's temporary file next to `target`: the name removeStaleTempFiles() knows to sweep. */
+export function tempPathFor(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
 

@@ -5,24 +5,15 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { HpError } from '../../src/errors.js';
-import { readJson, removeStaleTempFiles, writeFileAtomic, writeFileAtomicSync, writeJsonAtomic } from '../../src/agent/atomic.js';
-import {
-  agentHome,
-  baselineDir,
-  DEFAULT_AGENT_HOME,
-  ensureHome,
-  homeLayout,
-  readBaselinePointer,
-  writeBaselinePointer,
-} from '../../src/agent/home.js';
+import { readJson, removeStaleTempFiles, writeFileAtomic, writeFileAtomicSync, writeJsonAtomic } from '../../src/fs/atomic.js';
 
 // Child processes run the compiled agent (dist/, rebuilt by test/global-setup.ts before any test).
-const ATOMIC_JS = new URL('../../dist/agent/atomic.js', import.meta.url).href;
+const ATOMIC_JS = new URL('../../dist/fs/atomic.js', import.meta.url).href;
 
 let tmp: string;
 
 beforeEach(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-agent-home-'));
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-agent-atomic-'));
 });
 
 afterEach(() => {
@@ -38,69 +29,6 @@ async function expectHpError(promise: Promise<unknown>, code: string): Promise<H
   expect((error as HpError).code).toBe(code);
   return error as HpError;
 }
-
-describe('agent home', () => {
-  it('comes from HP_AGENT_HOME or defaults to /var/lib/hp-agent', () => {
-    expect(agentHome({})).toBe(DEFAULT_AGENT_HOME);
-    expect(agentHome({ HP_AGENT_HOME: '' })).toBe('/var/lib/hp-agent');
-    expect(agentHome({ HP_AGENT_HOME: '/srv/hp' })).toBe('/srv/hp');
-    expect(agentHome({ HP_AGENT_HOME: 'rel/home' })).toBe(path.resolve('rel/home'));
-  });
-
-  it('lays out every path under the home', () => {
-    const l = homeLayout('/h');
-    expect(l).toMatchObject({
-      home: '/h',
-      system: '/h/system',
-      activePointer: '/h/system/active',
-      pendingPointer: '/h/system/pending',
-      trustedKeys: '/h/trusted-keys',
-      packages: '/h/packages',
-      state: '/h/state.json',
-      history: '/h/history.jsonl',
-      agentLog: '/h/logs/agent.log',
-      serviceLogs: '/h/logs/services',
-      run: '/h/run',
-      lock: '/h/lock',
-    });
-    expect(baselineDir('/h', 'b-2025.01')).toBe('/h/system/b-2025.01');
-    for (const bad of ['..', '../x', 'a/b', '', '.hidden', 'active', 'pending']) {
-      expect(() => baselineDir('/h', bad)).toThrow(HpError);
-    }
-  });
-
-  it('ensureHome creates the tree with a 0700 root, and tightens an existing root', async () => {
-    const home = path.join(tmp, 'home');
-    const layout = await ensureHome(home);
-    expect(fs.statSync(home).mode & 0o777).toBe(0o700);
-    for (const dir of [layout.system, layout.trustedKeys, layout.packages, layout.serviceLogs, layout.run]) {
-      expect(fs.statSync(dir).isDirectory()).toBe(true);
-    }
-    fs.chmodSync(home, 0o755);
-    await ensureHome(home);
-    expect(fs.statSync(home).mode & 0o777).toBe(0o700);
-  });
-
-  it('ensureHome refuses a file where the home should be', async () => {
-    const file = path.join(tmp, 'file');
-    fs.writeFileSync(file, 'x');
-    await expectHpError(ensureHome(file), 'HOME_NOT_DIRECTORY');
-  });
-
-  it('baseline pointers are written atomically and removed', async () => {
-    const home = path.join(tmp, 'home');
-    await ensureHome(home);
-    expect(await readBaselinePointer(home, 'active')).toBeUndefined();
-    await writeBaselinePointer(home, 'active', 'base-1');
-    await writeBaselinePointer(home, 'pending', 'base-2');
-    expect(await readBaselinePointer(home, 'active')).toBe('base-1');
-    expect(await readBaselinePointer(home, 'pending')).toBe('base-2');
-    expect(fs.readFileSync(homeLayout(home).activePointer, 'utf8')).toBe('base-1\n');
-    await writeBaselinePointer(home, 'pending', undefined);
-    expect(await readBaselinePointer(home, 'pending')).toBeUndefined();
-    await expect(writeBaselinePointer(home, 'active', '../etc')).rejects.toThrow(/refusing baseline id/);
-  });
-});
 
 describe('atomic writes', () => {
   it('writes, replaces, applies an explicit mode and leaves no temporary file', async () => {

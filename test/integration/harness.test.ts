@@ -16,6 +16,7 @@ import {
   useTargets,
   type HookRegistrar,
 } from '../../src/harness/index.js';
+import { readProcStat } from '../../src/proc/stat.js';
 
 useTargets(afterEach);
 
@@ -24,8 +25,7 @@ beforeAll(async () => {
 }, 120_000);
 
 function parentPid(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  return readProcStat(pid)!.ppid;
 }
 
 /** A target written in sh: `script` runs with the protocol's stdin and stdout. */

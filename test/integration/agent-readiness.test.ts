@@ -13,6 +13,7 @@ import { ensureHome } from '../../src/agent/home.js';
 import { serviceAlive, startService, type ServiceRecord } from '../../src/agent/services.js';
 import { notifySocketPath, type Readiness } from '../../src/agent/readiness.js';
 import { ServiceSchema } from '../../src/package/index.js';
+import { processExists } from '../../src/proc/stat.js';
 import { parseReadinessSpec } from '../../src/cli/pack.js';
 
 let home: string;
@@ -96,7 +97,7 @@ describe('readiness', () => {
     expect((e as HpError).code).toBe('SERVICE_NOT_READY');
     expect((e as HpError).message).toMatch(message);
     const pid = (e as HpError).details.pid as number;
-    expect(fs.existsSync(`/proc/${pid}`) && !/\) [ZX] /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))).toBe(false);
+    expect(processExists(pid)).toBe(false);
   });
 
   it('the manifest takes one kind per service and refuses a probe that names no socket, or two', () => {

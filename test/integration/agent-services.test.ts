@@ -6,9 +6,8 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { HpError } from '../../src/errors.js';
 import { buildFixtures, fixturePath, unixRequest } from '../../src/harness/index.js';
 import { ensureHome, homeLayout, serviceLogPath } from '../../src/agent/home.js';
+import { isGone, processStartTime, readProcStat } from '../../src/proc/stat.js';
 import {
-  processStartTime,
-  readProcStat,
   readServicePidFile,
   serviceAlive,
   servicePidFile,
@@ -62,7 +61,7 @@ function groupMembers(pgid: number): number[] {
     .map(Number)
     .filter((pid) => {
       const stat = readProcStat(pid);
-      return stat !== undefined && stat.pgrp === pgid && stat.state !== 'Z';
+      return stat !== undefined && stat.pgrp === pgid && !isGone(stat.state);
     });
 }
 
@@ -209,6 +208,33 @@ describe('services', () => {
     expect((await errorOf(start({ name: 'x', file: 'service', args: [] }))).code).toBe('SERVICE_FILE_NOT_EXECUTABLE');
     expect((await errorOf(start({ name: 'x', file: '/nonexistent/bin', args: [] }))).code).toBe('SERVICE_FILE_NOT_EXECUTABLE');
     expect((await errorOf(start({ name: '../x', file: '/bin/sh', args: [] }))).code).toBe('BAD_NAME');
+  });
+
+  it('reports a file the launcher cannot exec (a directory passes the access check), naming the stage', async () => {
+    const error = await errorOf(start({ name: 'dir', file: home, args: [] }));
+    expect(error.code).toBe('SERVICE_START_FAILED');
+    expect(error.details).toMatchObject({ service: 'dir', file: home, code: 'EACCES', stage: 'exec' });
+    expect(fs.existsSync(servicePidFile(home, 'dir'))).toBe(false);
+  });
+
+  it('the launcher is the compiled dist/agent/service-launcher.js, a program of its own that answers one line', async () => {
+    const launcher = new URL('../../dist/agent/service-launcher.js', import.meta.url).pathname;
+    const runIt = (config: object) =>
+      new Promise<string>((resolve, reject) => {
+        const child = spawn(process.execPath, [launcher, JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+        child.once('error', reject);
+        child.once('close', () => resolve(out));
+      });
+    const log = path.join(home, 'l.log');
+    expect(JSON.parse(await runIt({ fifo: path.join(home, 'missing.fifo'), log, cwd: home, file: '/bin/true', args: [] }))).toMatchObject({ code: 'ENOENT', stage: 'open' });
+    // a plain file as stdin will do here: the launcher only opens it
+    const stdin = path.join(home, 'stdin');
+    fs.writeFileSync(stdin, '');
+    const answer = JSON.parse(await runIt({ fifo: stdin, log, cwd: home, file: '/bin/sh', args: ['-c', 'echo started $$'] })) as { pid: number };
+    for (let i = 0; i < 200 && !fs.readFileSync(log, 'utf8').includes('started'); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fs.readFileSync(log, 'utf8')).toBe(`started ${answer.pid}\n`);
   });
 
   it('serviceAlive is PID-reuse safe', async () => {

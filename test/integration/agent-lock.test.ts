@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HpError } from '../../src/errors.js';
 import { acquireLock, type AgentLock } from '../../src/agent/lock.js';
-import { processStartTime } from '../../src/agent/services.js';
+import { processStartTime } from '../../src/proc/stat.js';
 
 // Child agents run the compiled module (dist/, rebuilt by test/global-setup.ts before any test).
 const LOCK_JS = new URL('../../dist/agent/lock.js', import.meta.url).href;

@@ -10,23 +10,23 @@ import {
   FileSearch,
   MAX_MAP_END,
   MIN_MAP_ADDRESS,
-  exePath,
   findFreeRegionNear,
   findObject,
-  listThreads,
+  isGone,
   loadedObjects,
   objectsIn,
   parseMaps,
   processExists,
-  processName,
-  processStat,
+  processIsSame,
+  processStartTime,
+  readProcStat,
   processState,
   readMaps,
   symbolAddress,
-  tracerOf,
   type LoadedObject,
   type MapEntry,
 } from '../../src/proc/index.js';
+import { exePath, listThreads, processName, tracerOf } from '../proc-helpers.js';
 import { PAGE_SIZE, rel32Reaches } from '../../src/x64/index.js';
 
 // ------------------------------------------------------------------------------------------------
@@ -603,6 +603,38 @@ describe('process facts of real processes', () => {
     expect(hpCode(() => findObject(zombie))).toBe('PROCESS_NOT_FOUND');
   });
 
+  it('readProcStat reads a process and each of its threads; isGone is true for no state, Z, X and x only', async () => {
+    const p = run('hp-family');
+    const [zombie, traced, , ...tids] = (await p.nextLine()).split(' ').map(Number);
+    extraPids.push(traced);
+    const main = readProcStat(p.pid)!;
+    expect(main).toMatchObject({ pid: p.pid, comm: 'hp-family', pgrp: expect.any(Number), session: expect.any(Number) });
+    expect(main.startTime).toBeGreaterThan(0);
+    expect(main.policy).toBe(0); // SCHED_OTHER
+    for (const tid of tids) {
+      const t = readProcStat(p.pid, tid)!;
+      // a thread: its own id, the process's name, parent and start (threads start after it)
+      expect(t).toMatchObject({ pid: tid, comm: 'hp-family', ppid: main.ppid, pgrp: main.pgrp, session: main.session });
+      expect(t.startTime).toBeGreaterThanOrEqual(main.startTime);
+      expect(t.utime + t.stime).toBeGreaterThanOrEqual(0);
+    }
+    expect(readProcStat(traced)!.ppid).toBe(p.pid);
+    expect(processStartTime(p.pid)).toBe(main.startTime);
+    expect(processIsSame(p.pid, main.startTime)).toBe(true);
+    expect(processIsSame(p.pid, main.startTime + 1)).toBe(false);
+
+    for (let i = 0; i < 100 && processState(zombie) !== 'Z'; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(readProcStat(zombie)?.state).toBe('Z');
+    expect(processStartTime(zombie)).toBeUndefined(); // a zombie is gone
+    expect(processIsSame(zombie, readProcStat(zombie)!.startTime)).toBe(false);
+
+    for (const state of [undefined, 'Z', 'X', 'x']) expect(isGone(state), String(state)).toBe(true);
+    for (const state of ['R', 'S', 'D', 'T', 't', 'I', 'P']) expect(isGone(state), state).toBe(false);
+    for (const [pid, tid] of [[0, undefined], [-1, undefined], [p.pid, 0], [p.pid, 2 ** 22 + 12345], [1.5, undefined]]) {
+      expect(readProcStat(pid!, tid), `${pid}/${tid}`).toBeUndefined();
+    }
+  });
+
   it('this process', () => {
     expect(processExists(process.pid)).toBe(true);
     expect(exePath(process.pid)).toBe(realpathSync(process.execPath));
@@ -740,7 +772,7 @@ describe('one search through many processes (FileSearch)', () => {
     for (const v of views) expect(v.objects!.map(summary)).toEqual(loadedObjects(v.pid, undefined, (x) => x.startsWith(`${sub}/`)).map(summary));
   });
 
-  it('processStat gives /proc/PID/comm and the state from one read', async () => {
+  it('readProcStat gives /proc/PID/comm and the state from one read', async () => {
     const weird = 'we(i)rd) n:me';
     copyFileSync(join(dir, 'hp-pie'), join(dir, weird));
     chmodSync(join(dir, weird), 0o755);
@@ -751,10 +783,10 @@ describe('one search through many processes (FileSearch)', () => {
     const q = run(long);
     await p.nextLine();
     await q.nextLine();
-    expect(processStat(p.pid)).toEqual({ state: processState(p.pid), comm: weird });
+    expect(readProcStat(p.pid)).toMatchObject({ state: processState(p.pid), comm: weird });
     expect(processName(p.pid)).toBe(weird);
-    expect(processStat(q.pid)?.comm).toBe(processName(q.pid));
-    expect(processStat(q.pid)?.comm).toBe(long.slice(0, 15));
+    expect(readProcStat(q.pid)?.comm).toBe(processName(q.pid));
+    expect(readProcStat(q.pid)?.comm).toBe(long.slice(0, 15));
     for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number)) {
       let name: string;
       try {
@@ -762,10 +794,10 @@ describe('one search through many processes (FileSearch)', () => {
       } catch {
         continue; // gone meanwhile
       }
-      const stat = processStat(pid);
+      const stat = readProcStat(pid);
       if (stat) expect(stat.comm, `pid ${pid}`).toBe(name);
     }
-    expect(processStat(2 ** 22 + 12345)).toBeUndefined();
+    expect(readProcStat(2 ** 22 + 12345)).toBeUndefined();
   });
 
   it('findFreeRegionNear gives the same answer for maps in any order', async () => {

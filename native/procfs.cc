@@ -1,0 +1,149 @@
+// What the core reads from /proc: threads, their state, tracer, blocked signals and the call
+// they sleep in. Plain reads (open + read + close), no ptrace: safe before anything is stopped.
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "core.h"
+
+namespace hp {
+
+std::vector<pid_t> ListThreads(pid_t pid) {
+  std::vector<pid_t> tids;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return tids;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    tids.push_back(pid_t(atoi(e->d_name)));
+  }
+  closedir(d);
+  std::sort(tids.begin(), tids.end());
+  return tids;
+}
+
+// /proc/PID/status in one read (open + read + close): it is read for every process patched.
+ProcStatus ReadProcStatus(pid_t pid) {
+  ProcStatus st;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/status", int(pid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return st;
+  char buf[4096];
+  ssize_t n;
+  do n = read(fd, buf, sizeof buf - 1);
+  while (n < 0 && errno == EINTR);
+  close(fd);
+  if (n <= 0) return st;
+  buf[n] = 0;
+  auto field = [&](const char* name) -> const char* {
+    size_t len = strlen(name);
+    for (const char* line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : nullptr) {
+      if (strncmp(line, name, len) == 0 && line[len] == ':') {
+        const char* v = line + len + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        return v;
+      }
+    }
+    return nullptr;
+  };
+  const char* state = field("State");
+  const char* ppid = field("PPid");
+  const char* tracer = field("TracerPid");
+  if (!state) return st;
+  st.ok = true;
+  st.state = *state;
+  st.ppid = ppid ? pid_t(atoi(ppid)) : 0;
+  st.tracer = tracer ? pid_t(atoi(tracer)) : 0;
+  return st;
+}
+
+bool ProcessAlive(pid_t pid) {
+  ProcStatus st = ReadProcStatus(pid);
+  return st.ok && !StateIsGone(st.state);
+}
+
+int TracerOf(pid_t pid) { return ReadProcStatus(pid).tracer; }
+
+// The state letter of /proc/PID/task/TID/stat (0: no such thread). The letter follows the
+// command name, which may itself contain ") ", so it is found after the last ')'.
+char ThreadState(pid_t pid, pid_t tid) {
+  char path[96];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/stat", int(pid), int(tid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  ssize_t n;
+  do n = read(fd, buf, sizeof buf - 1);
+  while (n < 0 && errno == EINTR);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char* close = strrchr(buf, ')');
+  return close && close[1] == ' ' ? close[2] : 0;
+}
+
+bool StateIsGone(char state) { return state == 0 || state == 'Z' || state == 'X' || state == 'x'; }
+
+pid_t ThreadToBorrow(pid_t pid) {
+  for (pid_t tid : ListThreads(pid))
+    if (ThreadState(pid, tid) == 'S') return tid;
+  return pid;
+}
+
+bool ThreadFinished(pid_t pid, pid_t tid) { return StateIsGone(ThreadState(pid, tid)); }
+
+int TracerOfThread(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.compare(0, 10, "TracerPid:") == 0) return atoi(line.c_str() + 10);
+  return 0;
+}
+
+// /proc/PID/task/TID/status of one thread, whole (a few hundred bytes).
+static std::string ThreadStatus(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status");
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+static std::string StatusField(const std::string& status, const char* name) {
+  std::string key = std::string("\n") + name + ":";
+  size_t at = status.find(key);
+  if (at == std::string::npos) return "";
+  size_t from = status.find_first_not_of(" \t", at + key.size());
+  size_t to = status.find('\n', from);
+  return from == std::string::npos ? "" : status.substr(from, to == std::string::npos ? std::string::npos : to - from);
+}
+
+bool ReadThreadSafety(pid_t pid, pid_t tid, ThreadSafety& out) {
+  std::string status = ThreadStatus(pid, tid);
+  std::string blocked = StatusField(status, "SigBlk");
+  if (blocked.empty()) return false;
+  out.sigmask = strtoull(blocked.c_str(), nullptr, 16);
+  out.shadowStack = StatusField(status, "x86_Thread_features").find("shstk") != std::string::npos;
+  return true;
+}
+
+// The call a thread is blocked in, from /proc/PID/task/TID/syscall ("232 0x… …"), or -1.
+long BlockedCall(pid_t pid, pid_t tid) {
+  char path[96], buf[32] = {0};
+  snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", int(pid), int(tid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0 || buf[0] < '0' || buf[0] > '9') return -1;  // "running", "-1 …"
+  return strtol(buf, nullptr, 10);
+}
+
+}  // namespace hp
