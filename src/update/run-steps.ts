@@ -113,9 +113,10 @@ export async function assessStep(s: Session, ctx: StepContext, at: Date, reason:
 }
 
 /**
- * Whether a window has work: the last assessment found Critical or Security updates, or failed,
- * or hotpatching was switched on or off since it, or the feed has released something since it (a machine whose agent was off finds here what it
- * missed). Reads the feed's index only — nothing is recorded — so a quiet night costs little.
+ * Whether a window has work: the last assessment found Critical or Security updates, or failed;
+ * a staged baseline waits for a reboot the setting now allows; hotpatching was switched on or off
+ * since; or the feed has released something since (a machine whose agent was off finds here what
+ * it missed). Reads the feed's index only — nothing is recorded — so a quiet night costs little.
  */
 export async function installMayBeDue(s: Session, ctx: StepContext, at: Date): Promise<boolean> {
   const last = s.state.lastAssessment as { status: string; lastModifiedDateTime: string; criticalAndSecurityPatchCount?: number } | undefined;
