@@ -23,6 +23,8 @@ export * as elf from './elf/index.js';
 export * as proc from './proc/index.js';
 export * as x64 from './x64/index.js';
 export * as link from './link/index.js';
+/** Update management as on Azure: patch settings, the feed, assess, install (README "Update management"). */
+export * as update from './update/index.js';
 /** The output contract: the zod schema of every command's --json (the package's schemas/ holds their JSON Schemas). */
 export { OUTPUT_SCHEMAS, outputJsonSchema } from './contract/index.js';
 export type { Output, OutputCommand } from './contract/index.js';

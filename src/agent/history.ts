@@ -26,6 +26,8 @@ export type KnownHistoryAction =
   | 'boot'
   | 'refuse'
   | 'assess'
+  | 'installation'
+  | 'config'
   | 'enroll'
   | 'unenroll'
   | 'repair'

@@ -8,6 +8,7 @@
  *     system/pending           pointer file: the id of the baseline staged for the next reboot
  *     trusted-keys/            public keys packages must be signed with
  *     packages/                package store (every package the agent installed)
+ *     downloads/               packages fetched from an update feed, verified, on their way to the store
  *     state.json               the agent's state (see state.ts)
  *     history.jsonl            append-only update history (see history.ts)
  *     logs/agent.log           the agent's own log, JSON lines (see log.ts)
@@ -33,6 +34,7 @@ export interface HomeLayout {
   pendingPointer: string;
   trustedKeys: string;
   packages: string;
+  downloads: string;
   state: string;
   history: string;
   logs: string;
@@ -73,6 +75,7 @@ function computeLayout(home: string): HomeLayout {
     pendingPointer: path.join(system, 'pending'),
     trustedKeys: path.join(root, 'trusted-keys'),
     packages: path.join(root, 'packages'),
+    downloads: path.join(root, 'downloads'),
     state: path.join(root, 'state.json'),
     history: path.join(root, 'history.jsonl'),
     logs,

@@ -21,9 +21,10 @@ import { beginOperation, endOperation, pendingOperation, transitionReboot, type 
 import { liveLockHolder } from './lock.js';
 import { computeStatus, levelOutput, type LevelOutput, type RunningOperation, type StatusReport } from './status.js';
 import { checkStorable, storedManifest, storedPackageDir, storePackage } from './store.js';
+import { updateStatus } from '../update/config.js';
+import type { InstallationState, InstallOutcome, OperationStatus } from '../update/azure.js';
 
-export type InstallationState = 'Unknown' | 'Installed' | 'Failed' | 'Excluded' | 'NotSelected' | 'Pending';
-export type OperationStatus = 'Unknown' | 'InProgress' | 'Failed' | 'Succeeded' | 'CompletedWithWarnings';
+export type { InstallationState, OperationStatus } from '../update/azure.js';
 
 export interface PatchEntry {
   patchId: string;
@@ -34,18 +35,9 @@ export interface PatchEntry {
   installationState: InstallationState;
 }
 
-export interface InstallResult {
-  status: OperationStatus;
-  /** Azure's name for the operation's id: the same value as activityId, which every command (and history) uses. */
-  installationActivityId: string;
+export interface InstallResult extends InstallOutcome {
+  /** The same value as installationActivityId (Azure's name for the operation's id), which every command (and history) uses. */
   activityId: string;
-  rebootStatus: RebootStatus;
-  maintenanceWindowExceeded: boolean;
-  excludedPatchCount: number;
-  notSelectedPatchCount: number;
-  pendingPatchCount: number;
-  installedPatchCount: number;
-  failedPatchCount: number;
   patches: PatchEntry[];
   startDateTime: string;
   /** hp-agent's own detail: what happened in each process (hotpatches). */
@@ -462,6 +454,7 @@ export async function status(s: Session): Promise<StatusReport> {
     pendingBaseline: kb(st.pendingBaseline),
     hotpatch: st.hotpatch,
     services: st.services.map((r) => ({ name: r.name, pid: r.pid, baselineId: r.baselineId, alive: serviceAlive(r) })),
+    update: updateStatus(st),
     ...operationNow(s),
   });
 }

@@ -29,6 +29,7 @@ import { findExternalServiceProcesses, findServiceProcesses, restartExternalServ
 import type { Session } from './session.js';
 import { beginOperation, endOperation, transitionReboot, type BaselineRef, type Operation, type RebootStatus } from './state.js';
 import { levelOutput, type LevelOutput } from './status.js';
+import { settledEnrollmentState } from '../update/enrollment.js';
 
 export type RebootMode = 'reboot' | 'boot';
 
@@ -242,6 +243,8 @@ export async function runReboot(s: Session, intent: RebootIntent): Promise<Reboo
     await writeBaselinePointer(s.home, 'pending', undefined);
     // A hotpatch is for one baseline: a new baseline starts at level 0.
     if (s.state.hotpatch && s.state.hotpatch.baselineId !== to.id) s.state.hotpatch = undefined;
+    // Hotpatching turned on again waits for the next baseline: this may be it.
+    s.state = settledEnrollmentState(s.home, s.state);
     await s.save();
   }
   killPoint('reboot:switched');

@@ -10,6 +10,7 @@ import { HpError } from '../errors.js';
 import { nowIso } from '../clock.js';
 import { readJson, writeJsonAtomic } from '../fs/atomic.js';
 import { homeLayout } from './home.js';
+import { enrollmentDetailSchema, updateSettingsSchema } from '../update/settings.js';
 
 export const ENROLLMENT_STATES = ['Enabled', 'Disabled', 'Pending', 'Not enrolled', 'Canceled'] as const;
 export const REBOOT_STATUSES = ['Unknown', 'NotNeeded', 'Required', 'Started', 'Completed', 'Failed'] as const;
@@ -60,6 +61,12 @@ export const agentStateSchema = z.object({
   hotpatch: hotpatchRefSchema.optional(),
   services: z.array(serviceEntrySchema).default([]),
   operation: operationSchema.optional(),
+  /** Azure's patchSettings, the time zone and the off-peak window (update/settings.ts); absent: the defaults. */
+  updateSettings: updateSettingsSchema.optional(),
+  /** Why the enrollment is what it is, since when (absent: as installed, enrolled). */
+  enrollmentDetail: enrollmentDetailSchema.optional(),
+  /** The last assessment's result (Azure's assess result), as `status` shows it. */
+  lastAssessment: z.looseObject({ status: z.string(), assessmentActivityId: z.string(), startDateTime: isoTime, lastModifiedDateTime: isoTime }).optional(),
 });
 
 export type BaselineRef = z.infer<typeof baselineRefSchema>;

@@ -15,6 +15,7 @@ import { homeLayout } from './home.js';
 import { levelManifest, type LevelState } from './hotpatch.js';
 import type { Enrollment, RebootStatus } from './state.js';
 import { storedManifests } from './store.js';
+import type { UpdateStatus } from '../update/config.js';
 
 export interface FunctionStatus {
   object: string;
@@ -50,6 +51,8 @@ export interface StatusInput {
   services: { name: string; pid: number; baselineId: string; alive: boolean }[];
   interruptedOperation?: { kind: string; startedAt: string };
   runningOperation?: RunningOperation;
+  /** The patch settings, the enrollment's reason and the last assessment (update/config.ts). */
+  update?: UpdateStatus;
 }
 
 /** An operation another agent is doing right now (it holds the lock). */
@@ -79,7 +82,7 @@ export function levelOutput(l: LevelState): LevelOutput {
   return { baselineId: l.baselineId, sequence: l.sequence, packageId: l.packageId, kbId: l.kb };
 }
 
-export interface StatusReport {
+export interface StatusReport extends Partial<UpdateStatus> {
   enrollment: Enrollment;
   installedBaseline?: BaselineOutput;
   pendingBaseline?: BaselineOutput;
@@ -185,6 +188,7 @@ export async function computeStatus(s: StatusInput): Promise<StatusReport> {
   }
   return {
     enrollment: s.enrollment,
+    ...s.update,
     installedBaseline: s.activeBaseline && { baselineId: s.activeBaseline.id, kbId: s.activeBaseline.kb },
     pendingBaseline: s.pendingBaseline && { baselineId: s.pendingBaseline.id, kbId: s.pendingBaseline.kb },
     runningBaselines,

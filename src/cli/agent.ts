@@ -12,14 +12,17 @@ import { EXIT, printer, table } from './output.js';
 import { statusProblems } from '../agent/status-check.js';
 import { existingFile, nonEmpty, pidValues, wholeNumber } from './usage.js';
 import { applyPlanHuman, rebootPlanHuman, revertPlanHuman } from './plan.js';
+import { runCommand } from './run.js';
+import { scheduleCommand } from './schedule.js';
+import { updateStatusLines } from './update.js';
 
-interface Common {
+export interface Common {
   json: boolean;
   verbose: boolean;
   wait: number;
 }
 
-const common = (y: Argv) =>
+export const common = (y: Argv) =>
   y
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON object (stable field names, Azure spellings)' })
     .option('verbose', { type: 'boolean', default: false, describe: 'mirror the log (JSON lines in $HP_AGENT_HOME/logs/agent.log) on stderr' })
@@ -98,6 +101,7 @@ function statusHuman(s: StatusReport): string {
       ]],
     ),
   ];
+  lines.push(...updateStatusLines(s));
   if (s.runningOperation) lines.push('', `an agent (PID ${s.runningOperation.pid}, "${s.runningOperation.command}") is running "${s.runningOperation.kind}" (started ${s.runningOperation.startedAt})`);
   if (s.interruptedOperation) lines.push('', `an agent was interrupted during "${s.interruptedOperation.kind}" (started ${s.interruptedOperation.startedAt}); the next apply, revert, reboot or boot finishes it`);
   if (s.rebootPendingReasons.length) lines.push('', 'reboot pending because:', ...s.rebootPendingReasons.map((r) => `  - ${r}`));
@@ -145,7 +149,7 @@ function rebootExit(r: RebootResult): number {
 }
 
 /** What a command did (or, with --dry-run, would do): its --json body, its text for people, how it ends. */
-interface Outcome<Body> {
+export interface Outcome<Body> {
   body: Body;
   human: () => string;
   /** For people, on stderr; --json carries them in the body. */
@@ -155,8 +159,8 @@ interface Outcome<Body> {
 }
 
 /** One of the agent's commands: its yargs definition, what it runs, and what it runs with --dry-run. */
-interface AgentCommand<C extends OutputCommand, A> {
-  command: string;
+export interface AgentCommand<C extends OutputCommand, A> {
+  command: string | [string, ...string[]];
   describe: string;
   /** Its own options, after the common ones (--dry-run is added when it has a dry run). */
   options?: (y: Argv) => Argv;
@@ -169,7 +173,7 @@ interface AgentCommand<C extends OutputCommand, A> {
  * the command; prints the outcome (one JSON object, or text and warnings) or the error; and sets
  * the exit code from it.
  */
-function agentCommand<C extends OutputCommand, A>(c: AgentCommand<C, A>): (y: Argv) => Argv {
+export function agentCommand<C extends OutputCommand, A>(c: AgentCommand<C, A>): (y: Argv) => Argv {
   const options = (y: Argv) => {
     const withOwn = c.options ? c.options(common(y)) : common(y);
     return c.dryRun ? withOwn.option('dry-run', dryRunOption) : withOwn;
@@ -287,7 +291,7 @@ const AGENT_COMMANDS = [
 ];
 
 export function agentCommands(y: Argv): Argv {
-  return AGENT_COMMANDS.reduce((parser, add) => add(parser), y);
+  return AGENT_COMMANDS.reduce((parser, add) => add(parser), runCommand(scheduleCommand(y)));
 }
 
 /**
@@ -312,7 +316,8 @@ function historyOutput(r: HistoryRead): Output<'history'> {
 function summarize(detail: Record<string, unknown>): string {
   const parts: string[] = [];
   for (const [k, v] of Object.entries(detail)) {
-    if (Array.isArray(v)) parts.push(`${k}: ${v.length}${outcomes(v)}`);
+    if (k === 'kbIds' && Array.isArray(v)) parts.push(`KBs: ${v.join(' ') || '-'}`);
+    else if (Array.isArray(v)) parts.push(`${k}: ${v.length}${outcomes(v)}`);
     else if (v !== null && typeof v === 'object') continue;
     else parts.push(`${k}: ${String(v)}`);
   }

@@ -8,6 +8,7 @@ import { demoCommand } from './demo.js';
 import { keysCommand } from './keys.js';
 import { packCommand } from './pack.js';
 import { tryCommand } from './try.js';
+import { updateCommands } from './update.js';
 import { failUsage } from './usage.js';
 
 /**
@@ -25,12 +26,12 @@ function version(): string {
 
 export async function main(args: string[]): Promise<number> {
   process.exitCode = EXIT.ok;
-  const parser = demoCommand(packCommand(keysCommand(agentCommands(tryCommand(
+  const parser = updateCommands(demoCommand(packCommand(keysCommand(agentCommands(tryCommand(
     yargs(args)
       .scriptName('hp-agent')
       .usage('$0 <command> [options]\n\nLive-patch functions of running x86-64 Linux processes.')
       .epilogue('Exit codes: 0 done; 2 bad usage (nothing ran); 3 refused, nothing changed (status --check: not healthy); 4 failed after something was written; 5 done for some processes, failed for others; 1 internal error; 130/143 stopped by SIGINT/SIGTERM before changing anything.'),
-  )))))
+  ))))))
     .demandCommand(1, 'name a command')
     .strict()
     .help()

@@ -10,6 +10,7 @@ import {
   isExternalFile,
   MANIFEST_FIELDS,
   ReadinessSchema,
+  HealthCheckSchema,
   type Readiness,
   keyIdOfPrivateKey,
   packBaseline,
@@ -45,6 +46,7 @@ interface CommonArgs {
 
 interface BaselineArgs extends CommonArgs {
   planned?: boolean;
+  equivalentHotpatch?: string;
   baselineId?: string;
   file?: string[];
   installed?: string[];
@@ -81,6 +83,7 @@ const BaselineIn = z.strictObject({
   ...commonIn,
   kind: z.literal('baseline').optional(),
   planned: z.boolean().optional(),
+  equivalentHotpatch: MANIFEST_FIELDS.id.optional(),
   baselineId: MANIFEST_FIELDS.id.optional(),
   files: z
     .array(z.union([z.strictObject({ path: z.string(), source: z.string(), mode: mode.optional() }), z.strictObject({ path: z.string(), installedAt: z.string() })]))
@@ -94,6 +97,7 @@ const BaselineIn = z.strictObject({
         managedBy: z.enum(['agent', 'external']).optional(),
         restart: z.array(z.string()).optional(),
         readiness: ReadinessSchema.optional(),
+        healthCheck: HealthCheckSchema.optional(),
       }),
     )
     .optional(),
@@ -249,6 +253,7 @@ export async function baselineOptions(a: BaselineArgs, privateKeyPem: string): P
   }
   if (files.length === 0) throw usage('a baseline needs at least one --file INSTALL/PATH=SOURCE[:MODE] or --installed INSTALL/PATH=/ABSOLUTE/PATH');
   const baselineId = a.baselineId ?? j?.baselineId;
+  const equivalentHotpatch = a.equivalentHotpatch ?? j?.equivalentHotpatch;
   return {
     out: required(a.out ?? (j?.out !== undefined ? fromJson(j.out) : undefined), '--out'),
     id: required(a.id ?? j?.id, '--id'),
@@ -258,6 +263,7 @@ export async function baselineOptions(a: BaselineArgs, privateKeyPem: string): P
     classification: classification(a.classification ?? j?.classification),
     planned: a.planned ?? j?.planned ?? false,
     ...(baselineId ? { baselineId } : {}),
+    ...(equivalentHotpatch ? { equivalentHotpatch } : {}),
     files,
     services,
     privateKeyPem,
@@ -392,6 +398,7 @@ export function packCommand(y: Argv): Argv {
           commonOptions(d)
             .option('planned', { type: 'boolean', describe: 'a planned (quarterly) baseline; default: unplanned' })
             .option('baseline-id', { type: 'string', requiresArg: true, coerce: schemaValue('--baseline-id', MANIFEST_FIELDS.id), describe: 'baseline id (default: --id)' })
+            .option('equivalent-hotpatch', { type: 'string', requiresArg: true, coerce: schemaValue('--equivalent-hotpatch', MANIFEST_FIELDS.id), describe: 'a cumulative update (for machines not enrolled in hotpatching) carrying the fixes of this hotpatch id' })
             .option('file', { type: 'string', array: true, describe: 'INSTALL/PATH=SOURCE[:MODE] (mode octal, default: the source\'s); repeatable' })
             .option('installed', { type: 'string', array: true, describe: 'INSTALL/PATH=/ABSOLUTE/PATH: a file already installed on the machine, described (SHA-256, build-id) but not shipped; repeatable' })
             .option('service', { type: 'string', array: true, describe: 'NAME=FILE[:ARG,ARG...] (FILE: an install path; ${HP_RUN}: the agent\'s runtime dir); repeatable' })

@@ -4,19 +4,23 @@
  * schema that prints it (or the shared piece, when several do).
  */
 import { z } from 'zod';
-import { ManifestSchema } from '../package/manifest.js';
+import { CLASSIFICATIONS, ManifestSchema } from '../package/manifest.js';
+import { ASSESSMENT_MODES, ASSESSMENT_STATES, PATCH_MODES, REBOOT_SETTINGS } from '../update/azure.js';
+import { feedEntrySchema } from '../update/feed/index-format.js';
 import {
   activityId,
   address,
   baselineId,
   baselineRef,
   changePlan,
+  classification,
   changeSite,
   dateTime,
   enrollment,
   errorBody,
   hexBytes,
   inlineWarning,
+  installationState,
   jumpKind,
   keyId,
   kbId,
@@ -29,6 +33,7 @@ import {
   plainBaselineRef,
   plannedProcessResult,
   processResult,
+  rebootBehavior,
   rebootStatus,
   runningOperationRef,
   serviceRef,
@@ -40,12 +45,8 @@ import {
 
 // ---- apply ----------------------------------------------------------------------------------------
 
-/** Azure's install result (DESIGN.md §8), plus what happened in each process. */
-export const applyResultOutput = z.strictObject({
-  status: operationStatus,
-  /** Azure's name for the operation id; the same value as `activityId`. */
-  installationActivityId: activityId,
-  activityId,
+/** The counts and flags of Azure's install result (apply's and install's). */
+const installOutcome = {
   rebootStatus,
   maintenanceWindowExceeded: z.boolean(),
   excludedPatchCount: z.number().int().nonnegative(),
@@ -53,6 +54,15 @@ export const applyResultOutput = z.strictObject({
   pendingPatchCount: z.number().int().nonnegative(),
   installedPatchCount: z.number().int().nonnegative(),
   failedPatchCount: z.number().int().nonnegative(),
+};
+
+/** Azure's install result (DESIGN.md §8), plus what happened in each process. */
+export const applyResultOutput = z.strictObject({
+  status: operationStatus,
+  /** Azure's name for the operation id; the same value as `activityId`. */
+  installationActivityId: activityId,
+  activityId,
+  ...installOutcome,
   patches: z.array(patchEntry),
   startDateTime: dateTime,
   processes: z.array(processResult),
@@ -135,8 +145,123 @@ const processStatus = z.strictObject({
   functions: z.array(functionStatus),
 });
 
+// ---- update management (Azure's shapes, DESIGN.md §8) -----------------------------------------------
+
+export const patchSettings = z.strictObject({
+  patchMode: z.enum(PATCH_MODES),
+  enableHotpatching: z.boolean(),
+  assessmentMode: z.enum(ASSESSMENT_MODES),
+  automaticByPlatformSettings: z.strictObject({ rebootSetting: z.enum(REBOOT_SETTINGS) }),
+});
+
+const hhmm = z.string().regex(/^\d{2}:\d{2}$/);
+const offPeakWindow = z.strictObject({ start: hhmm, end: hhmm }).describe('local time of the machine\'s time zone; an end before the start spans midnight');
+
+/** `config`, `config show`, `config set`: the settings and the enrollment (with `changed` after a set). */
+export const configOutput = z.strictObject({
+  patchSettings,
+  /** IANA name: the configured one, or the system's. */
+  timeZone: z.string(),
+  timeZoneSource: z.enum(['system', 'configured']),
+  offPeakWindow,
+  enrollment,
+  enrollmentReason: z.string().optional(),
+  enrollmentSince: dateTime.optional(),
+  changed: z.array(z.string()).optional(),
+});
+
+const updateError = z.strictObject({ code: z.string(), message: z.string() });
+
+/** What names a patch in the assess and install results. */
+const patchIdentity = {
+  patchId: packageId,
+  name: z.string(),
+  kbId,
+  classifications: z.array(classification),
+  rebootBehavior,
+  publishedDate: dateTime,
+};
+
+export const availablePatch = z.strictObject({
+  ...patchIdentity,
+  lastModifiedDateTime: dateTime,
+  assessmentState: z.enum(ASSESSMENT_STATES),
+});
+
+/** Azure's assess result. */
+export const assessOutput = z.strictObject({
+  status: operationStatus,
+  assessmentActivityId: activityId,
+  rebootPending: z.boolean(),
+  criticalAndSecurityPatchCount: z.number().int().nonnegative(),
+  otherPatchCount: z.number().int().nonnegative(),
+  startDateTime: dateTime,
+  lastModifiedDateTime: dateTime,
+  availablePatches: z.array(availablePatch),
+  error: updateError.optional(),
+});
+
+export const installPatch = z.strictObject({
+  ...patchIdentity,
+  installationState,
+  /** Why it was excluded, not selected, left pending or failed. */
+  reason: z.string().optional(),
+});
+
+/** Azure's install result. */
+export const installResultOutput = z.strictObject({
+  status: operationStatus,
+  installationActivityId: activityId,
+  ...installOutcome,
+  patches: z.array(installPatch),
+  startDateTime: dateTime,
+  lastModifiedDateTime: dateTime,
+  error: updateError.optional(),
+});
+
+/** `install --dry-run`: each patch in the state the install would leave it (planned ones `Installed`), nothing downloaded or written. */
+export const installPlanOutput = z.strictObject({
+  dryRun: z.literal(true),
+  patches: z.array(installPatch.extend({ estimatedMs: z.number().int().nonnegative().optional() })),
+  /** The reboot status the install would leave. */
+  rebootStatus,
+  maintenanceWindowExceeded: z.boolean(),
+});
+
+export const installOutput = z.union([installResultOutput, installPlanOutput]);
+
+/** `feed build`: the index written. */
+export const feedBuildOutput = z.strictObject({
+  dir: z.string(),
+  index: z.string(),
+  signature: z.string(),
+  generatedAt: dateTime,
+  expiresAt: dateTime,
+  packages: z.array(feedEntrySchema),
+});
+
+/** `feed serve`: printed once the server listens. */
+export const feedServeOutput = z.strictObject({ dir: z.string(), url: z.string(), port: z.number().int().positive() });
+
+/** The last assessment, as status shows it (the portal's "last assessed"). */
+const lastAssessment = z.strictObject({
+  status: operationStatus,
+  assessmentActivityId: activityId,
+  startDateTime: dateTime,
+  lastModifiedDateTime: dateTime,
+  criticalAndSecurityPatchCount: z.number().int().nonnegative(),
+  otherPatchCount: z.number().int().nonnegative(),
+  kbIds: z.array(kbId),
+});
+
 export const statusOutput = z.strictObject({
   enrollment,
+  enrollmentReason: z.string().optional(),
+  enrollmentSince: dateTime.optional(),
+  patchSettings: patchSettings.optional(),
+  timeZone: z.string().optional(),
+  offPeakWindow: offPeakWindow.optional(),
+  lastAssessment: lastAssessment.optional(),
   installedBaseline: baselineRef.optional(),
   pendingBaseline: baselineRef.optional(),
   runningBaselines: z.array(baselineId),
@@ -295,5 +420,65 @@ export const trustListOutput = z.strictObject({ keys: z.array(trustedKey) });
 export const trustRemoveOutput = z.strictObject({ keyId, name: z.string().nullable(), removed: z.literal(true) });
 
 // ---- errors ---------------------------------------------------------------------------------------
+
+// ---- schedule ------------------------------------------------------------------------------------
+
+const releaseDate = z.string().regex(/^\d{4}-\d{2}-\d{2}$/).describe('a calendar date, YYYY-MM-DD');
+
+/** The release calendar of a year, and with --feed the feed's packages placed on it. */
+export const scheduleOutput = z.strictObject({
+  year: z.number().int(),
+  /** The feed read (folder or URL), with --feed. */
+  feed: z.string().optional(),
+  months: z.array(
+    z.strictObject({
+      month: z.number().int().min(1).max(12),
+      name: z.string(),
+      /** The second Tuesday. */
+      releaseDate,
+      kind: z.enum(['baseline', 'hotpatch', 'unplanned-baseline']),
+      packages: z.array(
+        z.strictObject({
+          packageId,
+          kbId,
+          releaseDate,
+          classification: z.enum(CLASSIFICATIONS),
+          role: z.enum(['baseline', 'hotpatch', 'unplanned-baseline', 'cumulative-update', 'non-security']),
+        }),
+      ),
+    }),
+  ),
+  /** Packages of the year whose date or kind does not fit the calendar, and why. */
+  problems: z.array(z.strictObject({ packageId, kbId, releaseDate, problem: z.string() })),
+});
+
+// ---- run -----------------------------------------------------------------------------------------
+
+/** One line of `hp-agent run --json`: one action of the automatic patching loop, with its reason. */
+export const runOutput = z.strictObject({
+  /** The agent's now (the simulated clock's, in a simulation). */
+  time: dateTime,
+  action: z.enum(['start', 'stop', 'assess', 'skip', 'install', 'service', 'rollback', 'reboot', 'catch-up', 'error']),
+  /** Why: which window, which rule. */
+  reason: z.string(),
+  result: z.enum(['Succeeded', 'Failed', 'CompletedWithWarnings']).optional(),
+  kbId: kbId.optional(),
+  packageId: packageId.optional(),
+  classification: z.enum(CLASSIFICATIONS).optional(),
+  releaseDate: releaseDate.optional(),
+  daysSinceRelease: z.number().int().optional(),
+  /** Whether the action keeps the rule: installed within 30 days of the release. */
+  withinDays: z.boolean().optional(),
+  /** The off-peak window it ran in. */
+  window: z.strictObject({ start: dateTime, end: dateTime }).optional(),
+  service: z.string().optional(),
+  pids: z.array(pid).optional(),
+  healthy: z.boolean().optional(),
+  detail: z.string().optional(),
+  rebootStatus: rebootStatus.optional(),
+  kbIds: z.array(kbId).optional(),
+  criticalAndSecurityPatchCount: z.number().int().nonnegative().optional(),
+  otherPatchCount: z.number().int().nonnegative().optional(),
+});
 
 export const errorOutput = z.strictObject({ error: errorBody });

@@ -20,6 +20,13 @@ export const OUTPUT_SCHEMAS = {
   'trust-add': c.trustAddOutput,
   'trust-list': c.trustListOutput,
   'trust-remove': c.trustRemoveOutput,
+  config: c.configOutput,
+  assess: c.assessOutput,
+  install: c.installOutput,
+  'feed-build': c.feedBuildOutput,
+  'feed-serve': c.feedServeOutput,
+  schedule: c.scheduleOutput,
+  run: c.runOutput,
   error: c.errorOutput,
 } as const;
 

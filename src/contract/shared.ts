@@ -11,6 +11,7 @@
 import { z } from 'zod';
 import { ENROLLMENT_STATES, REBOOT_STATUSES } from '../agent/state.js';
 import { CLASSIFICATIONS, REBOOT_BEHAVIORS } from '../package/manifest.js';
+import { INSTALLATION_STATES, OPERATION_STATUSES } from '../update/azure.js';
 
 // ---- scalars -------------------------------------------------------------------------------------
 
@@ -28,10 +29,10 @@ export const hexBytes = z.string().regex(/^([0-9a-f]{2})*$/).describe('bytes as 
 
 // ---- Azure's enumerations -------------------------------------------------------------------------
 
-export const operationStatus = z.enum(['Unknown', 'InProgress', 'Failed', 'Succeeded', 'CompletedWithWarnings']);
+export const operationStatus = z.enum(OPERATION_STATUSES);
 export const rebootStatus = z.enum(REBOOT_STATUSES);
 export const enrollment = z.enum(ENROLLMENT_STATES);
-export const installationState = z.enum(['Unknown', 'Installed', 'Failed', 'Excluded', 'NotSelected', 'Pending']);
+export const installationState = z.enum(INSTALLATION_STATES);
 export const classification = z.enum(CLASSIFICATIONS);
 export const rebootBehavior = z.enum(['Unknown', ...REBOOT_BEHAVIORS]);
 

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateKeyPair, packBaseline, packHotpatch } from '../package/index.js';
-import type { Classification } from '../package/index.js';
+import type { Classification, PackService } from '../package/index.js';
 
 export const fixturesRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures');
 export const packagesDir = path.join(fixturesRoot, 'bin/packages');
@@ -27,8 +27,10 @@ export interface ProductSpec {
     releaseDate: string;
     classification: Classification;
     planned: boolean;
+    /** A cumulative update: the hotpatch whose fixes it carries as whole files. */
+    equivalentHotpatch?: string;
     files: { path: string; mode: number }[];
-    services: { name: string; file: string; args: string[] }[];
+    services: PackService[];
   }[];
   hotpatches: {
     id: string;
@@ -60,10 +62,8 @@ function newer(out: string, inputs: string[]): boolean {
   return inputs.every((i) => fs.statSync(i).mtimeMs <= t);
 }
 
-/** Packs what is missing or out of date into `dir` (default fixtures/bin/packages). */
-export async function buildFixturePackages(dir = packagesDir): Promise<string[]> {
-  const spec = productSpec();
-  const bin = path.join(fixturesRoot, 'bin/baselines');
+/** The demo signing key in `dir`, made the first time: its private key file. */
+export function demoKey(dir = packagesDir): string {
   fs.mkdirSync(dir, { recursive: true });
   const keyFile = path.join(dir, 'demo.key');
   if (!fs.existsSync(keyFile)) {
@@ -71,30 +71,43 @@ export async function buildFixturePackages(dir = packagesDir): Promise<string[]>
     fs.writeFileSync(demoPublicKey(dir), pair.publicKeyPem);
     fs.writeFileSync(keyFile, pair.privateKeyPem, { mode: 0o600 });
   }
-  const privateKeyPem = fs.readFileSync(keyFile, 'utf8');
+  return keyFile;
+}
+
+/**
+ * Packs a product's baselines and hotpatches (built under `bin`, one folder per level) into
+ * `dir`, signed with `keyFile`; a package newer than its spec, key and inputs is kept.
+ */
+export async function packProduct(spec: Pick<ProductSpec, 'baselines' | 'hotpatches'>, o: { bin: string; dir: string; specFile: string; keyFile: string }): Promise<string[]> {
+  fs.mkdirSync(o.dir, { recursive: true });
+  const privateKeyPem = fs.readFileSync(o.keyFile, 'utf8');
   const built: string[] = [];
-  const specFile = path.join(fixturesRoot, 'baselines/packages.json');
   for (const b of spec.baselines) {
-    const out = fixturePackage(b.id, dir);
-    const files = b.files.map((f) => ({ path: f.path, source: path.join(bin, b.dir, f.path), mode: f.mode }));
-    if (newer(out, [specFile, keyFile, ...files.map((f) => f.source)])) continue;
-    await packBaseline({ out, id: b.id, kb: b.kb, title: b.title, releaseDate: b.releaseDate, classification: b.classification, planned: b.planned, files, services: b.services, privateKeyPem });
+    const out = fixturePackage(b.id, o.dir);
+    const files = b.files.map((f) => ({ path: f.path, source: path.join(o.bin, b.dir, f.path), mode: f.mode }));
+    if (newer(out, [o.specFile, o.keyFile, ...files.map((f) => f.source)])) continue;
+    await packBaseline({ out, id: b.id, kb: b.kb, title: b.title, releaseDate: b.releaseDate, classification: b.classification, planned: b.planned, equivalentHotpatch: b.equivalentHotpatch, files, services: b.services, privateKeyPem });
     built.push(out);
   }
   for (const h of spec.hotpatches) {
-    const out = fixturePackage(h.id, dir);
+    const out = fixturePackage(h.id, o.dir);
     const base = spec.baselines.find((b) => b.id === h.baselineId)!;
     const targets = h.targets.map((t) => ({
       path: t.path,
-      baselineFile: path.join(bin, base.dir, t.path),
-      patchObject: path.join(bin, h.dir, t.patchObject),
+      baselineFile: path.join(o.bin, base.dir, t.path),
+      patchObject: path.join(o.bin, h.dir, t.patchObject),
       functions: t.functions,
     }));
-    if (newer(out, [specFile, keyFile, ...targets.flatMap((t) => [t.baselineFile, t.patchObject])])) continue;
+    if (newer(out, [o.specFile, o.keyFile, ...targets.flatMap((t) => [t.baselineFile, t.patchObject])])) continue;
     await packHotpatch({ out, id: h.id, kb: h.kb, title: h.title, releaseDate: h.releaseDate, classification: h.classification, baselineId: h.baselineId, sequence: h.sequence, targets, privateKeyPem });
     built.push(out);
   }
   return built;
+}
+
+/** Packs what is missing or out of date into `dir` (default fixtures/bin/packages). */
+export async function buildFixturePackages(dir = packagesDir): Promise<string[]> {
+  return packProduct(productSpec(), { bin: path.join(fixturesRoot, 'bin/baselines'), dir, specFile: path.join(fixturesRoot, 'baselines/packages.json'), keyFile: demoKey(dir) });
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -168,6 +168,37 @@ export const ReadinessSchema = z.discriminatedUnion('type', [
     .refine((r) => r.host === undefined || r.port !== undefined, { error: '"host" goes with "port" (TCP)' }),
 ]);
 
+/** How long a health check may take (ms); the agent's default is 5 s. */
+const healthTimeout = z.number().int().min(1).max(600_000).optional();
+
+/**
+ * How automatic patching knows a service is still healthy after a change (availability first:
+ * one service at a time, stop at the first that fails). Absent: the service must still run.
+ * - request: connect to a Unix socket (`path`, `${HP_RUN}` allowed) or TCP port (`port`, `host`
+ *   default 127.0.0.1), send the line `send`, and expect the first line answered to be `expect`;
+ * - command: run `command` (program and arguments, no shell; `${HP_RUN}` allowed): healthy when
+ *   it exits 0.
+ */
+export const HealthCheckSchema = z.discriminatedUnion('type', [
+  z
+    .strictObject({
+      type: z.literal('request'),
+      path: z.string().min(1).max(4096).refine((a) => !a.includes('\0'), { error: 'must not contain NUL' }).optional(),
+      port: z.number().int().min(1).max(65_535).optional(),
+      host: z.string().min(1).max(255).optional(),
+      send: z.string().max(4096).refine((a) => !/[\n\r\0]/.test(a), { error: 'must be one line (no newline, no NUL)' }),
+      expect: z.string().max(4096).refine((a) => !/[\n\r\0]/.test(a), { error: 'must be one line (no newline, no NUL)' }),
+      timeoutMs: healthTimeout,
+    })
+    .refine((r) => (r.path === undefined) !== (r.port === undefined), { error: 'a request needs either "path" (Unix socket) or "port" (TCP), not both' })
+    .refine((r) => r.host === undefined || r.port !== undefined, { error: '"host" goes with "port" (TCP)' }),
+  z.strictObject({
+    type: z.literal('command'),
+    command: z.array(commandWord).min(1, { error: 'expected a program and its arguments' }).max(256),
+    timeoutMs: healthTimeout,
+  }),
+]);
+
 export const ServiceSchema = z.strictObject({
   name: identifier,
   file: relativePath,
@@ -177,6 +208,7 @@ export const ServiceSchema = z.strictObject({
   /** For an external service: the command (program and arguments, no shell) that restarts it, e.g. ["systemctl", "restart", "greetd"]. */
   restart: z.array(commandWord).min(1, { error: 'expected a program and its arguments' }).max(256).optional(),
   readiness: ReadinessSchema.optional(),
+  healthCheck: HealthCheckSchema.optional(),
 });
 
 /**
@@ -221,6 +253,11 @@ export const BaselineManifestSchema = z.strictObject({
   kind: z.literal('baseline'),
   rebootBehavior: z.literal('AlwaysRequiresReboot', { error: 'a baseline replaces whole files and takes effect at reboot: expected "AlwaysRequiresReboot"' }),
   planned: z.boolean(),
+  /**
+   * A cumulative update for machines not enrolled in hotpatching: the id of the hotpatch whose
+   * fixes it carries as whole files (it needs a reboot). No hotpatch is built on it.
+   */
+  equivalentHotpatch: identifier.optional(),
   files: z.array(BaselineFileSchema).min(1, { error: 'a baseline needs at least one file' }).max(4096),
   services: z.array(ServiceSchema).max(256),
 });
@@ -248,6 +285,7 @@ export function isExternalFile(f: BaselineFile): f is ExternalFile {
 }
 export type BaselineService = z.infer<typeof ServiceSchema>;
 export type Readiness = z.infer<typeof ReadinessSchema>;
+export type HealthCheck = z.infer<typeof HealthCheckSchema>;
 export type HotpatchFunction = z.infer<typeof HotpatchFunctionSchema>;
 export type HotpatchTarget = z.infer<typeof HotpatchTargetSchema>;
 export type BaselineManifest = z.infer<typeof BaselineManifestSchema>;

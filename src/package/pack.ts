@@ -38,6 +38,7 @@ import {
   type PayloadEntry,
   type ServiceManager,
   type Readiness,
+  type HealthCheck,
 } from './manifest.js';
 
 interface CommonPackOptions {
@@ -55,6 +56,8 @@ interface CommonPackOptions {
 
 export interface PackBaselineOptions extends CommonPackOptions {
   planned: boolean;
+  /** A cumulative update beside this hotpatch (its fixes as whole files), not a baseline hotpatches build on. */
+  equivalentHotpatch?: string;
   /** Default: id. */
   baselineId?: string;
   /**
@@ -91,6 +94,7 @@ export interface PackService {
   managedBy?: ServiceManager;
   restart?: string[];
   readiness?: Readiness;
+  healthCheck?: HealthCheck;
 }
 
 /** The service as the manifest holds it: arguments always present, optional fields only when set. */
@@ -102,6 +106,7 @@ export function serviceEntry(s: PackService): PackService & { args: string[] } {
     ...(s.managedBy ? { managedBy: s.managedBy } : {}),
     ...(s.restart ? { restart: s.restart } : {}),
     ...(s.readiness ? { readiness: s.readiness } : {}),
+    ...(s.healthCheck ? { healthCheck: s.healthCheck } : {}),
   };
 }
 
@@ -174,6 +179,7 @@ export async function packBaseline(opts: PackBaselineOptions): Promise<PackResul
     rebootBehavior: 'AlwaysRequiresReboot',
     baselineId: opts.baselineId ?? opts.id,
     planned: opts.planned,
+    ...(opts.equivalentHotpatch ? { equivalentHotpatch: opts.equivalentHotpatch } : {}),
     payload: entries,
     files,
     services: opts.services.map(serviceEntry),

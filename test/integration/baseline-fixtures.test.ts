@@ -46,6 +46,7 @@ interface BaselineEntry {
   releaseDate: string;
   classification: string;
   planned: boolean;
+  equivalentHotpatch?: string;
   files: FileEntry[];
   services: ServiceEntry[];
 }
@@ -171,16 +172,28 @@ beforeAll(async () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('packages.json', () => {
-  it('describes two baselines and their hotpatches with distinct ids and KB numbers', () => {
-    expect(baselines.map((b) => [b.id, b.dir])).toEqual([
-      ['2026.10', 'b1'],
-      ['2026.11', 'b2'],
+  it('describes two baselines, their hotpatches and the cumulative update beside each security hotpatch, with distinct ids and KB numbers', () => {
+    expect(baselines.map((b) => [b.id, b.dir, b.equivalentHotpatch ?? null])).toEqual([
+      ['2026.10', 'b1', null],
+      ['2026.11', 'b2', null],
+      ['2026.10.1', 'b1c1', '2026.10-hp1'],
+      ['2026.10.2', 'b1c2', '2026.10-hp2'],
+      ['2026.11.1', 'b2c1', '2026.11-hp1'],
     ]);
-    expect(hotpatches.map((h) => [h.id, h.dir, h.baselineId, h.sequence])).toEqual([
-      ['2026.10-hp1', 'b1-hp1', '2026.10', 1],
-      ['2026.10-hp2', 'b1-hp2', '2026.10', 2],
-      ['2026.11-hp1', 'b2-hp1', '2026.11', 1],
+    expect(hotpatches.map((h) => [h.id, h.dir, h.baselineId, h.sequence, h.classification])).toEqual([
+      ['2026.10-hp1', 'b1-hp1', '2026.10', 1, 'Security'],
+      ['2026.10-hp2', 'b1-hp2', '2026.10', 2, 'Critical'],
+      ['2026.11-hp1', 'b2-hp1', '2026.11', 1, 'Security'],
+      ['2026.11-hp2', 'b2-hp2', '2026.11', 2, 'Updates'],
     ]);
+    // A cumulative update is released with its hotpatch and answers as the baseline at that level does.
+    for (const cu of baselines.filter((b) => b.equivalentHotpatch)) {
+      const hp = hotpatches.find((h) => h.id === cu.equivalentHotpatch)!;
+      expect(cu.releaseDate, cu.id).toBe(hp.releaseDate);
+      const { version: _v, ...answers } = expected[cu.dir];
+      const { version: _w, ...atLevel } = expected[levelKey(hp)];
+      expect(answers, cu.id).toEqual(atLevel);
+    }
     const all = [...baselines, ...hotpatches];
     expect(new Set(all.map((p) => p.id)).size).toBe(all.length);
     expect(new Set(all.map((p) => p.kb)).size).toBe(all.length);
@@ -293,7 +306,7 @@ describe('baselines run from a copied tree', () => {
     expect(await target.request('sum 1')).toBe('error usage: sum A B');
     expect(await target.request('sum 1 x')).toBe('error usage: sum A B');
     expect(await target.request('sum 9223372036854775807 1')).toBe('9223372036854775807');
-    expect(await target.request('hello alice and bob')).toBe(dir === 'b1' ? 'hello lice and bob' : 'hello alice and bob');
+    expect(await target.request('hello alice and bob')).toBe(dir === 'b1' ? 'hello lice and bob' : expected[dir]['hello bob'].replace('bob', 'alice and bob'));
     expect(await target.request('quit')).toBe('bye');
     expect(await target.exited).toEqual({ code: 0, signal: null });
   });
