@@ -20,7 +20,7 @@ import { constants as fsConstants, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { HpError } from '../errors.js';
 import { readTextIfExists, writeFileAtomic } from '../fs/atomic.js';
-import { agentUid, checkNotTampered } from './secure-path.js';
+import { agentUid, checkNotTampered } from '../fs/secure-path.js';
 
 export const DEFAULT_AGENT_HOME = '/var/lib/hp-agent';
 

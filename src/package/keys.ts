@@ -19,7 +19,7 @@ import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HpError } from '../errors.js';
 import { writeFileAtomic } from '../fs/atomic.js';
-import { checkNotTampered } from '../agent/secure-path.js';
+import { checkNotTampered } from '../fs/secure-path.js';
 
 export interface KeyPair {
   privateKeyPem: string;
