@@ -61,6 +61,8 @@ export interface StepContext {
    * night on the same services (a person decides: `hp-agent install`, or a later level replaces it).
    */
   unhealthy: Set<string>;
+  /** patchMode AutomaticByOS: the assessment whose updates were installed (once each). */
+  osInstalledFor?: string;
 }
 
 const windowOut = (w: WindowSpan) => ({ start: w.start.toISOString(), end: w.end.toISOString() });
@@ -301,5 +303,40 @@ async function rollBack(s: Session, ctx: StepContext, e: FeedEntry, service: str
     ctx.emit({ action: 'rollback', ...common, service, pids: [pid], result: r.status === 'Succeeded' ? 'Succeeded' : 'Failed', reason, detail: `to ${'packageId' in r.to ? `${r.to.packageId} (level ${r.to.sequence})` : `the plain baseline ${r.to.baselineId}`}; ${r.processes.map((p) => `${p.pid}: ${p.outcome}`).join('; ')}` });
   } catch (err) {
     ctx.emit({ action: 'rollback', ...common, service, pids: [pid], result: 'Failed', reason, detail: (err as Error).message });
+  }
+}
+
+/**
+ * patchMode AutomaticByOS (the operating system's own automatic updates, as on Azure): every
+ * update the last assessment found is installed as soon as it is found — any classification, in no
+ * window, without the one-service-at-a-time orchestration and health checks of
+ * AutomaticByPlatform; a reboot as rebootSetting allows. Once per assessment (a manual
+ * `hp-agent assess` counts too: the running agent installs what it found at its next look).
+ */
+export async function osInstallStep(s: Session, ctx: StepContext, at: Date): Promise<void> {
+  const last = s.state.lastAssessment as { assessmentActivityId: string; startDateTime: string; availablePatches?: unknown[] } | undefined;
+  if (!last || !last.availablePatches?.length || ctx.osInstalledFor === last.assessmentActivityId) return;
+  ctx.osInstalledFor = last.assessmentActivityId;
+  const reason = `patchMode AutomaticByOS: every available update is installed as soon as it is assessed (assessment of ${last.startDateTime}), in no window and without orchestration`;
+  let r;
+  try {
+    r = await installIn(s, ctx.source, {}, at);
+  } catch (err) {
+    ctx.emit({ action: 'error', result: 'Failed', reason, detail: err instanceof HpError ? `${err.code}: ${err.message}` : String(err) });
+    return;
+  }
+  for (const p of r.patches) {
+    if (p.installationState !== 'Installed' && p.installationState !== 'Failed') continue;
+    ctx.emit({
+      action: 'install',
+      result: p.installationState === 'Installed' ? 'Succeeded' : 'Failed',
+      kbId: p.kbId,
+      packageId: p.patchId,
+      classification: p.classifications[0],
+      releaseDate: p.publishedDate.slice(0, 10),
+      rebootStatus: r.rebootStatus,
+      reason,
+      ...(p.reason ? { detail: p.reason } : {}),
+    });
   }
 }

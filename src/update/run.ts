@@ -5,7 +5,8 @@
  * that started below the applied hotpatch level gets it; with assessmentMode AutomaticByPlatform
  * the machine is assessed every 24 hours; with patchMode AutomaticByPlatform, at the start of each
  * off-peak window of the machine's time zone, it is assessed and its Critical and Security updates
- * installed (run-steps.ts). Settings are read afresh at every event.
+ * installed (run-steps.ts); with patchMode AutomaticByOS whatever an assessment finds is installed
+ * at once, in no window. Settings are read afresh at every event.
  *
  * On a simulated clock (`--simulate-from/--simulate-until`) the loop jumps from one due event to
  * the next without sleeping, against the real processes; each event runs as a one-shot command at
@@ -22,7 +23,7 @@ import { HpError } from '../errors.js';
 import type { AgentLogger } from '../agent/log.js';
 import { withSession } from '../agent/session.js';
 import { describeSource, type FeedSource } from './feed/source.js';
-import { assessStep, catchUp, installMayBeDue, installStep, type RunAction, type StepContext } from './run-steps.js';
+import { assessStep, catchUp, installMayBeDue, installStep, osInstallStep, type RunAction, type StepContext } from './run-steps.js';
 import { effectiveTimeZone, updateSettingsOf } from './settings.js';
 import { nextWindowStart, windowAt } from './window.js';
 
@@ -141,6 +142,7 @@ export async function runAgent(o: RunOptions): Promise<RunSummary> {
             if (ps.assessmentMode === 'AutomaticByPlatform' && (last === undefined || t.getTime() - last >= ASSESS_EVERY_MS)) {
               await assessStep(s, ctx, t, `assessmentMode AutomaticByPlatform: assessed every 24 hours (${last === undefined ? 'never assessed before' : `last ${new Date(last).toISOString()}`})`);
             }
+            if (ps.patchMode === 'AutomaticByOS') await osInstallStep(s, ctx, t);
             const due: number[] = [];
             const assessed = s.state.lastAssessment ? Date.parse(s.state.lastAssessment.startDateTime) : undefined;
             if (ps.assessmentMode === 'AutomaticByPlatform') due.push(assessed === undefined ? t.getTime() + HOUR_MS : assessed + ASSESS_EVERY_MS);

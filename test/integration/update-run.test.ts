@@ -92,6 +92,22 @@ describe('hp-agent run', () => {
     expect(await versions(m)).toEqual(['2027.01', '2027.01']);
   });
 
+  it('with patchMode AutomaticByOS installs what each assessment finds at once, outside any window, once per assessment', async () => {
+    const m = await yearMachine();
+    const set = await m.at('2027-02-01T00:00:00Z', ['config', 'set', 'patchMode', 'AutomaticByOS', 'enableHotpatching', 'false', 'assessmentMode', 'AutomaticByPlatform']);
+    expect(set.code, set.stdout + set.stderr).toBe(0);
+    const actions = await simulate(m, '2027-02-08T06:00:00Z', '2027-02-10T07:00:00Z');
+    // 06:00Z is 07:00 in Rome, outside the off-peak window: AutomaticByOS does not wait for one.
+    const installs = actions.filter((a) => a.action === 'install');
+    expect(installs.map((a) => [a.kbId, a.result, a.time])).toEqual([['KB5700202', 'Succeeded', '2027-02-09T06:00:00.000Z']]);
+    expect(isInWindow(new Date(installs[0].time), TZ)).toBe(false);
+    expect(installs[0].reason).toMatch(/^patchMode AutomaticByOS: every available update is installed as soon as it is assessed/);
+    expect(installs[0].rebootStatus).toBe('Completed');
+    // Installed once: the next day's assessment finds nothing more, so nothing is installed again.
+    expect(actions.filter((a) => a.action === 'assess').map((a) => a.kbIds)).toEqual([[], ['KB5700202'], []]);
+    expect(await versions(m)).toEqual(['2027.02-cu', '2027.02-cu']);
+  });
+
   it('leaves a baseline staged under rebootSetting Never, and reboots onto it at the first window after the setting allows it', async () => {
     const m = await yearMachine();
     expect((await m.at('2027-04-01T00:00:00Z', ['config', 'set', 'automaticByPlatformSettings.rebootSetting', 'Never'])).code).toBe(0);
