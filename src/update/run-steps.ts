@@ -160,11 +160,29 @@ export async function installStep(s: Session, ctx: StepContext, at: Date, w: Win
       ctx.skipped.add(e.id);
       ctx.emit({ action: 'skip', kbId: e.kb, packageId: e.id, classification: e.classification, releaseDate: e.releaseDate, reason: `${where}: ${e.kb} failed a health check in an earlier window and was rolled back; automatic patching does not try it again (install it by hand, or wait for the level that replaces it)` });
     }
-    const e = entries.find((x) => isCriticalOrSecurity([x.classification]) && !ctx.unhealthy.has(x.id));
+    const e = entries.find((x) => isCriticalOrSecurity([x.classification]) && !ctx.unhealthy.has(x.id)) ?? (await securityLevelBelow(s, ctx, at, entries));
     if (!e) return;
     const ok = e.kind === 'baseline' ? await installBaseline(s, ctx, at, w, e, where) : await rolloutHotpatch(s, ctx, at, w, e, where);
     if (!ok) return;
   }
+}
+
+/**
+ * Hotpatches are cumulative and assess lists only the latest level. When that level is not
+ * Critical or Security, the machine may still lack a security level below it: the highest such
+ * level (released, above what the machine has, not refused by a health check) is what automatic
+ * patching installs.
+ */
+async function securityLevelBelow(s: Session, ctx: StepContext, at: Date, entries: FeedEntry[]): Promise<FeedEntry | undefined> {
+  const latest = entries.find((x) => x.kind === 'hotpatch' && !isCriticalOrSecurity([x.classification]));
+  if (!latest?.sequence) return undefined;
+  const has = s.state.hotpatch?.baselineId === latest.baselineId ? s.state.hotpatch.sequence : 0;
+  const today = at.toISOString().slice(0, 10);
+  const index = await readFeedIndex(ctx.source, s.layout.trustedKeys, at, s.signal);
+  return index.packages
+    .filter((x) => x.kind === 'hotpatch' && x.baselineId === latest.baselineId && x.sequence !== undefined && x.sequence > has && x.sequence < latest.sequence! && x.releaseDate <= today)
+    .filter((x) => isCriticalOrSecurity([x.classification]) && !ctx.unhealthy.has(x.id))
+    .sort((a, b) => b.sequence! - a.sequence!)[0];
 }
 
 /**

@@ -108,13 +108,26 @@ describe('hp-agent run', () => {
     expect(await versions(m)).toEqual(['2027.02-cu', '2027.02-cu']);
   });
 
+  it('installs the security level a machine lacks when the latest hotpatch level above it is not a security update', async () => {
+    const m = await yearMachine();
+    expect((await simulate(m, '2027-01-13T00:00:00Z', '2027-02-15T00:00:00Z')).filter((a) => a.action === 'install').map((a) => a.packageId)).toEqual(['2027.01-hp1']);
+    // Off from mid-February until after March 23: hp2 (Critical, March 9) was missed, and hp3
+    // (Updates, March 23), cumulative over it, is the level assess lists.
+    const after = await simulate(m, '2027-03-24T12:00:00Z', '2027-03-25T12:00:00Z');
+    expect(after.filter((a) => a.action === 'skip').map((a) => a.packageId)).toEqual(['2027.01-hp3']);
+    expect(after.filter((a) => a.action === 'install').map((a) => [a.packageId, a.classification, a.result])).toEqual([['2027.01-hp2', 'Critical', 'Succeeded']]);
+    expect(await versions(m)).toEqual(['2027.01-hp2', '2027.01-hp2']);
+  });
+
   it('leaves a baseline staged under rebootSetting Never, and reboots onto it at the first window after the setting allows it', async () => {
     const m = await yearMachine();
     expect((await m.at('2027-04-01T00:00:00Z', ['config', 'set', 'automaticByPlatformSettings.rebootSetting', 'Never'])).code).toBe(0);
     const never = await simulate(m, '2027-04-13T12:00:00Z', '2027-04-15T00:00:00Z');
-    expect(never.filter((a) => a.action === 'install').map((a) => [a.packageId, a.rebootStatus])).toEqual([['2027.04', 'Required']]);
+    // Staged, and the baseline that still runs gets its missing security level meanwhile (its
+    // latest level, hp3, is not a security update: hp2 below it is).
+    expect(never.filter((a) => a.action === 'install').map((a) => [a.packageId, a.rebootStatus])).toEqual([['2027.04', 'Required'], ['2027.01-hp2', 'Required']]);
     expect(never.filter((a) => a.action === 'reboot')).toEqual([]);
-    expect(await versions(m)).toEqual(['2027.01', '2027.01']);
+    expect(await versions(m)).toEqual(['2027.01-hp2', '2027.01-hp2']);
     expect((await m.at('2027-04-15T06:00:00Z', ['config', 'set', 'automaticByPlatformSettings.rebootSetting', 'IfRequired'])).code).toBe(0); // 08:00 in Rome
     const allowed = await simulate(m, '2027-04-15T06:00:00Z', '2027-04-16T12:00:00Z');
     expect(allowed.filter((a) => a.action === 'reboot').map((a) => [a.packageId, a.result, a.time])).toEqual([['2027.04', 'Succeeded', '2027-04-15T20:00:00.000Z']]);
