@@ -11,13 +11,11 @@
 // Several transactions may run at once (one per AsyncWorker, apply on many processes): the
 // first to enter idles every thread that is not itself inside a stop, the last to leave gives
 // them back, and a tracer idled by another's stop restores itself when its own begins.
-#include <dirent.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <mutex>
 #include <vector>
 
@@ -30,6 +28,13 @@ std::mutex gMutex;
 int gDepth = 0;
 std::vector<pid_t> gTracers;  // threads inside a stop: never idled
 std::vector<pid_t> gIdled;    // threads we moved to SCHED_IDLE (back to SCHED_OTHER at the end)
+// Every thread there was when we idled them: a thread not among them that is in SCHED_IDLE was
+// created meanwhile by an idled one and inherited the policy (SCHED_RESET_ON_FORK does not reset
+// SCHED_IDLE), so it is given SCHED_OTHER too — else a libuv worker born during a stop would
+// stay idle, and trace the next target at the mercy of every other process.
+std::vector<pid_t> gSeen;
+
+bool Seen(pid_t tid) { return std::find(gSeen.begin(), gSeen.end(), tid) != gSeen.end(); }
 
 pid_t SelfTid() { return pid_t(syscall(SYS_gettid)); }
 
@@ -39,18 +44,18 @@ bool SetPolicy(pid_t tid, int policy) {
 }
 
 void IdleOthers() {
-  DIR* d = opendir("/proc/self/task");
-  if (!d) return;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    pid_t tid = pid_t(atoi(e->d_name));
+  gSeen.clear();
+  for (pid_t tid : ListThreads(getpid())) {
+    gSeen.push_back(tid);
     if (std::find(gTracers.begin(), gTracers.end(), tid) != gTracers.end()) continue;
     // Only ordinary threads: one a user made real-time or idle on purpose is left as it is.
     if (sched_getscheduler(tid) != SCHED_OTHER) continue;
     if (SetPolicy(tid, SCHED_IDLE)) gIdled.push_back(tid);
   }
-  closedir(d);
 }
+
+// A thread born idle from one of ours during a stop (see gSeen).
+bool InheritedIdle(pid_t tid) { return !Seen(tid) && sched_getscheduler(tid) == SCHED_IDLE; }
 }  // namespace
 
 OwnThreadsAside::OwnThreadsAside() : tid_(SelfTid()) {
@@ -60,6 +65,8 @@ OwnThreadsAside::OwnThreadsAside() : tid_(SelfTid()) {
   if (self != gIdled.end()) {
     SetPolicy(tid_, SCHED_OTHER);
     gIdled.erase(self);
+  } else if (gDepth > 0 && InheritedIdle(tid_)) {
+    SetPolicy(tid_, SCHED_OTHER);
   }
   if (gDepth++ == 0) IdleOthers();
 }
@@ -70,6 +77,9 @@ OwnThreadsAside::~OwnThreadsAside() {
   if (--gDepth > 0) return;
   for (pid_t tid : gIdled) SetPolicy(tid, SCHED_OTHER);  // ESRCH: the thread has ended, nothing to do
   gIdled.clear();
+  for (pid_t tid : ListThreads(getpid()))
+    if (InheritedIdle(tid)) SetPolicy(tid, SCHED_OTHER);
+  gSeen.clear();
 }
 
 int OwnThreadsAside::IdledNow() {
