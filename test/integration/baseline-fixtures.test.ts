@@ -10,8 +10,8 @@ import { execFile } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { productSpec, type ProductSpec } from '../../src/demo/fixture-packages.js';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildFixtures,
@@ -29,55 +29,10 @@ useTargets(afterEach);
 // ---------------------------------------------------------------------------------------------
 // packages.json
 
-interface FileEntry {
-  path: string;
-  mode: number;
-}
-interface ServiceEntry {
-  name: string;
-  file: string;
-  args: string[];
-}
-interface BaselineEntry {
-  id: string;
-  dir: string;
-  kb: string;
-  title: string;
-  releaseDate: string;
-  classification: string;
-  planned: boolean;
-  equivalentHotpatch?: string;
-  files: FileEntry[];
-  services: ServiceEntry[];
-}
-interface FunctionEntry {
-  symbol: string;
-  replacement: string;
-}
-interface TargetEntry {
-  path: string;
-  patchObject: string;
-  functions: FunctionEntry[];
-}
-interface HotpatchEntry {
-  id: string;
-  dir: string;
-  kb: string;
-  baselineId: string;
-  sequence: number;
-  title: string;
-  releaseDate: string;
-  classification: string;
-  targets: TargetEntry[];
-}
-interface Packages {
-  baselines: BaselineEntry[];
-  hotpatches: HotpatchEntry[];
-  expected: Record<string, Record<string, string>>;
-}
-
-const PACKAGES_JSON = fileURLToPath(new URL('../../fixtures/baselines/packages.json', import.meta.url));
-const packages = JSON.parse(readFileSync(PACKAGES_JSON, 'utf8')) as Packages;
+// The spec as the fixture packer reads it (src/demo/fixture-packages.ts): one shape, one reader.
+type BaselineEntry = ProductSpec['baselines'][number];
+type HotpatchEntry = ProductSpec['hotpatches'][number];
+const packages = productSpec();
 const { baselines, hotpatches, expected } = packages;
 
 const CLASSIFICATIONS = ['Critical', 'Security', 'UpdateRollUp', 'FeaturePack', 'ServicePack', 'Definition', 'Tools', 'Updates'];
@@ -274,7 +229,7 @@ describe('baselines run from a copied tree', () => {
     const root = install(baseline);
     const service = baseline.services[0];
     const socket = tempSocketPath('greetd');
-    const args = service.args.map((a) => (a === '${HP_RUN}/greetd.sock' ? socket : a));
+    const args = (service.args ?? []).map((a) => (a === '${HP_RUN}/greetd.sock' ? socket : a));
     expect(args).toEqual([socket, '4']);
     const target = await spawnTarget(path.join(root, service.file), { args });
 
