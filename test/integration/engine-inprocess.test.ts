@@ -20,6 +20,17 @@ function ownThreadPolicies(): number[] {
   });
 }
 
+/** The CPUs each of our threads may run on (Cpus_allowed_list), as the kernel prints them. */
+function ownThreadCpus(): string[] {
+  return fs.readdirSync('/proc/self/task').flatMap((tid) => {
+    try {
+      return [/^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))![1]];
+    } catch {
+      return []; // the thread ended
+    }
+  });
+}
+
 describe('the engine in-process', () => {
   it('applies, inspects and reverts with default options, repeatedly', async () => {
     const t = await spawnTarget(fixturePath('loop-pie'));
@@ -96,6 +107,7 @@ describe('the engine in-process', () => {
   it('keeps the event loop running while the core waits and retries', async () => {
     const t = await spawnTarget(fixturePath('spinentry'));
     expect(await t.request('enter')).toBe('entered');
+    const cpusBefore = [...new Set(ownThreadCpus())];
     let ticks = 0;
     const timer = setInterval(() => ticks++, 10);
     const started = performance.now();
@@ -109,6 +121,8 @@ describe('the engine in-process', () => {
     expect(ticks).toBeGreaterThan(elapsed / 10 / 4);
     // Our threads stood aside (SCHED_IDLE) only for each stop, and every one is back now.
     expect(ownThreadPolicies().filter((p) => p !== 0)).toEqual([]);
+    // ... and were pinned beside the tracer only for each stop: every one may use every CPU again.
+    expect(new Set(ownThreadCpus())).toEqual(new Set(cpusBefore));
     expect((await entryBytes(t.pid, 'stuck')).equals(fileEntryBytes(t.pid, 'stuck'))).toBe(true);
     // The patch was mapped in the same attach as the refused switch: it is gone again, descriptor too.
     expect(patchMappings(t.pid)).toEqual([]);
