@@ -20,6 +20,7 @@
 // first to enter idles every thread that is not itself inside a stop, the last to leave gives
 // them back, and a tracer idled by another's stop restores itself when its own begins.
 #include <sched.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -78,6 +79,23 @@ void Unpin(pid_t tid) {
   }
 }
 
+// Pinned beside us and idle, one of our threads that still has work (a V8 compile or GC job)
+// can yet be picked over a target thread woken onto our CPU — wakeups land on the waker's CPU —
+// and then keeps it for a tick (perf sched: 1.2–4 ms). So the stop begins when none of them is
+// runnable: we sleep a little at a time, which lets them run out their work on our CPU, for at
+// most kQuietWaitNs (then we go on anyway). This costs wall time, never pause.
+void WaitForQuiet() {
+  constexpr uint64_t kQuietWaitNs = 20000000, kNapNs = 100000;
+  uint64_t until = MonotonicNs() + kQuietWaitNs;
+  for (;;) {
+    bool busy = false;
+    for (pid_t tid : gIdled) busy = busy || ThreadState(getpid(), tid) == 'R';
+    if (!busy || MonotonicNs() >= until) return;
+    struct timespec nap = {0, long(kNapNs)};
+    nanosleep(&nap, nullptr);
+  }
+}
+
 void IdleOthers() {
   gSeen.clear();
   // Pinning pays only with a CPU left for the target: the tracer's own mask must allow two.
@@ -96,6 +114,7 @@ void IdleOthers() {
     if (SetPolicy(tid, SCHED_IDLE)) gIdled.push_back(tid);
     if (gCpu >= 0) Pin(tid);
   }
+  WaitForQuiet();
 }
 
 // A thread born idle from one of ours during a stop (see gSeen).

@@ -125,14 +125,21 @@ static const AddressRange* RangeHolding(const std::vector<AddressRange>& ranges,
 static const uint64_t kMaxStackScan = 8u << 20;
 // The stacks are read this much at a time (one system call for many threads' stacks).
 static const uint64_t kStackBatch = 16u << 20;
+// The buffer they are read into is allocated and touched before the stop, this big (the live
+// part of most programs' stacks is a few KiB per thread). Allocating it inside the stop cost
+// ~150 µs of every pause: fresh pages fault, and the fault waits for our own mmap lock, which one
+// of our threads — pinned beside us and idle (own_threads.cc) — may hold.
+static const size_t kScratchWords = (1u << 20) / 8;
 
 // Is any thread about to return into `code`, or (checkPc) running it? A conservative scan: every
 // 8-byte word of the live stack that points into it counts as a return address (a stale value
 // only delays the patch; a missed frame cannot happen). Used for function consistency (the code
 // being replaced) and, in every consistency, for the bytes a jump overwrites: a call made from
-// inside them returns into the middle of the new jump. `regs`: as CheckSites read them.
+// inside them returns into the middle of the new jump. `regs`: as CheckSites read them. `words`:
+// where the stacks are read to, grown only if they do not fit (see kScratchWords).
 static bool FindActiveCode(pid_t pid, Tracee& tracee, const std::vector<user_regs_struct>& regs, const std::vector<AddressRange>& code,
-                           const std::vector<AddressRange>& stackAreas, bool checkPc, const char* what, std::string& blocker, CoreError& err) {
+                           const std::vector<AddressRange>& stackAreas, bool checkPc, const char* what, std::vector<uint64_t>& words,
+                           std::string& blocker, CoreError& err) {
   if (code.empty()) return true;
   struct Span {
     pid_t tid;
@@ -161,11 +168,10 @@ static bool FindActiveCode(pid_t pid, Tracee& tracee, const std::vector<user_reg
   }
   // Most words point nowhere near the code: one comparison with its bounds rules them out.
   const uint64_t lowest = code.front().start, highest = code.back().end;
-  std::vector<uint64_t> words;
   for (size_t first = 0; first < spans.size();) {
     size_t last = first, total = 0;
     while (last < spans.size() && (last == first || (total + spans[last].words) * 8 <= kStackBatch)) total += spans[last++].words;
-    words.assign(total, 0);
+    if (words.size() < total) words.resize(total);
     std::vector<Range> ranges;
     size_t at = 0;
     for (size_t i = first; i < last; i++) {
@@ -261,6 +267,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     covered = covered && in && r.end <= in->end;
   }
   if (covered) interiors.clear();
+  std::vector<uint64_t> stackWords(kScratchWords);  // value-initialised: every page touched now
   if (!tracee.SeizeAll(err)) return false;
 
   uint64_t deadline = MonotonicNs() + opts.timeoutMs * 1000000ull;
@@ -279,11 +286,11 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     std::vector<user_regs_struct> regs;
     bool clear = CheckSites(tracee, sites, regs, blocker, err);
     if (clear && !err.set()) {
-      clear = FindActiveCode(pid, tracee, regs, interiors, opts.stackAreas, false, "the bytes a jump overwrites", blocker, err);
+      clear = FindActiveCode(pid, tracee, regs, interiors, opts.stackAreas, false, "the bytes a jump overwrites", stackWords, blocker, err);
       blockedBy = "RETURN_INTO_SITE";
     }
     if (clear && !err.set()) {
-      clear = FindActiveCode(pid, tracee, regs, opts.activeRanges, opts.stackAreas, true, "the code being replaced", blocker, err);
+      clear = FindActiveCode(pid, tracee, regs, opts.activeRanges, opts.stackAreas, true, "the code being replaced", stackWords, blocker, err);
       blockedBy = "FUNCTION_ACTIVE";
     }
     if (!clear) {
