@@ -36,7 +36,8 @@ void KillPoint();
 // SCHED_IDLE, so it cannot hold a CPU an interrupted target thread needs (see own_threads.cc).
 class OwnThreadsAside {
  public:
-  OwnThreadsAside();
+  // `target`: the process about to be stopped (whether to wait for our threads to go quiet).
+  explicit OwnThreadsAside(pid_t target);
   ~OwnThreadsAside();
   OwnThreadsAside(const OwnThreadsAside&) = delete;
   OwnThreadsAside& operator=(const OwnThreadsAside&) = delete;

@@ -83,12 +83,21 @@ void Unpin(pid_t tid) {
 // can yet be picked over a target thread woken onto our CPU — wakeups land on the waker's CPU —
 // and then keeps it for a tick (perf sched: 1.2–4 ms). So the stop begins when none of them is
 // runnable: we sleep a little at a time, which lets them run out their work on our CPU, for at
-// most kQuietWaitNs (then we go on anyway). This costs wall time, never pause — but an agent
-// patching a thousand processes keeps its event loop busy planning the next ones, so the waits
-// of one agent process add up to kQuietBudgetNs at most, and then it no longer waits.
+// most kQuietWaitNs (then we go on anyway). This costs wall time, never pause — so only when it
+// can matter: when some thread of the target wants a CPU too (with every target thread asleep,
+// a woken one finds the other CPU idle and goes there). And an agent patching a thousand
+// processes keeps its event loop busy planning the next ones, so the waits of one agent process
+// add up to kQuietBudgetNs at most, and then it no longer waits.
 uint64_t gQuietWaitedNs = 0;
 
-void WaitForQuiet() {
+bool AnyThreadRunnable(pid_t pid) {
+  for (pid_t tid : ListThreads(pid))
+    if (ThreadState(pid, tid) == 'R') return true;
+  return false;
+}
+
+void WaitForQuiet(pid_t target) {
+  if (target <= 0 || !AnyThreadRunnable(target)) return;
   constexpr uint64_t kQuietWaitNs = 20000000, kQuietBudgetNs = 200000000, kNapNs = 100000;
   uint64_t start = MonotonicNs();
   uint64_t until = start + std::min(kQuietWaitNs, kQuietBudgetNs - std::min(gQuietWaitedNs, kQuietBudgetNs));
@@ -102,7 +111,7 @@ void WaitForQuiet() {
   gQuietWaitedNs += MonotonicNs() - start;
 }
 
-void IdleOthers() {
+void IdleOthers(pid_t target) {
   gSeen.clear();
   // Pinning pays only with a CPU left for the target: the tracer's own mask must allow two.
   cpu_set_t allowed;
@@ -120,7 +129,7 @@ void IdleOthers() {
     if (SetPolicy(tid, SCHED_IDLE)) gIdled.push_back(tid);
     if (gCpu >= 0) Pin(tid);
   }
-  WaitForQuiet();
+  WaitForQuiet(target);
 }
 
 // A thread born idle from one of ours during a stop (see gSeen).
@@ -135,7 +144,7 @@ void UnpinBorn(pid_t tid) {
 }
 }  // namespace
 
-OwnThreadsAside::OwnThreadsAside() : tid_(SelfTid()) {
+OwnThreadsAside::OwnThreadsAside(pid_t target) : tid_(SelfTid()) {
   std::lock_guard<std::mutex> lock(gMutex);
   gTracers.push_back(tid_);
   auto self = std::find(gIdled.begin(), gIdled.end(), tid_);
@@ -147,7 +156,7 @@ OwnThreadsAside::OwnThreadsAside() : tid_(SelfTid()) {
   } else if (gDepth > 0 && InheritedIdle(tid_)) {
     SetPolicy(tid_, SCHED_OTHER);
   }
-  if (gDepth++ == 0) IdleOthers();
+  if (gDepth++ == 0) IdleOthers(target);
 }
 
 OwnThreadsAside::~OwnThreadsAside() {

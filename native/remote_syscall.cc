@@ -222,7 +222,7 @@ bool RemoteSyscalls(pid_t pid, pid_t tid, const Gadgets& gadgets, const std::vec
   if (fill && (fill->fdCall > fill->afterCall || fill->afterCall >= calls.size()))
     return Fail(err, "BAD_REMOTE_CALL", "the fill names a call that is not in the batch");
   if (!CheckGadgets(pid, gadgets, err)) return false;
-  OwnThreadsAside aside;  // the borrowed thread is held: it must not wait for our other threads
+  OwnThreadsAside aside(pid);  // the borrowed thread is held: it must not wait for our other threads
   Tracee tracee(pid);  // its destructor detaches, handing back any signal that arrived meanwhile
   TracedThread* t = Borrow(tracee, tid, out, err);
   bool ok = t && RunBatch(tracee, *t, gadgets, calls, fill, nullptr, out, err);

@@ -226,7 +226,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
   // Our other threads stand aside for each stop and come back for the waits between retries
   // (where a CPU hog would starve them). Set up before the stop: listing them is not pause.
   std::optional<OwnThreadsAside> aside;
-  aside.emplace();
+  aside.emplace(pid);
   Tracee tracee(pid);
   // The thread the prelude borrowed stays stopped into the switch: if it was running (not asleep
   // in a call), the pause counts from when the prelude stopped it.
@@ -274,7 +274,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
   uint64_t backoffUs = 50;  // a thread inside a site leaves it within nanoseconds once let go
   for (;;) {
     out.attempts++;
-    if (!aside) aside.emplace();
+    if (!aside) aside.emplace(pid);
     RealtimeScope rt(opts.realtime);
     out.realtime = rt.active();
     if (!tracee.StopAll(err)) return false;
@@ -354,7 +354,7 @@ bool MeasureFloor(pid_t pid, const std::vector<Site>& sites, bool realtime, Floo
   if (!ProcessAlive(pid)) return Fail(err, "PROCESS_NOT_FOUND", "no running process with PID " + std::to_string(pid));
   MemFile mem(pid, err);
   if (!mem.ok()) return false;
-  OwnThreadsAside aside;  // as a transaction does, so the floor is measured the same way
+  OwnThreadsAside aside(pid);  // as a transaction does, so the floor is measured the same way
   RealtimeScope rt(realtime);
   out.realtime = rt.active();
   Tracee tracee(pid);
