@@ -4,15 +4,15 @@
 // ~0.2 because Node's own helper threads (V8's compiler and GC workers, libuv's pool, the event
 // loop) took the CPU an interrupted target thread had just given up on its way into the stop,
 // and kept it for a scheduler tick while the target's other interrupted threads queued behind.
-// For the length of a stop they are put in SCHED_IDLE: the kernel runs them only when no other
-// thread wants the CPU. Only this process is touched, so a killed agent leaves nothing behind in
+// For the length of a stop they are put in SCHED_IDLE, meant to run only when no other thread
+// wants the CPU. Only this process is touched, so a killed agent leaves nothing behind in
 // the target. Raising the *target's* threads instead would outlive a killed agent.
 //
 // SCHED_IDLE alone is not enough: EEVDF still picks an idle thread whose lag is positive over a
 // target thread that has just run, and it then keeps the CPU until the next tick (perf sched
 // showed V8 workers running 3–4 ms inside a stop while interrupted target threads queued). So
 // they are also pinned to the tracer's CPU for the stop: every other CPU is left to the target.
-// Only with two CPUs or more. (Polling for the stops instead of sleeping, so the tracer at
+// Only with two CPUs or more, and only when a thread of the target is runnable (IdleOthers). (Polling for the stops instead of sleeping, so the tracer at
 // SCHED_FIFO would hold that CPU against them, was tried and was worse: a target thread queued
 // behind the poller waited for it, as the other CPU, rarely idle, does not pull it over.)
 //
