@@ -40,7 +40,8 @@ export function benchPlan(opts: { quick?: boolean; runs?: number; sections?: Sec
         quick,
         sections,
         pause: { threads: [1, 4], modes: ['idle', 'busy'], functions: [1], functionConsistency: { threads: [4], modes: ['idle'], functions: [1] } },
-        contentionRounds: opts.runs ?? 5,
+        // Each round is four `hp-agent try` runs next to five spinning threads (~2 s each on 2 CPUs).
+        contentionRounds: opts.runs ?? 2,
         zeroStop: { threads: [0, 1], functions: [1] },
         callCost: { calls: 200_000, repeats: 5 },
         restartRuns: 3,

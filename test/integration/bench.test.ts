@@ -69,9 +69,9 @@ describe('npm run bench -- --quick', () => {
 
   beforeAll(async () => {
     out = fs.mkdtempSync(path.join(os.tmpdir(), 'hp-bench-'));
-    ({ stdout } = await run(process.execPath, [path.join(root, 'dist/bench/main.js'), '--quick', '--out', out], { cwd: root, timeout: 60_000, maxBuffer: 16 << 20 }));
+    ({ stdout } = await run(process.execPath, [path.join(root, 'dist/bench/main.js'), '--quick', '--out', out], { cwd: root, timeout: 100_000, maxBuffer: 16 << 20 }));
     report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as BenchReport;
-  }, 90_000);
+  }, 110_000);
 
   afterAll(() => {
     if (out) fs.rmSync(out, { recursive: true, force: true });
