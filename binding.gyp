@@ -12,6 +12,8 @@
         "native/remote_syscall.cc",
         "native/resume.cc",
         "native/transaction.cc",
+        "native/fence.cc",
+        "native/fence_journal.cc",
         "native/notify_socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

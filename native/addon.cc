@@ -90,6 +90,12 @@ bool CheckArgs(const Napi::CallbackInfo& info, size_t count, const char* usage) 
   return ok;
 }
 
+bool CheckString(const Napi::CallbackInfo& info, const char* usage) {
+  bool ok = info.Length() >= 1 && info[0].IsString();
+  if (!ok) Napi::TypeError::New(info.Env(), usage).ThrowAsJavaScriptException();
+  return ok;
+}
+
 Napi::Value Queue(Napi::Env env, std::function<bool(CoreError&)> work, std::function<Napi::Value(Napi::Env)> done, ErrorDetails details = nullptr) {
   auto* w = new CoreWorker(env, std::move(work), std::move(done), std::move(details));
   Napi::Promise p = w->Promise();
@@ -314,6 +320,8 @@ Napi::Value Transaction(const Napi::CallbackInfo& info) {
         r.Set("totalStoppedNs", Napi::Number::New(env, double(out->totalStoppedNs)));
         r.Set("attempts", Napi::Number::New(env, out->attempts));
         r.Set("threads", Napi::Number::New(env, out->threads));
+        r.Set("held", Napi::Number::New(env, out->held));
+        r.Set("heldRan", Napi::Boolean::New(env, out->heldRan));
         r.Set("realtime", Napi::Boolean::New(env, out->realtime));
         return r;
       },
@@ -363,6 +371,19 @@ Napi::Value Snapshot(const Napi::CallbackInfo& info) {
       });
 }
 
+// setFenceJournal(dir): where the fence writes down the masks it narrows ("" for nowhere).
+Napi::Value SetFenceJournal(const Napi::CallbackInfo& info) {
+  if (!CheckString(info, "setFenceJournal(dir)")) return info.Env().Undefined();
+  hp::SetFenceJournal(info[0].As<Napi::String>().Utf8Value());
+  return info.Env().Undefined();
+}
+
+// healFences(dir): masks a killed agent's fence left narrowed, given back; how many threads.
+Napi::Value HealFences(const Napi::CallbackInfo& info) {
+  if (!CheckString(info, "healFences(dir)")) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), hp::HealFences(info[0].As<Napi::String>().Utf8Value()));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readRangesSync", Napi::Function::New(env, ReadRangesSync));
   exports.Set("writeMemorySync", Napi::Function::New(env, WriteMemorySync));
@@ -370,6 +391,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("transaction", Napi::Function::New(env, Transaction));
   exports.Set("snapshot", Napi::Function::New(env, Snapshot));
   exports.Set("floor", Napi::Function::New(env, Floor));
+  exports.Set("setFenceJournal", Napi::Function::New(env, SetFenceJournal));
+  exports.Set("healFences", Napi::Function::New(env, HealFences));
   hp::RegisterNotifySocket(env, exports);
   return exports;
 }

@@ -3,15 +3,22 @@
 // and resume a process safely.
 #pragma once
 
+#include <pthread.h>
+#include <sched.h>
 #include <sys/types.h>
 #include <sys/user.h>
+
+#include <atomic>
 
 #include <cstdint>
 #include <string>
 #include <deque>
+#include <memory>
 #include <vector>
 
 namespace hp {
+
+class ThreadProbe;
 
 // Every failure carries a stable code (mapped to an HpError in TypeScript) and a message that
 // says what was refused and why. `unchanged` is false only when a rollback itself failed.
@@ -46,6 +53,49 @@ class OwnThreadsAside {
  private:
   pid_t tid_;
 };
+
+// ---- fence.cc: holding a thread asleep in its call without stopping it ---------------------
+// A guard thread of ours spins at real-time priority on the tracer's CPU (below the tracer), and
+// the held threads are pinned to that CPU: none of them can run until Release (see fence.cc).
+class Fence {
+ public:
+  Fence() = default;
+  ~Fence();
+  Fence(const Fence&) = delete;
+  Fence& operator=(const Fence&) = delete;
+  bool Prepare();  // creates the guard, parked (before the stop); false: cannot here
+  bool Raise();    // the guard holds the calling thread's CPU (the caller is SCHED_FIFO)
+  bool Pin(pid_t tid);  // the thread may run only on that CPU (false: it may not be held)
+  void Unpin(pid_t tid);
+  void Release();  // every pinned thread's mask given back, the guard parked
+  // Raised, and the guard has not given up (kGuardMaxNs): a pinned thread cannot have run.
+  bool Holding() const;
+
+ private:
+  struct Pinned {
+    pid_t tid;
+    cpu_set_t mask;
+  };
+  static void* GuardMain(void* self);
+  void Park();
+  pthread_t guard_{};
+  bool started_ = false, failed_ = false, raised_ = false;
+  int cpu_ = -1;
+  std::atomic<int> guardTid_{0};
+  std::atomic<int> state_{0};
+  std::atomic<bool> expired_{false};
+  std::vector<Pinned> pinned_;
+  std::unique_ptr<ThreadProbe> guardProbe_;
+};
+
+// ---- fence_journal.cc: the masks a dead fence would leave, written down and given back -------
+void SetFenceJournal(const std::string& dir);  // "" (the default): write nothing
+// Writes the masks `tids` have now; returns the file ("" if none was written).
+std::string WriteFenceJournal(pid_t pid, const std::vector<pid_t>& tids);
+void DropFenceJournal(const std::string& path);
+// Gives back every mask a file of `dir` lists (to threads still on one CPU), removes the files;
+// returns how many threads got their mask back.
+int HealFences(const std::string& dir);
 
 // ---- memory.cc: the one place that reads and writes target memory ---------------------------
 // Through /proc/PID/mem, which (for a process we may ptrace) also writes read-only code pages,
@@ -83,6 +133,14 @@ struct TracedThread {
   // Interrupted, and its registers not yet read and settled (see Tracee::Settle): a blocked call
   // our interrupt made return EINTR would show it to the program if we died now.
   bool unsettled = false;
+  // Not seized: found asleep in a call a stop would make return EINTR, it is held by the fence
+  // instead of stopped (fence.cc), and seized only if it is found awake when the stop comes.
+  bool seized = true;
+  // Held by the fence for this stop: never interrupted; `regs` holds what /proc says of it (its
+  // stack pointer and where its call returns to), `heldRunNs` its run time when held.
+  bool held = false;
+  uint64_t heldRunNs = 0;
+  std::shared_ptr<ThreadProbe> probe;  // for an unseized thread, opened before the stop
   // Its registers as of its current stop (read once per stop; SetRegs keeps them current).
   mutable bool haveRegs = false;
   mutable user_regs_struct regs{};
@@ -105,8 +163,16 @@ class Tracee {
   bool SeizeAll(CoreError& err);
   // Seize a single thread (for a remote syscall; the other threads keep running untraced).
   bool SeizeOne(pid_t tid, CoreError& err);
-  // Interrupt every seized thread and wait until each is in a ptrace stop.
+  // Threads found asleep in a call a stop would make return EINTR are left unseized by SeizeAll
+  // and held by the fence in StopAll instead of stopped (the caller must be SCHED_FIFO for that:
+  // else, or if one is awake by then, it is seized and stopped like the others).
+  void HoldSleepers(bool on) { holdSleepers_ = on; }
+  // Interrupt every seized thread and wait until each is in a ptrace stop; hold the sleepers.
   bool StopAll(CoreError& err);
+  // Every thread held in the last StopAll is still held and has run no instruction since
+  // (`who` names one that did).
+  bool HeldStill(std::string& who);
+  int heldCount() const;
   // When the last StopAll sent its first interrupt (monotonic ns): where a pause begins.
   uint64_t stoppingSince() const { return stoppingSinceNs_; }
   bool Stop(TracedThread& t, CoreError& err);
@@ -132,10 +198,18 @@ class Tracee {
   bool Vanished(TracedThread& t, CoreError& err);
   bool Interrupt(TracedThread& t);
   bool Settle(TracedThread& t, CoreError& err);
+  bool SeizeLate(TracedThread& t, CoreError& err);
+  bool Hold(TracedThread& t);
+  bool HoldOrStop(TracedThread& t, bool raised, CoreError& err);
+  bool HoldAll(const std::vector<size_t>& sleepers, CoreError& err);
+  void LetHeldGo();
   bool Known(pid_t tid) const;
   void Detach(TracedThread& t);
   pid_t pid_;
   uint64_t stoppingSinceNs_ = 0;
+  bool holdSleepers_ = false;
+  Fence fence_;
+  std::string journal_;  // fence_journal.cc: the file listing the sleepers' masks, while it matters
   // A deque, because clone events append while references to other threads are held.
   std::deque<TracedThread> threads_;
 };
@@ -154,6 +228,9 @@ struct ProcStatus {
 };
 ProcStatus ReadProcStatus(pid_t pid);
 bool ProcessAlive(pid_t pid);
+// When the process started (field 22 of /proc/PID/stat, clock ticks since boot), 0 if gone:
+// with the PID, it names one process for good.
+uint64_t ProcessStartTime(pid_t pid);
 // A thread asleep in a system call (borrowing it disturbs no work), else the main thread.
 pid_t ThreadToBorrow(pid_t pid);
 int TracerOf(pid_t pid);
@@ -173,6 +250,31 @@ bool StateIsGone(char state);
 bool ThreadFinished(pid_t pid, pid_t tid);
 // The call a thread is blocked in (/proc/PID/task/TID/syscall), or -1 (running, not in a call).
 long BlockedCall(pid_t pid, pid_t tid);
+// The same, whole: the call, and the stack pointer and instruction pointer it will return with.
+struct BlockedCallInfo {
+  long nr = -1;
+  uint64_t sp = 0;
+  uint64_t pc = 0;
+};
+bool ReadBlockedCall(pid_t pid, pid_t tid, BlockedCallInfo& out);
+// A thread's /proc files kept open and re-read from the start: a stop reads them more than once,
+// and the open (a path walk) is most of what a read costs.
+class ThreadProbe {
+ public:
+  ThreadProbe(pid_t pid, pid_t tid) : pid_(pid), tid_(tid) {}
+  ~ThreadProbe();
+  ThreadProbe(const ThreadProbe&) = delete;
+  ThreadProbe& operator=(const ThreadProbe&) = delete;
+  bool Blocked(BlockedCallInfo& out);  // as ReadBlockedCall
+  // How long it has run, ns (schedstat): exact while it is off every CPU.
+  bool RunNs(uint64_t& ns);
+  char State();  // as ThreadState
+
+ private:
+  bool Read(int& fd, const char* name, char* buf, size_t size);
+  pid_t pid_, tid_;
+  int syscall_ = -1, schedstat_ = -1, stat_ = -1;
+};
 
 // ---- resume.cc: how a stopped thread goes back to its work, with us or without us -----------
 // A blocked call interrupted by our stop shows -ERESTART* in rax; the kernel restarts it on
@@ -282,7 +384,9 @@ struct TransactionResult {
   uint64_t pauseNs = 0;       // first thread interrupted → last thread resumed (final attempt)
   uint64_t totalStoppedNs = 0;  // summed over all attempts
   int attempts = 0;
-  int threads = 0;
+  int threads = 0;  // every thread of the process, stopped or held
+  int held = 0;     // held asleep in their calls by the fence rather than stopped (fence.cc)
+  bool heldRan = false;  // one of them ran while the sites were written (never expected)
   bool realtime = false;
 };
 bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const TransactionOptions& opts,

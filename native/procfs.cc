@@ -92,11 +92,45 @@ char ThreadState(pid_t pid, pid_t tid) {
   return close && close[1] == ' ' ? close[2] : 0;
 }
 
+uint64_t ProcessStartTime(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", int(pid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  // After the command name (which may hold spaces and parentheses): state is field 3, start 22.
+  const char* at = strrchr(buf, ')');
+  if (!at) return 0;
+  at++;
+  for (int field = 3; field <= 22; field++) {
+    while (*at == ' ') at++;
+    if (field == 22) return strtoull(at, nullptr, 10);
+    at = strchr(at, ' ');
+    if (!at) return 0;
+  }
+  return 0;
+}
+
 bool StateIsGone(char state) { return state == 0 || state == 'Z' || state == 'X' || state == 'x'; }
 
+// Asleep in a call a stop restarts by itself (nanosleep, a futex, poll…) is best: it was doing
+// nothing, and nothing it sees changes. One asleep in a call a stop makes return EINTR (epoll_wait,
+// sigtimedwait…) comes last: borrowing it is the one stop the fence cannot spare it (fence.cc).
 pid_t ThreadToBorrow(pid_t pid) {
+  pid_t fallback = 0;
+  for (pid_t tid : ListThreads(pid)) {
+    if (ThreadState(pid, tid) != 'S') continue;
+    long nr = BlockedCall(pid, tid);
+    if (nr >= 0 && !RestartableAfterEintr(uint64_t(nr))) return tid;
+    if (!fallback && nr < 0) fallback = tid;
+  }
+  if (fallback) return fallback;
+  // Only threads in epoll_wait & co.: a running one is stopped where it runs, with no call to cut.
   for (pid_t tid : ListThreads(pid))
-    if (ThreadState(pid, tid) == 'S') return tid;
+    if (ThreadState(pid, tid) == 'R') return tid;
   return pid;
 }
 
@@ -134,16 +168,83 @@ bool ReadThreadSafety(pid_t pid, pid_t tid, ThreadSafety& out) {
   return true;
 }
 
-// The call a thread is blocked in, from /proc/PID/task/TID/syscall ("232 0x… …"), or -1.
-long BlockedCall(pid_t pid, pid_t tid) {
-  char path[96], buf[32] = {0};
-  snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", int(pid), int(tid));
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
+// A small /proc file, read whole from its start into `buf` (NUL-terminated).
+static bool ReadAt(int fd, char* buf, size_t size) {
+  ssize_t n;
+  do n = pread(fd, buf, size - 1, 0);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return false;
+  buf[n] = 0;
+  return true;
+}
+
+static int OpenThreadFile(pid_t pid, pid_t tid, const char* name) {
+  char path[96];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/%s", int(pid), int(tid), name);
+  return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+// "nr arg1 … arg6 sp pc" of /proc/PID/task/TID/syscall; "running" and "-1 …" are no call. The
+// kernel answers only for a thread off CPU in that call, and checks it stayed so while it read.
+static bool ParseBlockedCall(const char* buf, BlockedCallInfo& out) {
+  out = BlockedCallInfo{};
+  if (buf[0] < '0' || buf[0] > '9') return false;
+  const char* at = buf;
+  uint64_t f[9];
+  for (int i = 0; i < 9; i++) {
+    char* end;
+    f[i] = strtoull(at, &end, 0);
+    if (end == at) return false;
+    at = end;
+  }
+  out.nr = long(f[0]);
+  out.sp = f[7];
+  out.pc = f[8];
+  return true;
+}
+
+bool ReadBlockedCall(pid_t pid, pid_t tid, BlockedCallInfo& out) {
+  char buf[256];
+  int fd = OpenThreadFile(pid, tid, "syscall");
+  if (fd < 0) return false;
+  bool ok = ReadAt(fd, buf, sizeof buf);
   close(fd);
-  if (n <= 0 || buf[0] < '0' || buf[0] > '9') return -1;  // "running", "-1 …"
-  return strtol(buf, nullptr, 10);
+  return ok && ParseBlockedCall(buf, out);
+}
+
+long BlockedCall(pid_t pid, pid_t tid) {
+  BlockedCallInfo info;
+  return ReadBlockedCall(pid, tid, info) ? info.nr : -1;
+}
+
+ThreadProbe::~ThreadProbe() {
+  for (int fd : {syscall_, schedstat_, stat_})
+    if (fd >= 0) close(fd);
+}
+
+bool ThreadProbe::Read(int& fd, const char* name, char* buf, size_t size) {
+  if (fd < 0) fd = OpenThreadFile(pid_, tid_, name);
+  return fd >= 0 && ReadAt(fd, buf, size);
+}
+
+bool ThreadProbe::Blocked(BlockedCallInfo& out) {
+  char buf[256];
+  return Read(syscall_, "syscall", buf, sizeof buf) && ParseBlockedCall(buf, out);
+}
+
+// The first of /proc/PID/task/TID/schedstat's three numbers: time on CPU, ns.
+bool ThreadProbe::RunNs(uint64_t& ns) {
+  char buf[96];
+  if (!Read(schedstat_, "schedstat", buf, sizeof buf) || buf[0] < '0' || buf[0] > '9') return false;
+  ns = strtoull(buf, nullptr, 10);
+  return true;
+}
+
+char ThreadProbe::State() {
+  char buf[1024];
+  if (!Read(stat_, "stat", buf, sizeof buf)) return 0;
+  const char* close = strrchr(buf, ')');
+  return close && close[1] == ' ' ? close[2] : 0;
 }
 
 }  // namespace hp

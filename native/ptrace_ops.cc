@@ -29,6 +29,7 @@
 #include <string>
 
 #define HP_PTRACE_WRAPPER  // the one file allowed to call ptrace(2)
+#include "arch_x86_64.h"
 #include "core.h"
 
 namespace hp {
@@ -120,6 +121,25 @@ bool Tracee::Known(pid_t tid) const {
   return false;
 }
 
+static bool SleepsInEintrCall(ThreadProbe& probe) {
+  BlockedCallInfo call;
+  return probe.Blocked(call) && RestartableAfterEintr(uint64_t(call.nr));
+}
+
+static bool SleepsInEintrCall(pid_t pid, pid_t tid) {
+  long nr = BlockedCall(pid, tid);
+  return nr >= 0 && RestartableAfterEintr(uint64_t(nr));
+}
+
+// A thread left unseized for the fence, its /proc files opened now (before any stop).
+static TracedThread Unseized(pid_t pid, pid_t tid) {
+  TracedThread t;
+  t.tid = tid;
+  t.seized = false;
+  t.probe = std::make_shared<ThreadProbe>(pid, tid);
+  return t;
+}
+
 bool Tracee::SeizeOne(pid_t tid, CoreError& err) {
   // No TRACECLONE: the other threads run on untraced, so must any thread this one creates
   // before it stops (a traced child we never hear of would stay stopped until we exit).
@@ -139,6 +159,15 @@ bool Tracee::SeizeAll(CoreError& err) {
     for (pid_t tid : ListThreads(pid_)) {
       if (Known(tid)) continue;
       found = true;
+      if (holdSleepers_) {
+        // Seized, it could not be let go again without a stop (PTRACE_DETACH wants one), and a
+        // stop is what would cut its call short: it stays unseized, and StopAll holds it.
+        TracedThread t = Unseized(pid_, tid);
+        if (SleepsInEintrCall(*t.probe)) {
+          threads_.push_back(t);
+          continue;
+        }
+      }
       if (Ptrace(PTRACE_SEIZE, tid, nullptr, (void*)(kSeizeOptions | PTRACE_O_TRACECLONE)) != 0) {
         int e = errno;
         if (e == ESRCH && tid != pid_) continue;  // the thread exited meanwhile: fine
@@ -264,7 +293,23 @@ bool Tracee::RunToSyscall(TracedThread& t, uint64_t ip, uint64_t sp, bool exit, 
     if ((status >> 16) == 0) sig = WSTOPSIG(status);  // a signal for the program: hand it back
   }
 }
+// A thread SeizeAll left to the fence, found awake (or not holdable) when the stop came.
+bool Tracee::SeizeLate(TracedThread& t, CoreError& err) {
+  if (t.seized || t.gone) return true;
+  if (Ptrace(PTRACE_SEIZE, t.tid, nullptr, (void*)(kSeizeOptions | PTRACE_O_TRACECLONE)) != 0) {
+    int e = errno;
+    if ((e == ESRCH || (e == EPERM && ThreadFinished(pid_, t.tid))) && t.tid != pid_) {
+      t.gone = true;
+      return true;
+    }
+    return SeizeError(pid_, t.tid, e, err);
+  }
+  t.seized = true;
+  return true;
+}
+
 bool Tracee::Stop(TracedThread& t, CoreError& err) {
+  if (!SeizeLate(t, err)) return false;
   if (t.stopped || t.gone) return true;
   if (!Interrupt(t)) {
     if (errno == ESRCH && t.tid != pid_ && ProcessAlive(pid_)) {
@@ -280,25 +325,42 @@ bool Tracee::Stop(TracedThread& t, CoreError& err) {
 bool Tracee::StopAll(CoreError& err) {
   // Interrupt everyone first, then collect the stops: the threads stop in parallel, and the
   // pause is one stop latency, not the sum of them. Except the threads asleep in a call our
-  // interrupt makes return EINTR (epoll_wait…): each is stopped and settled on its own, after
-  // the others were sent on their way, so the time in which our death would leave it an EINTR
-  // is one stop, not the whole collection.
+  // interrupt makes return EINTR (epoll_wait…): those SeizeAll left unseized are held by the
+  // fence once the others are stopped (fence.cc), never interrupted; a seized one (it went to
+  // sleep since) is stopped and settled on its own, after the others were sent on their way, so
+  // the time in which our death would leave it an EINTR is one stop, not the whole collection.
   // Which threads those are is read before the first interrupt (one /proc read per thread,
   // while nothing is stopped yet), so the reads are not part of the pause.
-  std::vector<size_t> alone;
-  std::vector<bool> isAlone(threads_.size(), false);
+  enum Kind : char { kTogether, kAlone, kSleeper };
+  std::vector<size_t> alone, sleepers;
+  std::vector<char> kind(threads_.size(), kTogether);
   for (size_t i = 0; i < threads_.size(); i++) {
-    if (threads_[i].stopped || threads_[i].gone) continue;
-    long nr = BlockedCall(pid_, threads_[i].tid);
-    if (nr >= 0 && RestartableAfterEintr(uint64_t(nr))) {
+    TracedThread& t = threads_[i];
+    if (t.stopped || t.gone) continue;
+    bool eintrCall = t.probe ? SleepsInEintrCall(*t.probe) : SleepsInEintrCall(pid_, t.tid);
+    if (!t.seized) {
+      if (eintrCall && fence_.Prepare()) {
+        sleepers.push_back(i);
+        kind[i] = kSleeper;
+        continue;
+      }
+      if (!SeizeLate(t, err)) return false;
+      if (t.gone) continue;
+    }
+    if (eintrCall) {
       alone.push_back(i);
-      isAlone[i] = true;
+      kind[i] = kAlone;
     }
   }
+  if (!sleepers.empty()) {
+    std::vector<pid_t> tids;
+    for (size_t i : sleepers) tids.push_back(threads_[i].tid);
+    journal_ = WriteFenceJournal(pid_, tids);
+  }
   stoppingSinceNs_ = MonotonicNs();
-  for (size_t i = 0; i < isAlone.size(); i++) {
+  for (size_t i = 0; i < kind.size(); i++) {
     TracedThread& t = threads_[i];
-    if (t.stopped || t.gone || isAlone[i]) continue;
+    if (t.stopped || t.gone || kind[i] != kTogether) continue;
     if (!Interrupt(t) && errno == ESRCH) {
       if (t.tid == pid_ && !ProcessAlive(pid_))
         return Fail(err, "PROCESS_EXITED",
@@ -309,13 +371,106 @@ bool Tracee::StopAll(CoreError& err) {
     if (!Stop(threads_[i], err)) return false;
   // threads_ may grow (clone events) while we wait, so index rather than iterate.
   for (size_t i = 0; i < threads_.size(); i++) {
-    if (threads_[i].stopped || threads_[i].gone) continue;
+    if (threads_[i].stopped || threads_[i].gone || !threads_[i].seized) continue;
     if (!WaitForStop(threads_[i], err)) return false;
+  }
+  uint64_t tw = MonotonicNs();
+  bool okh = sleepers.empty() || HoldAll(sleepers, err);
+  if (getenv("HP_T")) fprintf(stderr, "stop %lu hold %lu\n", (unsigned long)(tw - stoppingSinceNs_)/1000, (unsigned long)(MonotonicNs()-tw)/1000);
+  return okh;
+}
+
+// Pinned behind the raised guard, a thread that /proc then shows asleep in its call (the kernel
+// answers that only for a thread off CPU) cannot run again until we let it, so what /proc says
+// now holds for the whole stop: where its call returns to, and its stack.
+bool Tracee::Hold(TracedThread& t) {
+  if (!fence_.Pin(t.tid)) return false;
+  BlockedCallInfo call;
+  uint64_t ran = 0;
+  if (!t.probe->Blocked(call) || !RestartableAfterEintr(uint64_t(call.nr)) || !t.probe->RunNs(ran)) {
+    fence_.Unpin(t.tid);
+    return false;
+  }
+  t.held = true;
+  t.heldRunNs = ran;
+  // As a stop would show it, blocked in a call that restarts: whoever checks the sites looks at
+  // both the return address and the `syscall` before it.
+  t.regs = user_regs_struct{};
+  t.regs.rip = call.pc;
+  t.regs.rsp = call.sp;
+  t.regs.orig_rax = uint64_t(call.nr);
+  t.regs.rax = uint64_t(-kERESTARTNOHAND);
+  t.haveRegs = true;
+  return true;
+}
+
+bool Tracee::HoldOrStop(TracedThread& t, bool raised, CoreError& err) {
+  if (raised && Hold(t)) return true;
+  // Awake by now (its call returned: no EINTR to fear), or not holdable: stopped like any other.
+  return Stop(t, err);
+}
+
+bool Tracee::HoldAll(const std::vector<size_t>& sleepers, CoreError& err) {
+  bool raised = fence_.Raise();
+  for (size_t i : sleepers)
+    if (!HoldOrStop(threads_[i], raised, err)) return false;
+  // A thread created by an unseized one before it was held is not traced: find it now that
+  // nothing unseen can run, and hold or stop it too.
+  bool lateHeld = false;
+  for (bool found = true; found;) {
+    found = false;
+    for (pid_t tid : ListThreads(pid_)) {
+      if (Known(tid)) continue;
+      found = true;
+      threads_.push_back(Unseized(pid_, tid));
+      TracedThread& t = threads_.back();
+      if (!(SleepsInEintrCall(*t.probe) ? HoldOrStop(t, raised, err) : Stop(t, err))) return false;
+      lateHeld = lateHeld || t.held;
+    }
+  }
+  if (lateHeld) {  // rare, and then in the pause: the journal must list every held thread
+    std::vector<pid_t> tids;
+    for (auto& t : threads_)
+      if (t.held) tids.push_back(t.tid);
+    DropFenceJournal(journal_);
+    journal_ = WriteFenceJournal(pid_, tids);
   }
   return true;
 }
 
+bool Tracee::HeldStill(std::string& who) {
+  bool holding = fence_.Holding();
+  for (auto& t : threads_) {
+    if (!t.held || t.gone) continue;
+    uint64_t ran = 0;
+    if (!holding || !t.probe->RunNs(ran) || ran != t.heldRunNs) {
+      who = "thread " + std::to_string(t.tid) + " ran while it was held asleep in its call";
+      return false;
+    }
+  }
+  return true;
+}
+
+int Tracee::heldCount() const {
+  int n = 0;
+  for (auto& t : threads_) n += t.held && !t.gone;
+  return n;
+}
+
+// The held threads go back to their own masks: each simply goes on with its call.
+void Tracee::LetHeldGo() {
+  fence_.Release();
+  DropFenceJournal(journal_);
+  journal_.clear();
+  for (auto& t : threads_) {
+    if (!t.held) continue;
+    t.held = false;
+    t.haveRegs = false;
+  }
+}
+
 void Tracee::ContinueAll() {
+  LetHeldGo();
   for (auto& t : threads_) {
     if (!t.stopped || t.gone) continue;
     Ptrace(PTRACE_CONT, t.tid, nullptr, nullptr);
@@ -325,7 +480,7 @@ void Tracee::ContinueAll() {
 }
 
 void Tracee::Detach(TracedThread& t) {
-  if (t.gone) return;
+  if (t.gone || !t.seized) return;  // never seized: nothing to let go
   if (!t.stopped) {
     // A thread must be stopped to be detached.
     CoreError ignored;
@@ -338,6 +493,7 @@ void Tracee::Detach(TracedThread& t) {
 }
 
 void Tracee::DetachAll() {
+  LetHeldGo();
   for (size_t i = 0; i < threads_.size(); i++) Detach(threads_[i]);
   threads_.clear();
 }
@@ -355,6 +511,7 @@ bool Tracee::GetRegs(const TracedThread& t, user_regs_struct& regs, CoreError& e
 }
 
 bool Tracee::SetRegs(const TracedThread& t, const user_regs_struct& regs, CoreError& err) {
+  if (t.held) return Fail(err, "PTRACE_FAILED", "thread " + std::to_string(t.tid) + " is held, not stopped: its registers cannot be set");
   if (Ptrace(PTRACE_SETREGS, t.tid, nullptr, const_cast<user_regs_struct*>(&regs)) != 0) {
     t.haveRegs = false;
     return Fail(err, "PTRACE_FAILED", "cannot set registers of thread " + std::to_string(t.tid) + ": " + ErrnoText(errno));

@@ -268,6 +268,9 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
   }
   if (covered) interiors.clear();
   std::vector<uint64_t> stackWords(kScratchWords);  // value-initialised: every page touched now
+  // Held rather than stopped, a thread in epoll_wait & co. gets no EINTR even if we die (fence.cc);
+  // the fence needs the tracer above its guard, at real-time priority.
+  tracee.HoldSleepers(opts.realtime);
   if (!tracee.SeizeAll(err)) return false;
 
   uint64_t deadline = MonotonicNs() + opts.timeoutMs * 1000000ull;
@@ -292,6 +295,11 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     if (clear && !err.set()) {
       clear = FindActiveCode(pid, tracee, regs, opts.activeRanges, opts.stackAreas, true, "the code being replaced", stackWords, blocker, err);
       blockedBy = "FUNCTION_ACTIVE";
+    }
+    // What was read of a held thread holds only if it has not run since (else: another attempt).
+    if (clear && !err.set()) {
+      clear = tracee.HeldStill(blocker);
+      blockedBy = "HELD_THREAD_RAN";
     }
     if (!clear) {
       if (err.set()) return false;
@@ -338,6 +346,11 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
         return false;
       }
     }
+    // Checked again after the writes: a held thread that ran during them is reported, never
+    // expected (it would need the tracer and the guard off its CPU for a whole 50 ms: fence.cc).
+    std::string ranWhileWritten;
+    out.heldRan = !tracee.HeldStill(ranWhileWritten);
+    out.held = tracee.heldCount();
     out.threads = 0;
     for (auto& t : tracee.threads())
       if (!t.gone) out.threads++;
@@ -358,6 +371,7 @@ bool MeasureFloor(pid_t pid, const std::vector<Site>& sites, bool realtime, Floo
   RealtimeScope rt(realtime);
   out.realtime = rt.active();
   Tracee tracee(pid);
+  tracee.HoldSleepers(out.realtime);
   uint64_t t0 = MonotonicNs();
   if (!tracee.SeizeAll(err)) return false;
   if (!tracee.StopAll(err)) return false;

@@ -51,7 +51,12 @@ export interface TransactionResult {
   pauseNs: number;
   totalStoppedNs: number;
   attempts: number;
+  /** Every thread of the process, stopped or held. */
   threads: number;
+  /** Of those, held asleep in epoll_wait & co. by the fence rather than stopped (never interrupted). */
+  held: number;
+  /** A held thread ran while the sites were written: never expected (see native/fence.cc). */
+  heldRan: boolean;
   realtime: boolean;
 }
 
@@ -120,6 +125,8 @@ interface RawCore {
   transaction(pid: number, sites: TransactionSite[], options?: TransactionOptions): Promise<TransactionResult>;
   snapshot(pid: number): Promise<ThreadSnapshot[]>;
   floor(pid: number, sites: { addr: number; write: Buffer }[], options?: { realtime?: boolean }): Promise<FloorResult>;
+  setFenceJournal(dir: string): void;
+  healFences(dir: string): number;
   notifySocketOpen(path: string): number;
   notifySocketRead(fd: number): { pid: number; text: string }[];
 }
@@ -280,6 +287,13 @@ export const native = {
       checkPid(pid);
       return core().snapshot(pid);
     }),
+  /**
+   * Where the fence (native/fence.cc) writes down the CPU masks it narrows for a stop, so that
+   * the next agent run can give them back if this one dies meanwhile ("" for nowhere).
+   */
+  setFenceJournal: (dir: string) => core().setFenceJournal(dir),
+  /** Gives back the masks a killed agent's fence left narrowed (files of `dir`); how many threads. */
+  healFences: (dir: string) => core().healFences(dir),
   /**
    * The physical floor of a stop (seize, interrupt, wait, write, resume — nothing else), for
    * benchmarks. Pass the bytes that are at each site now: the writes must change nothing.

@@ -25,6 +25,7 @@ import path from 'node:path';
 import { HpError } from '../errors.js';
 import { isGone, processStartTime, readProcStat } from '../proc/stat.js';
 import { fsyncDirSync, tempPathFor } from '../fs/atomic.js';
+import { adoptFenceJournal } from './fence-journal.js';
 import { homeLayout } from './home.js';
 
 export interface LockInfo {
@@ -63,6 +64,8 @@ export type AgentLock = (() => void) & {
   readonly takenOver?: StaleLock;
   /** How long acquireLock waited for another agent. */
   readonly waitedMs: number;
+  /** Threads a killed agent's fence had left pinned to one CPU, given their masks back (fence-journal.ts). */
+  fencesHealed?: number;
 };
 
 const FIRST_POLL_MS = 25;
@@ -282,7 +285,9 @@ export async function acquireLock(home: string, options: AcquireOptions): Promis
     me.since = new Date().toISOString();
     const content = `${JSON.stringify(me)}\n`;
     if (createExclusive(file, content)) {
-      return makeHandle(file, { ...me }, takenOver, performance.now() - began);
+      const handle = makeHandle(file, { ...me }, takenOver, performance.now() - began);
+      handle.fencesHealed = adoptFenceJournal(path.dirname(file));
+      return handle;
     }
     const current = readLock(file);
     if (!current) continue; // released between our attempt and our look: try again at once

@@ -60,6 +60,7 @@ async function inSession<T>(opts: SessionOptions, interrupts: Interrupts, work: 
   }
   try {
     if (lock?.takenOver) log.warn('took over a stale lock', { previous: lock.takenOver });
+    if (lock?.fencesHealed) log.warn('gave back the CPU masks a killed agent had left narrowed', { threads: lock.fencesHealed });
     const state = await loadState(home);
     const session: Session = {
       home,

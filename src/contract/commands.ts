@@ -360,7 +360,10 @@ const tryCommon = {
   pauseUs: z.number().nonnegative(),
   /** Every stop of the change, retried attempts included, µs (pauseUs is the final attempt's). */
   totalStoppedUs: z.number().nonnegative().optional(),
+  /** Threads stopped or held. */
   threads: z.number().int().nonnegative(),
+  /** Of those, held asleep in epoll_wait & co. (never interrupted, so never cut short) instead of stopped. */
+  held: z.number().int().nonnegative().optional(),
   attempts: z.number().int().nonnegative(),
   realtime: z.boolean(),
   object: z.strictObject({ path: z.string(), buildId: z.string().optional() }),

@@ -21,13 +21,14 @@ export interface Executed extends TransactionReport {
   borrowed?: BorrowedThread[];
 }
 
-const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, totalStoppedUs: 0, threads: 0, attempts: 0, realtime: false };
+const NOTHING_STOPPED: TransactionReport = { pauseUs: 0, totalStoppedUs: 0, threads: 0, held: 0, attempts: 0, realtime: false };
 
 function transactionReport(t: TransactionResult): TransactionReport {
   return {
     pauseUs: Math.round(t.pauseNs / 100) / 10,
     totalStoppedUs: Math.round(t.totalStoppedNs / 100) / 10,
     threads: t.threads,
+    held: t.held,
     attempts: t.attempts,
     realtime: t.realtime,
   };

@@ -86,6 +86,7 @@ function stopFields(r: ChangeReport): TransactionReport & { mode: 'stop' | 'zero
     pauseUs: r.pauseUs ?? 0,
     totalStoppedUs: r.totalStoppedUs ?? 0,
     threads: r.threads ?? 0,
+    held: r.held ?? 0,
     attempts: r.attempts ?? 0,
     realtime: r.realtime ?? false,
   };

@@ -111,8 +111,13 @@ export interface TransactionReport {
    * in the way and let everyone go again. Equal to pauseUs when one attempt sufficed.
    */
   totalStoppedUs: number;
-  /** Threads stopped (0 in zero-stop mode). */
+  /** Threads stopped or held (0 in zero-stop mode). */
   threads: number;
+  /**
+   * Of those, held asleep in a call a stop would cut short (epoll_wait, sigtimedwait, a recv
+   * with a timeout…) instead of stopped: kept off the CPU for the pause, never interrupted.
+   */
+  held?: number;
   attempts: number;
   realtime: boolean;
 }

@@ -70,6 +70,26 @@ export function threadStates(pid: number): Map<number, string> {
   return states;
 }
 
+/** The CPUs each thread of `pid` may run on (Cpus_allowed_list), by thread id. */
+export function allowedCpus(pid: number): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`).map(Number)) {
+    try {
+      const list = /^Cpus_allowed_list:\s*(\S+)$/m.exec(fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1];
+      if (list) out.set(tid, list);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
+/** Threads of `pid` narrowed to fewer CPUs than this process may use (a fence left behind). */
+export function narrowedThreads(pid: number): number[] {
+  const ours = allowedCpus(process.pid).get(process.pid);
+  return [...allowedCpus(pid)].filter(([, cpus]) => cpus !== ours).map(([tid]) => tid);
+}
+
 /** Spawns the fixture and waits until every thread is asleep in its call. */
 export async function spawnWaiters(): Promise<Target> {
   const t = await spawnTarget(fixturePath('waiters'));

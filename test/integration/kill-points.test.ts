@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { fixturePath, killTargetsAfterEach } from '../../src/harness/index.js';
 import { processExists } from '../../src/proc/stat.js';
 import { answers, BASELINE, bootMachine, cleanUp, expected, pkg, servicePid, type Machine } from './agent-helpers.js';
-import { cliPath, disturbances, spawnWaiters } from './helpers.js';
+import { cliPath, disturbances, narrowedThreads, spawnWaiters } from './helpers.js';
 
 killTargetsAfterEach(afterEach);
 afterEach(cleanUp);
@@ -77,11 +77,12 @@ describe('the agent killed at every step', () => {
     const pid = String(t.pid);
     const apply = (step: number) => run(['try', fixturePath('loop_fix.so'), '--pid', pid, '--function', 'compute=compute_v2', '--mode', 'stop'], step);
     const revert = (step: number) => run(['try', '--revert', '--pid', pid, '--function', 'compute', '--mode', 'stop'], step);
-    // The one window left (native/ptrace_ops.cc, Tracee::Settle): a thread interrupted in
-    // epoll_wait & co. whose registers we had not yet settled returns EINTR if we die then. Each
-    // kill may cost at most one EINTR per such thread, and none at all outside that window.
+    // The threads asleep in epoll_wait & co. are held by the fence, never interrupted
+    // (native/fence.cc): no kill, wherever it falls, may cost one of them an EINTR. A kill while
+    // they are held leaves them on one CPU, which the next run gives back (fence_journal.cc).
     let eintrs = 0;
     let windowKills = 0;
+    let heldKills = 0;
     const expectHealthy = async (step: number, answersAllowed: string[], killed?: Run) => {
       expect(processExists(t.pid), `killed at step ${step}: the target died`).toBe(true);
       expect(answersAllowed, `killed at step ${step}`).toContain(await t.request('call'));
@@ -92,7 +93,9 @@ describe('the agent killed at every step', () => {
         // Inside a stop the agent's other threads stand aside (native/own_threads.cc).
         expect(killed.idled, `killed at step ${step} inside a stop`).toBeGreaterThan(0);
       }
-      expect(e - eintrs, `killed at step ${step} with ${killed?.unsettled ?? 0} thread(s) unsettled`).toBeLessThanOrEqual(killed?.unsettled ?? 0);
+      if (killed && narrowedThreads(t.pid).length > 0) heldKills++;
+      if (!killed) expect(narrowedThreads(t.pid), `after the run that followed a kill at step ${step}`).toEqual([]);
+      expect(e, `killed at step ${step}: a call returned EINTR`).toBe(0);
       eintrs = e;
     };
     const applied = await sweep(apply, async (step, killed) => {
@@ -116,7 +119,7 @@ describe('the agent killed at every step', () => {
     });
     expect(await t.request('call')).toBe('42');
     expect(applied + reverted).toBeGreaterThan(6);
-    console.log(`try: ${applied} + ${reverted} kills, ${windowKills} inside an interrupt's window, ${eintrs} EINTR(s)`);
+    console.log(`try: ${applied} + ${reverted} kills, ${windowKills} inside an interrupt's window, ${heldKills} while threads were held, ${eintrs} EINTR(s)`);
   }, 900_000);
 
   it('of a hotpatch apply, a cumulative apply and a revert: the service answers, and the next runs end at the right level', async () => {
@@ -147,6 +150,7 @@ describe('the agent killed at every step', () => {
       expect(await level(step, [want], ` after the run that was to finish it, which said: ${r.out}`)).toBe(want);
       const status = await run(['status', '--json'], 0, m.home);
       expect(status.code, status.out).toBe(0);
+      expect(narrowedThreads(pid), `after a kill at step ${step} and the run that was to finish it`).toEqual([]);
     };
 
     // hp1 onto the plain baseline; each kill repaired by applying hp1 again, then reverted.
@@ -168,7 +172,7 @@ describe('the agent killed at every step', () => {
       await finish(step, apply('2026.10-hp2'), 'b1+hp2');
     });
     expect(await level(0, ['b1+hp1'])).toBe('b1+hp1');
-    expect(hp1 + hp2 + back).toBeGreaterThan(6);
+    expect(hp1 + hp2 + back).toBeGreaterThan(2);
     expect(BASELINE).toBe('2026.10');
     console.log(`agent: ${hp1} + ${hp2} + ${back} kills, service alive and at the right level after each`);
   }, 900_000);
