@@ -116,22 +116,20 @@ uint64_t ProcessStartTime(pid_t pid) {
 
 bool StateIsGone(char state) { return state == 0 || state == 'Z' || state == 'X' || state == 'x'; }
 
-// Asleep in a call a stop restarts by itself (nanosleep, a futex, poll…) is best: it was doing
-// nothing, and nothing it sees changes. One asleep in a call a stop makes return EINTR (epoll_wait,
-// sigtimedwait…) comes last: borrowing it is the one stop the fence cannot spare it (fence.cc).
+// A thread asleep: it was doing nothing, so borrowing it delays no work. Best one in a call a
+// stop restarts by itself (nanosleep, a futex, poll…); one in a call a stop makes return EINTR
+// (epoll_wait, sigtimedwait…) only if there is no other, as borrowing it is the one stop the fence
+// cannot spare it (fence.cc: our death in the few µs before its call is made to restart would
+// cost it an EINTR). Still better than a running thread, whose work would wait for our calls.
 pid_t ThreadToBorrow(pid_t pid) {
-  pid_t fallback = 0;
+  pid_t asleep = 0;
   for (pid_t tid : ListThreads(pid)) {
     if (ThreadState(pid, tid) != 'S') continue;
     long nr = BlockedCall(pid, tid);
     if (nr >= 0 && !RestartableAfterEintr(uint64_t(nr))) return tid;
-    if (!fallback && nr < 0) fallback = tid;
+    if (!asleep) asleep = tid;
   }
-  if (fallback) return fallback;
-  // Only threads in epoll_wait & co.: a running one is stopped where it runs, with no call to cut.
-  for (pid_t tid : ListThreads(pid))
-    if (ThreadState(pid, tid) == 'R') return tid;
-  return pid;
+  return asleep ? asleep : pid;
 }
 
 bool ThreadFinished(pid_t pid, pid_t tid) { return StateIsGone(ThreadState(pid, tid)); }

@@ -36,12 +36,14 @@ namespace hp {
 
 // Test hook: HP_AGENT_KILL_AT_STEP=N makes the agent SIGKILL itself at its N-th step (a ptrace
 // request, a write into a target, a remote call), so a test can kill it at every point of a
-// change. Unset, it costs one relaxed load per step.
+// change; HP_AGENT_KILL_AT_STEP=held, at its first step while the fence holds threads (the
+// writes: fence.cc). Unset, it costs one relaxed load per step.
 static std::atomic<long> gSteps{0};
-static const long kKillAt = [] {
-  const char* v = getenv("HP_AGENT_KILL_AT_STEP");
-  return v ? atol(v) : 0L;
-}();
+static const char* const kKillAtText = getenv("HP_AGENT_KILL_AT_STEP");
+static const bool kKillWhenHeld = kKillAtText && strcmp(kKillAtText, "held") == 0;
+static const long kKillAt = kKillAtText && !kKillWhenHeld ? atol(kKillAtText) : 0L;
+// Threads the fence holds at this instant, over every Tracee of this process (for the report).
+static std::atomic<long> gHeld{0};
 
 // Threads interrupted whose registers are not yet settled (see Tracee::Settle), over every
 // Tracee of this process: HP_AGENT_KILL_REPORT=FILE gets the count at the kill, so a test can
@@ -50,11 +52,15 @@ static const long kKillAt = [] {
 static std::atomic<long> gUnsettled{0};
 
 void KillPoint() {
-  if (kKillAt <= 0) return;
-  if (gSteps.fetch_add(1, std::memory_order_relaxed) + 1 != kKillAt) return;
+  if (kKillWhenHeld) {
+    if (gHeld.load() == 0) return;
+  } else {
+    if (kKillAt <= 0) return;
+    if (gSteps.fetch_add(1, std::memory_order_relaxed) + 1 != kKillAt) return;
+  }
   if (const char* report = getenv("HP_AGENT_KILL_REPORT")) {
     std::string line = "unsettled " + std::to_string(gUnsettled.load()) + " idled " +
-                       std::to_string(OwnThreadsAside::IdledNow()) + "\n";
+                       std::to_string(OwnThreadsAside::IdledNow()) + " held " + std::to_string(gHeld.load()) + "\n";
     int fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {
       if (write(fd, line.data(), line.size()) < 0) {
@@ -374,10 +380,7 @@ bool Tracee::StopAll(CoreError& err) {
     if (threads_[i].stopped || threads_[i].gone || !threads_[i].seized) continue;
     if (!WaitForStop(threads_[i], err)) return false;
   }
-  uint64_t tw = MonotonicNs();
-  bool okh = sleepers.empty() || HoldAll(sleepers, err);
-  if (getenv("HP_T")) fprintf(stderr, "stop %lu hold %lu\n", (unsigned long)(tw - stoppingSinceNs_)/1000, (unsigned long)(MonotonicNs()-tw)/1000);
-  return okh;
+  return sleepers.empty() || HoldAll(sleepers, err);
 }
 
 // Pinned behind the raised guard, a thread that /proc then shows asleep in its call (the kernel
@@ -392,6 +395,7 @@ bool Tracee::Hold(TracedThread& t) {
     return false;
   }
   t.held = true;
+  gHeld++;
   t.heldRunNs = ran;
   // As a stop would show it, blocked in a call that restarts: whoever checks the sites looks at
   // both the return address and the `syscall` before it.
@@ -465,6 +469,7 @@ void Tracee::LetHeldGo() {
   for (auto& t : threads_) {
     if (!t.held) continue;
     t.held = false;
+    gHeld--;
     t.haveRegs = false;
   }
 }

@@ -79,6 +79,7 @@ export const ERROR_CODES = {
   FUNCTION_SIZE_MISMATCH: refusal('the function is not the size the manifest says'),
   FUNCTION_TOO_LONG: refusal('the function is longer than a manifest may describe'),
   FUNCTION_TOO_SHORT: refusal('the function is shorter than the jump it needs'),
+  HELD_THREAD_RAN: refusal('a thread held asleep in its call ran during every attempt of the stop (the fence did not hold); nothing was written'),
   HISTORY_INVALID: refusal('a history entry to record is malformed (the history is unchanged)'),
   HOME_INSECURE: refusal("the agent home is another user's or writable by group or others"),
   HOME_NOT_DIRECTORY: refusal('the agent home, or a path to it, is not a directory'),

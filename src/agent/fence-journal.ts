@@ -8,9 +8,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../native.js';
 
+const journalDir = (lockDir: string): string => path.join(lockDir, 'fences');
+
 /** `lockDir`: the folder of the lock just taken. Returns how many threads got their mask back. */
 export function adoptFenceJournal(lockDir: string): number {
-  const dir = path.join(lockDir, 'fences');
+  const dir = journalDir(lockDir);
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch {
@@ -20,4 +22,14 @@ export function adoptFenceJournal(lockDir: string): number {
   const healed = native.healFences(dir);
   native.setFenceJournal(dir);
   return healed;
+}
+
+/** As the lock is released: nothing more is written, and an empty journal folder goes. */
+export function leaveFenceJournal(lockDir: string): void {
+  native.setFenceJournal('');
+  try {
+    fs.rmdirSync(journalDir(lockDir));
+  } catch {
+    // not empty (a file of a fence still held by a worker of ours: the next agent heals it), or gone
+  }
 }

@@ -25,7 +25,7 @@ import path from 'node:path';
 import { HpError } from '../errors.js';
 import { isGone, processStartTime, readProcStat } from '../proc/stat.js';
 import { fsyncDirSync, tempPathFor } from '../fs/atomic.js';
-import { adoptFenceJournal } from './fence-journal.js';
+import { adoptFenceJournal, leaveFenceJournal } from './fence-journal.js';
 import { homeLayout } from './home.js';
 
 export interface LockInfo {
@@ -324,6 +324,7 @@ function makeHandle(file: string, info: LockInfo, takenOver: StaleLock | undefin
     try {
       const current = readLock(file);
       if (current?.info && current.info.pid === info.pid && current.info.since === info.since && current.info.host === info.host) {
+        leaveFenceJournal(path.dirname(file));
         fs.rmSync(file, { force: true });
       }
     } catch {

@@ -28,26 +28,27 @@ interface Run {
   unsettled: number;
   /** Killed: how many of the agent's own threads were in SCHED_IDLE at that instant. */
   idled: number;
+  /** Killed: how many threads of the target the fence held at that instant (native/fence.cc). */
+  held: number;
 }
 
 const report = path.join(os.tmpdir(), `hp-kill-report-${process.pid}`);
 
-/** The CLI as a separate process, killed at its `step`-th step (0: never). */
-function run(args: string[], step: number, home?: string): Promise<Run> {
+/** The CLI as a separate process, killed at its `step`-th step (0: never; 'held': the first while threads are held). */
+function run(args: string[], step: number | 'held', home?: string): Promise<Run> {
   fs.rmSync(report, { force: true });
   const env = { ...process.env, HP_AGENT_KILL_AT_STEP: String(step), HP_AGENT_KILL_REPORT: report, ...(home ? { HP_AGENT_HOME: home } : {}) };
   return new Promise((resolve) => {
     execFile(process.execPath, [cliPath, ...args], { timeout: 60_000, env }, (err, stdout, stderr) => {
       const e = err as (Error & { code?: number | string; signal?: string }) | null;
-      let unsettled = 0;
-      let idled = 0;
+      let [unsettled, idled, held] = [0, 0, 0];
       try {
-        const said = /unsettled (\d+) idled (\d+)/.exec(fs.readFileSync(report, 'utf8'));
-        [unsettled, idled] = [Number(said?.[1] ?? 0), Number(said?.[2] ?? 0)];
+        const said = /unsettled (\d+) idled (\d+) held (\d+)/.exec(fs.readFileSync(report, 'utf8'));
+        [unsettled, idled, held] = [1, 2, 3].map((i) => Number(said?.[i] ?? 0));
       } catch {
         // not killed
       }
-      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, out: stdout + stderr, unsettled, idled });
+      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, out: stdout + stderr, unsettled, idled, held });
     });
   });
 }
@@ -75,8 +76,8 @@ describe('the agent killed at every step', () => {
   it('of `try` and `try --revert`: every waiting thread goes on untouched, and the next runs finish the change', async () => {
     const t = await spawnWaiters();
     const pid = String(t.pid);
-    const apply = (step: number) => run(['try', fixturePath('loop_fix.so'), '--pid', pid, '--function', 'compute=compute_v2', '--mode', 'stop'], step);
-    const revert = (step: number) => run(['try', '--revert', '--pid', pid, '--function', 'compute', '--mode', 'stop'], step);
+    const apply = (step: number | 'held') => run(['try', fixturePath('loop_fix.so'), '--pid', pid, '--function', 'compute=compute_v2', '--mode', 'stop'], step);
+    const revert = (step: number | 'held') => run(['try', '--revert', '--pid', pid, '--function', 'compute', '--mode', 'stop'], step);
     // The threads asleep in epoll_wait & co. are held by the fence, never interrupted
     // (native/fence.cc): no kill, wherever it falls, may cost one of them an EINTR. A kill while
     // they are held leaves them on one CPU, which the next run gives back (fence_journal.cc).
@@ -93,7 +94,11 @@ describe('the agent killed at every step', () => {
         // Inside a stop the agent's other threads stand aside (native/own_threads.cc).
         expect(killed.idled, `killed at step ${step} inside a stop`).toBeGreaterThan(0);
       }
-      if (killed && narrowedThreads(t.pid).length > 0) heldKills++;
+      if (killed && killed.held > 0) {
+        heldKills++;
+        // Killed while holding them: they run on, each on the one CPU the fence gave it.
+        expect(narrowedThreads(t.pid), `killed at step ${step} while ${killed.held} thread(s) were held`).toHaveLength(killed.held);
+      }
       if (!killed) expect(narrowedThreads(t.pid), `after the run that followed a kill at step ${step}`).toEqual([]);
       expect(e, `killed at step ${step}: a call returned EINTR`).toBe(0);
       eintrs = e;
@@ -118,6 +123,14 @@ describe('the agent killed at every step', () => {
       await expectHealthy(step, ['182']);
     });
     expect(await t.request('call')).toBe('42');
+    // Whatever the sampling, the agent is killed once while it holds threads (at the write).
+    const held = await apply('held');
+    expect(held.signal, held.out).toBe('SIGKILL');
+    expect(held.held).toBeGreaterThan(0);
+    await expectHealthy(0, ['42'], held);
+    expect((await apply(0)).code).toBe(0);
+    await expectHealthy(0, ['182']);
+    expect((await revert(0)).code).toBe(0);
     expect(applied + reverted).toBeGreaterThan(6);
     console.log(`try: ${applied} + ${reverted} kills, ${windowKills} inside an interrupt's window, ${heldKills} while threads were held, ${eintrs} EINTR(s)`);
   }, 900_000);
