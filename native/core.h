@@ -204,7 +204,7 @@ class Tracee {
   bool SeizeLate(TracedThread& t, CoreError& err);
   bool Hold(TracedThread& t);
   bool HoldOrStop(TracedThread& t, bool raised, CoreError& err);
-  bool HoldAll(const std::vector<size_t>& sleepers, CoreError& err);
+  bool CatchUnseen(bool raised, CoreError& err);
   void LetHeldGo();
   bool Known(pid_t tid) const;
   void Detach(TracedThread& t);

@@ -343,11 +343,13 @@ bool Tracee::StopAll(CoreError& err) {
   enum Kind : char { kTogether, kAlone, kSleeper };
   std::vector<size_t> alone, sleepers;
   std::vector<char> kind(threads_.size(), kTogether);
+  bool unseen = false;  // a thread was left unseized: its children, if any, are not traced
   for (size_t i = 0; i < threads_.size(); i++) {
     TracedThread& t = threads_[i];
     if (t.stopped || t.gone) continue;
     bool eintrCall = t.probe ? SleepsInEintrCall(pid_, *t.probe) : SleepsInEintrCall(pid_, t.tid);
     if (!t.seized) {
+      unseen = true;
       if (eintrCall && fence_.Prepare()) {
         sleepers.push_back(i);
         kind[i] = kSleeper;
@@ -383,7 +385,10 @@ bool Tracee::StopAll(CoreError& err) {
     if (threads_[i].stopped || threads_[i].gone || !threads_[i].seized) continue;
     if (!WaitForStop(threads_[i], err)) return false;
   }
-  return sleepers.empty() || HoldAll(sleepers, err);
+  bool raised = !sleepers.empty() && fence_.Raise();
+  for (size_t i : sleepers)
+    if (!HoldOrStop(threads_[i], raised, err)) return false;
+  return !unseen || CatchUnseen(raised, err);
 }
 
 // Pinned behind the raised guard, a thread that /proc then shows asleep in its call (the kernel
@@ -419,13 +424,10 @@ bool Tracee::HoldOrStop(TracedThread& t, bool raised, CoreError& err) {
   return Stop(t, err);
 }
 
-bool Tracee::HoldAll(const std::vector<size_t>& sleepers, CoreError& err) {
-  bool raised = fence_.Raise();
-  for (size_t i : sleepers)
-    if (!HoldOrStop(threads_[i], raised, err)) return false;
-  // A thread created by an unseized one before it was held is not traced: find it now that
-  // nothing unseen can run, and hold or stop it too. (Only when the kernel counts more threads
-  // than we know: a stat of the folder costs far less than listing it.)
+// A thread created by an unseized one (before it was held, or seized late) is not traced: find
+// it now that nothing unseen can run, and hold or stop it too. (Only when the kernel counts other
+// than the threads we know: a stat of the folder costs far less than listing it.)
+bool Tracee::CatchUnseen(bool raised, CoreError& err) {
   bool lateHeld = false;
   int known = 0;
   for (auto& t : threads_) known += !t.gone;

@@ -270,7 +270,7 @@ bool RunTransaction(pid_t pid, const std::vector<Site>& sites, const Transaction
   std::vector<uint64_t> stackWords(kScratchWords);  // value-initialised: every page touched now
   // Held rather than stopped, a thread in epoll_wait & co. gets no EINTR even if we die (fence.cc);
   // the fence needs the tracer above its guard, at real-time priority.
-  tracee.HoldSleepers(opts.realtime && !getenv("HP_NO_FENCE"));
+  tracee.HoldSleepers(opts.realtime);
   if (!tracee.SeizeAll(err)) return false;
 
   uint64_t deadline = MonotonicNs() + opts.timeoutMs * 1000000ull;
